@@ -1,0 +1,48 @@
+# Rio in Rust. `make demo` and `make test` do everything on a fresh machine; both run
+# `make setup` first. The kernel build is cached in $(RIO_CACHE) (outside the checkout).
+SHELL := /bin/bash
+export RIO_CACHE ?= /var/cache/rio-build
+export RIO_ROOT := $(CURDIR)
+GUEST_TARGET := x86_64-unknown-linux-gnu
+CARGO_GUEST := cd userlib && RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --target $(GUEST_TARGET)
+
+.PHONY: all setup kernel module guest initramfs test test-unit test-qemu demo shell clean help
+
+all: initramfs
+
+help:
+	@echo "make demo       boot the guest, load rio.ko, show it working (runs setup first)"
+	@echo "make test       every test: cargo tests of userlib, then the QEMU tests"
+	@echo "make setup      install toolchain and sources (Debian packages, crates.io); idempotent"
+	@echo "make kernel     build (or reuse) the cached Rust-enabled test kernel"
+	@echo "make module     build rio.ko out of tree"
+	@echo "make initramfs  pack busybox, rio.ko and the guest programs"
+	@echo "make shell      boot the guest with a shell on this terminal"
+
+setup:
+	@bash scripts/setup.sh
+
+kernel: setup
+	@bash scripts/kernel.sh >/dev/null
+
+module: kernel
+	@bash scripts/module.sh
+
+guest:
+	@$(CARGO_GUEST) -q -p rio-agent -p rio-cli
+
+initramfs: module guest
+	@bash qemu/mkinitramfs.sh $(RIO_CACHE)/kbuild-current
+
+test: setup initramfs
+	@bash scripts/test.sh
+
+demo: setup initramfs
+	@cd userlib && cargo run -q --release -p riovm --bin riovm -- demo
+
+shell: setup initramfs
+	@cd userlib && cargo run -q --release -p riovm --bin riovm -- shell
+
+clean:
+	rm -rf build userlib/target tests/target
+	@bash -c '[ -f $(RIO_CACHE)/env.mk ] && . scripts/env.sh && make -s -C "$$KSRC_ORIG" O="$$KBUILD" M=$(CURDIR) clean || true'

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# make initramfs: busybox-static, rio.ko and the static guest programs, packed with the
+# kernel's own gen_init_cpio (no root needed) into build/initramfs.cpio.gz.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+KBUILD=${1:?usage: mkinitramfs.sh KBUILD_DIR}
+out="$root/build/initramfs.cpio.gz"
+guest="$root/userlib/target/x86_64-unknown-linux-gnu/release"
+list="$root/build/initramfs.list"
+mkdir -p "$root/build"
+
+busybox=$(command -v busybox || true)
+[ -n "$busybox" ] && file -L "$busybox" 2>/dev/null | grep -q 'statically linked' || busybox=/bin/busybox
+[ -x "$busybox" ] || { echo "mkinitramfs: busybox-static is not installed: run 'make setup'" >&2; exit 1; }
+for f in "$root/rio_mod/rio.ko" "$guest/rio-agent" "$guest/rio"; do
+    [ -f "$f" ] || { echo "mkinitramfs: missing $f: run 'make module guest'" >&2; exit 1; }
+done
+
+{
+    echo "dir /dev 0755 0 0"
+    echo "nod /dev/console 0600 0 0 c 5 1"
+    echo "nod /dev/null 0666 0 0 c 1 3"
+    for d in /bin /sbin /usr /usr/bin /usr/sbin /proc /sys /tmp /mnt /run /root /etc /lib /lib/modules; do
+        echo "dir $d 0755 0 0"
+    done
+    echo "file /bin/busybox $busybox 0755 0 0"
+    echo "slink /bin/sh busybox 0777 0 0"
+    echo "file /init $root/qemu/init 0755 0 0"
+    echo "file /bin/rio-load $root/qemu/rio-load 0755 0 0"
+    echo "file /bin/rio-agent $guest/rio-agent 0755 0 0"
+    echo "file /bin/rio $guest/rio 0755 0 0"
+    echo "file /lib/modules/rio.ko $root/rio_mod/rio.ko 0644 0 0"
+    # Extra guest programs later issues add: anything in build/guest-extra/.
+    if [ -d "$root/build/guest-extra" ]; then
+        for f in "$root"/build/guest-extra/*; do
+            [ -f "$f" ] && echo "file /bin/$(basename "$f") $f 0755 0 0"
+        done
+    fi
+    printf 'root:x:0:0:root:/root:/bin/sh\nrio:x:1000:1000:rio:/tmp:/bin/sh\n' > "$root/build/passwd"
+    printf 'root:x:0:\nrio:x:1000:\n' > "$root/build/group"
+    echo "file /etc/passwd $root/build/passwd 0644 0 0"
+    echo "file /etc/group $root/build/group 0644 0 0"
+} > "$list"
+
+"$KBUILD/usr/gen_init_cpio" "$list" | gzip -1 > "$out.tmp"
+mv "$out.tmp" "$out"
+echo "[initramfs] $out ($(du -h "$out" | cut -f1))"

@@ -1,0 +1,69 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! rio.ko: a crash-surviving, write-protected file cache in reserved memory, after Rio
+//! (Chen et al., ASPLOS 1996).
+//!
+//! Layout, one concern per file:
+//! - [`config`]: the arena's module parameters and their validation;
+//! - [`sys`]: the few raw kernel calls with no Rust abstraction yet, behind safe wrappers;
+//! - [`device`]: `/dev/rio`, the miscdevice users talk to;
+//! - [`uapi`]: the ioctl ABI shared with userspace (mirrored in `userlib/rio-client`).
+
+use kernel::prelude::*;
+
+mod config;
+mod device;
+mod sys;
+mod uapi;
+
+module! {
+    type: RioModule,
+    name: "rio",
+    authors: ["Rio in Rust developers"],
+    description: "Rio: a crash-surviving, write-protected file cache in reserved memory",
+    license: "GPL",
+    params: {
+        arena_phys: u64 {
+            default: 0,
+            description: "Physical address of the arena, reserved at boot with memmap=SIZE$ADDR",
+        },
+        arena_size: u64 {
+            default: 0,
+            description: "Size of the arena in bytes (page aligned)",
+        },
+    },
+}
+
+#[pin_data(PinnedDrop)]
+struct RioModule {
+    #[pin]
+    dev: device::Registration,
+}
+
+impl kernel::InPlaceModule for RioModule {
+    fn init(_module: &'static ThisModule) -> impl PinInit<Self, Error> {
+        pin_init::pin_init_scope(move || {
+            let arena = config::ArenaConfig::from_params(
+                *module_parameters::arena_phys.value_ref(),
+                *module_parameters::arena_size.value_ref(),
+            )?;
+            pr_info!(
+                "arena {:#x}..{:#x} ({} KiB of reserved memory), ABI {}\n",
+                arena.phys,
+                arena.end(),
+                arena.size >> 10,
+                uapi::RIO_ABI_VERSION
+            );
+            Ok(try_pin_init!(Self {
+                dev <- device::Registration::new(arena),
+            }))
+        })
+    }
+}
+
+#[pinned_drop]
+impl PinnedDrop for RioModule {
+    fn drop(self: Pin<&mut Self>) {
+        pr_info!("unloaded\n");
+    }
+}

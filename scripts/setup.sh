@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# make setup: install everything the build and the tests need, from Debian's packages and
+# crates.io only. Idempotent; fast when already done. Never touches the machine's own apt
+# sources: the kernel source and rust-src come from trixie through a private apt config.
+set -euo pipefail
+
+CACHE=${RIO_CACHE:-/var/cache/rio-build}
+KSERIES=${RIO_KERNEL_SERIES:-7.3}
+BINDGEN_VERSION=0.72.1
+mkdir -p "$CACHE"
+
+log() { printf '[setup] %s\n' "$*"; }
+die() { printf '[setup] error: %s\n' "$*" >&2; exit 1; }
+
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO=sudo
+
+# ---- 1. host packages from the machine's own (bookworm) archive --------------------------
+PKGS=(clang-19 lld-19 llvm-19 libclang-19-dev flex bison bc libelf-dev libssl-dev cpio
+      qemu-system-x86 busybox-static e2fsprogs xz-utils python3 libc6-dev)
+missing=()
+for p in "${PKGS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    log "installing host packages: ${missing[*]}"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+    log "host packages present"
+fi
+
+# ---- 2. a private apt configuration for trixie (kernel source, rust-src) ------------------
+APTDIR="$CACHE/apt"
+mkdir -p "$APTDIR/lists/partial" "$APTDIR/archives/partial" "$APTDIR/debs"
+cat > "$APTDIR/sources.list" <<SRC
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie main
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie-backports main
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian-security trixie-security main
+SRC
+APTOPTS=(-o Dir::Etc::sourcelist="$APTDIR/sources.list" -o Dir::Etc::sourceparts=/nonexistent
+         -o Dir::State::Lists="$APTDIR/lists" -o Dir::Cache::archives="$APTDIR/archives"
+         -o Dir::Cache::pkgcache="$APTDIR/pkgcache.bin" -o Dir::Cache::srcpkgcache="$APTDIR/srcpkgcache.bin"
+         -o APT::Get::List-Cleanup=0 -o Debug::NoLocking=1 -o APT::Sandbox::User=root)
+private_update() {
+    if [ ! -f "$APTDIR/updated" ]; then
+        log "reading the trixie package lists (private apt configuration)"
+        apt-get "${APTOPTS[@]}" update -qq || die "apt-get update for trixie failed"
+        touch "$APTDIR/updated"
+    fi
+}
+private_download() { # name=version
+    (cd "$APTDIR/debs" && apt-get "${APTOPTS[@]}" download -qq "$1") || return 1
+}
+
+# kernel source
+KSRC_DIR="$CACHE/linux-source-$KSERIES"
+if [ ! -f "$KSRC_DIR/.unpacked" ]; then
+    private_update
+    if ! apt-cache "${APTOPTS[@]}" show "linux-source-$KSERIES" >/dev/null 2>&1; then
+        seen=$(apt-cache "${APTOPTS[@]}" search --names-only '^linux-source-[0-9.]+$' 2>/dev/null | awk '{print $1}' | sort -V | tr '\n' ' ')
+        die "linux-source-$KSERIES is no longer in the archive; series seen: ${seen:-none}. Set RIO_KERNEL_SERIES or update the project."
+    fi
+    log "downloading linux-source-$KSERIES"
+    rm -f "$APTDIR/debs"/linux-source-"$KSERIES"_*.deb
+    private_download "linux-source-$KSERIES" || die "could not download linux-source-$KSERIES"
+    rm -rf "$KSRC_DIR" && mkdir -p "$KSRC_DIR"
+    dpkg -x "$APTDIR/debs"/linux-source-"$KSERIES"_*.deb "$KSRC_DIR/deb"
+    log "unpacking the kernel tarball"
+    tar -C "$KSRC_DIR" -xf "$KSRC_DIR/deb/usr/src/linux-source-$KSERIES.tar.xz"
+    rm -rf "$KSRC_DIR/deb"
+    touch "$KSRC_DIR/.unpacked"
+else
+    log "kernel source present ($KSRC_DIR)"
+fi
+
+# rust-src matching the machine's rustc
+RUSTC_VER=$(rustc --version | awk '{print $2}')
+RSRC_DIR="$CACHE/rust-src-$RUSTC_VER"
+if [ ! -d "$RSRC_DIR/usr/src/rustc-$RUSTC_VER/library" ]; then
+    private_update
+    ver=$(apt-cache "${APTOPTS[@]}" madison rust-src 2>/dev/null | awk -F'|' '{gsub(/ /,"",$2); print $2}' \
+          | grep -E "^([0-9]+:)?${RUSTC_VER//./\\.}\+" | head -n1 || true)
+    [ -n "$ver" ] || die "no rust-src for rustc $RUSTC_VER in trixie; have: $(apt-cache "${APTOPTS[@]}" madison rust-src | awk -F'|' '{print $2}' | tr -d ' ' | tr '\n' ' ')"
+    log "downloading rust-src $ver (rustc is $RUSTC_VER)"
+    rm -f "$APTDIR/debs"/rust-src_*.deb
+    private_download "rust-src=$ver" || die "could not download rust-src=$ver"
+    rm -rf "$RSRC_DIR"
+    dpkg -x "$APTDIR/debs"/rust-src_*.deb "$RSRC_DIR"
+else
+    log "rust-src $RUSTC_VER present"
+fi
+
+# ---- 3. bindgen from crates.io ------------------------------------------------------------
+if ! bindgen --version 2>/dev/null | grep -q "$BINDGEN_VERSION"; then
+    log "installing bindgen-cli $BINDGEN_VERSION from crates.io"
+    cargo install -q bindgen-cli --version "$BINDGEN_VERSION" --locked
+else
+    log "bindgen $BINDGEN_VERSION present"
+fi
+
+# ---- 4. the environment file the Makefile reads -------------------------------------------
+cat > "$CACHE/env.mk" <<MK
+KSRC_ORIG := $KSRC_DIR/linux-source-$KSERIES
+RUST_LIB_SRC := $RSRC_DIR/usr/src/rustc-$RUSTC_VER/library
+RUSTC_VERSION := $RUSTC_VER
+MK
+log "done"

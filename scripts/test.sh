@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# make test: the userlib unit tests, then the QEMU tests; ends with one line
+# "N passed, N failed" that counts every test of every suite (a suite that fails to build
+# counts as one failure).
+set -uo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+log=$(mktemp -d)
+trap 'rm -rf "$log"' EXIT
+total_pass=0
+total_fail=0
+
+# suite NAME DIR CARGO-ARGS...: run cargo test in DIR and add its counts to the totals.
+suite() {
+    local name=$1 dir=$2
+    shift 2
+    echo "=== $name"
+    (cd "$dir" && timeout --kill-after=30 "${SUITE_TIMEOUT:-2400}" cargo test "$@") 2>&1 | tee "$log/$name.out"
+    local rc=${PIPESTATUS[0]}
+    local p f
+    p=$(grep -E '^test result:' "$log/$name.out" | sed -E 's/.* ([0-9]+) passed.*/\1/' | paste -sd+ | bc)
+    f=$(grep -E '^test result:' "$log/$name.out" | sed -E 's/.* ([0-9]+) failed.*/\1/' | paste -sd+ | bc)
+    p=${p:-0}
+    f=${f:-0}
+    if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+        echo "=== $name: cargo exited $rc without a failing test (build error or timeout): counted as one failure"
+        f=1
+    fi
+    echo "=== $name: $p passed, $f failed"
+    total_pass=$((total_pass + p))
+    total_fail=$((total_fail + f))
+}
+
+suite userlib "$here/userlib" --workspace
+# The QEMU tests: each boots its own VM (about 2 s under TCG); two at a time on 2 cores.
+suite qemu "$here/tests" -- --test-threads="${QEMU_TEST_THREADS:-2}"
+
+echo "$total_pass passed, $total_fail failed"
+[ "$total_fail" -eq 0 ]
