@@ -5,14 +5,22 @@
 //!
 //! Layout, one concern per file:
 //! - [`config`]: the arena's module parameters and their validation;
-//! - [`sys`]: the few raw kernel calls with no Rust abstraction yet, behind safe wrappers;
+//! - [`format`]: the on-arena format (shared with the host crate `userlib/rio-format`);
+//! - [`arena`]: the read-only kernel mapping and the protection window;
+//! - [`store`]: objects, the registry, and recovery;
+//! - [`service`]: the arena's state (in service or refused), format, clean shutdown;
 //! - [`device`]: `/dev/rio`, the miscdevice users talk to;
-//! - [`uapi`]: the ioctl ABI shared with userspace (mirrored in `userlib/rio-client`).
+//! - [`uapi`]: the ioctl ABI shared with userspace (mirrored in `userlib/rio-client`);
+//! - [`sys`]: the few raw kernel calls with no Rust abstraction yet, behind safe wrappers.
 
 use kernel::prelude::*;
 
+mod arena;
 mod config;
 mod device;
+mod format;
+mod service;
+mod store;
 mod sys;
 mod uapi;
 
@@ -31,6 +39,14 @@ module! {
             default: 0,
             description: "Size of the arena in bytes (page aligned)",
         },
+        protect: bool {
+            default: true,
+            description: "Map the arena read-only and write through a per-page window (0 for comparison runs)",
+        },
+        allow_wild_store: bool {
+            default: false,
+            description: "Enable the debug ioctl that performs a wild kernel store into the arena",
+        },
     },
 }
 
@@ -47,15 +63,21 @@ impl kernel::InPlaceModule for RioModule {
                 *module_parameters::arena_phys.value_ref(),
                 *module_parameters::arena_size.value_ref(),
             )?;
+            let options = service::Options {
+                protect: *module_parameters::protect.value_ref(),
+                allow_wild_store: *module_parameters::allow_wild_store.value_ref(),
+            };
             pr_info!(
-                "arena {:#x}..{:#x} ({} KiB of reserved memory), ABI {}\n",
+                "arena {:#x}..{:#x} ({} KiB of reserved memory), protection {}, ABI {}\n",
                 arena.phys,
                 arena.end(),
                 arena.size >> 10,
+                if options.protect { "on" } else { "off" },
                 uapi::RIO_ABI_VERSION
             );
+            let rio = service::Rio::new(arena, options)?;
             Ok(try_pin_init!(Self {
-                dev <- device::Registration::new(arena),
+                dev <- device::Registration::new(rio),
             }))
         })
     }

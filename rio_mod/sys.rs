@@ -4,6 +4,7 @@
 //! abstract yet. Every use of `kernel::bindings` in the module lives in this file.
 
 use kernel::bindings;
+use kernel::prelude::*;
 
 /// How a physical range relates to the resources of one kind in the iomem tree.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,7 +25,7 @@ fn region(start: u64, size: u64, flags: u64, desc: u64) -> Overlap {
     // lock; it accepts any start, size, flags and descriptor values and dereferences nothing
     // of ours.
     let r = unsafe {
-        bindings::region_intersects(start, size, flags as core::ffi::c_ulong, desc as core::ffi::c_ulong)
+        bindings::region_intersects(start, size, flags as usize, desc as usize)
     };
     if r == bindings::REGION_DISJOINT as i32 {
         Overlap::Disjoint
@@ -53,4 +54,208 @@ pub(crate) fn reserved_overlap(start: u64, size: u64) -> Overlap {
         u64::from(bindings::IORESOURCE_MEM),
         u64::from(bindings::IORES_DESC_RESERVED),
     )
+}
+
+// ---- kernel mappings of arena pages ---------------------------------------------------------
+
+mod ffi {
+    use kernel::bindings::pgprot_t;
+    extern "C" {
+        // mm/vmalloc.c, EXPORT_SYMBOL(vmap) / EXPORT_SYMBOL(vunmap); not in the generated
+        // bindings because rust/bindings_helper.h does not include <linux/vmalloc.h>'s
+        // vmap declarations.
+        pub(super) fn vmap(
+            // `struct page **`; declared as `void **` because bindgen's `page` is not
+            // FFI-safe by value (it is only ever used through pointers here).
+            pages: *mut *mut core::ffi::c_void,
+            count: core::ffi::c_uint,
+            flags: core::ffi::c_ulong,
+            prot: pgprot_t,
+        ) -> *mut core::ffi::c_void;
+        pub(super) fn vunmap(addr: *const core::ffi::c_void);
+    }
+}
+
+/// `VM_MAP` from include/linux/vmalloc.h.
+const VM_MAP: core::ffi::c_ulong = 0x4;
+
+// x86-64 page-table bits (arch/x86/include/asm/pgtable_types.h).
+const PTE_PRESENT: usize = 1 << 0;
+const PTE_RW: usize = 1 << 1;
+const PTE_ACCESSED: usize = 1 << 5;
+const PTE_DIRTY: usize = 1 << 6;
+const PTE_GLOBAL: usize = 1 << 8;
+const PTE_NX: usize = 1 << 63;
+const PTE_PFN_MASK: usize = 0x000f_ffff_ffff_f000;
+
+/// `PAGE_KERNEL_RO` or `PAGE_KERNEL`, before `__supported_pte_mask` (vmap applies it).
+/// Dirty goes only with RW: Dirty without RW is how x86 marks shadow-stack pages.
+fn kernel_prot(writable: bool) -> kernel::bindings::pgprot_t {
+    let mut v = PTE_PRESENT | PTE_ACCESSED | PTE_GLOBAL | PTE_NX;
+    if writable {
+        v |= PTE_RW | PTE_DIRTY;
+    }
+    kernel::bindings::pgprot_t { pgprot: v }
+}
+
+fn supported_pte_mask() -> usize {
+    // SAFETY: `__supported_pte_mask` is written once during early boot and only read after.
+    unsafe { kernel::bindings::__supported_pte_mask }
+}
+
+/// The `struct page` of a physical frame. The arena lies inside a present memory section
+/// (the runner reserves it inside guest RAM), so its frames have `struct page`s in the
+/// virtual memmap even though the memory is reserved.
+fn pfn_to_page(pfn: u64) -> *mut kernel::bindings::page {
+    // SAFETY: `vmemmap_base` is set during early boot and constant afterwards.
+    let base = unsafe { kernel::bindings::vmemmap_base } as *mut kernel::bindings::page;
+    base.wrapping_add(pfn as usize)
+}
+
+/// A virtually contiguous kernel mapping of physical pages (`vmap`), unmapped on drop.
+/// Always 4 KiB page-table entries: the protection window relies on that.
+pub(crate) struct VMapping {
+    addr: core::ptr::NonNull<u8>,
+    pages: usize,
+}
+
+// SAFETY: The mapping is a plain kernel address range; it can be used and unmapped from any
+// thread.
+unsafe impl Send for VMapping {}
+// SAFETY: `VMapping` hands out its address only; synchronising access to the memory is the
+// users' job.
+unsafe impl Sync for VMapping {}
+
+impl VMapping {
+    fn map(frames: &mut KVec<*mut kernel::bindings::page>, writable: bool) -> Result<Self> {
+        let count = u32::try_from(frames.len()).map_err(|_| EINVAL)?;
+        // SAFETY: `frames` holds `count` valid `struct page` pointers; vmap only reads the
+        // array and maps each page at a fresh vmalloc-area address with 4 KiB PTEs.
+        let addr = unsafe {
+            ffi::vmap(frames.as_mut_ptr().cast(), count, VM_MAP, kernel_prot(writable))
+        };
+        let addr = core::ptr::NonNull::new(addr.cast::<u8>()).ok_or(ENOMEM)?;
+        Ok(Self {
+            addr,
+            pages: frames.len(),
+        })
+    }
+
+    /// Maps `pages` physical pages from `phys` (page aligned), read-only unless `writable`.
+    pub(crate) fn map_phys(phys: u64, pages: usize, writable: bool) -> Result<Self> {
+        let mut frames = KVec::with_capacity(pages, GFP_KERNEL)?;
+        let first = phys >> 12;
+        for i in 0..pages as u64 {
+            frames.push(pfn_to_page(first + i), GFP_KERNEL)?;
+        }
+        Self::map(&mut frames, writable)
+    }
+
+    /// Maps one page `count` times, read-only (window slots start out this way).
+    pub(crate) fn map_repeated(page: &kernel::page::Page, count: usize) -> Result<Self> {
+        let mut frames = KVec::with_capacity(count, GFP_KERNEL)?;
+        for _ in 0..count {
+            frames.push(page.as_ptr(), GFP_KERNEL)?;
+        }
+        Self::map(&mut frames, false)
+    }
+
+    /// Start of the mapping.
+    pub(crate) fn as_ptr(&self) -> *mut u8 {
+        self.addr.as_ptr()
+    }
+
+    /// Length in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.pages * 4096
+    }
+}
+
+impl Drop for VMapping {
+    fn drop(&mut self) {
+        // SAFETY: `addr` came from `vmap` and is unmapped exactly once, here.
+        unsafe { ffi::vunmap(self.addr.as_ptr().cast()) };
+    }
+}
+
+/// One 4 KiB kernel page-table entry that a window slot owns exclusively.
+pub(crate) struct SlotPte {
+    va: usize,
+    pte: *mut kernel::bindings::pte_t,
+    closed: usize,
+    open_flags: usize,
+}
+
+// SAFETY: The PTE is only touched under the owning slot's spinlock.
+unsafe impl Send for SlotPte {}
+
+impl SlotPte {
+    /// Finds the PTE of `va`, which must be mapped with a 4 KiB page by `VMapping`.
+    pub(crate) fn new(va: usize) -> Result<Self> {
+        let mut level: core::ffi::c_uint = 0;
+        // SAFETY: lookup_address only walks the kernel page tables for `va`.
+        let pte = unsafe { kernel::bindings::lookup_address(va, &mut level) };
+        if pte.is_null() || level != kernel::bindings::pg_level_PG_LEVEL_4K {
+            return Err(EFAULT);
+        }
+        // SAFETY: `pte` points to the live PTE of `va`, which stays mapped (by the window's
+        // VMapping) for as long as this SlotPte exists.
+        let closed = unsafe { core::ptr::read_volatile(pte) }.pte;
+        let open_flags =
+            (PTE_PRESENT | PTE_RW | PTE_ACCESSED | PTE_DIRTY | PTE_NX) & supported_pte_mask();
+        Ok(Self {
+            va,
+            pte,
+            closed,
+            open_flags,
+        })
+    }
+
+    /// Points the slot at physical frame `pfn`, writable, and returns its address.
+    ///
+    /// # Safety
+    ///
+    /// The caller holds the slot exclusively with preemption disabled until [`Self::close`],
+    /// and `pfn` is an arena frame.
+    pub(crate) unsafe fn open(&self, pfn: u64) -> *mut u8 {
+        let v = ((pfn as usize) << 12 & PTE_PFN_MASK) | self.open_flags;
+        // SAFETY: `self.pte` is this slot's PTE (see `new`); the closed entry maps a dummy
+        // page read-only, and x86 re-walks the tables on a permission fault, so no flush is
+        // needed to widen access. The caller guarantees exclusivity.
+        unsafe { core::ptr::write_volatile(self.pte, kernel::bindings::pte_t { pte: v }) };
+        // The closed entry may be cached for the dummy frame: drop it before use.
+        invlpg(self.va);
+        self.va as *mut u8
+    }
+
+    /// Restores the read-only dummy entry and flushes it from this CPU's TLB.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Self::open`]: called on the same CPU, still holding the slot.
+    pub(crate) unsafe fn close(&self) {
+        // SAFETY: as in `open`.
+        unsafe {
+            core::ptr::write_volatile(self.pte, kernel::bindings::pte_t { pte: self.closed })
+        };
+        invlpg(self.va);
+    }
+}
+
+/// Flushes one page from the local TLB.
+fn invlpg(va: usize) {
+    // SAFETY: `invlpg` only drops a TLB entry of this CPU; it has no other effect on memory.
+    unsafe { core::arch::asm!("invlpg [{0}]", in(reg) va, options(nostack, preserves_flags)) };
+}
+
+/// The CPU we are running on (a hint: it can change unless preemption is off).
+pub(crate) fn this_cpu() -> usize {
+    // SAFETY: reading the current CPU number has no preconditions.
+    unsafe { kernel::bindings::raw_smp_processor_id() as usize }
+}
+
+/// Fills `buf` with random bytes.
+pub(crate) fn random_bytes(buf: &mut [u8]) {
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
+    unsafe { kernel::bindings::get_random_bytes(buf.as_mut_ptr().cast(), buf.len()) };
 }

@@ -20,12 +20,8 @@ fn make_raw(port: &File) -> std::io::Result<()> {
     }
     // SAFETY: `t` is a valid termios obtained above.
     unsafe { libc::cfmakeraw(&mut t) };
+    // The line speed is left alone: QEMU's UART is not paced by it.
     t.c_cflag |= libc::CLOCAL | libc::CREAD;
-    // SAFETY: as above; the speed constant is valid.
-    unsafe {
-        libc::cfsetispeed(&mut t, libc::B115200);
-        libc::cfsetospeed(&mut t, libc::B115200);
-    }
     // SAFETY: `fd` is valid and `t` is a fully initialised termios.
     if unsafe { libc::tcsetattr(fd, libc::TCSANOW, &t) } != 0 {
         return Err(std::io::Error::last_os_error());

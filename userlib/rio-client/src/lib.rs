@@ -1,12 +1,22 @@
-//! rio-client: a safe Rust API over `/dev/rio`.
+//! rio-client: a safe Rust API over `/dev/rio`, the Rio crash-surviving file cache.
+//!
+//! ```no_run
+//! use rio_client::{Rio, OpenMode};
+//! let rio = Rio::open()?;
+//! rio.create("journal", 1 << 20, 0o600)?;
+//! let obj = rio.open_object("journal", OpenMode::ReadWrite)?;
+//! obj.write_all_at(b"durable when this returns", 0)?;
+//! # Ok::<(), rio_client::Error>(())
+//! ```
 
 pub mod uapi;
 
 use std::fs::{File, OpenOptions};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-pub use uapi::RioInfo;
+use uapi::*;
 
 /// The default device node.
 pub const DEFAULT_DEVICE: &str = "/dev/rio";
@@ -22,14 +32,6 @@ pub enum Error {
         /// The OS error.
         source: std::io::Error,
     },
-    /// An ioctl failed.
-    #[error("{op} failed: {source}")]
-    Ioctl {
-        /// Which operation.
-        op: &'static str,
-        /// The OS error.
-        source: std::io::Error,
-    },
     /// The module speaks another ABI version.
     #[error("rio.ko speaks ABI {kernel}, this program speaks {ours}: rebuild one of them")]
     AbiMismatch {
@@ -38,13 +40,200 @@ pub enum Error {
         /// Ours.
         ours: u32,
     },
+    /// The arena is blank or was refused at load; it must be formatted first.
+    #[error("the arena is not in service ({0}); see dmesg, and 'rio format'")]
+    NotReady(&'static str),
+    /// An arena that is not blank needs an explicit `force` to be erased.
+    #[error("the arena holds data: formatting it needs --force (this erases every object)")]
+    NotBlank,
+    /// No object by that name.
+    #[error("no object named {0:?}")]
+    NotFound(String),
+    /// The name is taken.
+    #[error("an object named {0:?} already exists")]
+    Exists(String),
+    /// The name is empty, too long, or has a character other than printable ASCII sans `/`.
+    #[error("invalid object name {0:?}: 1 to 63 printable ASCII characters, no '/' or space")]
+    InvalidName(String),
+    /// Not enough free arena pages.
+    #[error("the arena is full: not enough free pages for {0:?}")]
+    NoSpace(String),
+    /// Larger than the arena could ever hold.
+    #[error("{0:?} would be larger than the whole arena")]
+    TooBig(String),
+    /// The object table is full.
+    #[error("the object table is full")]
+    TableFull,
+    /// Permission denied by the object's owner and mode.
+    #[error("permission denied for object {0:?}")]
+    PermissionDenied(String),
+    /// Open elsewhere (delete, exclusive open) or mapped (shrink).
+    #[error("object {0:?} is busy (open elsewhere, opened exclusively, or mapped)")]
+    Busy(String),
+    /// Recovery could not account for all of its pages.
+    #[error("object {0:?} is damaged and cannot be opened (see dmesg)")]
+    Damaged(String),
+    /// Writing past the end of an object.
+    #[error("write past the end of {0:?}: resize it first")]
+    PastEnd(String),
+    /// The debug ioctl is disabled.
+    #[error("wild stores are disabled: load rio.ko with allow_wild_store=1")]
+    WildStoreDisabled,
+    /// Any other failure of an operation.
+    #[error("{op} failed: {source}")]
+    Os {
+        /// Which operation.
+        op: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
 }
 
 /// Result alias.
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// An open `/dev/rio`.
+fn errno(e: &std::io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(0)
+}
+
+/// Turns an OS error of `op` on object `name` into a precise error.
+fn classify(op: &'static str, name: &str, e: std::io::Error) -> Error {
+    let n = name.to_string();
+    match errno(&e) {
+        libc::ENOENT => Error::NotFound(n),
+        libc::EEXIST => Error::Exists(n),
+        libc::EINVAL | libc::ENAMETOOLONG if op == "create" || op == "open" || op == "delete" => {
+            Error::InvalidName(n)
+        }
+        libc::ENOSPC => Error::NoSpace(n),
+        libc::EFBIG if op == "write" => Error::PastEnd(n),
+        libc::EFBIG => Error::TooBig(n),
+        libc::ENFILE => Error::TableFull,
+        libc::EACCES => Error::PermissionDenied(n),
+        libc::EBUSY => Error::Busy(n),
+        libc::EIO if op == "open" => Error::Damaged(n),
+        libc::EUCLEAN => Error::NotReady("blank or refused"),
+        libc::ENOTEMPTY if op == "format" => Error::NotBlank,
+        libc::EPERM if op == "wild store" => Error::WildStoreDisabled,
+        _ => Error::Os { op, source: e },
+    }
+}
+
+fn ioctl<T>(fd: BorrowedFd<'_>, cmd: u32, arg: *mut T) -> std::io::Result<()> {
+    // SAFETY: every caller passes a pointer to a live `T` whose size is the size encoded in
+    // `cmd`, as the kernel reads or writes exactly that many bytes.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), cmd as libc::c_ulong, arg) };
+    if r < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+fn name_field(name: &str) -> Result<[u8; 64]> {
+    let b = name.as_bytes();
+    if b.is_empty() || b.len() > 63 || !b.iter().all(|&c| c.is_ascii_graphic() && c != b'/') {
+        return Err(Error::InvalidName(name.to_string()));
+    }
+    let mut f = [0u8; 64];
+    f[..b.len()].copy_from_slice(b);
+    Ok(f)
+}
+
+fn field_name(f: &[u8; 64]) -> String {
+    let n = f.iter().position(|&c| c == 0).unwrap_or(64);
+    String::from_utf8_lossy(&f[..n]).into_owned()
+}
+
+/// The state of the arena.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArenaState {
+    /// Never formatted.
+    Unformatted,
+    /// Refused at load as corrupt or foreign (left untouched).
+    Corrupt,
+    /// In service.
+    Ready,
+}
+
+/// What the module was loaded with.
+#[derive(Clone, Debug)]
+pub struct Info {
+    /// ABI version.
+    pub abi_version: u32,
+    /// The arena's state.
+    pub state: ArenaState,
+    /// Physical start.
+    pub arena_phys: u64,
+    /// Size in bytes.
+    pub arena_size: u64,
+    /// Write protection on.
+    pub protect: bool,
+    /// Object-table capacity.
+    pub max_objects: u32,
+    /// Arena identity (zero unless ready).
+    pub uuid: [u8; 16],
+}
+
+/// One object's attributes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Name.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Permission bits.
+    pub mode: u32,
+    /// Arena pages.
+    pub pages: u32,
+    /// Pages newer than the backing store.
+    pub dirty_pages: u32,
+    /// Open files bound to it.
+    pub open_count: u32,
+    /// Mapped writable since its last writeback.
+    pub mapped: bool,
+    /// Not fully recovered.
+    pub damaged: bool,
+}
+
+impl From<RioObjInfo> for ObjectInfo {
+    fn from(o: RioObjInfo) -> Self {
+        ObjectInfo {
+            name: field_name(&o.name),
+            size: o.size,
+            uid: o.uid,
+            gid: o.gid,
+            mode: o.mode,
+            pages: o.pages,
+            dirty_pages: o.dirty_pages,
+            open_count: o.open_count,
+            mapped: o.flags & OBJ_MAPPED != 0,
+            damaged: o.flags & OBJ_DAMAGED != 0,
+        }
+    }
+}
+
+/// Counters.
+pub type Stats = RioStats;
+
+/// How to open an object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Read only.
+    ReadOnly,
+    /// Read and write.
+    ReadWrite,
+    /// Read and write, and nobody else may have it open meanwhile.
+    Exclusive,
+}
+
+/// An open `/dev/rio` (not bound to an object).
 pub struct Rio {
+    path: PathBuf,
     file: File,
 }
 
@@ -56,44 +245,252 @@ impl Rio {
 
     /// Opens the device at `path` and checks the ABI version.
     pub fn open_path(path: impl AsRef<Path>) -> Result<Rio> {
-        let path = path.as_ref();
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .map_err(|source| Error::Open {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        let rio = Rio { file };
+        let path = path.as_ref().to_path_buf();
+        let file = open_dev(&path, true)?;
+        let rio = Rio { path, file };
         let info = rio.info()?;
-        if info.abi_version != uapi::RIO_ABI_VERSION {
+        if info.abi_version != RIO_ABI_VERSION {
             return Err(Error::AbiMismatch {
                 kernel: info.abi_version,
-                ours: uapi::RIO_ABI_VERSION,
+                ours: RIO_ABI_VERSION,
             });
         }
         Ok(rio)
     }
 
-    /// What the module was loaded with.
-    pub fn info(&self) -> Result<RioInfo> {
-        let mut info = RioInfo::default();
-        // SAFETY: RIO_IOC_INFO writes exactly size_of::<RioInfo>() bytes to the pointer,
-        // which points to a live, properly aligned RioInfo.
-        let r = unsafe {
-            libc::ioctl(
-                self.file.as_raw_fd(),
-                uapi::RIO_IOC_INFO as libc::c_ulong,
-                &mut info as *mut RioInfo,
-            )
+    /// What the module was loaded with, and the arena's state.
+    pub fn info(&self) -> Result<Info> {
+        let mut i = RioInfo::default();
+        ioctl(self.file.as_fd(), RIO_IOC_INFO, &mut i)
+            .map_err(|source| Error::Os { op: "info", source })?;
+        Ok(Info {
+            abi_version: i.abi_version,
+            state: match i.state {
+                STATE_READY => ArenaState::Ready,
+                STATE_CORRUPT => ArenaState::Corrupt,
+                _ => ArenaState::Unformatted,
+            },
+            arena_phys: i.arena_phys,
+            arena_size: i.arena_size,
+            protect: i.protect != 0,
+            max_objects: i.max_objects,
+            uuid: i.uuid,
+        })
+    }
+
+    /// Formats the arena. A non-blank arena is erased only with `force`.
+    pub fn format(&self, force: bool) -> Result<()> {
+        let mut f = RioFormat {
+            flags: if force { FORMAT_FORCE } else { 0 },
+            _pad: 0,
         };
-        if r < 0 {
-            return Err(Error::Ioctl {
-                op: "RIO_IOC_INFO",
-                source: std::io::Error::last_os_error(),
-            });
+        ioctl(self.file.as_fd(), RIO_IOC_FORMAT, &mut f).map_err(|e| classify("format", "", e))
+    }
+
+    /// Creates an object of `size` bytes (zero filled) with permission bits `mode`.
+    pub fn create(&self, name: &str, size: u64, mode: u32) -> Result<()> {
+        let mut c = RioCreate {
+            name: name_field(name)?,
+            size,
+            mode,
+            _pad: 0,
+        };
+        ioctl(self.file.as_fd(), RIO_IOC_CREATE, &mut c).map_err(|e| classify("create", name, e))
+    }
+
+    /// Deletes an object nobody has open.
+    pub fn delete(&self, name: &str) -> Result<()> {
+        let mut n = RioName {
+            name: name_field(name)?,
+        };
+        ioctl(self.file.as_fd(), RIO_IOC_DELETE, &mut n).map_err(|e| classify("delete", name, e))
+    }
+
+    /// Lists the objects.
+    pub fn list(&self) -> Result<Vec<ObjectInfo>> {
+        let mut cap = 16usize;
+        loop {
+            let mut buf = vec![RioObjInfo::default(); cap];
+            let mut l = RioList {
+                buf: buf.as_mut_ptr() as u64,
+                capacity: cap as u32,
+                count: 0,
+            };
+            ioctl(self.file.as_fd(), RIO_IOC_LIST, &mut l).map_err(|e| classify("list", "", e))?;
+            let n = l.count as usize;
+            if n <= cap {
+                buf.truncate(n);
+                return Ok(buf.into_iter().map(ObjectInfo::from).collect());
+            }
+            cap = n;
         }
-        Ok(info)
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> Result<Stats> {
+        let mut s = RioStats::default();
+        ioctl(self.file.as_fd(), RIO_IOC_STATS, &mut s).map_err(|e| classify("stats", "", e))?;
+        Ok(s)
+    }
+
+    /// Writes every dirty page back to the backing store now.
+    pub fn sync(&self) -> Result<()> {
+        ioctl::<u8>(self.file.as_fd(), RIO_IOC_SYNC, std::ptr::null_mut())
+            .map_err(|e| classify("sync", "", e))
+    }
+
+    /// Opens an object on a new file descriptor.
+    pub fn open_object(&self, name: &str, mode: OpenMode) -> Result<Object> {
+        let file = open_dev(&self.path, mode != OpenMode::ReadOnly)?;
+        let mut o = RioOpen {
+            name: name_field(name)?,
+            flags: if mode == OpenMode::Exclusive {
+                OPEN_EXCLUSIVE
+            } else {
+                0
+            },
+            _pad: 0,
+        };
+        ioctl(file.as_fd(), RIO_IOC_OPEN, &mut o).map_err(|e| classify("open", name, e))?;
+        Ok(Object {
+            name: name.to_string(),
+            file,
+        })
+    }
+
+    /// Debug: a wild kernel store of `value` at arena byte `offset`. With protection on this
+    /// oopses the kernel (and, with `oops=panic`, crashes it).
+    pub fn wild_store(&self, offset: u64, value: u8) -> Result<()> {
+        let mut w = RioWildStore {
+            offset,
+            value: u32::from(value),
+            _pad: 0,
+        };
+        ioctl(self.file.as_fd(), RIO_IOC_WILD_STORE, &mut w)
+            .map_err(|e| classify("wild store", "", e))
+    }
+}
+
+fn open_dev(path: &Path, write: bool) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(write)
+        .open(path)
+        .map_err(|source| Error::Open {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// An open object: positional reads and writes; every write is durable when it returns.
+pub struct Object {
+    name: String,
+    file: File,
+}
+
+impl Object {
+    /// The object's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its attributes.
+    pub fn stat(&self) -> Result<ObjectInfo> {
+        let mut o = RioObjInfo::default();
+        ioctl(self.file.as_fd(), RIO_IOC_STAT, &mut o)
+            .map_err(|e| classify("stat", &self.name, e))?;
+        Ok(o.into())
+    }
+
+    /// Its size in bytes.
+    pub fn size(&self) -> Result<u64> {
+        Ok(self.stat()?.size)
+    }
+
+    /// Changes its size; new bytes read as zero.
+    pub fn resize(&self, size: u64) -> Result<()> {
+        let mut r = RioResize { size };
+        ioctl(self.file.as_fd(), RIO_IOC_RESIZE, &mut r)
+            .map_err(|e| classify("resize", &self.name, e))
+    }
+
+    /// Reads at `offset`; returns bytes read (0 at the end).
+    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<usize> {
+        self.file
+            .read_at(buf, offset)
+            .map_err(|e| classify("read", &self.name, e))
+    }
+
+    /// Reads exactly `buf.len()` bytes at `offset`.
+    pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        self.file
+            .read_exact_at(buf, offset)
+            .map_err(|e| classify("read", &self.name, e))
+    }
+
+    /// Writes at `offset`; returns bytes written (short at the object's end).
+    pub fn write_at(&self, buf: &[u8], offset: u64) -> Result<usize> {
+        self.file
+            .write_at(buf, offset)
+            .map_err(|e| classify("write", &self.name, e))
+    }
+
+    /// Writes all of `buf` at `offset`.
+    pub fn write_all_at(&self, buf: &[u8], offset: u64) -> Result<()> {
+        self.file
+            .write_all_at(buf, offset)
+            .map_err(|e| classify("write", &self.name, e))
+    }
+}
+
+impl AsFd for Object {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked_before_the_kernel_sees_them() {
+        assert!(name_field("ok.name-1").is_ok());
+        assert!(matches!(name_field(""), Err(Error::InvalidName(_))));
+        assert!(matches!(name_field("a/b"), Err(Error::InvalidName(_))));
+        assert!(matches!(
+            name_field(&"x".repeat(64)),
+            Err(Error::InvalidName(_))
+        ));
+        assert_eq!(field_name(&name_field("abc").unwrap()), "abc");
+    }
+
+    #[test]
+    fn errors_are_classified_with_context() {
+        let e = |n| std::io::Error::from_raw_os_error(n);
+        assert!(matches!(classify("open", "x", e(libc::ENOENT)), Error::NotFound(n) if n == "x"));
+        assert!(matches!(
+            classify("create", "x", e(libc::ENOSPC)),
+            Error::NoSpace(_)
+        ));
+        assert!(matches!(
+            classify("write", "x", e(libc::EFBIG)),
+            Error::PastEnd(_)
+        ));
+        assert!(matches!(
+            classify("create", "x", e(libc::EFBIG)),
+            Error::TooBig(_)
+        ));
+        assert!(matches!(
+            classify("open", "x", e(libc::EACCES)),
+            Error::PermissionDenied(_)
+        ));
+        assert!(matches!(
+            classify("format", "", e(libc::ENOTEMPTY)),
+            Error::NotBlank
+        ));
+        assert!(classify("read", "x", e(libc::EUCLEAN))
+            .to_string()
+            .contains("rio format"));
     }
 }

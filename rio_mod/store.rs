@@ -1,0 +1,546 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The object store: named objects in arena pages, described by the object table and the
+//! registry (see [`crate::format`] for the layout and the crash-consistency rules).
+//!
+//! All metadata and data changes happen under the store's one mutex (in [`crate::device`]),
+//! and every byte reaches the arena through [`Arena::write_page`], that is, through the
+//! protection window.
+
+use kernel::prelude::*;
+
+use crate::arena::Arena;
+use crate::format::{
+    encode_name, other_copy, pages_for, Geometry, ObjectSlot, RegEntry, Superblock, OBJ_IN_USE,
+    OBJ_MAPPED, PAGE_SIZE, SB_COPY_B, SB_SIZE, SLOT_COPY_SIZE, STATE_ACTIVE, STATE_CLEAN,
+};
+
+/// An object as the running module tracks it.
+pub(crate) struct Object {
+    /// The committed slot contents.
+    pub(crate) slot: ObjectSlot,
+    /// Which copy (0 = A, 1 = B) holds them.
+    copy: usize,
+    /// Data page (relative to the data area) of each page index.
+    pub(crate) pages: KVec<u32>,
+    /// Open files bound to it.
+    pub(crate) open_count: u32,
+    /// Opened with `OPEN_EXCLUSIVE`.
+    pub(crate) exclusive: bool,
+    /// Recovery could not account for all of its pages: it cannot be opened.
+    pub(crate) damaged: bool,
+}
+
+/// One slot of the object table.
+pub(crate) enum Slot {
+    /// Free; the next write goes to the copy after `copy`, with a higher `seq`.
+    Empty { copy: usize, seq: u64 },
+    /// Holds an object.
+    Used(Object),
+    /// Both copies are corrupt: its pages are kept (never handed out) until a format.
+    Quarantined,
+}
+
+/// What loading found and did.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct LoadReport {
+    /// The arena was not shut down cleanly.
+    pub(crate) crashed: bool,
+    /// Objects found.
+    pub(crate) objects: u32,
+    /// Data pages in use.
+    pub(crate) pages: u32,
+    /// Dirty pages found.
+    pub(crate) dirty: u32,
+    /// Registry entries freed because no committed object accounted for them.
+    pub(crate) reclaimed: u32,
+    /// Pages kept out of service because their entry or their owner's slot is corrupt.
+    pub(crate) quarantined: u32,
+    /// Objects whose pages could not all be found.
+    pub(crate) damaged: u32,
+    /// Slots whose both copies are corrupt.
+    pub(crate) bad_slots: u32,
+}
+
+/// Why an arena cannot be used.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Refusal {
+    /// Never formatted (the superblock area is zero).
+    Blank,
+    /// Both superblock copies are bad; the error of copy A.
+    Corrupt(crate::format::FormatError),
+    /// Formatted for another size.
+    SizeMismatch(u64),
+}
+
+/// The store of a formatted, recovered arena.
+pub(crate) struct Store {
+    pub(crate) arena: Arena,
+    pub(crate) sb: Superblock,
+    sb_copy: usize,
+    pub(crate) geo: Geometry,
+    pub(crate) slots: KVec<Slot>,
+    free: KVec<u32>,
+    pub(crate) dirty_pages: u64,
+    pub(crate) quarantined: u64,
+    pub(crate) report: LoadReport,
+    pub(crate) bytes_written: u64,
+}
+
+fn read_u64(b: &[u8], at: usize) -> u64 {
+    let mut x = [0u8; 8];
+    x.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(x)
+}
+
+impl Store {
+    /// Validates the arena and recovers it. On refusal the arena is returned untouched.
+    pub(crate) fn load(arena: Arena, size: u64) -> core::result::Result<Store, (Arena, Refusal)> {
+        let (sb, sb_copy) = match arena.page(0).map(Superblock::pick) {
+            Ok(Ok(x)) => x,
+            Ok(Err(crate::format::FormatError::Blank)) => return Err((arena, Refusal::Blank)),
+            Ok(Err(e)) => return Err((arena, Refusal::Corrupt(e))),
+            Err(_) => return Err((arena, Refusal::Corrupt(crate::format::FormatError::BadGeometry))),
+        };
+        if sb.arena_size != size {
+            return Err((arena, Refusal::SizeMismatch(sb.arena_size)));
+        }
+        let geo = sb.geometry;
+        let mut store = Store {
+            arena,
+            sb,
+            sb_copy,
+            geo,
+            slots: KVec::new(),
+            free: KVec::new(),
+            dirty_pages: 0,
+            quarantined: 0,
+            report: LoadReport::default(),
+            bytes_written: 0,
+        };
+        match store.recover() {
+            Ok(()) => Ok(store),
+            Err(_) => Err((store.arena, Refusal::Corrupt(crate::format::FormatError::BadGeometry))),
+        }
+    }
+
+    /// Rebuilds the in-memory index from the object table and the registry, frees what no
+    /// committed object accounts for, and marks the arena active with a new epoch.
+    /// Idempotent: it only ever frees unaccounted entries and rewrites the superblock.
+    fn recover(&mut self) -> Result {
+        let mut rep = LoadReport {
+            crashed: self.sb.state != STATE_CLEAN,
+            ..LoadReport::default()
+        };
+        let table = self.geo.table_start as usize;
+        let nslots = crate::format::MAX_OBJECTS;
+        self.slots = KVec::with_capacity(nslots, GFP_KERNEL)?;
+        for i in 0..nslots {
+            let at = i * 2 * SLOT_COPY_SIZE;
+            let page = self.arena.page(table + at / PAGE_SIZE)?;
+            let off = at % PAGE_SIZE;
+            let slot = match ObjectSlot::pick(&page[off..off + 2 * SLOT_COPY_SIZE]) {
+                Ok((s, copy)) if s.in_use() => {
+                    rep.objects += 1;
+                    let mut pages = KVec::with_capacity(s.pages() as usize, GFP_KERNEL)?;
+                    for _ in 0..s.pages() {
+                        pages.push(u32::MAX, GFP_KERNEL)?;
+                    }
+                    Slot::Used(Object {
+                        slot: s,
+                        copy,
+                        pages,
+                        open_count: 0,
+                        exclusive: false,
+                        damaged: false,
+                    })
+                }
+                Ok((s, copy)) => Slot::Empty { copy, seq: s.seq },
+                Err(_) => {
+                    rep.bad_slots += 1;
+                    Slot::Quarantined
+                }
+            };
+            self.slots.push(slot, GFP_KERNEL)?;
+        }
+        self.free = KVec::with_capacity(self.geo.data_pages as usize, GFP_KERNEL)?;
+        // Walk the registry from the top so that the free list hands out low pages first.
+        for p in (0..self.geo.data_pages).rev() {
+            let raw = self.reg_raw(p)?;
+            let entry = match RegEntry::decode(raw, p) {
+                Ok(e) => e,
+                Err(_) => {
+                    rep.quarantined += 1;
+                    continue;
+                }
+            };
+            let Some(owner) = entry.owner else {
+                self.free.push(p, GFP_KERNEL)?;
+                continue;
+            };
+            let keep = match self.slots.get_mut(usize::from(owner)) {
+                Some(Slot::Used(o)) => match o.pages.get_mut(entry.index as usize) {
+                    Some(slot_page) if *slot_page == u32::MAX => {
+                        *slot_page = p;
+                        true
+                    }
+                    _ => false, // beyond the committed size, or a duplicate
+                },
+                Some(Slot::Quarantined) => {
+                    rep.quarantined += 1;
+                    continue;
+                }
+                _ => false, // owner not committed (crash during create or delete)
+            };
+            if keep {
+                rep.pages += 1;
+                if entry.dirty {
+                    rep.dirty += 1;
+                }
+            } else {
+                self.set_reg(p, RegEntry::FREE)?;
+                self.free.push(p, GFP_KERNEL)?;
+                rep.reclaimed += 1;
+            }
+        }
+        for s in self.slots.iter_mut() {
+            if let Slot::Used(o) = s {
+                if o.pages.iter().any(|&p| p == u32::MAX) {
+                    o.damaged = true;
+                    rep.damaged += 1;
+                }
+            }
+        }
+        self.dirty_pages = u64::from(rep.dirty);
+        self.quarantined = u64::from(rep.quarantined);
+        let mut sb = self.sb;
+        sb.epoch += 1;
+        if rep.crashed {
+            sb.recoveries += 1;
+        }
+        sb.state = STATE_ACTIVE;
+        self.write_sb(sb)?;
+        self.report = rep;
+        Ok(())
+    }
+
+    /// Formats the arena: new identity, empty table and registry.
+    pub(crate) fn format(arena: Arena, size: u64, uuid: [u8; 16]) -> core::result::Result<Store, (Arena, Error)> {
+        let Some(geo) = Geometry::for_size(size) else {
+            return Err((arena, EINVAL));
+        };
+        let zero = |arena: &Arena, first: u32, n: u32| -> Result {
+            for p in first..first + n {
+                arena.write_page(p as usize, |b| b.fill(0))?;
+            }
+            Ok(())
+        };
+        if let Err(e) = zero(&arena, 0, 1)
+            .and_then(|()| zero(&arena, geo.table_start, geo.table_pages))
+            .and_then(|()| zero(&arena, geo.registry_start, geo.registry_pages))
+        {
+            return Err((arena, e));
+        }
+        let sb = Superblock {
+            seq: 1,
+            state: STATE_CLEAN,
+            uuid,
+            epoch: 0,
+            arena_size: size,
+            geometry: geo,
+            recoveries: 0,
+        };
+        let mut page0 = [0u8; SB_SIZE];
+        sb.encode(&mut page0);
+        if let Err(e) = arena.write_page(0, |b| b[..SB_SIZE].copy_from_slice(&page0)) {
+            return Err((arena, e));
+        }
+        Store::load(arena, size).map_err(|(a, _)| (a, EIO))
+    }
+
+    /// Writes a new superblock copy over the older one.
+    fn write_sb(&mut self, mut sb: Superblock) -> Result {
+        sb.seq = self.sb.seq + 1;
+        let copy = other_copy(self.sb_copy);
+        let mut buf = [0u8; SB_SIZE];
+        sb.encode(&mut buf);
+        let off = if copy == 0 { 0 } else { SB_COPY_B };
+        self.arena.write_page(0, |p| p[off..off + SB_SIZE].copy_from_slice(&buf))?;
+        self.sb = sb;
+        self.sb_copy = copy;
+        Ok(())
+    }
+
+    /// Marks the arena cleanly shut down (everything written back).
+    pub(crate) fn mark_clean(&mut self) -> Result {
+        let mut sb = self.sb;
+        sb.state = STATE_CLEAN;
+        self.write_sb(sb)
+    }
+
+    fn reg_location(&self, p: u32) -> (usize, usize) {
+        let at = p as usize * 8;
+        (self.geo.registry_start as usize + at / PAGE_SIZE, at % PAGE_SIZE)
+    }
+
+    fn reg_raw(&self, p: u32) -> Result<u64> {
+        let (page, off) = self.reg_location(p);
+        Ok(read_u64(self.arena.page(page)?, off))
+    }
+
+    fn set_reg(&self, p: u32, e: RegEntry) -> Result {
+        let (page, off) = self.reg_location(p);
+        self.arena.write_u64(page, off, e.encode(p))
+    }
+
+    /// The registry entry of data page `p`.
+    pub(crate) fn reg(&self, p: u32) -> Result<RegEntry> {
+        RegEntry::decode(self.reg_raw(p)?, p).map_err(|_| EIO)
+    }
+
+    /// Arena page number of data page `p`.
+    pub(crate) fn arena_page(&self, p: u32) -> usize {
+        (self.geo.data_start + p) as usize
+    }
+
+    /// Commits new contents of slot `idx` (into the older copy, with a higher sequence);
+    /// returns the slot as written and the copy it went to.
+    fn commit_slot(&mut self, idx: usize, mut s: ObjectSlot) -> Result<(ObjectSlot, usize)> {
+        let (copy, seq) = match self.slots.get(idx) {
+            Some(Slot::Used(o)) => (other_copy(o.copy), o.slot.seq + 1),
+            Some(Slot::Empty { copy, seq }) => (other_copy(*copy), seq + 1),
+            _ => return Err(EIO),
+        };
+        s.seq = seq;
+        let mut buf = [0u8; SLOT_COPY_SIZE];
+        s.encode(&mut buf);
+        let at = idx * 2 * SLOT_COPY_SIZE + copy * SLOT_COPY_SIZE;
+        let page = self.geo.table_start as usize + at / PAGE_SIZE;
+        let off = at % PAGE_SIZE;
+        self.arena.write_page(page, |p| p[off..off + SLOT_COPY_SIZE].copy_from_slice(&buf))?;
+        Ok((s, copy))
+    }
+
+    /// Finds an object by name.
+    pub(crate) fn find(&self, name: &[u8]) -> Option<usize> {
+        self.slots.iter().position(|s| matches!(s, Slot::Used(o) if o.slot.name() == name))
+    }
+
+    /// The object in slot `idx`.
+    pub(crate) fn object(&self, idx: usize) -> Result<&Object> {
+        match self.slots.get(idx) {
+            Some(Slot::Used(o)) => Ok(o),
+            _ => Err(ENOENT),
+        }
+    }
+
+    /// The object in slot `idx`, mutably.
+    pub(crate) fn object_mut(&mut self, idx: usize) -> Result<&mut Object> {
+        match self.slots.get_mut(idx) {
+            Some(Slot::Used(o)) => Ok(o),
+            _ => Err(ENOENT),
+        }
+    }
+
+    /// Takes `n` free pages, zeroes them and records them as owned by `owner` from index
+    /// `first` on (dirty: the backing store has not seen them). Called before the slot
+    /// that makes them reachable is committed.
+    fn claim(&mut self, owner: usize, first: u32, n: u32) -> Result<KVec<u32>> {
+        if (n as usize) > self.free.len() {
+            return Err(ENOSPC);
+        }
+        let mut got = KVec::with_capacity(n as usize, GFP_KERNEL)?;
+        for i in 0..n {
+            let Some(p) = self.free.pop() else {
+                return Err(ENOSPC);
+            };
+            got.push(p, GFP_KERNEL)?;
+            self.arena.write_page(self.arena_page(p), |b| b.fill(0))?;
+            self.set_reg(
+                p,
+                RegEntry {
+                    owner: Some(owner as u16),
+                    index: first + i,
+                    dirty: true,
+                },
+            )?;
+            self.dirty_pages += 1;
+        }
+        Ok(got)
+    }
+
+    /// Returns pages to the free list (after the slot no longer accounts for them).
+    fn release(&mut self, pages: &[u32]) -> Result {
+        for &p in pages {
+            if self.reg(p).map(|e| e.dirty).unwrap_or(false) {
+                self.dirty_pages = self.dirty_pages.saturating_sub(1);
+            }
+            self.set_reg(p, RegEntry::FREE)?;
+            self.free.push(p, GFP_KERNEL)?;
+        }
+        Ok(())
+    }
+
+    /// Creates an object.
+    pub(crate) fn create(&mut self, name: &[u8], size: u64, uid: u32, gid: u32, mode: u32) -> Result<usize> {
+        let field = encode_name(name).ok_or(EINVAL)?;
+        if self.find(name).is_some() {
+            return Err(EEXIST);
+        }
+        let max = u64::from(self.geo.data_pages) * PAGE_SIZE as u64;
+        if size > max {
+            return Err(EFBIG);
+        }
+        let n = pages_for(size);
+        if n as usize > self.free.len() {
+            return Err(ENOSPC);
+        }
+        let idx = self
+            .slots
+            .iter()
+            .position(|s| matches!(s, Slot::Empty { .. }))
+            .ok_or(ENFILE)?;
+        let pages = match self.claim(idx, 0, n) {
+            Ok(p) => p,
+            Err(e) => {
+                // Nothing committed: the claimed pages are orphans; give them back now
+                // (recovery would reclaim them too).
+                self.reclaim_orphans(idx)?;
+                return Err(e);
+            }
+        };
+        let slot = ObjectSlot {
+            seq: 0,
+            flags: OBJ_IN_USE,
+            name: field,
+            size,
+            uid,
+            gid,
+            mode: mode & 0o777,
+        };
+        let (slot, copy) = self.commit_slot(idx, slot)?;
+        self.slots[idx] = Slot::Used(Object {
+            slot,
+            copy,
+            pages,
+            open_count: 0,
+            exclusive: false,
+            damaged: false,
+        });
+        Ok(idx)
+    }
+
+    fn reclaim_orphans(&mut self, owner: usize) -> Result {
+        for p in 0..self.geo.data_pages {
+            if let Ok(e) = self.reg(p) {
+                if e.owner == Some(owner as u16) {
+                    self.release(&[p])?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes the object in slot `idx` (nobody may have it open).
+    pub(crate) fn delete(&mut self, idx: usize) -> Result {
+        let o = self.object(idx)?;
+        if o.open_count > 0 {
+            return Err(EBUSY);
+        }
+        let (empty, copy) = self.commit_slot(idx, ObjectSlot::EMPTY)?;
+        let old = core::mem::replace(&mut self.slots[idx], Slot::Empty { copy, seq: empty.seq });
+        if let Slot::Used(o) = old {
+            let mut pages = o.pages;
+            pages.retain(|p| *p != u32::MAX);
+            self.release(&pages)?;
+        }
+        Ok(())
+    }
+
+    /// Changes the size of the object in slot `idx`.
+    pub(crate) fn resize(&mut self, idx: usize, size: u64) -> Result {
+        let o = self.object(idx)?;
+        if o.slot.flags & OBJ_MAPPED != 0 && pages_for(size) < o.slot.pages() {
+            return Err(EBUSY);
+        }
+        let max = u64::from(self.geo.data_pages) * PAGE_SIZE as u64;
+        if size > max {
+            return Err(EFBIG);
+        }
+        let old_pages = o.slot.pages();
+        let new_pages = pages_for(size);
+        let mut slot = o.slot;
+        slot.size = size;
+        if new_pages > old_pages {
+            let grow = new_pages - old_pages;
+            if grow as usize > self.free.len() {
+                return Err(ENOSPC);
+            }
+            let got = self.claim(idx, old_pages, grow)?;
+            let (slot, copy) = self.commit_slot(idx, slot)?;
+            let o = self.object_mut(idx)?;
+            for p in got {
+                o.pages.push(p, GFP_KERNEL)?;
+            }
+            o.slot = slot;
+            o.copy = copy;
+        } else {
+            let (slot, copy) = self.commit_slot(idx, slot)?;
+            let o = self.object_mut(idx)?;
+            o.slot = slot;
+            o.copy = copy;
+            let cut: KVec<u32> = {
+                let mut v = KVec::new();
+                while o.pages.len() > new_pages as usize {
+                    if let Some(p) = o.pages.pop() {
+                        v.push(p, GFP_KERNEL)?;
+                    }
+                }
+                v
+            };
+            self.release(&cut)?;
+            // Bytes past the new end of the last page must read as zero if it grows again.
+            let tail = (size % PAGE_SIZE as u64) as usize;
+            if tail != 0 {
+                if let Some(&last) = self.object(idx)?.pages.last() {
+                    self.mark_dirty(last)?;
+                    self.arena.write_page(self.arena_page(last), |b| b[tail..].fill(0))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Records that data page `p` is about to change (before the data is copied, so that a
+    /// crash in between errs on the side of writing back).
+    pub(crate) fn mark_dirty(&mut self, p: u32) -> Result {
+        let e = self.reg(p)?;
+        if !e.dirty {
+            self.set_reg(p, RegEntry { dirty: true, ..e })?;
+            self.dirty_pages += 1;
+        }
+        Ok(())
+    }
+
+    /// Pages of slot `idx` that are dirty.
+    pub(crate) fn dirty_of(&self, idx: usize) -> u32 {
+        self.object(idx)
+            .map(|o| {
+                o.pages
+                    .iter()
+                    .filter(|&&p| p != u32::MAX && self.reg(p).map(|e| e.dirty).unwrap_or(false))
+                    .count() as u32
+            })
+            .unwrap_or(0)
+    }
+
+    /// Pages in use by objects.
+    pub(crate) fn pages_in_use(&self) -> u64 {
+        u64::from(self.geo.data_pages) - self.free.len() as u64 - self.quarantined
+    }
+
+    /// Objects in the table.
+    pub(crate) fn object_count(&self) -> u64 {
+        self.slots.iter().filter(|s| matches!(s, Slot::Used(_))).count() as u64
+    }
+}

@@ -1,0 +1,148 @@
+//! The on-arena format of rio.ko, compiled from the module's own `rio_mod/format.rs` so that
+//! the host can test it and tools can read an arena image (for example a guest RAM file).
+
+#[path = "../../../rio_mod/format.rs"]
+mod format;
+
+pub use format::*;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sb(seq: u64) -> Superblock {
+        Superblock {
+            seq,
+            state: STATE_ACTIVE,
+            uuid: [7; 16],
+            epoch: 3,
+            arena_size: 64 << 20,
+            geometry: Geometry::for_size(64 << 20).unwrap(),
+            recoveries: 1,
+        }
+    }
+
+    #[test]
+    fn crc32c_known_answer() {
+        // The standard check value of CRC-32C.
+        assert_eq!(crc32c(b"123456789"), 0xe306_9283);
+    }
+
+    #[test]
+    fn geometry_accounts_for_every_page() {
+        for mib in [1u64, 2, 64, 1024] {
+            let g = Geometry::for_size(mib << 20).unwrap();
+            assert_eq!(g.data_start + g.data_pages, g.total_pages, "{mib} MiB");
+            assert!(g.registry_pages as usize * PAGE_SIZE / 8 >= g.data_pages as usize);
+            assert_eq!(g.registry_start, g.table_start + g.table_pages);
+        }
+        assert_eq!(
+            Geometry::for_size(16 << 10),
+            None,
+            "too small for the table"
+        );
+    }
+
+    #[test]
+    fn superblock_round_trips_and_detects_damage() {
+        let mut page = vec![0u8; PAGE_SIZE];
+        assert_eq!(Superblock::pick(&page), Err(FormatError::Blank));
+        sb(5).encode(&mut page[..SB_SIZE]);
+        assert_eq!(Superblock::pick(&page), Ok((sb(5), 0)));
+        // A newer copy B wins; a torn (corrupt) copy B falls back to A.
+        sb(6).encode(&mut page[SB_COPY_B..]);
+        assert_eq!(Superblock::pick(&page).unwrap(), (sb(6), 1));
+        page[SB_COPY_B + 30] ^= 1;
+        assert_eq!(Superblock::pick(&page).unwrap(), (sb(5), 0));
+        // Both bad: the error of copy A.
+        page[40] ^= 1;
+        assert_eq!(Superblock::pick(&page), Err(FormatError::BadChecksum));
+        let mut foreign = vec![0xabu8; PAGE_SIZE];
+        assert_eq!(Superblock::pick(&foreign), Err(FormatError::BadMagic));
+        sb(1).encode(&mut foreign);
+        foreign[8] = 9; // version
+        assert_eq!(
+            Superblock::decode(&foreign),
+            Err(FormatError::BadVersion(9))
+        );
+    }
+
+    #[test]
+    fn superblock_geometry_must_match_size() {
+        let mut s = sb(1);
+        s.geometry.data_pages += 1;
+        let mut b = [0u8; SB_SIZE];
+        s.encode(&mut b);
+        assert_eq!(Superblock::decode(&b), Err(FormatError::BadGeometry));
+    }
+
+    #[test]
+    fn slots_round_trip_and_pick_newest() {
+        let mut s = ObjectSlot::EMPTY;
+        s.seq = 2;
+        s.flags = OBJ_IN_USE;
+        s.name = encode_name(b"db.main").unwrap();
+        s.size = 10_000;
+        s.uid = 1000;
+        s.mode = 0o600;
+        let mut both = [0u8; 2 * SLOT_COPY_SIZE];
+        assert_eq!(ObjectSlot::pick(&both).unwrap().0, ObjectSlot::EMPTY);
+        s.encode(&mut both[SLOT_COPY_SIZE..]);
+        let (got, copy) = ObjectSlot::pick(&both).unwrap();
+        assert_eq!((got, copy), (s, 1));
+        assert_eq!(got.name(), b"db.main");
+        assert_eq!(got.pages(), 3);
+        both[SLOT_COPY_SIZE + 90] ^= 0x10;
+        // Copy B is torn: the empty copy A stands.
+        assert_eq!(ObjectSlot::pick(&both).unwrap(), (ObjectSlot::EMPTY, 0));
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert!(encode_name(b"a").is_some());
+        assert!(encode_name(&[b'x'; NAME_MAX]).is_some());
+        assert!(encode_name(&[b'x'; NAME_MAX + 1]).is_none());
+        assert!(encode_name(b"").is_none());
+        assert!(encode_name(b"a/b").is_none());
+        assert!(encode_name(b"a b").is_none());
+        assert!(encode_name(b"caf\xc3\xa9").is_none());
+    }
+
+    #[test]
+    fn registry_entries_round_trip_and_catch_wild_stores() {
+        assert_eq!(RegEntry::FREE.encode(5), 0);
+        assert_eq!(RegEntry::decode(0, 5), Ok(RegEntry::FREE));
+        let e = RegEntry {
+            owner: Some(255),
+            index: 0x00ab_cdef,
+            dirty: true,
+        };
+        let raw = e.encode(77);
+        assert_eq!(RegEntry::decode(raw, 77), Ok(e));
+        // The same bits at another page are rejected: entries cannot be moved.
+        assert_eq!(RegEntry::decode(raw, 78), Err(BadEntry));
+        // Every single-bit flip is caught.
+        for bit in 0..64 {
+            let flipped = raw ^ (1 << bit);
+            assert_ne!(RegEntry::decode(flipped, 77), Ok(e), "bit {bit}");
+            if flipped != 0 {
+                assert!(
+                    RegEntry::decode(flipped, 77).is_err() || bit >= 48,
+                    "bit {bit}"
+                );
+            }
+        }
+        // Random garbage is caught with high probability (16-bit check).
+        let mut x = 0x1234_5678_9abc_def0u64;
+        let mut accepted = 0;
+        for _ in 0..100_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            if RegEntry::decode(x, 3).is_ok() {
+                accepted += 1;
+            }
+        }
+        assert!(accepted < 20, "{accepted} random words passed the check");
+    }
+}
