@@ -29,7 +29,7 @@ module: kernel
 	@bash scripts/module.sh
 
 guest:
-	@$(CARGO_GUEST) -q -p rio-agent -p rio-cli
+	@$(CARGO_GUEST) -q -p rio-agent -p rio-cli -p rio-check
 
 initramfs: module guest
 	@bash qemu/mkinitramfs.sh $(RIO_CACHE)/kbuild-current

@@ -48,7 +48,7 @@ fn rio_loads_creates_dev_rio_and_unloads() {
     assert!(sh(vm, "dmesg").contains("rio: arena 0x18000000..0x1c000000"));
     assert!(sh(vm, "ls -l /dev/rio").starts_with('c'), "/dev/rio is a char device");
     let status = sh(vm, "rio status");
-    assert!(status.contains("0x18000000..0x1c000000 (64 MiB)"), "{status}");
+    assert!(status.contains("0x18000000..0x1c000000 (64.0 MiB)"), "{status}");
     sh(vm, "rmmod rio");
     assert_ne!(vm.run("test -e /dev/rio").unwrap().status, 0, "/dev/rio is gone");
     assert!(sh(vm, "dmesg").contains("rio: unloaded"));

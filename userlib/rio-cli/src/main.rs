@@ -97,8 +97,8 @@ enum Command {
         /// Byte offset in the arena.
         #[arg(value_parser = parse_size)]
         offset: u64,
-        /// The byte to store.
-        #[arg(long, default_value_t = 0xff)]
+        /// The byte to store (decimal or 0x hex).
+        #[arg(long, default_value = "0xff", value_parser = parse_byte)]
         value: u8,
     },
 }
@@ -119,6 +119,12 @@ fn parse_size(s: &str) -> std::result::Result<u64, String> {
     .map_err(|_| format!("{s:?} is not a size (examples: 4096, 64K, 0x1000, 1M)"))?;
     n.checked_mul(mult)
         .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+fn parse_byte(s: &str) -> std::result::Result<u8, String> {
+    parse_size(s)?
+        .try_into()
+        .map_err(|_| format!("{s:?} is not a byte (0 to 255)"))
 }
 
 fn parse_mode(s: &str) -> std::result::Result<u32, String> {
@@ -196,12 +202,13 @@ fn run(cli: Cli) -> Result<()> {
             for o in rio.list()? {
                 if long {
                     println!(
-                        "{:04o} {:>5} {:>12} {:>6} pages {:>6} dirty{}{} {}",
+                        "{:04o} {:>5} {:>12} {:>6} pages {:>6} dirty {:>2} open{}{} {}",
                         o.mode,
                         o.uid,
                         o.size,
                         o.pages,
                         o.dirty_pages,
+                        o.open_count,
                         if o.mapped { " mapped" } else { "" },
                         if o.damaged { " DAMAGED" } else { "" },
                         o.name
@@ -322,6 +329,8 @@ mod tests {
         assert_eq!(parse_size("0x1000"), Ok(4096));
         assert!(parse_size("lots").is_err());
         assert!(parse_size("99999999999G").is_err());
+        assert_eq!(parse_byte("0x5a"), Ok(0x5a));
+        assert!(parse_byte("256").is_err());
     }
 
     #[test]
