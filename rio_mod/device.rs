@@ -11,6 +11,7 @@ use kernel::{
     ioctl::_IOC_SIZE,
     iov::{IovIterDest, IovIterSource},
     miscdevice::{MiscDevice, MiscDeviceOptions, MiscDeviceRegistration},
+    mm::virt::{flags as vm_flags, VmaNew},
     new_mutex,
     prelude::*,
     sync::{Arc, Mutex},
@@ -37,6 +38,11 @@ pub(crate) struct Registration {
 }
 
 impl Registration {
+    /// The raw miscdevice (to install the fsync table on).
+    pub(crate) fn misc_raw(&self) -> *mut kernel::bindings::miscdevice {
+        self.misc.as_raw()
+    }
+
     /// Publishes `rio` and registers `/dev/rio`.
     pub(crate) fn new(rio: Arc<Rio>) -> impl PinInit<Self, Error> {
         // SAFETY: called once, from module init, before the device exists.
@@ -388,6 +394,40 @@ impl MiscDevice for RioFile {
         store.bytes_written += done as u64;
         *kiocb.ki_pos_mut() = at as i64;
         Ok(done)
+    }
+
+    fn mmap(me: Pin<&RioFile>, _file: &File, vma: &VmaNew) -> Result {
+        let b = me.bound()?;
+        let flags = vma.flags();
+        // Arena pages are shared memory: a private (copy-on-write) mapping makes no sense.
+        if flags & vm_flags::SHARED == 0 {
+            return Err(EINVAL);
+        }
+        let writable = flags & vm_flags::MAYWRITE != 0;
+        if writable && !b.writable {
+            return Err(EACCES);
+        }
+        let start = vma.start();
+        let npages = (vma.end() - start) / PAGE_SIZE;
+        let first = crate::sys::vma_pgoff(vma);
+        let mut st = me.rio.state.lock();
+        let store = ready(&mut st)?;
+        let o = store.object(b.slot)?;
+        if first.checked_add(npages).is_none_or(|end| end > o.pages.len()) {
+            return Err(ENXIO);
+        }
+        if writable {
+            // Stores through the mapping bypass the registry: from now on every page of the
+            // object counts as dirty until it is written back with no writable mapping left.
+            store.mark_mapped(b.slot)?;
+        }
+        let base = store.arena.first_pfn();
+        let o = store.object(b.slot)?;
+        for i in 0..npages {
+            let p = *o.pages.get(first + i).ok_or(EIO)?;
+            crate::sys::remap_page(vma, start + i * PAGE_SIZE, base + store.arena_page(p) as u64)?;
+        }
+        Ok(())
     }
 
     fn ioctl(me: Pin<&RioFile>, _file: &File, cmd: u32, arg: usize) -> Result<isize> {

@@ -52,8 +52,10 @@ module! {
 
 #[pin_data(PinnedDrop)]
 struct RioModule {
-    #[pin]
-    dev: device::Registration,
+    // Dropped first: deregisters /dev/rio (no file can be open: each holds a module ref).
+    dev: Pin<KBox<device::Registration>>,
+    // Dropped second: the fsync-capable file operations the device pointed to.
+    _fops: sys::FsyncFops,
 }
 
 impl kernel::InPlaceModule for RioModule {
@@ -76,9 +78,9 @@ impl kernel::InPlaceModule for RioModule {
                 uapi::RIO_ABI_VERSION
             );
             let rio = service::Rio::new(arena, options)?;
-            Ok(try_pin_init!(Self {
-                dev <- device::Registration::new(rio),
-            }))
+            let dev = KBox::pin_init(device::Registration::new(rio), GFP_KERNEL)?;
+            let fops = sys::FsyncFops::install(dev.misc_raw())?;
+            Ok(try_pin_init!(Self { dev, _fops: fops }))
         })
     }
 }

@@ -522,10 +522,29 @@ impl Store {
         Ok(())
     }
 
+    /// Records that slot `idx` is mapped writable: stores through the mapping do not pass
+    /// through rio.ko, so recovery and writeback must treat every page as dirty.
+    pub(crate) fn mark_mapped(&mut self, idx: usize) -> Result {
+        let o = self.object(idx)?;
+        if o.slot.flags & OBJ_MAPPED != 0 {
+            return Ok(());
+        }
+        let mut slot = o.slot;
+        slot.flags |= OBJ_MAPPED;
+        let (slot, copy) = self.commit_slot(idx, slot)?;
+        let o = self.object_mut(idx)?;
+        o.slot = slot;
+        o.copy = copy;
+        Ok(())
+    }
+
     /// Pages of slot `idx` that are dirty.
     pub(crate) fn dirty_of(&self, idx: usize) -> u32 {
         self.object(idx)
             .map(|o| {
+                if o.slot.flags & OBJ_MAPPED != 0 {
+                    return o.pages.len() as u32;
+                }
                 o.pages
                     .iter()
                     .filter(|&&p| p != u32::MAX && self.reg(p).map(|e| e.dirty).unwrap_or(false))

@@ -259,3 +259,56 @@ pub(crate) fn random_bytes(buf: &mut [u8]) {
     // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
     unsafe { kernel::bindings::get_random_bytes(buf.as_mut_ptr().cast(), buf.len()) };
 }
+
+// ---- user mappings ----------------------------------------------------------------------------
+
+/// The page offset (`vm_pgoff`) an mmap asked for.
+pub(crate) fn vma_pgoff(vma: &kernel::mm::virt::VmaNew) -> usize {
+    // SAFETY: `vma` is a live VMA under construction; reading a plain field is fine.
+    unsafe { (*vma.as_ptr()).vm_pgoff }
+}
+
+/// Maps arena frame `pfn` at user address `addr` of `vma` (in the mmap handler).
+pub(crate) fn remap_page(vma: &kernel::mm::virt::VmaNew, addr: usize, pfn: u64) -> Result {
+    // SAFETY: `vma` is live and being set up by mmap (the caller holds the mmap lock);
+    // `vm_page_prot` is a plain field.
+    let prot = unsafe { (*vma.as_ptr()).vm_page_prot };
+    // SAFETY: `addr..addr + 4096` lies inside `vma` (checked by the caller), and `pfn` is an
+    // arena frame: reserved memory that no allocator owns, which stays mapped in the user's
+    // page tables only for as long as the VMA (and so the file, and so the module) lives.
+    kernel::error::to_result(unsafe {
+        bindings::remap_pfn_range(vma.as_ptr(), addr, pfn as usize, 4096, prot)
+    })
+}
+
+// ---- fsync ------------------------------------------------------------------------------------
+
+/// A copy of a miscdevice's file operations whose `fsync` returns at once (data written to
+/// Rio is already durable), installed on the device after registration. The Rust
+/// `MiscDevice` vtable has no `fsync`. Keep this alive until the device is deregistered.
+pub(crate) struct FsyncFops {
+    _ops: KBox<kernel::types::Opaque<bindings::file_operations>>,
+}
+
+// SAFETY: the table is written once in `install`, before the device can use it, and is only
+// read afterwards (by the VFS, from any thread).
+unsafe impl Send for FsyncFops {}
+// SAFETY: as above: immutable after `install`.
+unsafe impl Sync for FsyncFops {}
+
+impl FsyncFops {
+    /// Installs it on `misc`, which must be registered and outlive nothing of this value.
+    pub(crate) fn install(misc: *mut bindings::miscdevice) -> Result<Self> {
+        let ops = KBox::new(kernel::types::Opaque::<bindings::file_operations>::uninit(), GFP_KERNEL)?;
+        // SAFETY: `misc` is a registered miscdevice (so `fops` points to a valid table that
+        // lives as long as the module); `ops` is fresh memory of the same type. The pointer
+        // store is one aligned word, so a concurrent `misc_open` sees the old table or the
+        // new one, both complete.
+        unsafe {
+            core::ptr::copy_nonoverlapping((*misc).fops, ops.get(), 1);
+            (*ops.get()).fsync = Some(bindings::noop_fsync);
+            core::ptr::write_volatile(core::ptr::addr_of_mut!((*misc).fops), ops.get().cast_const());
+        }
+        Ok(Self { _ops: ops })
+    }
+}

@@ -46,11 +46,21 @@ fn rio_loads_creates_dev_rio_and_unloads() {
     let vm = t.vm();
     load_rio(vm);
     assert!(sh(vm, "dmesg").contains("rio: arena 0x18000000..0x1c000000"));
-    assert!(sh(vm, "ls -l /dev/rio").starts_with('c'), "/dev/rio is a char device");
+    assert!(
+        sh(vm, "ls -l /dev/rio").starts_with('c'),
+        "/dev/rio is a char device"
+    );
     let status = sh(vm, "rio status");
-    assert!(status.contains("0x18000000..0x1c000000 (64.0 MiB)"), "{status}");
+    assert!(
+        status.contains("0x18000000..0x1c000000 (64.0 MiB)"),
+        "{status}"
+    );
     sh(vm, "rmmod rio");
-    assert_ne!(vm.run("test -e /dev/rio").unwrap().status, 0, "/dev/rio is gone");
+    assert_ne!(
+        vm.run("test -e /dev/rio").unwrap().status,
+        0,
+        "/dev/rio is gone"
+    );
     assert!(sh(vm, "dmesg").contains("rio: unloaded"));
     // A second load works after the unload.
     load_rio(vm);
@@ -65,18 +75,41 @@ fn bad_parameters_are_refused_and_the_guest_survives() {
         ("", "no arena given"),
         ("arena_phys=0x18000000", "arena_size is zero"),
         ("arena_size=0x4000000", "arena_phys is missing"),
-        ("arena_phys=0x18000100 arena_size=0x4000000", "not page aligned"),
-        ("arena_phys=0x18000000 arena_size=0x4000100", "not page aligned"),
+        (
+            "arena_phys=0x18000100 arena_size=0x4000000",
+            "not page aligned",
+        ),
+        (
+            "arena_phys=0x18000000 arena_size=0x4000100",
+            "not page aligned",
+        ),
         ("arena_phys=0x18000000 arena_size=0x1000", "too small"),
-        ("arena_phys=0x1000000 arena_size=0x100000", "overlaps System RAM"),
-        ("arena_phys=0x17f00000 arena_size=0x4000000", "overlaps System RAM"),
-        ("arena_phys=0x100000000 arena_size=0x100000", "not entirely reserved"),
-        ("arena_phys=0x18000000 arena_size=0x8000000", "not entirely reserved"),
-        ("arena_phys=0xfffffffffffff000 arena_size=0x100000", "wraps around"),
+        (
+            "arena_phys=0x1000000 arena_size=0x100000",
+            "overlaps System RAM",
+        ),
+        (
+            "arena_phys=0x17f00000 arena_size=0x4000000",
+            "overlaps System RAM",
+        ),
+        (
+            "arena_phys=0x100000000 arena_size=0x100000",
+            "not entirely reserved",
+        ),
+        (
+            "arena_phys=0x18000000 arena_size=0x8000000",
+            "not entirely reserved",
+        ),
+        (
+            "arena_phys=0xfffffffffffff000 arena_size=0x100000",
+            "wraps around",
+        ),
     ];
     for (params, why) in cases {
         sh(vm, "dmesg -c >/dev/null");
-        let out = vm.run(&format!("insmod /lib/modules/rio.ko {params}")).unwrap();
+        let out = vm
+            .run(&format!("insmod /lib/modules/rio.ko {params}"))
+            .unwrap();
         assert_ne!(out.status, 0, "insmod {params:?} must fail");
         assert!(
             out.stderr_str().to_lowercase().contains("invalid"),
@@ -86,7 +119,10 @@ fn bad_parameters_are_refused_and_the_guest_survives() {
         let dmesg = sh(vm, "dmesg");
         let rio_lines: Vec<&str> = dmesg.lines().filter(|l| l.contains("rio: ")).collect();
         assert_eq!(rio_lines.len(), 1, "one clear line for {params:?}: {dmesg}");
-        assert!(rio_lines[0].contains(why), "{params:?}: want {why:?} in {dmesg}");
+        assert!(
+            rio_lines[0].contains(why),
+            "{params:?}: want {why:?} in {dmesg}"
+        );
         assert_ne!(vm.run("test -e /dev/rio").unwrap().status, 0);
         assert_eq!(sh(vm, "echo alive"), "alive\n");
     }
@@ -101,7 +137,8 @@ fn panic_then_warm_reboot_in_the_same_qemu() {
     let vm = t.vm();
     let first = vm.boot_id().to_string();
     vm.panic().unwrap();
-    vm.wait_console("Kernel panic", Duration::from_secs(30)).unwrap();
+    vm.wait_console("Kernel panic", Duration::from_secs(30))
+        .unwrap();
     vm.wait_reboot(Duration::from_secs(90)).unwrap();
     assert_ne!(vm.boot_id(), first);
     assert_eq!(vm.boots(), 2);

@@ -17,17 +17,28 @@ fn load(vm: &mut Vm, params: &str) {
 }
 
 fn write(vm: &mut Vm, name: &str, seed: u64, size: u64) {
-    sh(vm, &format!("rio-check write {name} --seed {seed} --size {size}"));
+    sh(
+        vm,
+        &format!("rio-check write {name} --seed {seed} --size {size}"),
+    );
 }
 
 fn verify(vm: &mut Vm, name: &str, seed: u64, size: u64) -> CmdOutput {
-    vm.run(&format!("rio-check verify {name} --seed {seed} --size {size}"))
-        .unwrap()
+    vm.run(&format!(
+        "rio-check verify {name} --seed {seed} --size {size}"
+    ))
+    .unwrap()
 }
 
 fn assert_intact(vm: &mut Vm, name: &str, seed: u64, size: u64) {
     let out = verify(vm, name, seed, size);
-    assert_eq!(out.status, 0, "{name}: {}{}", out.stdout_str(), out.stderr_str());
+    assert_eq!(
+        out.status,
+        0,
+        "{name}: {}{}",
+        out.stdout_str(),
+        out.stderr_str()
+    );
 }
 
 /// Byte offset of the first data page in the default arena.
@@ -45,7 +56,8 @@ fn pwrite_survives_a_kernel_panic_and_warm_reboot() {
     write(vm, "small", 2, 10);
     // No sync, no fsync: the write returned, so it must survive.
     vm.panic().unwrap();
-    vm.wait_console("Kernel panic", Duration::from_secs(30)).unwrap();
+    vm.wait_console("Kernel panic", Duration::from_secs(30))
+        .unwrap();
     vm.wait_reboot(Duration::from_secs(90)).unwrap();
     sh(vm, "rio-load");
     let dmesg = sh(vm, "dmesg");
@@ -59,6 +71,51 @@ fn pwrite_survives_a_kernel_panic_and_warm_reboot() {
     sh(vm, "rio-load");
     assert_intact(vm, "big", 1, 3 * MIB + 123);
     assert!(sh(vm, "rio stats").contains("crash recoveries    2"));
+}
+
+#[test]
+fn mmap_stores_survive_a_kernel_panic() {
+    let mut t = boot("mmap-data");
+    let vm = t.vm();
+    load(vm, "");
+    // Stores through a shared mapping; the process exits without munmap or msync.
+    sh(
+        vm,
+        &format!(
+            "rio-check write mapped --seed 21 --size {} --mmap --no-unmap",
+            2 * MIB + 5
+        ),
+    );
+    let ls = sh(vm, "rio ls -l");
+    assert!(
+        ls.contains("mapped"),
+        "a writable mapping marks the object: {ls}"
+    );
+    vm.panic().unwrap();
+    vm.wait_reboot(Duration::from_secs(90)).unwrap();
+    sh(vm, "rio-load");
+    assert_intact(vm, "mapped", 21, 2 * MIB + 5);
+    // A private or out-of-range mapping is refused.
+    let out = vm
+        .run("rio-check write small --seed 1 --size 4096 --mmap && rio resize small 4096")
+        .unwrap();
+    assert_eq!(out.status, 0, "{}", out.stderr_str());
+}
+
+#[test]
+fn fsync_returns_at_once() {
+    let mut t = boot("fsync");
+    let vm = t.vm();
+    load(vm, "");
+    sh(vm, "rio create f 4096");
+    // busybox `sync FILE` calls fsync(2) on it; a misc device without fsync gives EINVAL.
+    let out = vm.run("sync /dev/rio").unwrap();
+    assert_eq!(
+        out.status,
+        0,
+        "fsync on /dev/rio succeeds: {}",
+        out.stderr_str()
+    );
 }
 
 #[test]
@@ -101,9 +158,13 @@ fn protection_turns_a_wild_store_into_an_oops_and_data_survives() {
     // Without the parameter the debug ioctl is refused.
     let target = first_data_byte() + 100;
     vm.spawn(&format!("rio wild-store {target}")).unwrap();
-    vm.wait_console("Kernel panic", Duration::from_secs(30)).unwrap();
+    vm.wait_console("Kernel panic", Duration::from_secs(30))
+        .unwrap();
     let console = vm.console();
-    assert!(console.contains("rio: debug: wild store"), "the store was attempted");
+    assert!(
+        console.contains("rio: debug: wild store"),
+        "the store was attempted"
+    );
     assert!(
         console.contains("BUG: unable to handle page fault") || console.contains("Oops"),
         "the store faulted:\n{}",
@@ -122,11 +183,27 @@ fn without_protection_the_same_wild_store_corrupts_data() {
     assert!(sh(vm, "rio status").contains("protection: off"));
     write(vm, "victim", 3, 256 << 10);
     let target = first_data_byte() + 100;
-    let out = vm.run(&format!("rio wild-store {target} --value 0x5a")).unwrap();
-    assert_eq!(out.status, 0, "no fault without protection: {}", out.stderr_str());
+    let out = vm
+        .run(&format!("rio wild-store {target} --value 0x5a"))
+        .unwrap();
+    assert_eq!(
+        out.status,
+        0,
+        "no fault without protection: {}",
+        out.stderr_str()
+    );
     let out = verify(vm, "victim", 3, 256 << 10);
-    assert_eq!(out.status, 3, "the store corrupted the object: {}", out.stdout_str());
-    assert!(out.stdout_str().contains("first at offset 100"), "{}", out.stdout_str());
+    assert_eq!(
+        out.status,
+        3,
+        "the store corrupted the object: {}",
+        out.stdout_str()
+    );
+    assert!(
+        out.stdout_str().contains("first at offset 100"),
+        "{}",
+        out.stdout_str()
+    );
 }
 
 #[test]
@@ -136,7 +213,11 @@ fn wild_store_ioctl_is_refused_unless_enabled() {
     load(vm, "");
     let out = vm.run("rio wild-store 0x40000").unwrap();
     assert_ne!(out.status, 0);
-    assert!(out.stderr_str().contains("allow_wild_store=1"), "{}", out.stderr_str());
+    assert!(
+        out.stderr_str().contains("allow_wild_store=1"),
+        "{}",
+        out.stderr_str()
+    );
 }
 
 #[test]
@@ -159,14 +240,26 @@ fn bad_input_gets_clear_errors_and_loses_nothing() {
     for (cmd, want) in cases {
         let out = vm.run(cmd).unwrap();
         assert_ne!(out.status, 0, "{cmd} must fail");
-        assert!(out.stderr_str().contains(want), "{cmd}: want {want:?}, got {:?}", out.stderr_str());
+        assert!(
+            out.stderr_str().contains(want),
+            "{cmd}: want {want:?}, got {:?}",
+            out.stderr_str()
+        );
     }
     // A full arena: two objects of 40 MiB do not fit in 64 MiB.
     sh(vm, "rio create first 40M");
     let out = vm.run("rio create second 40M").unwrap();
-    assert!(out.stderr_str().contains("arena is full"), "{}", out.stderr_str());
+    assert!(
+        out.stderr_str().contains("arena is full"),
+        "{}",
+        out.stderr_str()
+    );
     let out = vm.run("rio resize precious 40M").unwrap();
-    assert!(out.stderr_str().contains("arena is full"), "{}", out.stderr_str());
+    assert!(
+        out.stderr_str().contains("arena is full"),
+        "{}",
+        out.stderr_str()
+    );
     // A busy object cannot be deleted.
     vm.spawn("exec 3</dev/rio; sleep 1000").unwrap();
     sh(vm, "rio rm first");
@@ -180,18 +273,41 @@ fn permissions_are_enforced() {
     let mut t = boot("perms");
     let vm = t.vm();
     load(vm, "");
-    sh(vm, "rio create private 4096 --mode 600 && rio create public 4096 --mode 644");
+    sh(
+        vm,
+        "rio create private 4096 --mode 600 && rio create public 4096 --mode 644",
+    );
     let out = vm.run("su rio -c 'rio cat private'").unwrap();
     assert_ne!(out.status, 0);
-    assert!(out.stderr_str().contains("permission denied"), "{}", out.stderr_str());
+    assert!(
+        out.stderr_str().contains("permission denied"),
+        "{}",
+        out.stderr_str()
+    );
     // Readable by others, but not writable.
-    assert_eq!(vm.run("su rio -c 'rio cat public >/dev/null'").unwrap().status, 0);
+    assert_eq!(
+        vm.run("su rio -c 'rio cat public >/dev/null'")
+            .unwrap()
+            .status,
+        0
+    );
     let out = vm.run("su rio -c 'echo x | rio put public'").unwrap();
-    assert!(out.stderr_str().contains("permission denied"), "{}", out.stderr_str());
+    assert!(
+        out.stderr_str().contains("permission denied"),
+        "{}",
+        out.stderr_str()
+    );
     let out = vm.run("su rio -c 'rio rm public'").unwrap();
-    assert!(out.stderr_str().contains("permission denied"), "{}", out.stderr_str());
+    assert!(
+        out.stderr_str().contains("permission denied"),
+        "{}",
+        out.stderr_str()
+    );
     // A user's own objects are theirs.
-    sh(vm, "su rio -c 'rio create mine 100 && echo ok | rio put mine && rio rm mine'");
+    sh(
+        vm,
+        "su rio -c 'rio create mine 100 && echo ok | rio put mine && rio rm mine'",
+    );
 }
 
 #[test]
@@ -213,10 +329,17 @@ fn a_corrupt_superblock_is_refused_and_left_untouched() {
     let mut vm = Vm::start(cfg).unwrap();
     sh(&mut vm, "rio-load");
     let dmesg = sh(&mut vm, "dmesg");
-    assert!(dmesg.contains("refusing arena at 0x18000000: corrupt superblock"), "{dmesg}");
+    assert!(
+        dmesg.contains("refusing arena at 0x18000000: corrupt superblock"),
+        "{dmesg}"
+    );
     assert!(sh(&mut vm, "rio status").contains("refused"));
     let out = vm.run("rio ls").unwrap();
-    assert!(out.stderr_str().contains("not in service"), "{}", out.stderr_str());
+    assert!(
+        out.stderr_str().contains("not in service"),
+        "{}",
+        out.stderr_str()
+    );
     let out = vm.run("rio format").unwrap();
     assert!(out.stderr_str().contains("--force"), "{}", out.stderr_str());
     sh(&mut vm, "rmmod rio");
@@ -236,18 +359,32 @@ fn open_objects_are_busy_and_exclusive_opens_exclude() {
     sh(vm, "rio create shared 4096 --mode 644");
     // A plain open blocks deletion and an exclusive open, not other readers.
     vm.spawn("rio-check hold shared").unwrap();
-    sh(vm, "until rio ls -l | grep -q ' 1 open'; do sleep 0.1; done");
+    sh(
+        vm,
+        "until rio ls -l | grep -q ' 1 open'; do sleep 0.1; done",
+    );
     sh(vm, "rio cat shared >/dev/null");
     let out = vm.run("rio rm shared").unwrap();
     assert!(out.stderr_str().contains("busy"), "{}", out.stderr_str());
-    let out = vm.run("rio-check hold shared --exclusive --seconds 0").unwrap();
+    let out = vm
+        .run("rio-check hold shared --exclusive --seconds 0")
+        .unwrap();
     assert!(out.stderr_str().contains("busy"), "{}", out.stderr_str());
-    sh(vm, "killall rio-check; while rio ls -l | grep -q ' 1 open'; do sleep 0.1; done");
+    sh(
+        vm,
+        "killall rio-check; while rio ls -l | grep -q ' 1 open'; do sleep 0.1; done",
+    );
     // An exclusive open keeps everyone else out.
     vm.spawn("rio-check hold shared --exclusive").unwrap();
-    sh(vm, "until rio ls -l | grep -q ' 1 open'; do sleep 0.1; done");
+    sh(
+        vm,
+        "until rio ls -l | grep -q ' 1 open'; do sleep 0.1; done",
+    );
     let out = vm.run("rio cat shared").unwrap();
     assert!(out.stderr_str().contains("busy"), "{}", out.stderr_str());
-    sh(vm, "killall rio-check; while rio ls -l | grep -q ' 1 open'; do sleep 0.1; done");
+    sh(
+        vm,
+        "killall rio-check; while rio ls -l | grep -q ' 1 open'; do sleep 0.1; done",
+    );
     sh(vm, "rio rm shared");
 }

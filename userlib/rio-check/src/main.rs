@@ -30,6 +30,12 @@ enum Cmd {
         /// Bytes per pwrite call.
         #[arg(long, default_value_t = 4096)]
         chunk: usize,
+        /// Store through a shared mapping instead of pwrite.
+        #[arg(long)]
+        mmap: bool,
+        /// With --mmap: exit at once after the last store, without munmap or any sync.
+        #[arg(long)]
+        no_unmap: bool,
     },
     /// Open an object and keep it open for `seconds` (to test busy and exclusive rules).
     Hold {
@@ -59,7 +65,8 @@ enum Cmd {
 fn pattern(seed: u64, offset: u64, out: &mut [u8]) {
     for (i, b) in out.iter_mut().enumerate() {
         let at = offset + i as u64;
-        let mut x = (seed ^ 0x9e37_79b9_7f4a_7c15).wrapping_add((at / 8).wrapping_mul(0xbf58_476d_1ce4_e5b9));
+        let mut x = (seed ^ 0x9e37_79b9_7f4a_7c15)
+            .wrapping_add((at / 8).wrapping_mul(0xbf58_476d_1ce4_e5b9));
         x ^= x >> 31;
         x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
         x ^= x >> 29;
@@ -75,6 +82,8 @@ fn run(cli: Cli) -> Result<bool> {
             seed,
             size,
             chunk,
+            mmap,
+            no_unmap,
         } => {
             match rio.create(&name, size, 0o644) {
                 Ok(()) | Err(RioError::Exists(_)) => {}
@@ -83,6 +92,16 @@ fn run(cli: Cli) -> Result<bool> {
             let obj = rio.open_object(&name, OpenMode::ReadWrite)?;
             if obj.size()? < size {
                 obj.resize(size)?;
+            }
+            if mmap {
+                let len = size.div_ceil(4096) * 4096;
+                let mut m = obj.map(None, 0, len as usize, true)?;
+                pattern(seed, 0, &mut m.as_mut_slice()[..size as usize]);
+                println!("stored {size} bytes of pattern {seed} into {name} through mmap");
+                if no_unmap {
+                    std::process::exit(0);
+                }
+                return Ok(true);
             }
             let chunk = chunk.max(1);
             let mut buf = vec![0u8; chunk];
@@ -101,7 +120,11 @@ fn run(cli: Cli) -> Result<bool> {
             exclusive,
             seconds,
         } => {
-            let mode = if exclusive { OpenMode::Exclusive } else { OpenMode::ReadOnly };
+            let mode = if exclusive {
+                OpenMode::Exclusive
+            } else {
+                OpenMode::ReadOnly
+            };
             let _obj = rio.open_object(&name, mode)?;
             println!("holding {name}");
             std::thread::sleep(std::time::Duration::from_secs(seconds));

@@ -112,6 +112,7 @@ fn classify(op: &'static str, name: &str, e: std::io::Error) -> Error {
         libc::EACCES => Error::PermissionDenied(n),
         libc::EBUSY => Error::Busy(n),
         libc::EIO if op == "open" => Error::Damaged(n),
+        libc::ENXIO if op == "mmap" => Error::PastEnd(n),
         libc::EUCLEAN => Error::NotReady("blank or refused"),
         libc::ENOTEMPTY if op == "format" => Error::NotBlank,
         libc::EPERM if op == "wild store" => Error::WildStoreDisabled,
@@ -440,6 +441,108 @@ impl Object {
         self.file
             .write_all_at(buf, offset)
             .map_err(|e| classify("write", &self.name, e))
+    }
+}
+
+impl Object {
+    /// Maps `len` bytes of the object from byte `offset` (page aligned) with `MAP_SHARED`,
+    /// read-write if the object was opened for writing. With `at`, the mapping is placed at
+    /// exactly that address (`MAP_FIXED_NOREPLACE`: an occupied range is an error, never
+    /// silently replaced). Every store through the mapping is durable when it executes.
+    pub fn map(
+        &self,
+        at: Option<usize>,
+        offset: u64,
+        len: usize,
+        writable: bool,
+    ) -> Result<Mapping> {
+        let page = 4096u64;
+        if offset % page != 0 || len == 0 || at.is_some_and(|a| a % page as usize != 0) {
+            return Err(Error::Os {
+                op: "mmap",
+                source: std::io::Error::from_raw_os_error(libc::EINVAL),
+            });
+        }
+        let prot = libc::PROT_READ | if writable { libc::PROT_WRITE } else { 0 };
+        let mut flags = libc::MAP_SHARED;
+        if at.is_some() {
+            flags |= libc::MAP_FIXED_NOREPLACE;
+        }
+        let hint = at.unwrap_or(0) as *mut libc::c_void;
+        // SAFETY: mmap with a null or caller-chosen hint and MAP_FIXED_NOREPLACE cannot
+        // replace an existing mapping; the fd is live.
+        let p = unsafe {
+            libc::mmap(
+                hint,
+                len,
+                prot,
+                flags,
+                self.file.as_raw_fd(),
+                offset as libc::off_t,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(classify(
+                "mmap",
+                &self.name,
+                std::io::Error::last_os_error(),
+            ));
+        }
+        if let Some(a) = at {
+            if p as usize != a {
+                // An old kernel that ignores MAP_FIXED_NOREPLACE: undo and refuse.
+                // SAFETY: `p` is the mapping just made, of `len` bytes.
+                unsafe { libc::munmap(p, len) };
+                return Err(Error::Os {
+                    op: "mmap",
+                    source: std::io::Error::from_raw_os_error(libc::EEXIST),
+                });
+            }
+        }
+        Ok(Mapping { ptr: p.cast(), len })
+    }
+}
+
+/// A shared mapping of an object; unmapped on drop.
+pub struct Mapping {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl Mapping {
+    /// The start address.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether it is empty (never: mappings have at least one byte).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The mapped bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: the mapping is `len` readable bytes for as long as `self` lives.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+
+    /// The mapped bytes, for stores (which are durable as they execute). Needs a writable
+    /// mapping: a store to a read-only one raises SIGSEGV.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as above; `&mut self` makes this the only slice handed out.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` describe a mapping this value owns.
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
     }
 }
 
