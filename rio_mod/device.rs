@@ -139,13 +139,13 @@ impl RioFile {
 
     fn info(&self, mut w: UserSliceWriter) -> Result<isize> {
         let st = self.rio.state.lock();
-        let uuid = match &*st {
+        let uuid = match &st.arena {
             ArenaState::Ready(s) => s.sb.uuid,
             _ => [0; 16],
         };
         w.write(&RioInfo {
             abi_version: RIO_ABI_VERSION,
-            state: st.code(),
+            state: st.arena.code(),
             arena_phys: self.rio.config.phys,
             arena_size: self.rio.config.size,
             protect: u32::from(self.rio.options.protect),
@@ -159,7 +159,7 @@ impl RioFile {
         let req: RioCreate = r.read()?;
         let name = name_of(&req.name)?;
         let mut st = self.rio.state.lock();
-        let store = ready(&mut st)?;
+        let store = ready(&mut st.arena)?;
         store.create(name, req.size, current_uid(), 0, req.mode)?;
         Ok(0)
     }
@@ -173,7 +173,7 @@ impl RioFile {
             return Err(EBUSY);
         }
         let mut st = self.rio.state.lock();
-        let store = ready(&mut st)?;
+        let store = ready(&mut st.arena)?;
         let idx = store.find(name).ok_or(ENOENT)?;
         let o = store.object_mut(idx)?;
         if o.damaged {
@@ -202,7 +202,7 @@ impl RioFile {
             return Err(EBADF);
         }
         let mut st = self.rio.state.lock();
-        ready(&mut st)?.resize(b.slot, req.size)?;
+        ready(&mut st.arena)?.resize(b.slot, req.size)?;
         Ok(0)
     }
 
@@ -210,7 +210,7 @@ impl RioFile {
         let req: RioName = r.read()?;
         let name = name_of(&req.name)?;
         let mut st = self.rio.state.lock();
-        let store = ready(&mut st)?;
+        let store = ready(&mut st.arena)?;
         let idx = store.find(name).ok_or(ENOENT)?;
         let o = store.object(idx)?;
         let uid = current_uid();
@@ -224,7 +224,7 @@ impl RioFile {
     fn list(&self, mut r: UserSliceReader, mut w: UserSliceWriter) -> Result<isize> {
         let mut req: RioList = r.read()?;
         let mut st = self.rio.state.lock();
-        let store = ready(&mut st)?;
+        let store = ready(&mut st.arena)?;
         let size = core::mem::size_of::<RioObjInfo>();
         let cap = req.capacity as usize;
         let out = UserSlice::new(UserPtr::from_addr(req.buf as usize), cap.checked_mul(size).ok_or(EINVAL)?);
@@ -247,14 +247,18 @@ impl RioFile {
     fn stat(&self, mut w: UserSliceWriter) -> Result<isize> {
         let b = self.bound()?;
         let mut st = self.rio.state.lock();
-        let store = ready(&mut st)?;
+        let store = ready(&mut st.arena)?;
         w.write(&obj_info(store, b.slot)?)?;
         Ok(0)
     }
 
     fn stats(&self, mut w: UserSliceWriter) -> Result<isize> {
         let mut st = self.rio.state.lock();
-        let store = ready(&mut st)?;
+        let (written_back, writebacks) = st
+            .backing
+            .as_ref()
+            .map_or((0, 0), |b| (b.bytes_written_back, b.writebacks));
+        let store = ready(&mut st.arena)?;
         w.write(&RioStats {
             objects: store.object_count(),
             data_pages: u64::from(store.geo.data_pages),
@@ -262,8 +266,8 @@ impl RioFile {
             dirty_pages: store.dirty_pages,
             windows_opened: store.arena.stats.windows.load(kernel::sync::atomic::Relaxed),
             bytes_written: store.bytes_written,
-            bytes_written_back: 0,
-            writebacks: 0,
+            bytes_written_back: written_back,
+            writebacks,
             recoveries: store.sb.recoveries,
             epoch: store.sb.epoch,
             quarantined_pages: store.quarantined,
@@ -282,7 +286,7 @@ impl RioFile {
             return Err(EINVAL);
         }
         let st = self.rio.state.lock();
-        let arena = match &*st {
+        let arena = match &st.arena {
             ArenaState::Ready(s) => &s.arena,
             ArenaState::Refused { arena, .. } => arena,
             ArenaState::Gone => return Err(EIO),
@@ -320,7 +324,7 @@ impl MiscDevice for RioFile {
         let b = me.bound()?;
         let pos = u64::try_from(kiocb.ki_pos()).map_err(|_| EINVAL)?;
         let mut st = me.rio.state.lock();
-        let store = ready(&mut st)?;
+        let store = ready(&mut st.arena)?;
         let o = store.object(b.slot)?;
         if pos >= o.slot.size {
             return Ok(0);
@@ -360,7 +364,7 @@ impl MiscDevice for RioFile {
         // in a bounce buffer first, then copy it in through the window.
         let mut bounce = KVec::from_elem(0u8, PAGE_SIZE, GFP_KERNEL)?;
         let mut st = me.rio.state.lock();
-        let store = ready(&mut st)?;
+        let store = ready(&mut st.arena)?;
         let size = store.object(b.slot)?.slot.size;
         if pos >= size {
             return if iov.is_empty() { Ok(0) } else { Err(EFBIG) };
@@ -411,7 +415,7 @@ impl MiscDevice for RioFile {
         let npages = (vma.end() - start) / PAGE_SIZE;
         let first = crate::sys::vma_pgoff(vma);
         let mut st = me.rio.state.lock();
-        let store = ready(&mut st)?;
+        let store = ready(&mut st.arena)?;
         let o = store.object(b.slot)?;
         if first.checked_add(npages).is_none_or(|end| end > o.pages.len()) {
             return Err(ENXIO);
@@ -452,7 +456,10 @@ impl MiscDevice for RioFile {
             }
             RIO_IOC_STAT => me.stat(user.writer()),
             RIO_IOC_STATS => me.stats(user.writer()),
-            RIO_IOC_SYNC => Ok(0),
+            RIO_IOC_SYNC => {
+                me.rio.state.lock().writeback()?;
+                Ok(0)
+            }
             RIO_IOC_WILD_STORE => me.wild_store(user.reader()),
             _ => Err(ENOTTY),
         }
@@ -466,7 +473,7 @@ impl PinnedDrop for RioFile {
             return;
         };
         let mut st = self.rio.state.lock();
-        if let ArenaState::Ready(store) = &mut *st {
+        if let ArenaState::Ready(store) = &mut st.arena {
             if let Ok(o) = store.object_mut(b.slot) {
                 o.open_count = o.open_count.saturating_sub(1);
                 if b.exclusive {

@@ -456,3 +456,154 @@ pub fn encode_name(name: &[u8]) -> Option<[u8; 64]> {
     out[..name.len()].copy_from_slice(name);
     Some(out)
 }
+
+// ---- the backing disk ---------------------------------------------------------------------
+//
+// ```text
+// block 0                      disk superblock (identity: the arena's UUID)
+// blocks 1 ..= 8               object table: MAX_OBJECTS entries of 128 bytes; entry i
+//                              describes arena slot i
+// blocks 9 ..                  data: each object in one contiguous extent
+// ```
+//
+// Writeback writes an object's pages into its extent, syncs, then writes its entry and
+// syncs again: an entry never points at data that is not on the disk. An object that
+// outgrows its extent gets a new one, written in full before its entry moves to it.
+
+/// `"RIODISK1"`, little endian.
+pub const DISK_MAGIC: u64 = u64::from_le_bytes(*b"RIODISK1");
+/// Blocks (of [`PAGE_SIZE`]) before the data area.
+pub const DISK_TABLE_START: u64 = 1;
+/// Blocks of the object table.
+pub const DISK_TABLE_BLOCKS: u64 = (MAX_OBJECTS * SLOT_COPY_SIZE / PAGE_SIZE) as u64;
+/// First data block.
+pub const DISK_DATA_START: u64 = DISK_TABLE_START + DISK_TABLE_BLOCKS;
+/// Bytes of an encoded disk entry.
+pub const DISK_ENTRY_SIZE: usize = 128;
+
+/// Bytes a backing disk needs for an arena of `geometry`: every data page must fit.
+pub fn disk_bytes_needed(geometry: &Geometry) -> u64 {
+    (DISK_DATA_START + u64::from(geometry.data_pages)) * PAGE_SIZE as u64
+}
+
+/// The backing disk's superblock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DiskSuper {
+    /// The arena this disk backs.
+    pub uuid: [u8; 16],
+    /// Size of the disk in blocks.
+    pub blocks: u64,
+}
+
+impl DiskSuper {
+    /// Encodes into `out[..SB_SIZE]`.
+    pub fn encode(&self, out: &mut [u8]) {
+        let b = &mut out[..SB_SIZE];
+        b.fill(0);
+        put_u64(b, 0, DISK_MAGIC);
+        put_u32(b, 8, FORMAT_VERSION);
+        b[16..32].copy_from_slice(&self.uuid);
+        put_u64(b, 32, self.blocks);
+        let crc = crc32c(&b[..SB_SIZE - 4]);
+        put_u32(b, SB_SIZE - 4, crc);
+    }
+
+    /// Decodes and checks.
+    pub fn decode(b: &[u8]) -> Result<DiskSuper, FormatError> {
+        let b = &b[..SB_SIZE];
+        if b.iter().all(|&x| x == 0) {
+            return Err(FormatError::Blank);
+        }
+        if get_u64(b, 0) != DISK_MAGIC {
+            return Err(FormatError::BadMagic);
+        }
+        let v = get_u32(b, 8);
+        if v != FORMAT_VERSION {
+            return Err(FormatError::BadVersion(v));
+        }
+        if crc32c(&b[..SB_SIZE - 4]) != get_u32(b, SB_SIZE - 4) {
+            return Err(FormatError::BadChecksum);
+        }
+        let mut uuid = [0u8; 16];
+        uuid.copy_from_slice(&b[16..32]);
+        Ok(DiskSuper {
+            uuid,
+            blocks: get_u64(b, 32),
+        })
+    }
+}
+
+/// One object on the backing disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DiskEntry {
+    /// The object's slot contents (name, size, owner, mode; `OBJ_IN_USE`).
+    pub slot: ObjectSlot,
+    /// First block of its extent, relative to [`DISK_DATA_START`].
+    pub start: u64,
+    /// Blocks in its extent (its capacity).
+    pub blocks: u64,
+}
+
+impl DiskEntry {
+    /// No object.
+    pub const EMPTY: DiskEntry = DiskEntry {
+        slot: ObjectSlot::EMPTY,
+        start: 0,
+        blocks: 0,
+    };
+
+    /// Whether it describes an object.
+    pub fn in_use(&self) -> bool {
+        self.slot.in_use()
+    }
+
+    /// Encodes into `out[..DISK_ENTRY_SIZE]`. The slot's sequence field carries the extent
+    /// start and its first reserved bytes the extent length.
+    pub fn encode(&self, out: &mut [u8]) {
+        let b = &mut out[..DISK_ENTRY_SIZE];
+        if !self.in_use() {
+            b.fill(0);
+            return;
+        }
+        let slot = ObjectSlot {
+            seq: self.start,
+            ..self.slot
+        };
+        slot.encode(b);
+        put_u64(b, 96, self.blocks);
+        let crc = crc32c(&b[..DISK_ENTRY_SIZE - 4]);
+        put_u32(b, DISK_ENTRY_SIZE - 4, crc);
+    }
+
+    /// Decodes and checks.
+    pub fn decode(b: &[u8]) -> Result<DiskEntry, FormatError> {
+        let b = &b[..DISK_ENTRY_SIZE];
+        let slot = ObjectSlot::decode(b)?;
+        if !slot.in_use() {
+            return Ok(DiskEntry::EMPTY);
+        }
+        let blocks = get_u64(b, 96);
+        if u64::from(slot.pages()) > blocks {
+            return Err(FormatError::BadGeometry);
+        }
+        Ok(DiskEntry {
+            slot: ObjectSlot { seq: 0, ..slot },
+            start: slot.seq,
+            blocks,
+        })
+    }
+}
+
+/// First fit: the lowest start of `need` free blocks among `used` extents `(start, blocks)`
+/// in a data area of `total` blocks.
+pub fn first_fit(used: &mut [(u64, u64)], need: u64, total: u64) -> Option<u64> {
+    used.sort_unstable();
+    let mut at = 0u64;
+    for &(s, n) in used.iter() {
+        if s >= at && s - at >= need {
+            return Some(at);
+        }
+        at = at.max(s.saturating_add(n));
+    }
+    (total.checked_sub(at)? >= need).then_some(at)
+}

@@ -8,6 +8,8 @@
 //! - [`format`]: the on-arena format (shared with the host crate `userlib/rio-format`);
 //! - [`arena`]: the read-only kernel mapping and the protection window;
 //! - [`store`]: objects, the registry, and recovery;
+//! - [`backing`]: the disk home of every object: writeback and restore;
+//! - [`writeback`]: the background writeback thread;
 //! - [`service`]: the arena's state (in service or refused), format, clean shutdown;
 //! - [`device`]: `/dev/rio`, the miscdevice users talk to;
 //! - [`uapi`]: the ioctl ABI shared with userspace (mirrored in `userlib/rio-client`);
@@ -16,6 +18,7 @@
 use kernel::prelude::*;
 
 mod arena;
+mod backing;
 mod config;
 mod device;
 mod format;
@@ -23,6 +26,7 @@ mod service;
 mod store;
 mod sys;
 mod uapi;
+mod writeback;
 
 module! {
     type: RioModule,
@@ -47,12 +51,26 @@ module! {
             default: false,
             description: "Enable the debug ioctl that performs a wild kernel store into the arena",
         },
+        backing_major: u32 {
+            default: 0,
+            description: "Major number of the backing block device (0: none)",
+        },
+        backing_minor: u32 {
+            default: 0,
+            description: "Minor number of the backing block device",
+        },
+        writeback_ms: u32 {
+            default: 5000,
+            description: "Background writeback interval in milliseconds (0: only on sync, crash recovery and unload)",
+        },
     },
 }
 
 #[pin_data(PinnedDrop)]
 struct RioModule {
-    // Dropped first: deregisters /dev/rio (no file can be open: each holds a module ref).
+    // Dropped first: stops the writeback thread (which holds a reference on the store).
+    _writeback: Option<sys::Kthread<writeback::Writeback>>,
+    // Dropped next: deregisters /dev/rio (no file can be open: each holds a module ref).
     dev: Pin<KBox<device::Registration>>,
     // Dropped second: the fsync-capable file operations the device pointed to.
     _fops: sys::FsyncFops,
@@ -65,9 +83,11 @@ impl kernel::InPlaceModule for RioModule {
                 *module_parameters::arena_phys.value_ref(),
                 *module_parameters::arena_size.value_ref(),
             )?;
+            let major = *module_parameters::backing_major.value_ref();
             let options = service::Options {
                 protect: *module_parameters::protect.value_ref(),
                 allow_wild_store: *module_parameters::allow_wild_store.value_ref(),
+                backing: (major != 0).then(|| (major, *module_parameters::backing_minor.value_ref())),
             };
             pr_info!(
                 "arena {:#x}..{:#x} ({} KiB of reserved memory), protection {}, ABI {}\n",
@@ -78,9 +98,19 @@ impl kernel::InPlaceModule for RioModule {
                 uapi::RIO_ABI_VERSION
             );
             let rio = service::Rio::new(arena, options)?;
+            let interval = *module_parameters::writeback_ms.value_ref();
+            let writeback = if options.backing.is_some() && interval > 0 {
+                Some(writeback::Writeback::start(rio.clone(), interval)?)
+            } else {
+                None
+            };
             let dev = KBox::pin_init(device::Registration::new(rio), GFP_KERNEL)?;
             let fops = sys::FsyncFops::install(dev.misc_raw())?;
-            Ok(try_pin_init!(Self { dev, _fops: fops }))
+            Ok(try_pin_init!(Self {
+                _writeback: writeback,
+                dev,
+                _fops: fops,
+            }))
         })
     }
 }

@@ -8,6 +8,7 @@ use kernel::prelude::*;
 use kernel::sync::{Arc, Mutex};
 
 use crate::arena::Arena;
+use crate::backing::{Backing, DiskState};
 use crate::config::ArenaConfig;
 use crate::format::FormatError;
 use crate::store::{LoadReport, Refusal, Store};
@@ -41,6 +42,27 @@ pub(crate) struct Options {
     pub(crate) protect: bool,
     /// Allow the wild-store debug ioctl.
     pub(crate) allow_wild_store: bool,
+    /// The backing block device, `major:minor`.
+    pub(crate) backing: Option<(u32, u32)>,
+}
+
+/// What the store's lock protects.
+pub(crate) struct Inner {
+    /// The arena.
+    pub(crate) arena: ArenaState,
+    /// The backing store, if one was given.
+    pub(crate) backing: Option<Backing>,
+}
+
+impl Inner {
+    /// Writes dirty data back, if there is a store and a backing device.
+    pub(crate) fn writeback(&mut self) -> Result<u64> {
+        match (&mut self.arena, &mut self.backing) {
+            (ArenaState::Ready(store), Some(b)) => b.writeback(store),
+            (_, None) => Err(ENODEV),
+            _ => Err(EUCLEAN),
+        }
+    }
 }
 
 /// Everything one load of rio.ko serves.
@@ -49,7 +71,7 @@ pub(crate) struct Rio {
     pub(crate) config: ArenaConfig,
     pub(crate) options: Options,
     #[pin]
-    pub(crate) state: Mutex<ArenaState>,
+    pub(crate) state: Mutex<Inner>,
 }
 
 fn report(rep: &LoadReport, store: &Store) {
@@ -105,24 +127,72 @@ fn explain(why: &Refusal, config: &ArenaConfig) {
 }
 
 impl Rio {
-    /// Maps the arena and validates and recovers it; a bad arena is refused, not repaired.
+    /// Maps the arena, validates and recovers it, and attaches the backing device: dirty
+    /// pages a crash left are written back, and a blank arena is restored from a disk that
+    /// holds its objects. A bad arena is refused, not repaired; a bad backing device fails
+    /// the load with a message and nothing written.
     pub(crate) fn new(config: ArenaConfig, options: Options) -> Result<Arc<Rio>> {
+        let geo = crate::format::Geometry::for_size(config.size).ok_or(EINVAL)?;
+        let mut backing = match options.backing {
+            Some((major, minor)) => Some(Backing::open(major, minor, &geo)?),
+            None => None,
+        };
         let arena = Arena::map(config.phys, config.size, options.protect)?;
         let state = match Store::load(arena, config.size) {
-            Ok(store) => {
+            Ok(mut store) => {
                 report(&store.report, &store);
+                if let Some((b, disk)) = backing.as_mut() {
+                    match disk {
+                        DiskState::Blank => b.initialize(store.sb.uuid)?,
+                        DiskState::Ours(uuid) if *uuid == store.sb.uuid => {}
+                        DiskState::Ours(_) => {
+                            pr_err!(
+                                "backing device {}:{} belongs to another arena; load without it or give the right one\n",
+                                b.dev.0,
+                                b.dev.1
+                            );
+                            return Err(EINVAL);
+                        }
+                    }
+                    let pages = b.writeback(&mut store)?;
+                    if pages > 0 {
+                        pr_info!("wrote {} dirty pages back to {}:{}\n", pages, b.dev.0, b.dev.1);
+                    }
+                }
                 ArenaState::Ready(store)
             }
+            Err((arena, Refusal::Blank)) => match backing.as_mut() {
+                Some((b, DiskState::Ours(uuid))) => {
+                    let uuid = *uuid;
+                    let mut store = Store::format(arena, config.size, uuid).map_err(|(_, e)| e)?;
+                    let n = b.restore(&mut store)?;
+                    pr_warn!(
+                        "arena was blank (power loss?): restored {} objects from backing device {}:{}\n",
+                        n,
+                        b.dev.0,
+                        b.dev.1
+                    );
+                    ArenaState::Ready(store)
+                }
+                _ => {
+                    explain(&Refusal::Blank, &config);
+                    ArenaState::Refused { arena, why: Refusal::Blank }
+                }
+            },
             Err((arena, why)) => {
                 explain(&why, &config);
                 ArenaState::Refused { arena, why }
             }
         };
+        let inner = Inner {
+            arena: state,
+            backing: backing.map(|(b, _)| b),
+        };
         Arc::pin_init(
             try_pin_init!(Rio {
                 config,
                 options,
-                state <- new_mutex!(state),
+                state <- new_mutex!(inner),
             }),
             GFP_KERNEL,
         )
@@ -130,7 +200,8 @@ impl Rio {
 
     /// Formats the arena. A non-blank arena is erased only with `force`.
     pub(crate) fn format(&self, force: bool) -> Result {
-        let mut st = self.state.lock();
+        let mut inner = self.state.lock();
+        let st = &mut inner.arena;
         match &*st {
             ArenaState::Refused { why: Refusal::Blank, .. } => {}
             _ if force => {}
@@ -151,17 +222,20 @@ impl Rio {
         crate::sys::random_bytes(&mut uuid);
         match Store::format(arena, self.config.size, uuid) {
             Ok(store) => {
+                if let Some(b) = inner.backing.as_mut() {
+                    b.initialize(uuid)?;
+                }
                 pr_info!(
                     "formatted arena {:#x}..{:#x}: {} data pages\n",
                     self.config.phys,
                     self.config.end(),
                     store.geo.data_pages
                 );
-                *st = ArenaState::Ready(store);
+                inner.arena = ArenaState::Ready(store);
                 Ok(())
             }
             Err((arena, e)) => {
-                *st = ArenaState::Refused {
+                inner.arena = ArenaState::Refused {
                     arena,
                     why: Refusal::Corrupt(FormatError::BadGeometry),
                 };
@@ -174,8 +248,14 @@ impl Rio {
 #[pinned_drop]
 impl PinnedDrop for Rio {
     fn drop(self: Pin<&mut Self>) {
-        let mut st = self.state.lock();
-        if let ArenaState::Ready(store) = &mut *st {
+        let mut inner = self.state.lock();
+        if inner.backing.is_some() {
+            if let Err(e) = inner.writeback() {
+                pr_err!("final writeback failed ({:?}): the arena stays marked in use, so the next load writes back again\n", e);
+                return;
+            }
+        }
+        if let ArenaState::Ready(store) = &mut inner.arena {
             match store.mark_clean() {
                 Ok(()) => pr_info!("arena marked clean\n"),
                 Err(e) => pr_err!("could not mark the arena clean: {:?}\n", e),

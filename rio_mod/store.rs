@@ -381,11 +381,30 @@ impl Store {
         Ok(())
     }
 
-    /// Creates an object.
+    /// Creates an object in the first free slot.
     pub(crate) fn create(&mut self, name: &[u8], size: u64, uid: u32, gid: u32, mode: u32) -> Result<usize> {
+        encode_name(name).ok_or(EINVAL)?;
+        if self.find(name).is_some() {
+            return Err(EEXIST);
+        }
+        let idx = self
+            .slots
+            .iter()
+            .position(|s| matches!(s, Slot::Empty { .. }))
+            .ok_or(ENFILE)?;
+        self.create_at(idx, name, size, uid, gid, mode)?;
+        Ok(idx)
+    }
+
+    /// Creates an object in slot `idx`, which must be empty (restore puts objects back in
+    /// the slots they had).
+    pub(crate) fn create_at(&mut self, idx: usize, name: &[u8], size: u64, uid: u32, gid: u32, mode: u32) -> Result {
         let field = encode_name(name).ok_or(EINVAL)?;
         if self.find(name).is_some() {
             return Err(EEXIST);
+        }
+        if !matches!(self.slots.get(idx), Some(Slot::Empty { .. })) {
+            return Err(EBUSY);
         }
         let max = u64::from(self.geo.data_pages) * PAGE_SIZE as u64;
         if size > max {
@@ -395,11 +414,6 @@ impl Store {
         if n as usize > self.free.len() {
             return Err(ENOSPC);
         }
-        let idx = self
-            .slots
-            .iter()
-            .position(|s| matches!(s, Slot::Empty { .. }))
-            .ok_or(ENFILE)?;
         let pages = match self.claim(idx, 0, n) {
             Ok(p) => p,
             Err(e) => {
@@ -427,7 +441,7 @@ impl Store {
             exclusive: false,
             damaged: false,
         });
-        Ok(idx)
+        Ok(())
     }
 
     fn reclaim_orphans(&mut self, owner: usize) -> Result {
@@ -519,6 +533,27 @@ impl Store {
             self.set_reg(p, RegEntry { dirty: true, ..e })?;
             self.dirty_pages += 1;
         }
+        Ok(())
+    }
+
+    /// Records that data page `p` matches the backing store.
+    pub(crate) fn set_clean(&mut self, p: u32) -> Result {
+        let e = self.reg(p)?;
+        if e.dirty {
+            self.set_reg(p, RegEntry { dirty: false, ..e })?;
+            self.dirty_pages = self.dirty_pages.saturating_sub(1);
+        }
+        Ok(())
+    }
+
+    /// Clears the mapped mark of slot `idx` (after a full writeback with no mapping left).
+    pub(crate) fn clear_mapped(&mut self, idx: usize) -> Result {
+        let mut slot = self.object(idx)?.slot;
+        slot.flags &= !OBJ_MAPPED;
+        let (slot, copy) = self.commit_slot(idx, slot)?;
+        let o = self.object_mut(idx)?;
+        o.slot = slot;
+        o.copy = copy;
         Ok(())
     }
 

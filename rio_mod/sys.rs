@@ -312,3 +312,164 @@ impl FsyncFops {
         Ok(Self { _ops: ops })
     }
 }
+
+// ---- the backing block device -----------------------------------------------------------------
+
+/// `BLK_OPEN_READ` and `BLK_OPEN_WRITE` from include/linux/blkdev.h (not in the bindings:
+/// they are `__force` casts).
+const BLK_OPEN_READ_WRITE: u32 = (1 << 0) | (1 << 1);
+const SEEK_END: core::ffi::c_int = 2;
+
+/// A block device opened exclusively for reading and writing; closed on drop. I/O goes
+/// through the device's page cache (`kernel_read`/`kernel_write`) and [`Self::sync`] makes
+/// it durable.
+pub(crate) struct BlockFile {
+    file: *mut bindings::file,
+}
+
+// SAFETY: a `struct file` may be used and released from any thread.
+unsafe impl Send for BlockFile {}
+// SAFETY: the VFS read/write paths used here are safe to call concurrently.
+unsafe impl Sync for BlockFile {}
+
+impl BlockFile {
+    /// Opens device `major:minor`; `holder` identifies rio.ko as its exclusive user.
+    pub(crate) fn open(major: u32, minor: u32, holder: *mut core::ffi::c_void) -> Result<Self> {
+        if major >= 1 << 12 || minor >= 1 << 20 {
+            return Err(EINVAL);
+        }
+        let dev = (major << 20) | minor;
+        // SAFETY: `dev` is any device number; `holder` is an opaque non-null cookie; no
+        // holder ops.
+        let file = unsafe { bindings::bdev_file_open_by_dev(dev, BLK_OPEN_READ_WRITE, holder, core::ptr::null()) };
+        let file = kernel::error::from_err_ptr(file)?;
+        Ok(Self { file })
+    }
+
+    /// Size in bytes.
+    pub(crate) fn size(&self) -> Result<u64> {
+        // SAFETY: `self.file` is an open file.
+        let n = unsafe { bindings::vfs_llseek(self.file, 0, SEEK_END) };
+        u64::try_from(n).map_err(|_| EIO)
+    }
+
+    /// Reads exactly `buf.len()` bytes at `pos`.
+    pub(crate) fn read_at(&self, buf: &mut [u8], pos: u64) -> Result {
+        let mut off = i64::try_from(pos).map_err(|_| EINVAL)?;
+        // SAFETY: `buf` is valid for writes of its length; `off` is a local.
+        let n = unsafe { bindings::kernel_read(self.file, buf.as_mut_ptr().cast(), buf.len(), &mut off) };
+        if n < 0 {
+            return Err(Error::from_errno(n as i32));
+        }
+        if n as usize != buf.len() {
+            return Err(EIO);
+        }
+        Ok(())
+    }
+
+    /// Writes all of `buf` at `pos`.
+    pub(crate) fn write_at(&self, buf: &[u8], pos: u64) -> Result {
+        let mut off = i64::try_from(pos).map_err(|_| EINVAL)?;
+        // SAFETY: `buf` is valid for reads of its length; `off` is a local.
+        let n = unsafe { bindings::kernel_write(self.file, buf.as_ptr().cast(), buf.len(), &mut off) };
+        if n < 0 {
+            return Err(Error::from_errno(n as i32));
+        }
+        if n as usize != buf.len() {
+            return Err(EIO);
+        }
+        Ok(())
+    }
+
+    /// Writes the device's dirty cache out and flushes its write cache.
+    pub(crate) fn sync(&self) -> Result {
+        // SAFETY: `self.file` is an open file.
+        kernel::error::to_result(unsafe { bindings::vfs_fsync(self.file, 0) })
+    }
+}
+
+impl Drop for BlockFile {
+    fn drop(&mut self) {
+        // SAFETY: the file came from `bdev_file_open_by_dev` and is released once, here.
+        unsafe { bindings::fput(self.file) };
+    }
+}
+
+// ---- a kernel thread --------------------------------------------------------------------------
+
+/// Work a [`Kthread`] does: `run` loops until [`kthread_should_stop`] says so.
+pub(crate) trait ThreadWork: Send + Sync {
+    /// The thread's body.
+    fn run(&self);
+}
+
+/// A kernel thread that holds an `Arc<T>` and runs [`ThreadWork::run`]; stopped (and the
+/// `Arc` released) on drop.
+pub(crate) struct Kthread<T: ThreadWork> {
+    task: *mut bindings::task_struct,
+    data: *const T,
+}
+
+// SAFETY: the handle is only used to stop the thread, from any thread.
+unsafe impl<T: ThreadWork> Send for Kthread<T> {}
+// SAFETY: as above.
+unsafe impl<T: ThreadWork> Sync for Kthread<T> {}
+
+unsafe extern "C" fn thread_main<T: ThreadWork>(data: *mut core::ffi::c_void) -> core::ffi::c_int {
+    // SAFETY: `data` came from `Arc::into_raw` in `Kthread::spawn`; this function owns that
+    // reference from here on (kthread_stop reports whether it ran).
+    let work = unsafe { kernel::sync::Arc::<T>::from_raw(data.cast::<T>()) };
+    work.run();
+    0
+}
+
+impl<T: ThreadWork> Kthread<T> {
+    /// Starts a thread named `name` running `work.run()`.
+    pub(crate) fn spawn(name: &'static CStr, work: kernel::sync::Arc<T>) -> Result<Self> {
+        let data = kernel::sync::Arc::into_raw(work);
+        // SAFETY: `thread_main::<T>` matches the kthread signature; `data` stays valid until
+        // the thread or `drop` releases it; `name` is a NUL-terminated string without format
+        // directives; NUMA_NO_NODE is -1.
+        let task = unsafe {
+            bindings::kthread_create_on_node(Some(thread_main::<T>), data.cast_mut().cast(), -1, name.as_char_ptr())
+        };
+        match kernel::error::from_err_ptr(task) {
+            Ok(task) => {
+                // SAFETY: `task` is a freshly created, not yet running kthread.
+                unsafe { bindings::wake_up_process(task) };
+                Ok(Self { task, data })
+            }
+            Err(e) => {
+                // SAFETY: the thread was not created, so the reference is still ours.
+                drop(unsafe { kernel::sync::Arc::from_raw(data) });
+                Err(e)
+            }
+        }
+    }
+}
+
+impl<T: ThreadWork> Drop for Kthread<T> {
+    fn drop(&mut self) {
+        // SAFETY: `task` is our thread, not yet stopped; kthread_stop waits for it to exit.
+        let r = unsafe { bindings::kthread_stop(self.task) };
+        if r == -(bindings::EINTR as i32) {
+            // The thread was stopped before it ever ran `thread_main`: the reference is
+            // still ours to release.
+            // SAFETY: `data` came from `Arc::into_raw` and nobody else consumed it.
+            drop(unsafe { kernel::sync::Arc::from_raw(self.data) });
+        }
+    }
+}
+
+/// Whether the current kthread has been asked to stop.
+pub(crate) fn kthread_should_stop() -> bool {
+    // SAFETY: called from a kthread (ThreadWork::run); no other precondition.
+    unsafe { bindings::kthread_should_stop() }
+}
+
+/// Sleeps up to `ms` milliseconds, interruptibly (kthread_stop wakes it).
+pub(crate) fn sleep_interruptible(ms: u32) {
+    let jiffies = kernel::time::msecs_to_jiffies(ms);
+    // SAFETY: plain sleep in process context.
+    unsafe { bindings::schedule_timeout_interruptible(jiffies as isize) };
+}

@@ -145,4 +145,96 @@ mod tests {
         }
         assert!(accepted < 20, "{accepted} random words passed the check");
     }
+
+    #[test]
+    fn disk_superblock_round_trips() {
+        let d = DiskSuper {
+            uuid: [3; 16],
+            blocks: 5000,
+        };
+        let mut b = [0u8; SB_SIZE];
+        assert_eq!(DiskSuper::decode(&b), Err(FormatError::Blank));
+        d.encode(&mut b);
+        assert_eq!(DiskSuper::decode(&b), Ok(d));
+        b[20] ^= 1;
+        assert_eq!(DiskSuper::decode(&b), Err(FormatError::BadChecksum));
+        let mut arena_sb = [0u8; SB_SIZE];
+        let g = Geometry::for_size(1 << 20).unwrap();
+        Superblock {
+            seq: 1,
+            state: STATE_CLEAN,
+            uuid: [0; 16],
+            epoch: 0,
+            arena_size: 1 << 20,
+            geometry: g,
+            recoveries: 0,
+        }
+        .encode(&mut arena_sb);
+        assert_eq!(
+            DiskSuper::decode(&arena_sb),
+            Err(FormatError::BadMagic),
+            "an arena is not a disk"
+        );
+    }
+
+    #[test]
+    fn disk_entries_round_trip() {
+        let mut slot = ObjectSlot::EMPTY;
+        slot.flags = OBJ_IN_USE;
+        slot.name = encode_name(b"obj").unwrap();
+        slot.size = 3 * PAGE_SIZE as u64;
+        let e = DiskEntry {
+            slot,
+            start: 77,
+            blocks: 3,
+        };
+        let mut b = [0u8; DISK_ENTRY_SIZE];
+        e.encode(&mut b);
+        assert_eq!(DiskEntry::decode(&b), Ok(e));
+        // An extent smaller than the object is rejected.
+        let small = DiskEntry { blocks: 2, ..e };
+        small.encode(&mut b);
+        assert_eq!(DiskEntry::decode(&b), Err(FormatError::BadGeometry));
+        DiskEntry::EMPTY.encode(&mut b);
+        assert_eq!(b, [0u8; DISK_ENTRY_SIZE]);
+        assert_eq!(DiskEntry::decode(&b), Ok(DiskEntry::EMPTY));
+    }
+
+    #[test]
+    fn first_fit_finds_holes() {
+        assert_eq!(first_fit(&mut [], 10, 100), Some(0));
+        assert_eq!(first_fit(&mut [(0, 10)], 5, 100), Some(10));
+        assert_eq!(first_fit(&mut [(20, 10), (0, 10)], 10, 100), Some(10));
+        assert_eq!(first_fit(&mut [(0, 10), (15, 10)], 6, 30), None);
+        assert_eq!(first_fit(&mut [(0, 10), (15, 10)], 5, 30), Some(10));
+        assert_eq!(first_fit(&mut [(0, 95)], 5, 100), Some(95));
+        assert_eq!(first_fit(&mut [(0, 95)], 6, 100), None);
+    }
+
+    #[test]
+    fn a_disk_sized_by_disk_bytes_needed_holds_every_data_page() {
+        let g = Geometry::for_size(64 << 20).unwrap();
+        let need = disk_bytes_needed(&g);
+        assert_eq!(
+            need / PAGE_SIZE as u64 - DISK_DATA_START,
+            u64::from(g.data_pages)
+        );
+    }
+}
+
+/// Reads object `name` out of a backing-disk image, as the host sees it after a run:
+/// `None` if the image is not a Rio disk or has no such object.
+pub fn read_disk_object(disk: &[u8], name: &str) -> Option<Vec<u8>> {
+    DiskSuper::decode(disk.get(..SB_SIZE)?).ok()?;
+    let table = DISK_TABLE_START as usize * PAGE_SIZE;
+    (0..MAX_OBJECTS).find_map(|i| {
+        let at = table + i * DISK_ENTRY_SIZE;
+        let e = DiskEntry::decode(disk.get(at..at + DISK_ENTRY_SIZE)?).ok()?;
+        if !e.in_use() || e.slot.name() != name.as_bytes() {
+            return None;
+        }
+        let start = (DISK_DATA_START + e.start) as usize * PAGE_SIZE;
+        disk.get(start..start + e.slot.size as usize)
+            .map(<[u8]>::to_vec)
+    })
 }
