@@ -14,7 +14,7 @@ suite() {
     local name=$1 dir=$2
     shift 2
     echo "=== $name"
-    (cd "$dir" && timeout --kill-after=30 "${SUITE_TIMEOUT:-2400}" cargo test "$@") 2>&1 | tee "$log/$name.out"
+    (cd "$dir" && timeout --kill-after=30 "${SUITE_TIMEOUT:-2400}" cargo test --no-fail-fast "$@") 2>&1 | tee "$log/$name.out"
     local rc=${PIPESTATUS[0]}
     local p f
     p=$(grep -E '^test result:' "$log/$name.out" | sed -E 's/.* ([0-9]+) passed.*/\1/' | paste -sd+ | bc)
