@@ -6,7 +6,7 @@ export RIO_ROOT := $(CURDIR)
 GUEST_TARGET := x86_64-unknown-linux-gnu
 CARGO_GUEST := cd userlib && RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --target $(GUEST_TARGET)
 
-.PHONY: all setup kernel module guest initramfs test test-unit test-qemu demo shell clean help
+.PHONY: all setup kernel module guest initramfs test demo shell bench-rio clean help
 
 all: initramfs
 
@@ -18,6 +18,7 @@ help:
 	@echo "make module     build rio.ko out of tree"
 	@echo "make initramfs  pack busybox, rio.ko and the guest programs"
 	@echo "make shell      boot the guest with a shell on this terminal"
+	@echo "make bench-rio  durable-write latency: Rio (protection on/off) vs tmpfs vs disk+fdatasync"
 
 setup:
 	@bash scripts/setup.sh
@@ -29,7 +30,7 @@ module: kernel
 	@bash scripts/module.sh
 
 guest:
-	@$(CARGO_GUEST) -q -p rio-agent -p rio-cli -p rio-check
+	@$(CARGO_GUEST) -q -p rio-agent -p rio-cli -p rio-check -p rio-bench
 
 initramfs: module guest
 	@bash qemu/mkinitramfs.sh $(RIO_CACHE)/kbuild-current
@@ -42,6 +43,9 @@ demo: setup initramfs
 
 shell: setup initramfs
 	@cd userlib && cargo run -q --release -p riovm --bin riovm -- shell
+
+bench-rio: setup initramfs
+	@bash scripts/bench-rio.sh
 
 clean:
 	rm -rf build userlib/target tests/target

@@ -12,7 +12,9 @@ mkdir -p "$root/build"
 busybox=$(command -v busybox || true)
 [ -n "$busybox" ] && file -L "$busybox" 2>/dev/null | grep -q 'statically linked' || busybox=/bin/busybox
 [ -x "$busybox" ] || { echo "mkinitramfs: busybox-static is not installed: run 'make setup'" >&2; exit 1; }
-for f in "$root/rio_mod/rio.ko" "$guest/rio-agent" "$guest/rio" "$guest/rio-check"; do
+# The static guest programs (built by `make guest`).
+GUEST_BINS="rio-agent rio rio-check rio-bench"
+for f in "$root/rio_mod/rio.ko" $(for b in $GUEST_BINS; do echo "$guest/$b"; done); do
     [ -f "$f" ] || { echo "mkinitramfs: missing $f: run 'make module guest'" >&2; exit 1; }
 done
 
@@ -27,9 +29,9 @@ done
     echo "slink /bin/sh busybox 0777 0 0"
     echo "file /init $root/qemu/init 0755 0 0"
     echo "file /bin/rio-load $root/qemu/rio-load 0755 0 0"
-    echo "file /bin/rio-agent $guest/rio-agent 0755 0 0"
-    echo "file /bin/rio $guest/rio 0755 0 0"
-    echo "file /bin/rio-check $guest/rio-check 0755 0 0"
+    for b in $GUEST_BINS; do
+        echo "file /bin/$b $guest/$b 0755 0 0"
+    done
     echo "file /lib/modules/rio.ko $root/rio_mod/rio.ko 0644 0 0"
     # Extra guest programs later issues add: anything in build/guest-extra/.
     if [ -d "$root/build/guest-extra" ]; then

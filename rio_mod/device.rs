@@ -360,9 +360,7 @@ impl MiscDevice for RioFile {
             return Err(EBADF);
         }
         let pos = u64::try_from(kiocb.ki_pos()).map_err(|_| EINVAL)?;
-        // User memory can fault (and sleep), which the window cannot allow: stage each page
-        // in a bounce buffer first, then copy it in through the window.
-        let mut bounce = KVec::from_elem(0u8, PAGE_SIZE, GFP_KERNEL)?;
+        let mut bounce: Option<KVec<u8>> = None;
         let mut st = me.rio.state.lock();
         let store = ready(&mut st.arena)?;
         let size = store.object(b.slot)?.slot.size;
@@ -376,15 +374,36 @@ impl MiscDevice for RioFile {
             let idx = at / PAGE_SIZE;
             let off = at % PAGE_SIZE;
             let n = left.min(PAGE_SIZE - off);
-            let got = iov.copy_from_iter(&mut bounce[..n]);
-            if got == 0 {
-                break;
-            }
             let p = *store.object(b.slot)?.pages.get(idx).ok_or(EIO)?;
             store.mark_dirty(p)?;
-            store
-                .arena
-                .write_page(store.arena_page(p), |page| page[off..off + got].copy_from_slice(&bounce[..got]))?;
+            let page = store.arena_page(p);
+            // Fast path: one copy, straight from the user's buffer into the window. The
+            // window cannot sleep, so this only works if the user's page is resident.
+            let direct = match crate::sys::ubuf_next(iov) {
+                Some(src) => store.arena.write_page(page, |dst| {
+                    crate::sys::copy_from_user_atomic(&mut dst[off..off + n], src).is_ok()
+                })?,
+                None => false,
+            };
+            let got = if direct {
+                iov.advance(n);
+                n
+            } else {
+                // Slow path: fault the user's data into a bounce page (may sleep), then
+                // copy it in through the window.
+                let buf = match &mut bounce {
+                    Some(b) => b,
+                    None => bounce.insert(KVec::from_elem(0u8, PAGE_SIZE, GFP_KERNEL)?),
+                };
+                let got = iov.copy_from_iter(&mut buf[..n]);
+                if got == 0 {
+                    break;
+                }
+                store
+                    .arena
+                    .write_page(page, |dst| dst[off..off + got].copy_from_slice(&buf[..got]))?;
+                got
+            };
             done += got;
             at += got;
             left -= got;

@@ -219,12 +219,12 @@ impl SlotPte {
     /// and `pfn` is an arena frame.
     pub(crate) unsafe fn open(&self, pfn: u64) -> *mut u8 {
         let v = ((pfn as usize) << 12 & PTE_PFN_MASK) | self.open_flags;
-        // SAFETY: `self.pte` is this slot's PTE (see `new`); the closed entry maps a dummy
-        // page read-only, and x86 re-walks the tables on a permission fault, so no flush is
-        // needed to widen access. The caller guarantees exclusivity.
+        // SAFETY: `self.pte` is this slot's PTE (see `new`) and the caller holds it
+        // exclusively. No flush is needed to widen access: `close` flushed this CPU's entry,
+        // and should a read-only entry for the dummy page still be cached (a wild read of a
+        // closed slot), the write faults, the CPU drops that entry, and the kernel's
+        // spurious-fault check sees the writable PTE and retries.
         unsafe { core::ptr::write_volatile(self.pte, kernel::bindings::pte_t { pte: v }) };
-        // The closed entry may be cached for the dummy frame: drop it before use.
-        invlpg(self.va);
         self.va as *mut u8
     }
 
@@ -472,4 +472,35 @@ pub(crate) fn sleep_interruptible(ms: u32) {
     let jiffies = kernel::time::msecs_to_jiffies(ms);
     // SAFETY: plain sleep in process context.
     unsafe { bindings::schedule_timeout_interruptible(jiffies as isize) };
+}
+
+// ---- copying from user memory without sleeping ------------------------------------------------
+
+/// If `iov` is a single user buffer (what `write` and `pwrite` produce), the user address
+/// of its next byte.
+pub(crate) fn ubuf_next(iov: &mut kernel::iov::IovIterSource<'_>) -> Option<usize> {
+    let raw = iov.as_raw();
+    // SAFETY: `raw` is the live iov_iter of this call. For ITER_UBUF the union holds
+    // `__ubuf_iovec` (base and length), and the next byte is `base + iov_offset`, exactly as
+    // lib/iov_iter.c computes it.
+    unsafe {
+        if (*raw).iter_type != bindings::iter_type_ITER_UBUF as u8 {
+            return None;
+        }
+        let base = (*raw).__bindgen_anon_1.__ubuf_iovec.as_ref().iov_base as usize;
+        Some(base + (*raw).iov_offset)
+    }
+}
+
+/// Copies `dst.len()` bytes from user address `src` without sleeping (safe with preemption
+/// off): fails instead of faulting a page in.
+pub(crate) fn copy_from_user_atomic(dst: &mut [u8], src: usize) -> Result {
+    // SAFETY: `dst` is valid for writes of its length; copy_from_user_nofault checks that
+    // `src..src + len` is a user range and disables page faults around the copy.
+    let r = unsafe { bindings::copy_from_user_nofault(dst.as_mut_ptr().cast(), src as *const core::ffi::c_void, dst.len()) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(EFAULT)
+    }
 }

@@ -38,6 +38,18 @@ enum Cmd {
         #[arg(long)]
         no_unmap: bool,
     },
+    /// Overwrite `len` bytes at `offset` with zeros taken from a fresh anonymous mapping
+    /// that was never touched (its pages are not resident: this takes rio.ko's slow path).
+    Zero {
+        /// Object name.
+        name: String,
+        /// Where.
+        #[arg(long)]
+        offset: u64,
+        /// How many bytes.
+        #[arg(long)]
+        len: usize,
+    },
     /// Open an object and keep it open for `seconds` (to test busy and exclusive rules).
     Hold {
         /// Object name.
@@ -59,7 +71,18 @@ enum Cmd {
         /// Bytes to check.
         #[arg(long)]
         size: u64,
+        /// A range OFFSET:LEN expected to hold zeros instead of the pattern.
+        #[arg(long, value_parser = parse_range)]
+        zeroed: Option<(u64, u64)>,
     },
+}
+
+fn parse_range(s: &str) -> std::result::Result<(u64, u64), String> {
+    let (a, b) = s.split_once(':').ok_or("expected OFFSET:LEN")?;
+    Ok((
+        a.parse().map_err(|_| format!("bad offset {a:?}"))?,
+        b.parse().map_err(|_| format!("bad length {b:?}"))?,
+    ))
 }
 
 fn run(cli: Cli) -> Result<bool> {
@@ -118,7 +141,34 @@ fn run(cli: Cli) -> Result<bool> {
             std::thread::sleep(std::time::Duration::from_secs(seconds));
             Ok(true)
         }
-        Cmd::Verify { name, seed, size } => {
+        Cmd::Zero { name, offset, len } => {
+            let obj = rio.open_object(&name, OpenMode::ReadWrite)?;
+            // SAFETY: a fresh private anonymous mapping; only read (by the kernel) below.
+            let p = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len.max(1),
+                    libc::PROT_READ,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            if p == libc::MAP_FAILED {
+                bail!("mmap: {}", std::io::Error::last_os_error());
+            }
+            // SAFETY: `p` is `len` readable bytes (zero pages on first touch).
+            let src = unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len) };
+            obj.write_all_at(src, offset)?;
+            println!("zeroed {len} bytes at {offset} of {name} from an untouched mapping");
+            Ok(true)
+        }
+        Cmd::Verify {
+            name,
+            seed,
+            size,
+            zeroed,
+        } => {
             let obj = rio.open_object(&name, OpenMode::ReadOnly)?;
             let have = obj.size()?;
             if have < size {
@@ -133,6 +183,14 @@ fn run(cli: Cli) -> Result<bool> {
                 let n = ((1u64 << 16).min(size - at)) as usize;
                 obj.read_exact_at(&mut buf[..n], at)?;
                 pattern(seed, at, &mut want[..n]);
+                if let Some((zo, zl)) = zeroed {
+                    for (i, w) in want[..n].iter_mut().enumerate() {
+                        let x = at + i as u64;
+                        if x >= zo && x < zo + zl {
+                            *w = 0;
+                        }
+                    }
+                }
                 for i in 0..n {
                     if buf[i] != want[i] {
                         bad += 1;

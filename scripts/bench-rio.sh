@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# make bench-rio: one guest run of rio-bench (see userlib/rio-bench); the table goes to
+# standard output and to build/bench-rio.md. Variables: ITERS, DISK_ITERS, RUNS.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+truncate -s 64M "$work/disk.img"
+cd "$here/userlib"
+cargo build -q --release -p riovm
+echo "[bench-rio] booting the guest; this takes a few minutes under TCG" >&2
+./target/release/riovm --disk "$work/disk.img" run --timeout 3000 -- \
+    "rio-bench --disk /dev/vda --iters ${ITERS:-3000} --disk-iters ${DISK_ITERS:-300} --runs ${RUNS:-3}" \
+    | tee "$here/build/bench-rio.md"
