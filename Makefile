@@ -6,7 +6,7 @@ export RIO_ROOT := $(CURDIR)
 GUEST_TARGET := x86_64-unknown-linux-gnu
 CARGO_GUEST := cd userlib && RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --target $(GUEST_TARGET)
 
-.PHONY: all setup kernel module guest initramfs test demo shell bench-rio clean help
+.PHONY: all setup kernel module guest initramfs test demo shell bench-rio bench-vista clean help
 
 all: initramfs
 
@@ -19,6 +19,7 @@ help:
 	@echo "make initramfs  pack busybox, rio.ko and the guest programs"
 	@echo "make shell      boot the guest with a shell on this terminal"
 	@echo "make bench-rio  durable-write latency: Rio (protection on/off) vs tmpfs vs disk+fdatasync"
+	@echo "make bench-vista Vista transactions vs SQLite, redb, LMDB on disk and tmpfs (host)"
 
 setup:
 	@bash scripts/setup.sh
@@ -46,6 +47,9 @@ shell: setup initramfs
 
 bench-rio: setup initramfs
 	@bash scripts/bench-rio.sh
+
+bench-vista: setup
+	@bash scripts/bench-vista.sh
 
 clean:
 	rm -rf build userlib/target tests/target

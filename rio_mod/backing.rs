@@ -195,7 +195,10 @@ impl Backing {
                 self.file
                     .write_at(page, block_pos(DISK_DATA_START + entry.start + i as u64))?;
                 written += 1;
-                if dirty && !mapped {
+                // A page of an object that may still be mapped can change under us at any
+                // time: it stays dirty. With no mapping left (no open file), what was just
+                // written is what the page holds.
+                if dirty && (!mapped || o.open_count == 0) {
                     cleaned.push(p, GFP_KERNEL)?;
                 }
             }
