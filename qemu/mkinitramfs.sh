@@ -33,6 +33,22 @@ done
         echo "file /bin/$b $guest/$b 0755 0 0"
     done
     echo "file /lib/modules/rio.ko $root/rio_mod/rio.ko 0644 0 0"
+    # Host programs the file-system tests need, with their shared libraries.
+    libs=""
+    for prog in /sbin/mke2fs /sbin/e2fsck; do
+        [ -x "$prog" ] || { echo "mkinitramfs: $prog missing: run 'make setup' (e2fsprogs)" >&2; exit 1; }
+        echo "file /sbin/$(basename "$prog") $prog 0755 0 0"
+        libs="$libs $(ldd "$prog" | awk '/=>/ {print $3} /ld-linux/ {print $1}')"
+    done
+    echo "slink /sbin/mkfs.ext4 mke2fs 0777 0 0"
+    echo "slink /sbin/fsck.ext4 e2fsck 0777 0 0"
+    echo "dir /lib64 0755 0 0"
+    echo "dir /lib/x86_64-linux-gnu 0755 0 0"
+    for lib in $(printf '%s\n' $libs | sort -u); do
+        real=$(readlink -f "$lib")
+        echo "file $lib $real 0755 0 0"
+    done
+    [ -f /etc/mke2fs.conf ] && echo "file /etc/mke2fs.conf /etc/mke2fs.conf 0644 0 0"
     # Extra guest programs later issues add: anything in build/guest-extra/.
     if [ -d "$root/build/guest-extra" ]; then
         for f in "$root"/build/guest-extra/*; do

@@ -116,7 +116,7 @@ fn ready(st: &mut ArenaState) -> Result<&mut Store> {
     }
 }
 
-fn obj_info(store: &Store, idx: usize) -> Result<RioObjInfo> {
+fn obj_info(store: &Store, idx: usize, blkdev: bool) -> Result<RioObjInfo> {
     let o = store.object(idx)?;
     Ok(RioObjInfo {
         name: o.slot.name,
@@ -124,11 +124,13 @@ fn obj_info(store: &Store, idx: usize) -> Result<RioObjInfo> {
         uid: o.slot.uid,
         gid: o.slot.gid,
         mode: o.slot.mode,
-        flags: (o.slot.flags & 0xff) | if o.damaged { OBJ_DAMAGED } else { 0 },
+        flags: (o.slot.flags & 0xff)
+            | if o.damaged { OBJ_DAMAGED } else { 0 }
+            | if blkdev { OBJ_BLKDEV } else { 0 },
         pages: o.slot.pages(),
         dirty_pages: store.dirty_of(idx),
         open_count: o.open_count,
-        _pad: 0,
+        slot: idx as u32,
     })
 }
 
@@ -224,18 +226,20 @@ impl RioFile {
     fn list(&self, mut r: UserSliceReader, mut w: UserSliceWriter) -> Result<isize> {
         let mut req: RioList = r.read()?;
         let mut st = self.rio.state.lock();
-        let store = ready(&mut st.arena)?;
+        let nslots = ready(&mut st.arena)?.slots.len();
         let size = core::mem::size_of::<RioObjInfo>();
         let cap = req.capacity as usize;
         let out = UserSlice::new(UserPtr::from_addr(req.buf as usize), cap.checked_mul(size).ok_or(EINVAL)?);
         let mut out = out.writer();
         let mut count = 0usize;
-        for idx in 0..store.slots.len() {
-            if !matches!(store.slots[idx], Slot::Used(_)) {
+        for idx in 0..nslots {
+            if !matches!(ready(&mut st.arena)?.slots[idx], Slot::Used(_)) {
                 continue;
             }
             if count < cap {
-                out.write(&obj_info(store, idx)?)?;
+                let blk = st.blockdevs.iter().any(|d| d.slot == idx);
+                let store = ready(&mut st.arena)?;
+                out.write(&obj_info(store, idx, blk)?)?;
             }
             count += 1;
         }
@@ -247,8 +251,62 @@ impl RioFile {
     fn stat(&self, mut w: UserSliceWriter) -> Result<isize> {
         let b = self.bound()?;
         let mut st = self.rio.state.lock();
+        let blk = st.blockdevs.iter().any(|d| d.slot == b.slot);
         let store = ready(&mut st.arena)?;
-        w.write(&obj_info(store, b.slot)?)?;
+        w.write(&obj_info(store, b.slot, blk)?)?;
+        Ok(0)
+    }
+
+    fn blkdev_add(&self) -> Result<isize> {
+        let b = self.bound()?;
+        if !b.writable {
+            return Err(EBADF);
+        }
+        let mut st = self.rio.state.lock();
+        if st.blockdevs.iter().any(|d| d.slot == b.slot) {
+            return Err(EEXIST);
+        }
+        let store = ready(&mut st.arena)?;
+        let o = store.object(b.slot)?;
+        let bytes = o.slot.size;
+        if bytes == 0 || bytes % PAGE_SIZE as u64 != 0 {
+            // A block device is whole 4 KiB blocks.
+            return Err(EINVAL);
+        }
+        let mut pages = KVec::with_capacity(o.pages.len(), GFP_KERNEL)?;
+        for &p in o.pages.iter() {
+            pages.push(store.arena_page(p), GFP_KERNEL)?;
+        }
+        // The device writes without the store's lock: the object counts as mapped (every
+        // page dirty) and stays open (it cannot be deleted or shrunk) while it exists.
+        store.mark_mapped(b.slot)?;
+        store.object_mut(b.slot)?.open_count += 1;
+        let arena = store.arena.clone();
+        match crate::blockdev::BlockDev::new(self.rio.options.module, b.slot, arena, pages, bytes) {
+            Ok(dev) => {
+                st.blockdevs.push(dev, GFP_KERNEL)?;
+                Ok(b.slot as isize)
+            }
+            Err(e) => {
+                if let Ok(o) = ready(&mut st.arena)?.object_mut(b.slot) {
+                    o.open_count = o.open_count.saturating_sub(1);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn blkdev_remove(&self) -> Result<isize> {
+        let b = self.bound()?;
+        let mut st = self.rio.state.lock();
+        let i = st.blockdevs.iter().position(|d| d.slot == b.slot).ok_or(ENODEV)?;
+        if st.blockdevs[i].is_open() {
+            return Err(EBUSY);
+        }
+        drop(st.blockdevs.remove(i)?);
+        if let Ok(o) = ready(&mut st.arena)?.object_mut(b.slot) {
+            o.open_count = o.open_count.saturating_sub(1);
+        }
         Ok(0)
     }
 
@@ -480,6 +538,8 @@ impl MiscDevice for RioFile {
                 Ok(0)
             }
             RIO_IOC_WILD_STORE => me.wild_store(user.reader()),
+            RIO_IOC_BLKDEV_ADD => me.blkdev_add(),
+            RIO_IOC_BLKDEV_REMOVE => me.blkdev_remove(),
             _ => Err(ENOTTY),
         }
     }

@@ -9,6 +9,7 @@
 //! - [`arena`]: the read-only kernel mapping and the protection window;
 //! - [`store`]: objects, the registry, and recovery;
 //! - [`backing`]: the disk home of every object: writeback and restore;
+//! - [`blockdev`]: a block device per object (blk-mq), for file systems on Rio;
 //! - [`writeback`]: the background writeback thread;
 //! - [`service`]: the arena's state (in service or refused), format, clean shutdown;
 //! - [`device`]: `/dev/rio`, the miscdevice users talk to;
@@ -19,6 +20,7 @@ use kernel::prelude::*;
 
 mod arena;
 mod backing;
+mod blockdev;
 mod config;
 mod device;
 mod format;
@@ -77,7 +79,7 @@ struct RioModule {
 }
 
 impl kernel::InPlaceModule for RioModule {
-    fn init(_module: &'static ThisModule) -> impl PinInit<Self, Error> {
+    fn init(module: &'static ThisModule) -> impl PinInit<Self, Error> {
         pin_init::pin_init_scope(move || {
             let arena = config::ArenaConfig::from_params(
                 *module_parameters::arena_phys.value_ref(),
@@ -88,6 +90,7 @@ impl kernel::InPlaceModule for RioModule {
                 protect: *module_parameters::protect.value_ref(),
                 allow_wild_store: *module_parameters::allow_wild_store.value_ref(),
                 backing: (major != 0).then(|| (major, *module_parameters::backing_minor.value_ref())),
+                module,
             };
             pr_info!(
                 "arena {:#x}..{:#x} ({} KiB of reserved memory), protection {}, ABI {}\n",

@@ -19,7 +19,7 @@ pub(crate) enum ArenaState {
     /// Formatted and recovered: objects are served.
     Ready(Store),
     /// Blank, corrupt or foreign: left exactly as found; only `FORMAT` changes it.
-    Refused { arena: Arena, why: Refusal },
+    Refused { arena: Arc<Arena>, why: Refusal },
     /// Transient, while a format swaps states.
     Gone,
 }
@@ -44,6 +44,8 @@ pub(crate) struct Options {
     pub(crate) allow_wild_store: bool,
     /// The backing block device, `major:minor`.
     pub(crate) backing: Option<(u32, u32)>,
+    /// This module (block devices pin it).
+    pub(crate) module: &'static ThisModule,
 }
 
 /// What the store's lock protects.
@@ -52,6 +54,8 @@ pub(crate) struct Inner {
     pub(crate) arena: ArenaState,
     /// The backing store, if one was given.
     pub(crate) backing: Option<Backing>,
+    /// Block devices over objects.
+    pub(crate) blockdevs: KVec<crate::blockdev::BlockDev>,
 }
 
 impl Inner {
@@ -137,7 +141,7 @@ impl Rio {
             Some((major, minor)) => Some(Backing::open(major, minor, &geo)?),
             None => None,
         };
-        let arena = Arena::map(config.phys, config.size, options.protect)?;
+        let arena = Arc::new(Arena::map(config.phys, config.size, options.protect)?, GFP_KERNEL)?;
         let state = match Store::load(arena, config.size) {
             Ok(mut store) => {
                 report(&store.report, &store);
@@ -187,6 +191,7 @@ impl Rio {
         let inner = Inner {
             arena: state,
             backing: backing.map(|(b, _)| b),
+            blockdevs: KVec::new(),
         };
         Arc::pin_init(
             try_pin_init!(Rio {

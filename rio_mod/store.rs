@@ -9,6 +9,8 @@
 
 use kernel::prelude::*;
 
+use kernel::sync::Arc;
+
 use crate::arena::Arena;
 use crate::format::{
     encode_name, other_copy, pages_for, Geometry, ObjectSlot, RegEntry, Superblock, OBJ_IN_USE,
@@ -75,7 +77,8 @@ pub(crate) enum Refusal {
 
 /// The store of a formatted, recovered arena.
 pub(crate) struct Store {
-    pub(crate) arena: Arena,
+    /// Shared with the block devices, which reach it without the store's lock.
+    pub(crate) arena: Arc<Arena>,
     pub(crate) sb: Superblock,
     sb_copy: usize,
     pub(crate) geo: Geometry,
@@ -95,7 +98,7 @@ fn read_u64(b: &[u8], at: usize) -> u64 {
 
 impl Store {
     /// Validates the arena and recovers it. On refusal the arena is returned untouched.
-    pub(crate) fn load(arena: Arena, size: u64) -> core::result::Result<Store, (Arena, Refusal)> {
+    pub(crate) fn load(arena: Arc<Arena>, size: u64) -> core::result::Result<Store, (Arc<Arena>, Refusal)> {
         let (sb, sb_copy) = match arena.page(0).map(Superblock::pick) {
             Ok(Ok(x)) => x,
             Ok(Err(crate::format::FormatError::Blank)) => return Err((arena, Refusal::Blank)),
@@ -225,7 +228,11 @@ impl Store {
     }
 
     /// Formats the arena: new identity, empty table and registry.
-    pub(crate) fn format(arena: Arena, size: u64, uuid: [u8; 16]) -> core::result::Result<Store, (Arena, Error)> {
+    pub(crate) fn format(
+        arena: Arc<Arena>,
+        size: u64,
+        uuid: [u8; 16],
+    ) -> core::result::Result<Store, (Arc<Arena>, Error)> {
         let Some(geo) = Geometry::for_size(size) else {
             return Err((arena, EINVAL));
         };

@@ -17,12 +17,14 @@
 //! | `RIO_IOC_STATS` | any fd | counters |
 //! | `RIO_IOC_SYNC` | any fd | write every dirty page back now |
 //! | `RIO_IOC_WILD_STORE` | any fd | debug: a wild kernel store into the arena |
+//! | `RIO_IOC_BLKDEV_ADD` | bound fd (writable) | create `/dev/riobN` over the object; returns N |
+//! | `RIO_IOC_BLKDEV_REMOVE` | bound fd | remove the object's block device (not while open) |
 
 use kernel::ioctl::{_IO, _IOR, _IOW, _IOWR};
 use kernel::transmute::{AsBytes, FromBytes};
 
 /// Version of this ABI.
-pub(crate) const RIO_ABI_VERSION: u32 = 2;
+pub(crate) const RIO_ABI_VERSION: u32 = 3;
 
 /// The ioctl type byte for `/dev/rio`.
 const RIO_IOC_MAGIC: u32 = 0xb7;
@@ -41,6 +43,8 @@ pub(crate) const FORMAT_FORCE: u32 = 1;
 pub(crate) const OPEN_EXCLUSIVE: u32 = 1;
 /// `RioObjInfo::flags`: the object could not be fully recovered; it cannot be opened.
 pub(crate) const OBJ_DAMAGED: u32 = 1 << 8;
+/// `RioObjInfo::flags`: the object has a block device (`/dev/riob<slot>`).
+pub(crate) const OBJ_BLKDEV: u32 = 1 << 9;
 
 /// `RIO_IOC_INFO`.
 #[repr(C)]
@@ -109,7 +113,8 @@ pub(crate) struct RioObjInfo {
     pub(crate) pages: u32,
     pub(crate) dirty_pages: u32,
     pub(crate) open_count: u32,
-    pub(crate) _pad: u32,
+    /// The slot: the N of `/dev/riobN`.
+    pub(crate) slot: u32,
 }
 
 /// `RIO_IOC_LIST`: the user passes a buffer of `capacity` [`RioObjInfo`]s at `buf`; the
@@ -171,3 +176,5 @@ pub(crate) const RIO_IOC_STAT: u32 = _IOR::<RioObjInfo>(RIO_IOC_MAGIC, 0x08);
 pub(crate) const RIO_IOC_STATS: u32 = _IOR::<RioStats>(RIO_IOC_MAGIC, 0x09);
 pub(crate) const RIO_IOC_SYNC: u32 = _IO(RIO_IOC_MAGIC, 0x0a);
 pub(crate) const RIO_IOC_WILD_STORE: u32 = _IOW::<RioWildStore>(RIO_IOC_MAGIC, 0x0b);
+pub(crate) const RIO_IOC_BLKDEV_ADD: u32 = _IO(RIO_IOC_MAGIC, 0x0c);
+pub(crate) const RIO_IOC_BLKDEV_REMOVE: u32 = _IO(RIO_IOC_MAGIC, 0x0d);

@@ -87,6 +87,11 @@ enum Command {
         #[arg(long)]
         create: bool,
     },
+    /// Block devices over objects (/dev/riobN), for file systems on Rio.
+    Blkdev {
+        #[command(subcommand)]
+        action: BlkdevCmd,
+    },
     /// Show counters.
     Stats,
     /// Write every dirty page back to the backing store now.
@@ -101,6 +106,22 @@ enum Command {
         #[arg(long, default_value = "0xff", value_parser = parse_byte)]
         value: u8,
     },
+}
+
+#[derive(Subcommand)]
+enum BlkdevCmd {
+    /// Create a block device over an object (size: whole 4 KiB blocks) and print its path.
+    Add {
+        /// Object name.
+        name: String,
+    },
+    /// Remove an object's block device (unmount it first).
+    Rm {
+        /// Object name.
+        name: String,
+    },
+    /// List objects that have block devices.
+    Ls,
 }
 
 fn parse_size(s: &str) -> std::result::Result<u64, String> {
@@ -202,7 +223,7 @@ fn run(cli: Cli) -> Result<()> {
             for o in rio.list()? {
                 if long {
                     println!(
-                        "{:04o} {:>5} {:>12} {:>6} pages {:>6} dirty {:>2} open{}{} {}",
+                        "{:04o} {:>5} {:>12} {:>6} pages {:>6} dirty {:>2} open{}{}{} {}",
                         o.mode,
                         o.uid,
                         o.size,
@@ -211,6 +232,10 @@ fn run(cli: Cli) -> Result<()> {
                         o.open_count,
                         if o.mapped { " mapped" } else { "" },
                         if o.damaged { " DAMAGED" } else { "" },
+                        o.blockdev
+                            .as_deref()
+                            .map(|d| format!(" {d}"))
+                            .unwrap_or_default(),
                         o.name
                     );
                 } else {
@@ -283,6 +308,25 @@ fn run(cli: Cli) -> Result<()> {
             }
             obj.write_all_at(&data, offset)?;
         }
+        Command::Blkdev { action } => match action {
+            BlkdevCmd::Add { name } => {
+                println!(
+                    "{}",
+                    rio.open_object(&name, OpenMode::ReadWrite)?
+                        .add_blockdev()?
+                );
+            }
+            BlkdevCmd::Rm { name } => rio
+                .open_object(&name, OpenMode::ReadOnly)?
+                .remove_blockdev()?,
+            BlkdevCmd::Ls => {
+                for o in rio.list()? {
+                    if let Some(dev) = o.blockdev {
+                        println!("{dev} {} {}", o.name, o.size);
+                    }
+                }
+            }
+        },
         Command::Stats => {
             let s = rio.stats()?;
             println!("objects             {}", s.objects);

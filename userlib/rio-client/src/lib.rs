@@ -76,6 +76,18 @@ pub enum Error {
     /// Writing past the end of an object.
     #[error("write past the end of {0:?}: resize it first")]
     PastEnd(String),
+    /// The object already has a block device.
+    #[error("object {0:?} already has a block device")]
+    BlockdevExists(String),
+    /// The object has no block device.
+    #[error("object {0:?} has no block device")]
+    NoBlockdev(String),
+    /// The block device is open or mounted.
+    #[error("the block device of {0:?} is open or mounted: unmount it first")]
+    BlockdevBusy(String),
+    /// A block device needs a size that is a whole number of 4 KiB blocks.
+    #[error("{0:?} is not a whole number of 4 KiB blocks: resize it first")]
+    NotWholeBlocks(String),
     /// The debug ioctl is disabled.
     #[error("wild stores are disabled: load rio.ko with allow_wild_store=1")]
     WildStoreDisabled,
@@ -199,6 +211,10 @@ pub struct ObjectInfo {
     pub mapped: bool,
     /// Not fully recovered.
     pub damaged: bool,
+    /// Its table slot.
+    pub slot: u32,
+    /// Its block device, if it has one.
+    pub blockdev: Option<String>,
 }
 
 impl From<RioObjInfo> for ObjectInfo {
@@ -214,6 +230,8 @@ impl From<RioObjInfo> for ObjectInfo {
             open_count: o.open_count,
             mapped: o.flags & OBJ_MAPPED != 0,
             damaged: o.flags & OBJ_DAMAGED != 0,
+            slot: o.slot,
+            blockdev: (o.flags & OBJ_BLKDEV != 0).then(|| format!("/dev/riob{}", o.slot)),
         }
     }
 }
@@ -406,6 +424,43 @@ impl Object {
     /// Its size in bytes.
     pub fn size(&self) -> Result<u64> {
         Ok(self.stat()?.size)
+    }
+
+    /// Creates a block device over the object (whole 4 KiB blocks; it must be opened
+    /// writable). Returns the device path, `/dev/riobN`. While it exists the object cannot
+    /// be deleted or shrunk, and rio.ko cannot be unloaded.
+    pub fn add_blockdev(&self) -> Result<String> {
+        // SAFETY: the ioctl takes no argument.
+        let r = unsafe {
+            libc::ioctl(
+                self.file.as_raw_fd(),
+                RIO_IOC_BLKDEV_ADD as libc::c_ulong,
+                0,
+            )
+        };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(match errno(&e) {
+                libc::EEXIST => Error::BlockdevExists(self.name.clone()),
+                libc::EINVAL => Error::NotWholeBlocks(self.name.clone()),
+                _ => classify("add block device", &self.name, e),
+            });
+        }
+        Ok(format!("/dev/riob{r}"))
+    }
+
+    /// Removes the object's block device (refused while it is open or mounted).
+    pub fn remove_blockdev(&self) -> Result<()> {
+        ioctl::<u8>(
+            self.file.as_fd(),
+            RIO_IOC_BLKDEV_REMOVE,
+            std::ptr::null_mut(),
+        )
+        .map_err(|e| match errno(&e) {
+            libc::ENODEV => Error::NoBlockdev(self.name.clone()),
+            libc::EBUSY => Error::BlockdevBusy(self.name.clone()),
+            _ => classify("remove block device", &self.name, e),
+        })
     }
 
     /// Changes its size; new bytes read as zero.

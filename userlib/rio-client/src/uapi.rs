@@ -2,7 +2,7 @@
 //! ioctls). Change both together.
 
 /// The ABI version this crate speaks.
-pub const RIO_ABI_VERSION: u32 = 2;
+pub const RIO_ABI_VERSION: u32 = 3;
 
 const RIO_IOC_MAGIC: u32 = 0xb7;
 const IOC_NONE: u32 = 0;
@@ -27,6 +27,8 @@ pub const OPEN_EXCLUSIVE: u32 = 1;
 pub const OBJ_MAPPED: u32 = 2;
 /// Object flag: damaged, cannot be opened.
 pub const OBJ_DAMAGED: u32 = 1 << 8;
+/// Object flag: has a block device (`/dev/riob<slot>`).
+pub const OBJ_BLKDEV: u32 = 1 << 9;
 
 /// `RIO_IOC_INFO`.
 #[repr(C)]
@@ -95,7 +97,7 @@ pub struct RioObjInfo {
     pub pages: u32,
     pub dirty_pages: u32,
     pub open_count: u32,
-    pub _pad: u32,
+    pub slot: u32,
 }
 
 impl Default for RioObjInfo {
@@ -110,7 +112,7 @@ impl Default for RioObjInfo {
             pages: 0,
             dirty_pages: 0,
             open_count: 0,
-            _pad: 0,
+            slot: 0,
         }
     }
 }
@@ -163,6 +165,8 @@ pub const RIO_IOC_STAT: u32 = ioc(IOC_READ, 0x08, size_of::<RioObjInfo>());
 pub const RIO_IOC_STATS: u32 = ioc(IOC_READ, 0x09, size_of::<RioStats>());
 pub const RIO_IOC_SYNC: u32 = ioc(IOC_NONE, 0x0a, 0);
 pub const RIO_IOC_WILD_STORE: u32 = ioc(IOC_WRITE, 0x0b, size_of::<RioWildStore>());
+pub const RIO_IOC_BLKDEV_ADD: u32 = ioc(IOC_NONE, 0x0c, 0);
+pub const RIO_IOC_BLKDEV_REMOVE: u32 = ioc(IOC_NONE, 0x0d, 0);
 
 #[cfg(test)]
 mod tests {
