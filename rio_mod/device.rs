@@ -257,59 +257,6 @@ impl RioFile {
         Ok(0)
     }
 
-    fn blkdev_add(&self) -> Result<isize> {
-        let b = self.bound()?;
-        if !b.writable {
-            return Err(EBADF);
-        }
-        let mut st = self.rio.state.lock();
-        if st.blockdevs.iter().any(|d| d.slot == b.slot) {
-            return Err(EEXIST);
-        }
-        let store = ready(&mut st.arena)?;
-        let o = store.object(b.slot)?;
-        let bytes = o.slot.size;
-        if bytes == 0 || bytes % PAGE_SIZE as u64 != 0 {
-            // A block device is whole 4 KiB blocks.
-            return Err(EINVAL);
-        }
-        let mut pages = KVec::with_capacity(o.pages.len(), GFP_KERNEL)?;
-        for &p in o.pages.iter() {
-            pages.push(store.arena_page(p), GFP_KERNEL)?;
-        }
-        // The device writes without the store's lock: the object counts as mapped (every
-        // page dirty) and stays open (it cannot be deleted or shrunk) while it exists.
-        store.mark_mapped(b.slot)?;
-        store.object_mut(b.slot)?.open_count += 1;
-        let arena = store.arena.clone();
-        match crate::blockdev::BlockDev::new(self.rio.options.module, b.slot, arena, pages, bytes) {
-            Ok(dev) => {
-                st.blockdevs.push(dev, GFP_KERNEL)?;
-                Ok(b.slot as isize)
-            }
-            Err(e) => {
-                if let Ok(o) = ready(&mut st.arena)?.object_mut(b.slot) {
-                    o.open_count = o.open_count.saturating_sub(1);
-                }
-                Err(e)
-            }
-        }
-    }
-
-    fn blkdev_remove(&self) -> Result<isize> {
-        let b = self.bound()?;
-        let mut st = self.rio.state.lock();
-        let i = st.blockdevs.iter().position(|d| d.slot == b.slot).ok_or(ENODEV)?;
-        if st.blockdevs[i].is_open() {
-            return Err(EBUSY);
-        }
-        drop(st.blockdevs.remove(i)?);
-        if let Ok(o) = ready(&mut st.arena)?.object_mut(b.slot) {
-            o.open_count = o.open_count.saturating_sub(1);
-        }
-        Ok(0)
-    }
-
     fn stats(&self, mut w: UserSliceWriter) -> Result<isize> {
         let mut st = self.rio.state.lock();
         let (written_back, writebacks) = st
@@ -356,6 +303,21 @@ impl RioFile {
             if arena.protected() { "on: this must oops" } else { "off" }
         );
         arena.wild_store(offset, req.value as u8);
+        Ok(0)
+    }
+
+    fn blkdev_add(&self) -> Result<isize> {
+        let b = self.bound()?;
+        if !b.writable {
+            return Err(EBADF);
+        }
+        let slot = self.rio.state.lock().add_blockdev(b.slot, self.rio.options.module)?;
+        Ok(slot as isize)
+    }
+
+    fn blkdev_remove(&self) -> Result<isize> {
+        let b = self.bound()?;
+        self.rio.state.lock().remove_blockdev(b.slot)?;
         Ok(0)
     }
 }

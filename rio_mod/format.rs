@@ -51,6 +51,8 @@ pub const OBJ_IN_USE: u32 = 1;
 /// Object flag: mapped writable into a process since its last writeback; every page may
 /// be dirty without the registry knowing.
 pub const OBJ_MAPPED: u32 = 2;
+/// Object flag: has a block device, re-created when the arena is loaded.
+pub const OBJ_BLOCKDEV: u32 = 4;
 
 /// CRC-32C (Castagnoli), bitwise. Metadata is small; speed does not matter here.
 pub fn crc32c(data: &[u8]) -> u32 {

@@ -10,8 +10,8 @@ use kernel::sync::{Arc, Mutex};
 use crate::arena::Arena;
 use crate::backing::{Backing, DiskState};
 use crate::config::ArenaConfig;
-use crate::format::FormatError;
-use crate::store::{LoadReport, Refusal, Store};
+use crate::format::{FormatError, OBJ_BLOCKDEV, OBJ_MAPPED};
+use crate::store::{LoadReport, Refusal, Slot, Store};
 use crate::uapi;
 
 /// The arena's state.
@@ -59,6 +59,68 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
+    /// Creates `/dev/riob<slot>` over the object in `slot`; returns the slot.
+    ///
+    /// The device writes without the store's lock, so the object counts as mapped (every
+    /// page dirty) and stays open (it cannot be deleted or shrunk) while the device exists.
+    /// The object remembers it has a device, and the next load re-creates it.
+    pub(crate) fn add_blockdev(&mut self, slot: usize, module: &'static ThisModule) -> Result<usize> {
+        if self.blockdevs.iter().any(|d| d.slot == slot) {
+            return Err(EEXIST);
+        }
+        let ArenaState::Ready(store) = &mut self.arena else {
+            return Err(EUCLEAN);
+        };
+        let o = store.object(slot)?;
+        let bytes = o.slot.size;
+        if bytes == 0 || bytes % crate::format::PAGE_SIZE as u64 != 0 || o.damaged {
+            return Err(EINVAL);
+        }
+        let mut pages = KVec::with_capacity(o.pages.len(), GFP_KERNEL)?;
+        for &p in o.pages.iter() {
+            pages.push(store.arena_page(p), GFP_KERNEL)?;
+        }
+        store.set_flags(slot, OBJ_MAPPED | OBJ_BLOCKDEV, 0)?;
+        let dev = crate::blockdev::BlockDev::new(module, slot, store.arena.clone(), pages, bytes)?;
+        store.object_mut(slot)?.open_count += 1;
+        self.blockdevs.push(dev, GFP_KERNEL)?;
+        Ok(slot)
+    }
+
+    /// Removes the device of the object in `slot` (refused while it is open or mounted).
+    pub(crate) fn remove_blockdev(&mut self, slot: usize) -> Result {
+        let i = self.blockdevs.iter().position(|d| d.slot == slot).ok_or(ENODEV)?;
+        if self.blockdevs[i].is_open() {
+            return Err(EBUSY);
+        }
+        drop(self.blockdevs.remove(i)?);
+        if let ArenaState::Ready(store) = &mut self.arena {
+            store.set_flags(slot, 0, OBJ_BLOCKDEV)?;
+            let o = store.object_mut(slot)?;
+            o.open_count = o.open_count.saturating_sub(1);
+        }
+        Ok(())
+    }
+
+    /// Re-creates the block devices the objects had (at load).
+    fn restore_blockdevs(&mut self, module: &'static ThisModule) {
+        let ArenaState::Ready(store) = &self.arena else {
+            return;
+        };
+        let mut want = KVec::new();
+        for (i, s) in store.slots.iter().enumerate() {
+            if matches!(s, Slot::Used(o) if o.slot.flags & OBJ_BLOCKDEV != 0) && want.push(i, GFP_KERNEL).is_err() {
+                return;
+            }
+        }
+        for slot in want {
+            match self.add_blockdev(slot, module) {
+                Ok(_) => pr_info!("block device /dev/riob{} is back\n", slot),
+                Err(e) => pr_err!("could not re-create /dev/riob{}: error {}\n", slot, e.to_errno()),
+            }
+        }
+    }
+
     /// Writes dirty data back, if there is a store and a backing device.
     pub(crate) fn writeback(&mut self) -> Result<u64> {
         match (&mut self.arena, &mut self.backing) {
@@ -188,11 +250,12 @@ impl Rio {
                 ArenaState::Refused { arena, why }
             }
         };
-        let inner = Inner {
+        let mut inner = Inner {
             arena: state,
             backing: backing.map(|(b, _)| b),
             blockdevs: KVec::new(),
         };
+        inner.restore_blockdevs(options.module);
         Arc::pin_init(
             try_pin_init!(Rio {
                 config,

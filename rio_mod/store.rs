@@ -555,8 +555,17 @@ impl Store {
 
     /// Clears the mapped mark of slot `idx` (after a full writeback with no mapping left).
     pub(crate) fn clear_mapped(&mut self, idx: usize) -> Result {
+        self.set_flags(idx, 0, OBJ_MAPPED)
+    }
+
+    /// Sets and clears flags of slot `idx`, committing the slot if they change.
+    pub(crate) fn set_flags(&mut self, idx: usize, set: u32, clear: u32) -> Result {
         let mut slot = self.object(idx)?.slot;
-        slot.flags &= !OBJ_MAPPED;
+        let flags = (slot.flags | set) & !clear;
+        if flags == slot.flags {
+            return Ok(());
+        }
+        slot.flags = flags;
         let (slot, copy) = self.commit_slot(idx, slot)?;
         let o = self.object_mut(idx)?;
         o.slot = slot;
@@ -567,17 +576,7 @@ impl Store {
     /// Records that slot `idx` is mapped writable: stores through the mapping do not pass
     /// through rio.ko, so recovery and writeback must treat every page as dirty.
     pub(crate) fn mark_mapped(&mut self, idx: usize) -> Result {
-        let o = self.object(idx)?;
-        if o.slot.flags & OBJ_MAPPED != 0 {
-            return Ok(());
-        }
-        let mut slot = o.slot;
-        slot.flags |= OBJ_MAPPED;
-        let (slot, copy) = self.commit_slot(idx, slot)?;
-        let o = self.object_mut(idx)?;
-        o.slot = slot;
-        o.copy = copy;
-        Ok(())
+        self.set_flags(idx, OBJ_MAPPED, 0)
     }
 
     /// Pages of slot `idx` that are dirty.
