@@ -6,7 +6,7 @@ export RIO_ROOT := $(CURDIR)
 GUEST_TARGET := x86_64-unknown-linux-gnu
 CARGO_GUEST := cd userlib && RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --target $(GUEST_TARGET)
 
-.PHONY: all setup kernel module guest initramfs test demo shell bench-rio bench-vista clean help
+.PHONY: all setup kernel module guest initramfs test demo shell bench-rio bench-vista bench-fs clean help
 
 all: initramfs
 
@@ -20,6 +20,7 @@ help:
 	@echo "make shell      boot the guest with a shell on this terminal"
 	@echo "make bench-rio  durable-write latency: Rio (protection on/off) vs tmpfs vs disk+fdatasync"
 	@echo "make bench-vista Vista transactions vs SQLite, redb, LMDB on disk and tmpfs (host)"
+	@echo "make bench-fs   ext4 on Rio vs ext4 write-through, ext4 default and tmpfs (guest)"
 
 setup:
 	@bash scripts/setup.sh
@@ -31,7 +32,7 @@ module: kernel
 	@bash scripts/module.sh
 
 guest:
-	@$(CARGO_GUEST) -q -p rio-agent -p rio-cli -p rio-check -p rio-bench
+	@$(CARGO_GUEST) -q -p rio-agent -p rio-cli -p rio-check -p rio-bench -p fs-bench
 
 initramfs: module guest
 	@bash qemu/mkinitramfs.sh $(RIO_CACHE)/kbuild-current
@@ -47,6 +48,9 @@ shell: setup initramfs
 
 bench-rio: setup initramfs
 	@bash scripts/bench-rio.sh
+
+bench-fs: setup initramfs
+	@bash scripts/bench-fs.sh
 
 bench-vista: setup
 	@bash scripts/bench-vista.sh

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# make bench-fs: the Rio paper's file-system comparison, in one guest run: ext4 on a Rio
+# block device, ext4 on a virtio disk mounted `sync` (write-through), ext4 with default
+# options (delayed writes), and tmpfs. Table to stdout and build/bench-fs.md.
+# Variables: FILES, TRANSACTIONS, RUNS.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+truncate -s 256M "$work/disk.img"
+cd "$here/userlib"
+cargo build -q --release -p riovm
+args="--files ${FILES:-300} --transactions ${TRANSACTIONS:-300} --runs ${RUNS:-3}"
+guest=$(cat <<SCRIPT
+set -e
+R=/tmp/results.tsv; T=/tmp/tree
+fs-bench make-tree \$T
+mkdir -p /mnt/rio /mnt/disk
+rio-load >/dev/null && rio format >/dev/null && rio create fs 40M && rio blkdev add fs >/dev/null
+mkfs.ext4 -q /dev/riob0 && mount /dev/riob0 /mnt/rio
+fs-bench run --label 'ext4 on Rio' --dir /mnt/rio --tree \$T --out \$R $args
+mkfs.ext4 -q /dev/vda
+mount -o sync /dev/vda /mnt/disk
+fs-bench run --label 'ext4 sync (write-through)' --dir /mnt/disk --tree \$T --out \$R $args
+umount /mnt/disk && mount /dev/vda /mnt/disk
+fs-bench run --label 'ext4 default (delayed writes)' --dir /mnt/disk --tree \$T --out \$R $args
+mkdir -p /tmp/fs && fs-bench run --label 'tmpfs' --dir /tmp/fs --tree \$T --out \$R $args
+fs-bench report \$R
+SCRIPT
+)
+echo "[bench-fs] booting the guest; several minutes under TCG" >&2
+./target/release/riovm --disk "$work/disk.img" run --timeout 3000 -- "$guest" | tee "$here/build/bench-fs.md"
