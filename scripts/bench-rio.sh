@@ -9,6 +9,7 @@ truncate -s 64M "$work/disk.img"
 cd "$here/userlib"
 cargo build -q --release -p riovm
 echo "[bench-rio] booting the guest; this takes a few minutes under TCG" >&2
-./target/release/riovm --disk "$work/disk.img" run --timeout 3000 -- \
+# One vCPU, as in bench-fs.sh: cross-vCPU wakeups under TCG cost milliseconds.
+./target/release/riovm --cpus 1 --disk "$work/disk.img" run --timeout 3000 -- \
     "rio-bench --disk /dev/vda --iters ${ITERS:-3000} --disk-iters ${DISK_ITERS:-300} --runs ${RUNS:-3}" \
     | tee "$here/build/bench-rio.md"
