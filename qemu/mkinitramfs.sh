@@ -61,6 +61,24 @@ done
     echo "file /etc/group $root/build/group 0644 0 0"
 } > "$list"
 
+# The crash kernel's initramfs (safe sync at panic time): busybox, rio.ko, its init.
+crash="$root/build/crash-initramfs.cpio.gz"
+{
+    echo "dir /dev 0755 0 0"
+    echo "nod /dev/console 0600 0 0 c 5 1"
+    for d in /bin /sbin /proc /sys /lib /lib/modules; do echo "dir $d 0755 0 0"; done
+    echo "file /bin/busybox $busybox 0755 0 0"
+    echo "slink /bin/sh busybox 0777 0 0"
+    echo "file /init $root/qemu/crash-init 0755 0 0"
+    echo "file /lib/modules/rio.ko $root/rio_mod/rio.ko 0644 0 0"
+} > "$root/build/crash-initramfs.list"
+"$KBUILD/usr/gen_init_cpio" "$root/build/crash-initramfs.list" | gzip -1 > "$crash"
+{
+    echo "dir /boot 0755 0 0"
+    echo "file /boot/bzImage $KBUILD/arch/x86/boot/bzImage 0644 0 0"
+    echo "file /boot/crash-initramfs.cpio.gz $crash 0644 0 0"
+} >> "$list"
+
 "$KBUILD/usr/gen_init_cpio" "$list" | gzip -1 > "$out.tmp"
 mv "$out.tmp" "$out"
 echo "[initramfs] $out ($(du -h "$out" | cut -f1))"

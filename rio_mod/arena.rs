@@ -24,7 +24,7 @@ use kernel::sync::atomic::{Atomic, Relaxed};
 use kernel::sync::SpinLock;
 
 use crate::format::PAGE_SIZE;
-use crate::sys::{SlotPte, VMapping};
+use crate::sys::{ArenaMapping, SlotPte, VMapping};
 
 /// Number of window slots: enough that CPUs rarely wait for one another.
 const SLOTS: usize = 8;
@@ -81,7 +81,7 @@ pub(crate) struct ArenaStats {
 
 /// The arena as the kernel sees it.
 pub(crate) struct Arena {
-    map: VMapping,
+    map: ArenaMapping,
     window: Option<Window>,
     phys: u64,
     pages: usize,
@@ -92,7 +92,7 @@ impl Arena {
     /// Maps `[phys, phys + size)`; read-only with a window if `protect`, else writable.
     pub(crate) fn map(phys: u64, size: u64, protect: bool) -> Result<Self> {
         let pages = usize::try_from(size / PAGE_SIZE as u64).map_err(|_| EINVAL)?;
-        let map = VMapping::map_phys(phys, pages, !protect)?;
+        let map = ArenaMapping::map(phys, pages * PAGE_SIZE, !protect)?;
         let window = if protect { Some(Window::new()?) } else { None };
         Ok(Self {
             map,

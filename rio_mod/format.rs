@@ -46,6 +46,12 @@ pub const STATE_CLEAN: u32 = 1;
 /// Superblock state: in use (or crashed while in use).
 pub const STATE_ACTIVE: u32 = 2;
 
+/// `Superblock::saved_by`: the last clean shutdown was an ordinary unload.
+pub const SAVED_BY_UNLOAD: u32 = 0;
+/// `Superblock::saved_by`: the crash kernel wrote everything back after a panic (safe
+/// sync).
+pub const SAVED_BY_CRASH_KERNEL: u32 = 1;
+
 /// Object flag: the slot holds an object.
 pub const OBJ_IN_USE: u32 = 1;
 /// Object flag: mapped writable into a process since its last writeback; every page may
@@ -170,6 +176,8 @@ pub struct Superblock {
     pub geometry: Geometry,
     /// Loads that found the arena not cleanly shut down.
     pub recoveries: u64,
+    /// Who made the arena clean last ([`SAVED_BY_UNLOAD`], [`SAVED_BY_CRASH_KERNEL`]).
+    pub saved_by: u32,
 }
 
 impl Superblock {
@@ -193,6 +201,7 @@ impl Superblock {
         put_u32(b, 76, g.data_start);
         put_u32(b, 80, g.data_pages);
         put_u64(b, 84, self.recoveries);
+        put_u32(b, 92, self.saved_by);
         let crc = crc32c(&b[..SB_SIZE - 4]);
         put_u32(b, SB_SIZE - 4, crc);
     }
@@ -231,6 +240,7 @@ impl Superblock {
                 data_pages: get_u32(b, 80),
             },
             recoveries: get_u64(b, 84),
+            saved_by: get_u32(b, 92),
         };
         if Geometry::for_size(sb.arena_size) != Some(sb.geometry)
             || (sb.state != STATE_CLEAN && sb.state != STATE_ACTIVE)

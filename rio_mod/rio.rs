@@ -61,6 +61,10 @@ module! {
             default: 0,
             description: "Minor number of the backing block device",
         },
+        crash_kernel: bool {
+            default: false,
+            description: "Set by the crash kernel's init: record that this load saved a crash (safe sync)",
+        },
         writeback_ms: u32 {
             default: 5000,
             description: "Background writeback interval in milliseconds (0: only on sync, crash recovery and unload)",
@@ -91,6 +95,7 @@ impl kernel::InPlaceModule for RioModule {
                 allow_wild_store: *module_parameters::allow_wild_store.value_ref(),
                 backing: (major != 0).then(|| (major, *module_parameters::backing_minor.value_ref())),
                 module,
+                crash_kernel: *module_parameters::crash_kernel.value_ref(),
             };
             pr_info!(
                 "arena {:#x}..{:#x} ({} KiB of reserved memory), protection {}, ABI {}\n",

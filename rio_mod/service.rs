@@ -46,6 +46,8 @@ pub(crate) struct Options {
     pub(crate) backing: Option<(u32, u32)>,
     /// This module (block devices pin it).
     pub(crate) module: &'static ThisModule,
+    /// Running in the crash kernel: the clean unload records that it saved a crash.
+    pub(crate) crash_kernel: bool,
 }
 
 /// What the store's lock protects.
@@ -154,6 +156,13 @@ fn report(rep: &LoadReport, store: &Store) {
             rep.quarantined,
             rep.damaged,
             rep.bad_slots
+        );
+    } else if rep.saved_by == crate::format::SAVED_BY_CRASH_KERNEL {
+        pr_warn!(
+            "the last crash was saved by the crash kernel (safe sync): every dirty page was written back; epoch {}, {} objects, {} pages\n",
+            sb.epoch,
+            rep.objects,
+            rep.pages
         );
     } else {
         pr_info!(
@@ -323,8 +332,13 @@ impl PinnedDrop for Rio {
                 return;
             }
         }
+        let saved_by = if self.options.crash_kernel {
+            crate::format::SAVED_BY_CRASH_KERNEL
+        } else {
+            crate::format::SAVED_BY_UNLOAD
+        };
         if let ArenaState::Ready(store) = &mut inner.arena {
-            match store.mark_clean() {
+            match store.mark_clean(saved_by) {
                 Ok(()) => pr_info!("arena marked clean\n"),
                 Err(e) => pr_err!("could not mark the arena clean: {:?}\n", e),
             }

@@ -62,6 +62,8 @@ pub(crate) struct LoadReport {
     pub(crate) damaged: u32,
     /// Slots whose both copies are corrupt.
     pub(crate) bad_slots: u32,
+    /// Who made the arena clean last (when it was clean).
+    pub(crate) saved_by: u32,
 }
 
 /// Why an arena cannot be used.
@@ -223,6 +225,7 @@ impl Store {
         }
         sb.state = STATE_ACTIVE;
         self.write_sb(sb)?;
+        rep.saved_by = self.sb.saved_by;
         self.report = rep;
         Ok(())
     }
@@ -256,6 +259,7 @@ impl Store {
             arena_size: size,
             geometry: geo,
             recoveries: 0,
+            saved_by: crate::format::SAVED_BY_UNLOAD,
         };
         let mut page0 = [0u8; SB_SIZE];
         sb.encode(&mut page0);
@@ -278,10 +282,11 @@ impl Store {
         Ok(())
     }
 
-    /// Marks the arena cleanly shut down (everything written back).
-    pub(crate) fn mark_clean(&mut self) -> Result {
+    /// Marks the arena cleanly shut down (everything written back) by `saved_by`.
+    pub(crate) fn mark_clean(&mut self, saved_by: u32) -> Result {
         let mut sb = self.sb;
         sb.state = STATE_CLEAN;
+        sb.saved_by = saved_by;
         self.write_sb(sb)
     }
 

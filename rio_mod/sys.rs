@@ -103,20 +103,87 @@ fn supported_pte_mask() -> usize {
     unsafe { kernel::bindings::__supported_pte_mask }
 }
 
-/// The `struct page` of a physical frame. The arena lies inside a present memory section
-/// (the runner reserves it inside guest RAM), so its frames have `struct page`s in the
-/// virtual memmap even though the memory is reserved.
-fn pfn_to_page(pfn: u64) -> *mut kernel::bindings::page {
-    // SAFETY: `vmemmap_base` is set during early boot and constant afterwards.
-    let base = unsafe { kernel::bindings::vmemmap_base } as *mut kernel::bindings::page;
-    base.wrapping_add(pfn as usize)
+/// The kernel mapping of the arena: `ioremap_cache` (write-back, like RAM), made read-only
+/// unless protection is off. It needs no `struct page` for the arena's frames, so it works
+/// in a crash kernel too, where the arena lies outside any memory section the kernel owns.
+/// The entries may be 4 KiB, 2 MiB or 1 GiB: the window never touches them.
+pub(crate) struct ArenaMapping {
+    addr: core::ptr::NonNull<u8>,
+    len: usize,
 }
 
-/// A virtually contiguous kernel mapping of physical pages (`vmap`), unmapped on drop.
+// SAFETY: a plain kernel address range; usable and unmappable from any thread.
+unsafe impl Send for ArenaMapping {}
+// SAFETY: it hands out its address only; access to the memory is synchronised by its users.
+unsafe impl Sync for ArenaMapping {}
+
+impl ArenaMapping {
+    /// Maps `[phys, phys + len)`, read-only unless `writable`.
+    pub(crate) fn map(phys: u64, len: usize, writable: bool) -> Result<Self> {
+        // SAFETY: the range was validated as reserved, non-RAM memory; ioremap_cache maps it
+        // write-back at a fresh kernel address.
+        let addr = unsafe { bindings::ioremap_cache(phys, len) };
+        let addr = core::ptr::NonNull::new(addr.cast::<u8>()).ok_or(ENOMEM)?;
+        let m = Self { addr, len };
+        if !writable {
+            m.write_protect()?;
+        }
+        Ok(m)
+    }
+
+    /// Clears the RW bit of every leaf entry of the mapping. Runs before the mapping is
+    /// first used, so no CPU holds a writable translation of it; the local flush is for
+    /// good measure.
+    fn write_protect(&self) -> Result {
+        let start = self.addr.as_ptr() as usize;
+        let mut va = start;
+        while va < start + self.len {
+            let mut level: core::ffi::c_uint = 0;
+            // SAFETY: `va` is inside our live mapping; lookup_address only walks the tables.
+            let pte = unsafe { bindings::lookup_address(va, &mut level) };
+            if pte.is_null() {
+                return Err(EFAULT);
+            }
+            let size: usize = match level {
+                l if l == bindings::pg_level_PG_LEVEL_4K => 1 << 12,
+                l if l == bindings::pg_level_PG_LEVEL_2M => 1 << 21,
+                l if l == bindings::pg_level_PG_LEVEL_1G => 1 << 30,
+                _ => return Err(EFAULT),
+            };
+            // SAFETY: `pte` is the leaf entry (at any level the RW bit is bit 1) mapping `va`
+            // in our own mapping, which nothing else uses yet.
+            unsafe {
+                let v = core::ptr::read_volatile(pte).pte;
+                core::ptr::write_volatile(pte, bindings::pte_t { pte: v & !PTE_RW });
+            }
+            invlpg(va);
+            va = (va & !(size - 1)) + size;
+        }
+        Ok(())
+    }
+
+    /// Start of the mapping.
+    pub(crate) fn as_ptr(&self) -> *mut u8 {
+        self.addr.as_ptr()
+    }
+
+    /// Length in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+}
+
+impl Drop for ArenaMapping {
+    fn drop(&mut self) {
+        // SAFETY: `addr` came from ioremap_cache and is unmapped once, here.
+        unsafe { bindings::iounmap(self.addr.as_ptr().cast()) };
+    }
+}
+
+/// A virtually contiguous kernel mapping of pages (`vmap`), unmapped on drop.
 /// Always 4 KiB page-table entries: the protection window relies on that.
 pub(crate) struct VMapping {
     addr: core::ptr::NonNull<u8>,
-    pages: usize,
 }
 
 // SAFETY: The mapping is a plain kernel address range; it can be used and unmapped from any
@@ -135,20 +202,7 @@ impl VMapping {
             ffi::vmap(frames.as_mut_ptr().cast(), count, VM_MAP, kernel_prot(writable))
         };
         let addr = core::ptr::NonNull::new(addr.cast::<u8>()).ok_or(ENOMEM)?;
-        Ok(Self {
-            addr,
-            pages: frames.len(),
-        })
-    }
-
-    /// Maps `pages` physical pages from `phys` (page aligned), read-only unless `writable`.
-    pub(crate) fn map_phys(phys: u64, pages: usize, writable: bool) -> Result<Self> {
-        let mut frames = KVec::with_capacity(pages, GFP_KERNEL)?;
-        let first = phys >> 12;
-        for i in 0..pages as u64 {
-            frames.push(pfn_to_page(first + i), GFP_KERNEL)?;
-        }
-        Self::map(&mut frames, writable)
+        Ok(Self { addr })
     }
 
     /// Maps one page `count` times, read-only (window slots start out this way).
@@ -163,11 +217,6 @@ impl VMapping {
     /// Start of the mapping.
     pub(crate) fn as_ptr(&self) -> *mut u8 {
         self.addr.as_ptr()
-    }
-
-    /// Length in bytes.
-    pub(crate) fn len(&self) -> usize {
-        self.pages * 4096
     }
 }
 

@@ -4,6 +4,8 @@ use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod crashkernel;
+
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use rio_client::{ArenaState, OpenMode, Rio};
@@ -92,6 +94,12 @@ enum Command {
         #[command(subcommand)]
         action: BlkdevCmd,
     },
+    /// Safe sync at panic time: a crash kernel that writes the arena back if this kernel
+    /// dies (kexec on panic; the kernel must have been booted with crashkernel=SIZE).
+    Crashkernel {
+        #[command(subcommand)]
+        action: CrashCmd,
+    },
     /// Show counters.
     Stats,
     /// Write every dirty page back to the backing store now.
@@ -106,6 +114,24 @@ enum Command {
         #[arg(long, default_value = "0xff", value_parser = parse_byte)]
         value: u8,
     },
+}
+
+#[derive(Subcommand)]
+enum CrashCmd {
+    /// Load the crash kernel for the loaded arena and a backing device.
+    Load {
+        /// The backing block device the crash kernel writes to.
+        #[arg(long)]
+        backing: PathBuf,
+        /// Kernel image.
+        #[arg(long, default_value = "/boot/bzImage")]
+        kernel: PathBuf,
+        /// The crash kernel's initramfs.
+        #[arg(long, default_value = "/boot/crash-initramfs.cpio.gz")]
+        initrd: PathBuf,
+    },
+    /// Whether a crash kernel is loaded.
+    Status,
 }
 
 #[derive(Subcommand)]
@@ -325,6 +351,22 @@ fn run(cli: Cli) -> Result<()> {
                         println!("{dev} {} {}", o.name, o.size);
                     }
                 }
+            }
+        },
+        Command::Crashkernel { action } => match action {
+            CrashCmd::Load {
+                backing,
+                kernel,
+                initrd,
+            } => {
+                let info = rio.info()?;
+                let (major, minor) = crashkernel::device_numbers(&backing)?;
+                let cmdline = crashkernel::cmdline(info.arena_phys, info.arena_size, major, minor);
+                crashkernel::load(&kernel, &initrd, &cmdline)?;
+                println!("crash kernel loaded: on a panic it writes the arena back to {}", backing.display());
+            }
+            CrashCmd::Status => {
+                println!("{}", if crashkernel::loaded()? { "loaded" } else { "not loaded" });
             }
         },
         Command::Stats => {

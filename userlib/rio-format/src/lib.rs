@@ -19,6 +19,7 @@ mod tests {
             arena_size: 64 << 20,
             geometry: Geometry::for_size(64 << 20).unwrap(),
             recoveries: 1,
+            saved_by: SAVED_BY_CRASH_KERNEL,
         }
     }
 

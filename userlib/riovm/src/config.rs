@@ -200,6 +200,8 @@ impl VmConfig {
             "nokaslr".to_string(),
             "no_hash_pointers".to_string(),
             "tsc=unstable".to_string(),
+            // Room for a crash kernel (safe sync at panic time: `rio crashkernel load`).
+            "crashkernel=96M".to_string(),
         ];
         if let Some(a) = self.arena {
             words.push(a.kernel_param());

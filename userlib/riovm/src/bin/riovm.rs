@@ -15,6 +15,9 @@ struct Cli {
     /// Guest RAM in MiB.
     #[arg(long, global = true, default_value_t = 512)]
     memory: u64,
+    /// Virtual CPUs.
+    #[arg(long, global = true, default_value_t = 2)]
+    cpus: u32,
     /// Raw disk images to attach as /dev/vda, /dev/vdb, ...
     #[arg(long = "disk", global = true)]
     disks: Vec<PathBuf>,
@@ -71,6 +74,7 @@ fn workdir(cli: &Cli) -> Result<Workdir> {
 fn config(cli: &Cli, wd: &Workdir) -> Result<VmConfig> {
     let mut cfg = VmConfig::new(Artifacts::locate()?, &wd.path);
     cfg.memory_mib = cli.memory;
+    cfg.cpus = cli.cpus;
     cfg.disks = cli.disks.iter().map(|p| Disk { path: p.clone() }).collect();
     Ok(cfg)
 }

@@ -1,0 +1,76 @@
+//! Safe sync at panic time: a kexec crash kernel loads rio.ko on the dead kernel's arena,
+//! which writes every dirty page to the backing disk, then reboots.
+
+use std::time::Duration;
+
+use rio_qemu_tests::*;
+
+fn with_disk(name: &str) -> (VmConfig, tempfile::TempDir) {
+    let (mut cfg, dir) = config(name);
+    let disk = dir.path().join("backing.img");
+    riovm::create_disk(&disk, 80 << 20).unwrap();
+    cfg.disks.push(riovm::Disk { path: disk });
+    (cfg, dir)
+}
+
+fn arm(vm: &mut Vm) {
+    // No background writeback: whatever reaches the disk after the crash, the crash
+    // kernel wrote.
+    sh(vm, "rio-load backing=/dev/vda writeback_ms=0 && rio format");
+    sh(vm, "rio crashkernel load --backing /dev/vda");
+    assert_eq!(sh(vm, "rio crashkernel status"), "loaded\n");
+    sh(vm, "rio-check write a --seed 31 --size 1500000");
+    sh(
+        vm,
+        "rio-check write m --seed 32 --size 300000 --mmap --no-unmap",
+    );
+    assert!(sh(vm, "rio stats").contains("bytes written back  0"));
+}
+
+#[test]
+fn the_crash_kernel_writes_everything_back_before_power_is_lost() {
+    let (cfg, _dir) = with_disk("safe-sync-power");
+    let mut vm = Vm::start(cfg).unwrap();
+    arm(&mut vm);
+    vm.panic().unwrap();
+    vm.wait_console("rio-crash: saved", Duration::from_secs(120))
+        .unwrap();
+    let console = vm.console();
+    assert!(
+        console.contains("rio-crash: crash kernel up"),
+        "{}",
+        vm.console_tail(40)
+    );
+    // Power fails the moment the crash kernel is done: the arena is gone, the disk stays.
+    let cfg = vm.kill().unwrap();
+    riovm::discard_ram(&cfg).unwrap();
+    let mut vm = Vm::start(cfg).unwrap();
+    sh(&mut vm, "rio-load backing=/dev/vda");
+    assert!(sh(&mut vm, "dmesg").contains("restored 2 objects from backing device"));
+    sh(&mut vm, "rio-check verify a --seed 31 --size 1500000");
+    sh(&mut vm, "rio-check verify m --seed 32 --size 300000");
+}
+
+#[test]
+fn after_a_safe_sync_the_next_boot_says_so() {
+    let (cfg, _dir) = with_disk("safe-sync-report");
+    let mut vm = Vm::start(cfg).unwrap();
+    arm(&mut vm);
+    vm.panic().unwrap();
+    // The crash kernel runs no agent: the next agent is the normal kernel's, after the
+    // crash kernel has rebooted the machine (warm: RAM kept).
+    vm.wait_reboot(Duration::from_secs(180)).unwrap();
+    assert!(
+        vm.console().contains("rio-crash: saved"),
+        "{}",
+        vm.console_tail(40)
+    );
+    sh(&mut vm, "rio-load backing=/dev/vda");
+    let dmesg = sh(&mut vm, "dmesg");
+    assert!(
+        dmesg.contains("the last crash was saved by the crash kernel"),
+        "{dmesg}"
+    );
+    sh(&mut vm, "rio-check verify a --seed 31 --size 1500000");
+    sh(&mut vm, "rio-check verify m --seed 32 --size 300000");
+}
