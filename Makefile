@@ -6,7 +6,7 @@ export RIO_ROOT := $(CURDIR)
 GUEST_TARGET := x86_64-unknown-linux-gnu
 CARGO_GUEST := cd userlib && RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --target $(GUEST_TARGET)
 
-.PHONY: all setup kernel module guest initramfs test demo shell bench-rio bench-vista bench-fs clean help
+.PHONY: all setup kernel module guest initramfs test demo shell bench-rio bench-vista bench-fs campaign clean help
 
 all: initramfs
 
@@ -21,6 +21,7 @@ help:
 	@echo "make bench-rio  durable-write latency: Rio (protection on/off) vs tmpfs vs disk+fdatasync"
 	@echo "make bench-vista Vista transactions vs SQLite, redb, LMDB on disk and tmpfs (host)"
 	@echo "make bench-fs   ext4 on Rio vs ext4 write-through, ext4 default and tmpfs (guest)"
+	@echo "make campaign   crash campaign: COUNT crashes per fault class and configuration (default 50)"
 
 setup:
 	@bash scripts/setup.sh
@@ -51,6 +52,11 @@ bench-rio: setup initramfs
 
 bench-fs: setup initramfs
 	@bash scripts/bench-fs.sh
+
+COUNT ?= 50
+campaign: setup initramfs
+	@cd userlib && cargo build -q --release -p rio-campaign
+	@userlib/target/release/rio-campaign --count $(COUNT) --results build/campaign.jsonl --table build/campaign.md
 
 bench-vista: setup
 	@bash scripts/bench-vista.sh

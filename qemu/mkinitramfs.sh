@@ -33,6 +33,7 @@ done
         echo "file /bin/$b $guest/$b 0755 0 0"
     done
     echo "file /lib/modules/rio.ko $root/rio_mod/rio.ko 0644 0 0"
+    echo "file /lib/modules/riofault.ko $root/rio_mod/riofault.ko 0644 0 0"
     # Host programs the file-system tests need, with their shared libraries.
     libs=""
     for prog in /sbin/mke2fs /sbin/e2fsck; do

@@ -1,5 +1,8 @@
 //! The deterministic pattern rio-check writes, shared with the host-side tests that check
-//! disk images.
+//! disk images, plus the crash campaign's workload (`memtest`) and fault injection.
+
+pub mod fault;
+pub mod memtest;
 
 /// The pattern: xorshift64* bytes, a pure function of (seed, offset / 8).
 pub fn pattern(seed: u64, offset: u64, out: &mut [u8]) {

@@ -50,6 +50,39 @@ enum Cmd {
         #[arg(long)]
         len: usize,
     },
+    /// Inject one fault into the running kernel (riofault.ko; `arena` uses rio.ko).
+    Inject {
+        /// text, heap, stack, wild, pointer, panic or arena.
+        class: String,
+        /// Seed: the same seed gives the same fault.
+        #[arg(long)]
+        seed: u64,
+    },
+    /// The crash campaign's workload: overwrite random ranges of a few files forever,
+    /// logging each write to a port.
+    Memtest {
+        /// `rio` for Rio objects, or a directory.
+        #[arg(long)]
+        target: String,
+        /// fdatasync after each write (directory targets).
+        #[arg(long)]
+        fsync: bool,
+        /// Where the log goes.
+        #[arg(long, default_value = "/dev/ttyS2")]
+        log: String,
+        /// Number of files.
+        #[arg(long, default_value_t = 8)]
+        files: u64,
+        /// Size of each file.
+        #[arg(long, default_value_t = 65536)]
+        file_size: u64,
+        /// Pattern seed.
+        #[arg(long)]
+        seed: u64,
+        /// Stop after this many writes.
+        #[arg(long)]
+        count: Option<u64>,
+    },
     /// Open an object and keep it open for `seconds` (to test busy and exclusive rules).
     Hold {
         /// Object name.
@@ -86,7 +119,8 @@ fn parse_range(s: &str) -> std::result::Result<(u64, u64), String> {
 }
 
 fn run(cli: Cli) -> Result<bool> {
-    let rio = Rio::open()?;
+    // Memtest on a directory and fault injection work without rio.ko.
+    let rio = || Rio::open();
     match cli.command {
         Cmd::Write {
             name,
@@ -96,6 +130,7 @@ fn run(cli: Cli) -> Result<bool> {
             mmap,
             no_unmap,
         } => {
+            let rio = rio()?;
             match rio.create(&name, size, 0o644) {
                 Ok(()) | Err(RioError::Exists(_)) => {}
                 Err(e) => return Err(e.into()),
@@ -126,6 +161,28 @@ fn run(cli: Cli) -> Result<bool> {
             println!("wrote {size} bytes of pattern {seed} to {name}");
             Ok(true)
         }
+        Cmd::Inject { class, seed } => {
+            rio_check::fault::inject(&class, seed)?;
+            println!("survived: the fault did not crash the kernel");
+            Ok(true)
+        }
+        Cmd::Memtest {
+            target,
+            fsync,
+            log,
+            files,
+            file_size,
+            seed,
+            count,
+        } => {
+            let t = if target == "rio" {
+                rio_check::memtest::Target::Rio
+            } else {
+                rio_check::memtest::Target::Dir { dir: target, fsync }
+            };
+            rio_check::memtest::run(t, &log, files, file_size, seed, count)?;
+            Ok(true)
+        }
         Cmd::Hold {
             name,
             exclusive,
@@ -136,13 +193,13 @@ fn run(cli: Cli) -> Result<bool> {
             } else {
                 OpenMode::ReadOnly
             };
-            let _obj = rio.open_object(&name, mode)?;
+            let _obj = rio()?.open_object(&name, mode)?;
             println!("holding {name}");
             std::thread::sleep(std::time::Duration::from_secs(seconds));
             Ok(true)
         }
         Cmd::Zero { name, offset, len } => {
-            let obj = rio.open_object(&name, OpenMode::ReadWrite)?;
+            let obj = rio()?.open_object(&name, OpenMode::ReadWrite)?;
             // SAFETY: a fresh private anonymous mapping; only read (by the kernel) below.
             let p = unsafe {
                 libc::mmap(
@@ -169,7 +226,7 @@ fn run(cli: Cli) -> Result<bool> {
             size,
             zeroed,
         } => {
-            let obj = rio.open_object(&name, OpenMode::ReadOnly)?;
+            let obj = rio()?.open_object(&name, OpenMode::ReadOnly)?;
             let have = obj.size()?;
             if have < size {
                 bail!("{name} is {have} bytes, expected at least {size}");

@@ -15,4 +15,4 @@ pub mod vm;
 
 pub use config::{repo_root, ArenaReservation, Artifacts, Disk, VmConfig};
 pub use error::{Result, VmError};
-pub use vm::{create_disk, discard_ram, interactive_command, CmdOutput, Vm};
+pub use vm::{create_disk, discard_ram, interactive_command, workload_log_path, CmdOutput, Vm};

@@ -446,6 +446,15 @@ fn qemu_args(cfg: &VmConfig, qmp: &Path, agent: &Path, console: &Path) -> Vec<St
         ),
         "-serial".into(),
         "chardev:agent0".into(),
+        // Third port (ttyS2): a log that guest workloads write to and the host reads (the
+        // crash campaign's acknowledged writes), appended across reboots and processes.
+        "-chardev".into(),
+        format!(
+            "file,id=log0,path={},append=on",
+            workload_log_path(&cfg.workdir).display()
+        ),
+        "-serial".into(),
+        "chardev:log0".into(),
         "-qmp".into(),
         format!("unix:{},server=on,wait=off", qmp.display()),
     ];
@@ -462,6 +471,11 @@ fn qemu_args(cfg: &VmConfig, qmp: &Path, agent: &Path, console: &Path) -> Vec<St
         a.push("-no-reboot".into());
     }
     a
+}
+
+/// The file behind the guest's third serial port, `/dev/ttyS2`.
+pub fn workload_log_path(workdir: &Path) -> PathBuf {
+    workdir.join("workload.log")
 }
 
 fn next_console_path(workdir: &Path) -> PathBuf {

@@ -1,0 +1,268 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! riofault.ko: injects the fault classes of the Rio paper's crash tests into the running
+//! kernel, on request, through `/dev/riofault`. It exists to crash test kernels; never load
+//! it anywhere else.
+//!
+//! | class | what it does |
+//! |---|---|
+//! | `TEXT` | flips a random bit of kernel text (range from /proc/kallsyms) |
+//! | `HEAP` | flips a random bit of a random page of System RAM, through the direct map |
+//! | `STACK` | flips a random bit in the live part of the current kernel stack |
+//! | `WILD` | stores a random word at a random kernel address (half in the direct map) |
+//! | `POINTER` | dereferences a random kernel pointer |
+//! | `PANIC` | panics from a kernel thread after a random delay of up to 1 s |
+//!
+//! Stores aimed at the arena are rio.ko's own debug ioctl (`rio wild-store`); hard resets and
+//! power loss are done by the host.
+
+use kernel::{
+    bindings,
+    fs::File,
+    ioctl::_IOW,
+    miscdevice::{MiscDevice, MiscDeviceOptions, MiscDeviceRegistration},
+    prelude::*,
+    transmute::FromBytes,
+    uaccess::UserSlice,
+};
+
+module! {
+    type: RioFault,
+    name: "riofault",
+    authors: ["Rio in Rust developers"],
+    description: "Fault injection for Rio crash campaigns (test kernels only)",
+    license: "GPL",
+}
+
+/// `RIOFAULT_INJECT`'s argument.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct FaultReq {
+    class: u32,
+    _pad: u32,
+    seed: u64,
+    /// For `TEXT`: the address range to pick from. For `HEAP`, `WILD`, `POINTER`: `end` is
+    /// the top of System RAM (physical), from /proc/iomem.
+    start: u64,
+    end: u64,
+}
+
+// SAFETY: `repr(C)`, integer fields, explicit padding: any bit pattern is valid.
+unsafe impl FromBytes for FaultReq {}
+
+const RIOFAULT_INJECT: u32 = _IOW::<FaultReq>(0xb8, 0x01);
+
+const TEXT: u32 = 0;
+const HEAP: u32 = 1;
+const STACK: u32 = 2;
+const WILD: u32 = 3;
+const POINTER: u32 = 4;
+const PANIC: u32 = 5;
+
+/// A small deterministic generator, so a campaign can replay a fault from its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+mod raw {
+    use kernel::bindings::pgprot_t;
+    extern "C" {
+        // mm/vmalloc.c, exported; see rio_mod/sys.rs for why these are declared by hand
+        // (and why `struct page **` is spelled `void **`).
+        pub(super) fn vmap(pages: *mut *mut core::ffi::c_void, count: u32, flags: u64, prot: pgprot_t) -> *mut core::ffi::c_void;
+        pub(super) fn vunmap(addr: *const core::ffi::c_void);
+    }
+}
+
+/// Flips one bit at kernel address `addr` that may be mapped read-only (kernel text):
+/// through a temporary writable alias of its frame.
+fn flip_through_alias(addr: usize, bit: u32) -> Result {
+    let mut level: core::ffi::c_uint = 0;
+    // SAFETY: lookup_address only walks the kernel page tables.
+    let pte = unsafe { bindings::lookup_address(addr, &mut level) };
+    if pte.is_null() {
+        return Err(EFAULT);
+    }
+    let span: usize = match level {
+        l if l == bindings::pg_level_PG_LEVEL_4K => 1 << 12,
+        l if l == bindings::pg_level_PG_LEVEL_2M => 1 << 21,
+        l if l == bindings::pg_level_PG_LEVEL_1G => 1 << 30,
+        _ => return Err(EFAULT),
+    };
+    // SAFETY: `pte` is the live leaf entry of `addr`.
+    let v = unsafe { core::ptr::read_volatile(pte) }.pte;
+    let pfn = ((v & 0x000f_ffff_ffff_f000) + (addr & (span - 1) & !0xfff)) >> 12;
+    // SAFETY: reading `vmemmap_base`, constant after boot; kernel text is RAM, so its frame
+    // has a `struct page` at vmemmap_base + pfn.
+    let mut pg: *mut core::ffi::c_void =
+        unsafe { (bindings::vmemmap_base as *mut bindings::page).wrapping_add(pfn) }.cast();
+    // PAGE_KERNEL without global/NX subtleties: present, RW, accessed, dirty.
+    let prot = bindings::pgprot_t { pgprot: 0x63 };
+    // SAFETY: one valid page pointer; the alias is unmapped right after the store.
+    let alias = unsafe { raw::vmap(&mut pg, 1, 0x4, prot) };
+    if alias.is_null() {
+        return Err(ENOMEM);
+    }
+    let at = alias.cast::<u8>().wrapping_add(addr & 0xfff);
+    // SAFETY: deliberately corrupting kernel text is this module's purpose; `at` is inside
+    // the one-page alias just created.
+    unsafe {
+        let b = core::ptr::read_volatile(at);
+        core::ptr::write_volatile(at, b ^ (1 << (bit % 8)));
+        raw::vunmap(alias);
+    }
+    Ok(())
+}
+
+fn random_ram_address(rng: &mut Rng, ram_top: u64) -> usize {
+    // SAFETY: a boot-time constant.
+    let base = unsafe { bindings::page_offset_base };
+    let max = ram_top >> 12;
+    loop {
+        let pfn = 0x1000 + rng.next() % max.saturating_sub(0x1000).max(1);
+        let phys = pfn << 12;
+        // Only System RAM: holes and the arena (reserved) are not in the direct map.
+        // SAFETY: region_intersects reads the resource tree under its own lock.
+        let r = unsafe {
+            bindings::region_intersects(phys, 4096, bindings::IORESOURCE_SYSTEM_RAM as usize, bindings::IORES_DESC_NONE as usize)
+        };
+        if r == bindings::REGION_INTERSECTS as i32 {
+            return base as usize + phys as usize + (rng.next() % 4096) as usize;
+        }
+    }
+}
+
+fn random_kernel_address(rng: &mut Rng, ram_top: u64) -> usize {
+    if rng.next() % 2 == 0 {
+        random_ram_address(rng, ram_top)
+    } else {
+        // Anywhere in the upper half: mostly unmapped, so mostly an oops.
+        (0xffff_8000_0000_0000u64 | rng.next()) as usize & !7
+    }
+}
+
+unsafe extern "C" fn panic_thread(data: *mut core::ffi::c_void) -> core::ffi::c_int {
+    // SAFETY: plain sleep; `data` carries the delay in ms.
+    unsafe { bindings::msleep(data as usize as u32) };
+    // SAFETY: panic with a constant format and no arguments.
+    unsafe { bindings::panic(c"riofault: injected panic".as_char_ptr()) }
+}
+
+fn inject(req: &FaultReq) -> Result {
+    let mut rng = Rng(req.seed);
+    if matches!(req.class, HEAP | WILD | POINTER) && req.end < (32 << 20) {
+        return Err(EINVAL);
+    }
+    match req.class {
+        TEXT => {
+            if req.end <= req.start {
+                return Err(EINVAL);
+            }
+            let addr = (req.start + rng.next() % (req.end - req.start)) as usize;
+            pr_warn!("injecting: bit flip in kernel text at {:#x}\n", addr);
+            flip_through_alias(addr, rng.next() as u32)
+        }
+        HEAP => {
+            let addr = random_ram_address(&mut rng, req.end);
+            let bit = rng.next() % 8;
+            pr_warn!("injecting: bit flip in RAM at {:#x}\n", addr);
+            // SAFETY: deliberate corruption; `addr` is in the direct map of System RAM.
+            unsafe {
+                let p = addr as *mut u8;
+                core::ptr::write_volatile(p, core::ptr::read_volatile(p) ^ (1 << bit));
+            }
+            Ok(())
+        }
+        STACK => {
+            let marker = 0u64;
+            let sp = core::ptr::addr_of!(marker) as usize;
+            let top = (sp | (16384 - 1)) + 1;
+            let lo = sp + 512;
+            if lo >= top {
+                return Err(EINVAL);
+            }
+            let addr = lo + (rng.next() % (top - lo) as u64) as usize;
+            pr_warn!("injecting: bit flip in the kernel stack at {:#x}\n", addr);
+            // SAFETY: deliberate corruption of our own live stack, above this frame.
+            unsafe {
+                let p = addr as *mut u8;
+                core::ptr::write_volatile(p, core::ptr::read_volatile(p) ^ (1 << (rng.next() % 8)));
+            }
+            Ok(())
+        }
+        WILD => {
+            let addr = random_kernel_address(&mut rng, req.end) & !7;
+            let val = rng.next();
+            pr_warn!("injecting: wild store of {:#x} at {:#x}\n", val, addr);
+            // SAFETY: deliberate wild store; an unmapped address oopses, which is the test.
+            unsafe { core::ptr::write_volatile(addr as *mut u64, val) };
+            Ok(())
+        }
+        POINTER => {
+            let addr = random_kernel_address(&mut rng, req.end) & !7;
+            pr_warn!("injecting: dereference of {:#x}\n", addr);
+            // SAFETY: deliberate read through a corrupted pointer.
+            let v = unsafe { core::ptr::read_volatile(addr as *const u64) };
+            pr_warn!("the pointer was mapped ({:#x}): no fault\n", v);
+            Ok(())
+        }
+        PANIC => {
+            let delay = rng.next() % 1000;
+            pr_warn!("injecting: panic in {} ms\n", delay);
+            // SAFETY: thread function and data (the delay) are valid; the thread panics.
+            let t = unsafe {
+                bindings::kthread_create_on_node(Some(panic_thread), delay as usize as *mut _, -1, c"riofault-panic".as_char_ptr())
+            };
+            let t = kernel::error::from_err_ptr(t)?;
+            // SAFETY: `t` is a fresh kthread.
+            unsafe { bindings::wake_up_process(t) };
+            Ok(())
+        }
+        _ => Err(EINVAL),
+    }
+}
+
+#[pin_data]
+struct RioFault {
+    #[pin]
+    misc: MiscDeviceRegistration<FaultFile>,
+}
+
+impl kernel::InPlaceModule for RioFault {
+    fn init(_module: &'static ThisModule) -> impl PinInit<Self, Error> {
+        pr_warn!("loaded: this module crashes kernels on request; test use only\n");
+        try_pin_init!(Self {
+            misc <- MiscDeviceRegistration::register(MiscDeviceOptions { name: c"riofault" }),
+        })
+    }
+}
+
+struct FaultFile;
+
+#[vtable]
+impl MiscDevice for FaultFile {
+    type Ptr = KBox<Self>;
+
+    fn open(_file: &File, _misc: &MiscDeviceRegistration<Self>) -> Result<KBox<Self>> {
+        Ok(KBox::new(FaultFile, GFP_KERNEL)?)
+    }
+
+    fn ioctl(_me: &FaultFile, _file: &File, cmd: u32, arg: usize) -> Result<isize> {
+        if cmd != RIOFAULT_INJECT {
+            return Err(ENOTTY);
+        }
+        let req: FaultReq = UserSlice::new(UserPtr::from_addr(arg), core::mem::size_of::<FaultReq>())
+            .reader()
+            .read()?;
+        inject(&req)?;
+        Ok(0)
+    }
+}

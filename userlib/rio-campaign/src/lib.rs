@@ -1,0 +1,312 @@
+//! The crash campaign, after the Rio paper's: for each configuration and fault class, boot
+//! the guest, run a workload that reports every acknowledged write, inject the fault, wait
+//! for the crash, reboot (warm, or cold for power loss), recover, and check every file
+//! against what the host knows was acknowledged.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use riovm::{Disk, Vm, VmConfig};
+use serde::{Deserialize, Serialize};
+
+/// A storage configuration under test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Config {
+    /// ext4 on a virtio disk mounted `sync`: write-through.
+    Ext4Sync,
+    /// ext4 with default options: delayed writes.
+    Ext4Default,
+    /// Rio objects, protection off.
+    RioUnprotected,
+    /// Rio objects, protection on.
+    RioProtected,
+}
+
+impl Config {
+    /// All of them, in table order.
+    pub const ALL: [Config; 4] = [Config::Ext4Sync, Config::Ext4Default, Config::RioUnprotected, Config::RioProtected];
+
+    /// Its name in tables and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Config::Ext4Sync => "ext4-sync",
+            Config::Ext4Default => "ext4-default",
+            Config::RioUnprotected => "rio-unprotected",
+            Config::RioProtected => "rio-protected",
+        }
+    }
+
+    fn is_rio(self) -> bool {
+        matches!(self, Config::RioUnprotected | Config::RioProtected)
+    }
+}
+
+/// Fault classes: the guest-side ones of riofault.ko / rio.ko, and the host's.
+pub const CLASSES: [&str; 9] = ["text", "heap", "stack", "wild", "pointer", "panic", "arena", "reset", "power"];
+
+/// Whether `class` applies to `config` (stores aimed at the arena need an arena).
+pub fn applies(config: Config, class: &str) -> bool {
+    class != "arena" || config.is_rio()
+}
+
+/// What one run found.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Outcome {
+    /// Configuration.
+    pub config: Config,
+    /// Fault class.
+    pub class: String,
+    /// Run number (also the seed).
+    pub index: u64,
+    /// The guest crashed (or was reset or lost power).
+    pub crashed: bool,
+    /// Files whose known bytes differ from what was acknowledged.
+    pub corrupted_files: u32,
+    /// Acknowledged writes with any byte not found.
+    pub lost_writes: u32,
+    /// Acknowledged writes in all.
+    pub acked_writes: u32,
+    /// How the data came back: journal, warm-reboot recovery, crash kernel, disk restore.
+    pub recovery: String,
+    /// Anything unusual.
+    pub note: String,
+}
+
+const FILES: u64 = 8;
+const FILE_SIZE: u64 = 65536;
+
+fn sh(vm: &mut Vm, cmd: &str) -> Result<String> {
+    Ok(vm.sh(cmd)?)
+}
+
+fn setup(vm: &mut Vm, config: Config) -> Result<String> {
+    Ok(match config {
+        Config::Ext4Sync => {
+            sh(vm, "mkfs.ext4 -q /dev/vda && mount -o sync /dev/vda /mnt")?;
+            "--target /mnt".into()
+        }
+        Config::Ext4Default => {
+            sh(vm, "mkfs.ext4 -q /dev/vda && mount /dev/vda /mnt")?;
+            "--target /mnt".into()
+        }
+        Config::RioUnprotected | Config::RioProtected => {
+            let p = if config == Config::RioProtected { 1 } else { 0 };
+            sh(vm, &format!("rio-load backing=/dev/vda protect={p} allow_wild_store=1 writeback_ms=1000 && rio format"))?;
+            "--target rio".into()
+        }
+    })
+}
+
+fn recover(vm: &mut Vm, config: Config) -> Result<(String, Vec<Vec<u8>>)> {
+    let mut files = Vec::new();
+    let path = if config.is_rio() {
+        sh(vm, "rio-load backing=/dev/vda writeback_ms=0")?;
+        let dmesg = sh(vm, "dmesg | grep 'rio: '")?;
+        let path = if dmesg.contains("restored") {
+            "backing disk"
+        } else if dmesg.contains("saved by the crash kernel") {
+            "crash kernel"
+        } else if dmesg.contains("recovered arena after a crash") {
+            "warm reboot"
+        } else {
+            "none needed"
+        };
+        for i in 0..FILES {
+            files.push(vm.run(&format!("rio cat mt{i}"))?.stdout);
+        }
+        path
+    } else {
+        sh(vm, "mount /dev/vda /mnt")?;
+        for i in 0..FILES {
+            files.push(vm.run(&format!("cat /mnt/mt{i}"))?.stdout);
+        }
+        "ext4 journal"
+    };
+    Ok((path.into(), files))
+}
+
+/// Runs one crash: boots in `workdir`, which it leaves behind for inspection.
+pub fn run_one(base: &VmConfig, workdir: &Path, config: Config, class: &str, index: u64) -> Result<Outcome> {
+    let mut cfg = base.clone();
+    cfg.workdir = workdir.to_path_buf();
+    cfg.ram_file = workdir.join("guest-ram");
+    let disk = workdir.join("disk.img");
+    riovm::create_disk(&disk, 96 << 20)?;
+    cfg.disks = vec![Disk { path: disk }];
+    let log = riovm::workload_log_path(workdir);
+    let _ = std::fs::remove_file(&log);
+    let mut out = Outcome {
+        config,
+        class: class.into(),
+        index,
+        crashed: false,
+        corrupted_files: 0,
+        lost_writes: 0,
+        acked_writes: 0,
+        recovery: String::new(),
+        note: String::new(),
+    };
+    let mut vm = Vm::start(cfg)?;
+    let target = setup(&mut vm, config)?;
+    let seed = 0x5eed_0000 + index;
+    vm.spawn(&format!("rio-check memtest {target} --seed {seed} --files {FILES} --file-size {FILE_SIZE}"))?;
+    // Let the workload get going: wait for a few acknowledged writes.
+    let t = Instant::now();
+    while std::fs::read_to_string(&log).map(|l| l.matches("\nA ").count()).unwrap_or(0) < 20 {
+        if t.elapsed() > Duration::from_secs(30) {
+            bail!("the workload did not start");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let boot = vm.boot_id().to_string();
+    let mut vm = match class {
+        "reset" => {
+            vm.qmp("system_reset", None)?;
+            out.crashed = true;
+            vm.wait_reboot(Duration::from_secs(120))?;
+            vm
+        }
+        "power" => {
+            let cfg = vm.kill()?;
+            riovm::discard_ram(&cfg)?;
+            out.crashed = true;
+            Vm::start(cfg)?
+        }
+        _ => {
+            vm.spawn(&format!("rio-check inject {class} --seed {seed} > /dev/ttyS2 2>&1"))?;
+            match vm.wait_console("Kernel panic", Duration::from_secs(20)) {
+                Ok(()) => {
+                    out.crashed = true;
+                    vm.wait_reboot(Duration::from_secs(120))?;
+                }
+                Err(_) => {
+                    out.note = "no crash".into();
+                    return Ok(out);
+                }
+            }
+            vm
+        }
+    };
+    if vm.boot_id() == boot {
+        out.note = "did not reboot".into();
+    }
+    let text = std::fs::read_to_string(&log).context("reading the workload log")?;
+    let exp = rio_check::memtest::expected(&text).context("the workload log has no header")?;
+    out.acked_writes = exp.acked.len() as u32;
+    let (path, files) = match recover(&mut vm, config) {
+        Ok(x) => x,
+        Err(e) => {
+            out.recovery = "failed".into();
+            out.note = format!("recovery failed: {e}");
+            out.corrupted_files = FILES as u32;
+            out.lost_writes = out.acked_writes;
+            return Ok(out);
+        }
+    };
+    out.recovery = path;
+    // Corrupted files: any known byte differs (a missing or short file counts).
+    for (i, got) in files.iter().enumerate() {
+        let bad = got.len() != FILE_SIZE as usize
+            || got.iter().enumerate().any(|(b, &v)| !exp.unknown[i][b] && v != exp.data[i][b]);
+        if bad {
+            out.corrupted_files += 1;
+        }
+    }
+    // Lost writes: an acknowledged write with a byte that is neither what it wrote nor
+    // what a later acknowledged write put there (the expected image already holds the
+    // latest value for every byte, so compare the write's range against it).
+    for &(_, f, off, len) in &exp.acked {
+        let got = &files[f as usize];
+        let lost = (off..off + len).any(|b| {
+            let b = b as usize;
+            !exp.unknown[f as usize][b] && got.get(b) != Some(&exp.data[f as usize][b])
+        });
+        if lost {
+            out.lost_writes += 1;
+        }
+    }
+    Ok(out)
+}
+
+/// One row of the summary table.
+#[derive(Default)]
+struct Row {
+    runs: u32,
+    crashes: u32,
+    no_crash: u32,
+    corrupted: u32,
+    lost: u32,
+    paths: Vec<String>,
+}
+
+/// The markdown table of `outcomes`.
+pub fn table(outcomes: &[Outcome]) -> String {
+    let mut s = String::from(
+        "| configuration | fault | runs | crashes | no crash | runs with corrupted files | acknowledged writes lost | recovery paths |\n|---|---|---:|---:|---:|---:|---:|---|\n",
+    );
+    for config in Config::ALL {
+        for class in CLASSES {
+            let mut r = Row::default();
+            for o in outcomes.iter().filter(|o| o.config == config && o.class == class) {
+                r.runs += 1;
+                if o.crashed {
+                    r.crashes += 1;
+                    if o.corrupted_files > 0 {
+                        r.corrupted += 1;
+                    }
+                    r.lost += o.lost_writes;
+                    if !r.paths.contains(&o.recovery) {
+                        r.paths.push(o.recovery.clone());
+                    }
+                } else {
+                    r.no_crash += 1;
+                }
+            }
+            if r.runs > 0 {
+                s += &format!(
+                    "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                    config.name(),
+                    class,
+                    r.runs,
+                    r.crashes,
+                    r.no_crash,
+                    r.corrupted,
+                    r.lost,
+                    r.paths.join(", ")
+                );
+            }
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_counts_crashes_and_losses_separately_from_survivors() {
+        let o = |crashed, lost, corrupted: u32| Outcome {
+            config: Config::RioProtected,
+            class: "wild".into(),
+            index: 0,
+            crashed,
+            corrupted_files: corrupted,
+            lost_writes: lost,
+            acked_writes: 10,
+            recovery: "warm reboot".into(),
+            note: String::new(),
+        };
+        let t = table(&[o(true, 0, 0), o(true, 2, 1), o(false, 0, 0)]);
+        assert!(t.contains("| rio-protected | wild | 3 | 2 | 1 | 1 | 2 | warm reboot |"), "{t}");
+        assert!(!t.contains("ext4-sync"), "no rows for configurations without runs");
+    }
+
+    #[test]
+    fn arena_stores_only_apply_to_rio() {
+        assert!(!applies(Config::Ext4Sync, "arena"));
+        assert!(applies(Config::RioProtected, "arena"));
+        assert!(applies(Config::Ext4Sync, "panic"));
+    }
+}

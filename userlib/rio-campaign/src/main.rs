@@ -1,0 +1,120 @@
+//! rio-campaign: the crash campaign runner. Resumable: results are appended to a JSON-lines
+//! file, and a rerun skips what is already there.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+use rio_campaign::{applies, run_one, table, Config, Outcome, CLASSES};
+use riovm::{Artifacts, VmConfig};
+
+/// Crash the Rio guest in every way we know, recover, and count what was lost.
+#[derive(Parser)]
+#[command(name = "rio-campaign", version, about)]
+struct Cli {
+    /// Crashes per fault class per configuration.
+    #[arg(long, default_value_t = 5)]
+    count: u64,
+    /// Configurations (default: all): ext4-sync, ext4-default, rio-unprotected, rio-protected.
+    #[arg(long, value_delimiter = ',')]
+    configs: Vec<String>,
+    /// Fault classes (default: all): text, heap, stack, wild, pointer, panic, arena, reset, power.
+    #[arg(long, value_delimiter = ',')]
+    classes: Vec<String>,
+    /// Results (JSON lines; resumed if present).
+    #[arg(long, default_value = "build/campaign.jsonl")]
+    results: PathBuf,
+    /// Markdown summary.
+    #[arg(long, default_value = "build/campaign.md")]
+    table: PathBuf,
+    /// Keep each run's VM directory (console logs) under this directory.
+    #[arg(long)]
+    keep: Option<PathBuf>,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let configs: Vec<Config> = if cli.configs.is_empty() {
+        Config::ALL.to_vec()
+    } else {
+        cli.configs
+            .iter()
+            .map(|n| {
+                Config::ALL
+                    .into_iter()
+                    .find(|c| c.name() == n)
+                    .with_context(|| format!("unknown configuration {n:?}"))
+            })
+            .collect::<Result<_>>()?
+    };
+    let classes: Vec<&str> = if cli.classes.is_empty() {
+        CLASSES.to_vec()
+    } else {
+        cli.classes
+            .iter()
+            .map(|n| CLASSES.iter().copied().find(|c| c == n).with_context(|| format!("unknown class {n:?}")))
+            .collect::<Result<_>>()?
+    };
+    let mut done: Vec<Outcome> = std::fs::read_to_string(&cli.results)
+        .map(|t| t.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
+        .unwrap_or_default();
+    let mut todo = Vec::new();
+    for &c in &configs {
+        for &k in &classes {
+            for i in 0..cli.count {
+                if applies(c, k) && !done.iter().any(|o| o.config == c && o.class == k && o.index == i) {
+                    todo.push((c, k, i));
+                }
+            }
+        }
+    }
+    if let Some(dir) = cli.results.parent() {
+        std::fs::create_dir_all(dir).ok();
+    }
+    let artifacts = Artifacts::locate()?;
+    let bar = ProgressBar::new(todo.len() as u64);
+    bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} crashes, eta {eta} {msg}")?);
+    let mut out = std::fs::OpenOptions::new().create(true).append(true).open(&cli.results)?;
+    for (c, k, i) in todo {
+        bar.set_message(format!("{} / {k} #{i}", c.name()));
+        let dir = match &cli.keep {
+            Some(d) => {
+                let p = d.join(format!("{}-{k}-{i}", c.name()));
+                std::fs::create_dir_all(&p)?;
+                (p, None)
+            }
+            None => {
+                let t = tempfile::Builder::new().prefix("rio-campaign-").tempdir()?;
+                (t.path().to_path_buf(), Some(t))
+            }
+        };
+        let base = VmConfig::new(artifacts.clone(), &dir.0);
+        let o = match run_one(&base, &dir.0, c, k, i) {
+            Ok(o) => o,
+            Err(e) => Outcome {
+                config: c,
+                class: k.into(),
+                index: i,
+                crashed: false,
+                corrupted_files: 0,
+                lost_writes: 0,
+                acked_writes: 0,
+                recovery: String::new(),
+                note: format!("harness error: {e:#}"),
+            },
+        };
+        if !o.note.is_empty() && o.note != "no crash" {
+            bar.println(format!("{} / {k} #{i}: {}", c.name(), o.note));
+        }
+        writeln!(out, "{}", serde_json::to_string(&o)?)?;
+        done.push(o);
+        bar.inc(1);
+    }
+    bar.finish_with_message("done");
+    let t = table(&done);
+    std::fs::write(&cli.table, &t)?;
+    print!("{t}");
+    Ok(())
+}

@@ -1,0 +1,88 @@
+//! `rio-check inject`: asks riofault.ko (or rio.ko, for the arena) for one fault.
+
+use std::os::fd::AsRawFd;
+
+use anyhow::{bail, Context, Result};
+
+/// The fault classes, as riofault.ko numbers them (`arena` is rio.ko's wild store).
+pub const CLASSES: [&str; 7] = ["text", "heap", "stack", "wild", "pointer", "panic", "arena"];
+
+#[repr(C)]
+struct FaultReq {
+    class: u32,
+    _pad: u32,
+    seed: u64,
+    start: u64,
+    end: u64,
+}
+
+const RIOFAULT_INJECT: libc::c_ulong = (1 << 30) | ((std::mem::size_of::<FaultReq>() as libc::c_ulong) << 16) | (0xb8 << 8) | 1;
+
+fn kallsyms(name: &str) -> Result<u64> {
+    let text = std::fs::read_to_string("/proc/kallsyms").context("reading /proc/kallsyms")?;
+    for line in text.lines() {
+        let mut it = line.split_whitespace();
+        if let (Some(a), Some(_), Some(n)) = (it.next(), it.next(), it.next()) {
+            if n == name {
+                return Ok(u64::from_str_radix(a, 16)?);
+            }
+        }
+    }
+    bail!("{name} not in /proc/kallsyms")
+}
+
+fn ram_top() -> Result<u64> {
+    let text = std::fs::read_to_string("/proc/iomem").context("reading /proc/iomem")?;
+    let mut top = 0;
+    for line in text.lines().filter(|l| l.trim_end().ends_with(": System RAM")) {
+        if let Some((_, end)) = line.trim().split(':').next().and_then(|r| r.trim().split_once('-')) {
+            top = top.max(u64::from_str_radix(end.trim(), 16)? + 1);
+        }
+    }
+    if top == 0 {
+        bail!("no System RAM in /proc/iomem");
+    }
+    Ok(top)
+}
+
+/// Injects fault `class` with `seed`.
+pub fn inject(class: &str, seed: u64) -> Result<()> {
+    let num = CLASSES
+        .iter()
+        .position(|c| *c == class)
+        .with_context(|| format!("unknown class {class:?}; one of {}", CLASSES.join(", ")))?;
+    if class == "arena" {
+        let rio = rio_client::Rio::open()?;
+        let info = rio.info()?;
+        // Anywhere in the arena: superblock, table, registry or data.
+        let off = seed % info.arena_size;
+        println!("injecting: wild store into the arena at offset {off:#x}");
+        rio.wild_store(off, (seed >> 32) as u8)?;
+        return Ok(());
+    }
+    if !std::path::Path::new("/dev/riofault").exists() {
+        let st = std::process::Command::new("insmod").arg("/lib/modules/riofault.ko").status()?;
+        if !st.success() {
+            bail!("insmod riofault.ko failed");
+        }
+    }
+    let (start, end) = match class {
+        "text" => (kallsyms("_stext")?, kallsyms("_etext")?),
+        _ => (0, ram_top()?),
+    };
+    let dev = std::fs::File::open("/dev/riofault").context("opening /dev/riofault")?;
+    let req = FaultReq {
+        class: num as u32,
+        _pad: 0,
+        seed,
+        start,
+        end,
+    };
+    println!("injecting: {class} (seed {seed})");
+    // SAFETY: RIOFAULT_INJECT reads exactly one FaultReq from the pointer.
+    let r = unsafe { libc::ioctl(dev.as_raw_fd(), RIOFAULT_INJECT, &req as *const FaultReq) };
+    if r < 0 {
+        bail!("RIOFAULT_INJECT: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}

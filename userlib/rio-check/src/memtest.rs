@@ -1,0 +1,202 @@
+//! `rio-check memtest`: a memTest-like workload after the Rio paper. It overwrites random
+//! ranges of a few files (or Rio objects) with a pattern that is a pure function of the
+//! write's sequence number, forever, and reports each write to a log port:
+//!
+//! ```text
+//! M <files> <file-size> <seed>          once, at start
+//! B <seq> <file> <offset> <len>         before the write
+//! A <seq>                               after it returned (acknowledged)
+//! ```
+//!
+//! The host rebuilds what every file must hold from the acknowledged writes (see
+//! `expected` below) and compares after the crash and recovery.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+
+use anyhow::{Context, Result};
+use rio_client::{OpenMode, Rio};
+
+use crate::pattern;
+
+/// Where the workload writes.
+pub enum Target {
+    /// Rio objects `mt0`..: each write is durable when pwrite returns.
+    Rio,
+    /// Files `DIR/mt0`..; with `fsync`, each write is followed by fdatasync.
+    Dir { dir: String, fsync: bool },
+}
+
+/// The pattern seed of write `seq`.
+pub fn write_seed(seed: u64, seq: u64) -> u64 {
+    seed ^ seq.wrapping_mul(0x2545_f491_4f6c_dd1d)
+}
+
+/// One write of the workload: deterministic from (seed, seq).
+pub fn plan(seed: u64, seq: u64, files: u64, file_size: u64) -> (u64, u64, u64) {
+    let mut x = write_seed(seed, seq) | 1;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let f = next() % files;
+    let len = 1 + next() % 8192;
+    let off = next() % (file_size - len);
+    (f, off, len)
+}
+
+/// Runs the workload until killed (or `count` writes).
+pub fn run(target: Target, log: &str, files: u64, file_size: u64, seed: u64, count: Option<u64>) -> Result<()> {
+    let mut log = OpenOptions::new().write(true).open(log).with_context(|| format!("opening {log}"))?;
+    enum W {
+        Rio(Vec<rio_client::Object>),
+        Files(Vec<File>, bool),
+    }
+    let w = match &target {
+        Target::Rio => {
+            let rio = Rio::open()?;
+            let mut objs = Vec::new();
+            for i in 0..files {
+                let name = format!("mt{i}");
+                match rio.create(&name, file_size, 0o600) {
+                    Ok(()) | Err(rio_client::Error::Exists(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                objs.push(rio.open_object(&name, OpenMode::ReadWrite)?);
+            }
+            W::Rio(objs)
+        }
+        Target::Dir { dir, fsync } => {
+            let mut fs = Vec::new();
+            for i in 0..files {
+                let f = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(format!("{dir}/mt{i}"))?;
+                f.set_len(file_size)?;
+                f.sync_all()?;
+                fs.push(f);
+            }
+            File::open(dir)?.sync_all()?;
+            W::Files(fs, *fsync)
+        }
+    };
+    writeln!(log, "M {files} {file_size} {seed}")?;
+    let mut buf = vec![0u8; 8192];
+    let mut seq = 0u64;
+    while count.is_none_or(|c| seq < c) {
+        let (f, off, len) = plan(seed, seq, files, file_size);
+        let data = &mut buf[..len as usize];
+        pattern(write_seed(seed, seq), off, data);
+        writeln!(log, "B {seq} {f} {off} {len}")?;
+        match &w {
+            W::Rio(objs) => objs[f as usize].write_all_at(data, off)?,
+            W::Files(fs, fsync) => {
+                fs[f as usize].write_all_at(data, off)?;
+                if *fsync {
+                    fs[f as usize].sync_data()?;
+                }
+            }
+        }
+        writeln!(log, "A {seq}")?;
+        seq += 1;
+    }
+    Ok(())
+}
+
+/// What the files must hold after a crash, from a log: for each file, its bytes and a mask
+/// of bytes that are unknown (touched by a write that was begun but not acknowledged).
+/// Also returns the acknowledged writes, for counting losses.
+pub struct Expected {
+    /// Per file: bytes.
+    pub data: Vec<Vec<u8>>,
+    /// Per file: true where the content is unknown.
+    pub unknown: Vec<Vec<bool>>,
+    /// Acknowledged writes: (seq, file, offset, len).
+    pub acked: Vec<(u64, u64, u64, u64)>,
+}
+
+/// Rebuilds the expected state from the log text.
+pub fn expected(log: &str) -> Option<Expected> {
+    let mut lines = log.lines().filter_map(|l| {
+        let i = l.find(['M', 'B', 'A'])?;
+        Some(&l[i..])
+    });
+    let (files, size, seed) = lines.by_ref().find_map(|l| {
+        let v: Vec<&str> = l.split_whitespace().collect();
+        (v.len() == 4 && v[0] == "M").then(|| Some((v[1].parse::<u64>().ok()?, v[2].parse::<u64>().ok()?, v[3].parse::<u64>().ok()?)))?
+    })?;
+    let mut e = Expected {
+        data: vec![vec![0u8; size as usize]; files as usize],
+        unknown: vec![vec![false; size as usize]; files as usize],
+        acked: Vec::new(),
+    };
+    let mut pending: Option<(u64, u64, u64, u64)> = None;
+    for l in lines {
+        let v: Vec<&str> = l.split_whitespace().collect();
+        match v.as_slice() {
+            ["B", seq, f, off, len] => {
+                let (Ok(seq), Ok(f), Ok(off), Ok(len)) = (seq.parse(), f.parse(), off.parse(), len.parse()) else { continue };
+                pending = Some((seq, f, off, len));
+            }
+            ["A", seq] => {
+                let Ok(seq) = seq.parse::<u64>() else { continue };
+                if let Some((s, f, off, len)) = pending.take() {
+                    if s == seq && f < files && off + len <= size {
+                        let r = off as usize..(off + len) as usize;
+                        pattern(write_seed(seed, seq), off, &mut e.data[f as usize][r.clone()]);
+                        e.unknown[f as usize][r].fill(false);
+                        e.acked.push((seq, f, off, len));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some((_, f, off, len)) = pending {
+        if f < files && off + len <= size {
+            e.unknown[f as usize][off as usize..(off + len) as usize].fill(true);
+        }
+    }
+    Some(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_rebuilds_acknowledged_writes_and_marks_the_one_in_flight() {
+        let (files, size, seed) = (2u64, 20_000u64, 9u64);
+        let mut log = format!("noise\nM {files} {size} {seed}\n");
+        let mut truth = vec![vec![0u8; size as usize]; files as usize];
+        for seq in 0..5u64 {
+            let (f, off, len) = plan(seed, seq, files, size);
+            log += &format!("B {seq} {f} {off} {len}\n");
+            if seq < 4 {
+                pattern(write_seed(seed, seq), off, &mut truth[f as usize][off as usize..(off + len) as usize]);
+                log += &format!("[  1.0] kernel noise\nA {seq}\n");
+            }
+        }
+        let e = expected(&log).unwrap();
+        assert_eq!(e.acked.len(), 4);
+        let (f, off, len) = plan(seed, 4, files, size);
+        for (i, file) in truth.iter().enumerate() {
+            for (b, &want) in file.iter().enumerate() {
+                let in_flight = i as u64 == f && (b as u64) >= off && (b as u64) < off + len;
+                assert_eq!(e.unknown[i][b], in_flight);
+                if !in_flight {
+                    assert_eq!(e.data[i][b], want, "file {i} byte {b}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn plans_stay_inside_the_files() {
+        for seq in 0..10_000 {
+            let (f, off, len) = plan(3, seq, 8, 65536);
+            assert!(f < 8 && len >= 1 && len <= 8192 && off + len <= 65536);
+        }
+    }
+}
