@@ -2,10 +2,9 @@
 //! per class on the configurations whose guarantees we assert.
 
 use rio_campaign::{run_one, Config};
-use rio_qemu_tests::*;
 
 fn crash(config: Config, class: &str, index: u64) -> rio_campaign::Outcome {
-    let (cfg, dir) = config(&format!("campaign-{}-{class}", config.name()));
+    let (cfg, dir) = rio_qemu_tests::config(&format!("campaign-{}-{class}", config.name()));
     let o = run_one(&cfg, dir.path(), config, class, index).unwrap_or_else(|e| panic!("{e:#}"));
     assert!(o.note.is_empty() || o.note == "no crash", "{o:?}");
     o
