@@ -112,7 +112,11 @@ fn shell(cmd: &str) -> Result<()> {
 fn cp_rm(dir: &Path, tree: &Path) -> Result<(f64, f64)> {
     let dst = dir.join("tree");
     let t = Instant::now();
-    shell(&format!("cp -r {} {} && sync", tree.display(), dst.display()))?;
+    shell(&format!(
+        "cp -r {} {} && sync",
+        tree.display(),
+        dst.display()
+    ))?;
     let cp = t.elapsed().as_secs_f64();
     let t = Instant::now();
     shell(&format!("rm -r {} && sync", dst.display()))?;
@@ -127,7 +131,10 @@ fn sqlite(dir: &Path, n: usize) -> Result<f64> {
     let db = rusqlite::Connection::open(&path)?;
     db.pragma_update(None, "journal_mode", "WAL")?;
     db.pragma_update(None, "synchronous", "FULL")?;
-    db.execute("CREATE TABLE acct (id INTEGER PRIMARY KEY, bal INTEGER)", [])?;
+    db.execute(
+        "CREATE TABLE acct (id INTEGER PRIMARY KEY, bal INTEGER)",
+        [],
+    )?;
     {
         let tx = db.unchecked_transaction()?;
         for i in 0..1000 {
@@ -137,7 +144,10 @@ fn sqlite(dir: &Path, n: usize) -> Result<f64> {
     }
     let t = Instant::now();
     for i in 0..n {
-        db.execute("UPDATE acct SET bal = bal + 1 WHERE id = ?1", [(i * 7919 % 1000) as i64])?;
+        db.execute(
+            "UPDATE acct SET bal = bal + 1 WHERE id = ?1",
+            [(i * 7919 % 1000) as i64],
+        )?;
     }
     Ok(t.elapsed().as_secs_f64())
 }
@@ -163,12 +173,18 @@ fn report(out: &Path) -> Result<()> {
         r.entry(l.into()).or_default().insert(w.into(), s.parse()?);
     }
     let workloads = ["smallfile", "cp", "rm", "sqlite"];
-    let base = r.get("ext4 sync (write-through)").cloned().unwrap_or_default();
+    let base = r
+        .get("ext4 sync (write-through)")
+        .cloned()
+        .unwrap_or_default();
     println!("| file system | small files+fsync (s) | cp -r (s) | rm -r (s) | SQLite FULL (s) | speedup over write-through (small / cp / rm / sqlite) |");
     println!("|---|---:|---:|---:|---:|---|");
     for l in &order {
         let row = &r[l];
-        let cells: Vec<String> = workloads.iter().map(|w| format!("{:.3}", row.get(*w).copied().unwrap_or(f64::NAN))).collect();
+        let cells: Vec<String> = workloads
+            .iter()
+            .map(|w| format!("{:.3}", row.get(*w).copied().unwrap_or(f64::NAN)))
+            .collect();
         let ratios: Vec<String> = workloads
             .iter()
             .map(|w| match (base.get(*w), row.get(*w)) {
@@ -181,7 +197,12 @@ fn report(out: &Path) -> Result<()> {
     if let (Some(rio), Some(tmp)) = (r.get("ext4 on Rio"), r.get("tmpfs")) {
         let v: Vec<String> = workloads
             .iter()
-            .filter_map(|w| Some(format!("{w} {:+.0} %", (rio.get(*w)? / tmp.get(*w)? - 1.0) * 100.0)))
+            .filter_map(|w| {
+                Some(format!(
+                    "{w} {:+.0} %",
+                    (rio.get(*w)? / tmp.get(*w)? - 1.0) * 100.0
+                ))
+            })
             .collect();
         println!("\next4 on Rio against tmpfs (time): {}", v.join(", "));
     }
@@ -210,7 +231,10 @@ fn main() -> Result<()> {
                 rm.push(r);
                 sq.push(sqlite(&dir, transactions)?);
             }
-            let mut f = fs::OpenOptions::new().create(true).append(true).open(&out)?;
+            let mut f = fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&out)?;
             for (w, v) in [("smallfile", sf), ("cp", cp), ("rm", rm), ("sqlite", sq)] {
                 writeln!(f, "{label}\t{w}\t{}", median(v))?;
             }

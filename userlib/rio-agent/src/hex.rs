@@ -14,7 +14,7 @@ pub fn encode(data: &[u8]) -> String {
 /// Decodes lowercase or uppercase hex; `None` on odd length or a bad digit.
 pub fn decode(text: &str) -> Option<Vec<u8>> {
     let bytes = text.as_bytes();
-    if bytes.len() % 2 != 0 {
+    if !bytes.len().is_multiple_of(2) {
         return None;
     }
     let digit = |c: u8| -> Option<u8> {

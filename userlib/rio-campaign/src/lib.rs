@@ -25,7 +25,12 @@ pub enum Config {
 
 impl Config {
     /// All of them, in table order.
-    pub const ALL: [Config; 4] = [Config::Ext4Sync, Config::Ext4Default, Config::RioUnprotected, Config::RioProtected];
+    pub const ALL: [Config; 4] = [
+        Config::Ext4Sync,
+        Config::Ext4Default,
+        Config::RioUnprotected,
+        Config::RioProtected,
+    ];
 
     /// Its name in tables and on the command line.
     pub fn name(self) -> &'static str {
@@ -43,7 +48,9 @@ impl Config {
 }
 
 /// Fault classes: the guest-side ones of riofault.ko / rio.ko, and the host's.
-pub const CLASSES: [&str; 9] = ["text", "heap", "stack", "wild", "pointer", "panic", "arena", "reset", "power"];
+pub const CLASSES: [&str; 9] = [
+    "text", "heap", "stack", "wild", "pointer", "panic", "arena", "reset", "power",
+];
 
 /// Whether `class` applies to `config` (stores aimed at the arena need an arena).
 pub fn applies(config: Config, class: &str) -> bool {
@@ -127,7 +134,13 @@ fn recover(vm: &mut Vm, config: Config) -> Result<(String, Vec<Vec<u8>>)> {
 }
 
 /// Runs one crash: boots in `workdir`, which it leaves behind for inspection.
-pub fn run_one(base: &VmConfig, workdir: &Path, config: Config, class: &str, index: u64) -> Result<Outcome> {
+pub fn run_one(
+    base: &VmConfig,
+    workdir: &Path,
+    config: Config,
+    class: &str,
+    index: u64,
+) -> Result<Outcome> {
     let mut cfg = base.clone();
     cfg.workdir = workdir.to_path_buf();
     cfg.ram_file = workdir.join("guest-ram");
@@ -150,10 +163,16 @@ pub fn run_one(base: &VmConfig, workdir: &Path, config: Config, class: &str, ind
     let mut vm = Vm::start(cfg)?;
     let target = setup(&mut vm, config)?;
     let seed = 0x5eed_0000 + index;
-    vm.spawn(&format!("rio-check memtest {target} --seed {seed} --files {FILES} --file-size {FILE_SIZE}"))?;
+    vm.spawn(&format!(
+        "rio-check memtest {target} --seed {seed} --files {FILES} --file-size {FILE_SIZE}"
+    ))?;
     // Let the workload get going: wait for a few acknowledged writes.
     let t = Instant::now();
-    while std::fs::read_to_string(&log).map(|l| l.matches("\nA ").count()).unwrap_or(0) < 20 {
+    while std::fs::read_to_string(&log)
+        .map(|l| l.matches("\nA ").count())
+        .unwrap_or(0)
+        < 20
+    {
         if t.elapsed() > Duration::from_secs(30) {
             bail!("the workload did not start");
         }
@@ -174,7 +193,9 @@ pub fn run_one(base: &VmConfig, workdir: &Path, config: Config, class: &str, ind
             Vm::start(cfg)?
         }
         _ => {
-            vm.spawn(&format!("rio-check inject {class} --seed {seed} > /dev/ttyS2 2>&1"))?;
+            vm.spawn(&format!(
+                "rio-check inject {class} --seed {seed} > /dev/ttyS2 2>&1"
+            ))?;
             match vm.wait_console("Kernel panic", Duration::from_secs(20)) {
                 Ok(()) => {
                     out.crashed = true;
@@ -208,7 +229,10 @@ pub fn run_one(base: &VmConfig, workdir: &Path, config: Config, class: &str, ind
     // Corrupted files: any known byte differs (a missing or short file counts).
     for (i, got) in files.iter().enumerate() {
         let bad = got.len() != FILE_SIZE as usize
-            || got.iter().enumerate().any(|(b, &v)| !exp.unknown[i][b] && v != exp.data[i][b]);
+            || got
+                .iter()
+                .enumerate()
+                .any(|(b, &v)| !exp.unknown[i][b] && v != exp.data[i][b]);
         if bad {
             out.corrupted_files += 1;
         }
@@ -248,7 +272,10 @@ pub fn table(outcomes: &[Outcome]) -> String {
     for config in Config::ALL {
         for class in CLASSES {
             let mut r = Row::default();
-            for o in outcomes.iter().filter(|o| o.config == config && o.class == class) {
+            for o in outcomes
+                .iter()
+                .filter(|o| o.config == config && o.class == class)
+            {
                 r.runs += 1;
                 if o.crashed {
                     r.crashes += 1;
@@ -299,8 +326,14 @@ mod tests {
             note: String::new(),
         };
         let t = table(&[o(true, 0, 0), o(true, 2, 1), o(false, 0, 0)]);
-        assert!(t.contains("| rio-protected | wild | 3 | 2 | 1 | 1 | 2 | warm reboot |"), "{t}");
-        assert!(!t.contains("ext4-sync"), "no rows for configurations without runs");
+        assert!(
+            t.contains("| rio-protected | wild | 3 | 2 | 1 | 1 | 2 | warm reboot |"),
+            "{t}"
+        );
+        assert!(
+            !t.contains("ext4-sync"),
+            "no rows for configurations without runs"
+        );
     }
 
     #[test]

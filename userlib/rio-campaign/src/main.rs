@@ -54,17 +54,31 @@ fn main() -> Result<()> {
     } else {
         cli.classes
             .iter()
-            .map(|n| CLASSES.iter().copied().find(|c| c == n).with_context(|| format!("unknown class {n:?}")))
+            .map(|n| {
+                CLASSES
+                    .iter()
+                    .copied()
+                    .find(|c| c == n)
+                    .with_context(|| format!("unknown class {n:?}"))
+            })
             .collect::<Result<_>>()?
     };
     let mut done: Vec<Outcome> = std::fs::read_to_string(&cli.results)
-        .map(|t| t.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
+        .map(|t| {
+            t.lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect()
+        })
         .unwrap_or_default();
     let mut todo = Vec::new();
     for &c in &configs {
         for &k in &classes {
             for i in 0..cli.count {
-                if applies(c, k) && !done.iter().any(|o| o.config == c && o.class == k && o.index == i) {
+                if applies(c, k)
+                    && !done
+                        .iter()
+                        .any(|o| o.config == c && o.class == k && o.index == i)
+                {
                     todo.push((c, k, i));
                 }
             }
@@ -75,8 +89,13 @@ fn main() -> Result<()> {
     }
     let artifacts = Artifacts::locate()?;
     let bar = ProgressBar::new(todo.len() as u64);
-    bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} crashes, eta {eta} {msg}")?);
-    let mut out = std::fs::OpenOptions::new().create(true).append(true).open(&cli.results)?;
+    bar.set_style(ProgressStyle::with_template(
+        "{bar:40} {pos}/{len} crashes, eta {eta} {msg}",
+    )?);
+    let mut out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&cli.results)?;
     for (c, k, i) in todo {
         bar.set_message(format!("{} / {k} #{i}", c.name()));
         let dir = match &cli.keep {

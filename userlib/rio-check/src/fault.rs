@@ -16,7 +16,8 @@ struct FaultReq {
     end: u64,
 }
 
-const RIOFAULT_INJECT: libc::c_ulong = (1 << 30) | ((std::mem::size_of::<FaultReq>() as libc::c_ulong) << 16) | (0xb8 << 8) | 1;
+const RIOFAULT_INJECT: libc::c_ulong =
+    (1 << 30) | ((std::mem::size_of::<FaultReq>() as libc::c_ulong) << 16) | (0xb8 << 8) | 1;
 
 fn kallsyms(name: &str) -> Result<u64> {
     let text = std::fs::read_to_string("/proc/kallsyms").context("reading /proc/kallsyms")?;
@@ -34,8 +35,16 @@ fn kallsyms(name: &str) -> Result<u64> {
 fn ram_top() -> Result<u64> {
     let text = std::fs::read_to_string("/proc/iomem").context("reading /proc/iomem")?;
     let mut top = 0;
-    for line in text.lines().filter(|l| l.trim_end().ends_with(": System RAM")) {
-        if let Some((_, end)) = line.trim().split(':').next().and_then(|r| r.trim().split_once('-')) {
+    for line in text
+        .lines()
+        .filter(|l| l.trim_end().ends_with(": System RAM"))
+    {
+        if let Some((_, end)) = line
+            .trim()
+            .split(':')
+            .next()
+            .and_then(|r| r.trim().split_once('-'))
+        {
             top = top.max(u64::from_str_radix(end.trim(), 16)? + 1);
         }
     }
@@ -61,7 +70,9 @@ pub fn inject(class: &str, seed: u64) -> Result<()> {
         return Ok(());
     }
     if !std::path::Path::new("/dev/riofault").exists() {
-        let st = std::process::Command::new("insmod").arg("/lib/modules/riofault.ko").status()?;
+        let st = std::process::Command::new("insmod")
+            .arg("/lib/modules/riofault.ko")
+            .status()?;
         if !st.success() {
             bail!("insmod riofault.ko failed");
         }

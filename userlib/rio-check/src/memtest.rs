@@ -49,8 +49,18 @@ pub fn plan(seed: u64, seq: u64, files: u64, file_size: u64) -> (u64, u64, u64) 
 }
 
 /// Runs the workload until killed (or `count` writes).
-pub fn run(target: Target, log: &str, files: u64, file_size: u64, seed: u64, count: Option<u64>) -> Result<()> {
-    let mut log = OpenOptions::new().write(true).open(log).with_context(|| format!("opening {log}"))?;
+pub fn run(
+    target: Target,
+    log: &str,
+    files: u64,
+    file_size: u64,
+    seed: u64,
+    count: Option<u64>,
+) -> Result<()> {
+    let mut log = OpenOptions::new()
+        .write(true)
+        .open(log)
+        .with_context(|| format!("opening {log}"))?;
     enum W {
         Rio(Vec<rio_client::Object>),
         Files(Vec<File>, bool),
@@ -72,7 +82,12 @@ pub fn run(target: Target, log: &str, files: u64, file_size: u64, seed: u64, cou
         Target::Dir { dir, fsync } => {
             let mut fs = Vec::new();
             for i in 0..files {
-                let f = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(format!("{dir}/mt{i}"))?;
+                let f = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(format!("{dir}/mt{i}"))?;
                 f.set_len(file_size)?;
                 f.sync_all()?;
                 fs.push(f);
@@ -124,7 +139,13 @@ pub fn expected(log: &str) -> Option<Expected> {
     });
     let (files, size, seed) = lines.by_ref().find_map(|l| {
         let v: Vec<&str> = l.split_whitespace().collect();
-        (v.len() == 4 && v[0] == "M").then(|| Some((v[1].parse::<u64>().ok()?, v[2].parse::<u64>().ok()?, v[3].parse::<u64>().ok()?)))?
+        (v.len() == 4 && v[0] == "M").then(|| {
+            Some((
+                v[1].parse::<u64>().ok()?,
+                v[2].parse::<u64>().ok()?,
+                v[3].parse::<u64>().ok()?,
+            ))
+        })?
     })?;
     let mut e = Expected {
         data: vec![vec![0u8; size as usize]; files as usize],
@@ -136,15 +157,25 @@ pub fn expected(log: &str) -> Option<Expected> {
         let v: Vec<&str> = l.split_whitespace().collect();
         match v.as_slice() {
             ["B", seq, f, off, len] => {
-                let (Ok(seq), Ok(f), Ok(off), Ok(len)) = (seq.parse(), f.parse(), off.parse(), len.parse()) else { continue };
+                let (Ok(seq), Ok(f), Ok(off), Ok(len)) =
+                    (seq.parse(), f.parse(), off.parse(), len.parse())
+                else {
+                    continue;
+                };
                 pending = Some((seq, f, off, len));
             }
             ["A", seq] => {
-                let Ok(seq) = seq.parse::<u64>() else { continue };
+                let Ok(seq) = seq.parse::<u64>() else {
+                    continue;
+                };
                 if let Some((s, f, off, len)) = pending.take() {
                     if s == seq && f < files && off + len <= size {
                         let r = off as usize..(off + len) as usize;
-                        pattern(write_seed(seed, seq), off, &mut e.data[f as usize][r.clone()]);
+                        pattern(
+                            write_seed(seed, seq),
+                            off,
+                            &mut e.data[f as usize][r.clone()],
+                        );
                         e.unknown[f as usize][r].fill(false);
                         e.acked.push((seq, f, off, len));
                     }
@@ -174,7 +205,11 @@ mod tests {
             let (f, off, len) = plan(seed, seq, files, size);
             log += &format!("B {seq} {f} {off} {len}\n");
             if seq < 4 {
-                pattern(write_seed(seed, seq), off, &mut truth[f as usize][off as usize..(off + len) as usize]);
+                pattern(
+                    write_seed(seed, seq),
+                    off,
+                    &mut truth[f as usize][off as usize..(off + len) as usize],
+                );
                 log += &format!("[  1.0] kernel noise\nA {seq}\n");
             }
         }
@@ -196,7 +231,7 @@ mod tests {
     fn plans_stay_inside_the_files() {
         for seq in 0..10_000 {
             let (f, off, len) = plan(3, seq, 8, 65536);
-            assert!(f < 8 && len >= 1 && len <= 8192 && off + len <= 65536);
+            assert!(f < 8 && (1..=8192).contains(&len) && off + len <= 65536);
         }
     }
 }

@@ -84,6 +84,9 @@ mod tests {
 
     #[test]
     fn a_regular_file_is_not_a_block_device() {
-        assert!(device_numbers(Path::new("/etc/hostname")).is_err() || !Path::new("/etc/hostname").exists());
+        assert!(
+            device_numbers(Path::new("/etc/hostname")).is_err()
+                || !Path::new("/etc/hostname").exists()
+        );
     }
 }

@@ -363,10 +363,20 @@ fn run(cli: Cli) -> Result<()> {
                 let (major, minor) = crashkernel::device_numbers(&backing)?;
                 let cmdline = crashkernel::cmdline(info.arena_phys, info.arena_size, major, minor);
                 crashkernel::load(&kernel, &initrd, &cmdline)?;
-                println!("crash kernel loaded: on a panic it writes the arena back to {}", backing.display());
+                println!(
+                    "crash kernel loaded: on a panic it writes the arena back to {}",
+                    backing.display()
+                );
             }
             CrashCmd::Status => {
-                println!("{}", if crashkernel::loaded()? { "loaded" } else { "not loaded" });
+                println!(
+                    "{}",
+                    if crashkernel::loaded()? {
+                        "loaded"
+                    } else {
+                        "not loaded"
+                    }
+                );
             }
         },
         Command::Stats => {
