@@ -6,7 +6,7 @@ export RIO_ROOT := $(CURDIR)
 GUEST_TARGET := x86_64-unknown-linux-gnu
 CARGO_GUEST := cd userlib && RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --target $(GUEST_TARGET)
 
-.PHONY: all setup kernel module guest initramfs test demo shell bench-rio bench-vista bench-fs campaign clean help
+.PHONY: all setup kernel module guest initramfs test demo shell bench-rio bench-vista bench-fs campaign bench-vista-rio clean help
 
 all: initramfs
 
@@ -20,6 +20,7 @@ help:
 	@echo "make shell      boot the guest with a shell on this terminal"
 	@echo "make bench-rio  durable-write latency: Rio (protection on/off) vs tmpfs vs disk+fdatasync"
 	@echo "make bench-vista Vista transactions vs SQLite, redb, LMDB on disk and tmpfs (host)"
+	@echo "make bench-vista-rio Vista on Rio vs SQLite, redb, LMDB on ext4 and tmpfs (guest)"
 	@echo "make bench-fs   ext4 on Rio vs ext4 write-through, ext4 default and tmpfs (guest)"
 	@echo "make campaign   crash campaign: COUNT crashes per fault class and configuration (default 50)"
 
@@ -33,7 +34,7 @@ module: kernel
 	@bash scripts/module.sh
 
 guest:
-	@$(CARGO_GUEST) -q -p rio-agent -p rio-cli -p rio-check -p rio-bench -p fs-bench
+	@$(CARGO_GUEST) -q -p rio-agent -p rio-cli -p rio-check -p rio-bench -p fs-bench -p vista-rio
 
 initramfs: module guest
 	@bash qemu/mkinitramfs.sh $(RIO_CACHE)/kbuild-current
@@ -60,6 +61,9 @@ campaign: setup initramfs
 
 bench-vista: setup
 	@bash scripts/bench-vista.sh
+
+bench-vista-rio: setup initramfs
+	@bash scripts/bench-vista-rio.sh
 
 clean:
 	rm -rf build userlib/target tests/target

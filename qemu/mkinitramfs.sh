@@ -13,7 +13,7 @@ busybox=$(command -v busybox || true)
 [ -n "$busybox" ] && file -L "$busybox" 2>/dev/null | grep -q 'statically linked' || busybox=/bin/busybox
 [ -x "$busybox" ] || { echo "mkinitramfs: busybox-static is not installed: run 'make setup'" >&2; exit 1; }
 # The static guest programs (built by `make guest`).
-GUEST_BINS="rio-agent rio rio-check rio-bench fs-bench"
+GUEST_BINS="rio-agent rio rio-check rio-bench fs-bench vista-rio"
 for f in "$root/rio_mod/rio.ko" $(for b in $GUEST_BINS; do echo "$guest/$b"; done); do
     [ -f "$f" ] || { echo "mkinitramfs: missing $f: run 'make module guest'" >&2; exit 1; }
 done

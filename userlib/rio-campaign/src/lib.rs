@@ -193,8 +193,9 @@ pub fn run_one(
             Vm::start(cfg)?
         }
         _ => {
+            // The delay lets the agent's STARTED reply out before the kernel may die.
             vm.spawn(&format!(
-                "rio-check inject {class} --seed {seed} > /dev/ttyS2 2>&1"
+                "sleep 0.2; rio-check inject {class} --seed {seed} > /dev/console 2>&1"
             ))?;
             match vm.wait_console("Kernel panic", Duration::from_secs(20)) {
                 Ok(()) => {

@@ -290,7 +290,9 @@ impl Vm {
     /// The guest reboots by itself one second later (`panic=1`) with RAM intact, unless the
     /// VM was configured with `no_reboot`.
     pub fn panic(&mut self) -> Result<()> {
-        self.spawn("echo c > /proc/sysrq-trigger")
+        // The short delay lets the agent's STARTED reply leave the serial port before the
+        // kernel dies; without it the reply can be lost and `spawn` would time out.
+        self.spawn("sleep 0.2; echo c > /proc/sysrq-trigger")
     }
 
     /// Waits until the console shows `needle`, at most `timeout`.

@@ -4,8 +4,8 @@
 //! [`Durability`] policy. Vista never reads or writes it with system calls on the
 //! transaction path: everything goes through the mapping. Today's backend is a plain file
 //! (durable across process crashes: the page cache outlives the process). A Rio object
-//! (`/dev/rio`) is the same thing with every store already durable: hand its fd to
-//! [`Backing::from_fd`] with [`Durability::Memory`].
+//! (`/dev/rio`, feature `rio`) is the same thing with every store already durable:
+//! [`Backing::from_rio`] with [`Durability::Memory`].
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -130,6 +130,29 @@ impl Backing {
             locking,
             locked: false,
         }
+    }
+
+    /// Wraps an open Rio object (feature `rio`): its length is the object's size, locking
+    /// is [`Locking::None`] (`flock` on a `/dev/rio` descriptor would lock the one device
+    /// inode shared by every object), so open the object with
+    /// [`rio_client::OpenMode::Exclusive`] to keep a second opener out: rio.ko then refuses
+    /// it with `Busy`, which Vista reports as [`Error::Busy`]. Use [`Durability::Memory`]:
+    /// every store to a Rio mapping is durable as it executes, so `msync` would only cost.
+    ///
+    /// The object's file descriptor is duplicated; the exclusive open lasts until the
+    /// backing (and every mapping of it) is gone.
+    #[cfg(feature = "rio")]
+    pub fn from_rio(object: rio_client::Object, durability: Durability) -> Result<Backing> {
+        use std::os::fd::AsFd;
+        let len = object.size().map_err(|e| Error::rio("stat object", e))?;
+        let fd = object
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|source| Error::Os {
+                op: "dup rio object descriptor",
+                source,
+            })?;
+        Ok(Backing::from_fd(fd, len, durability, Locking::None))
     }
 
     /// Length in bytes.

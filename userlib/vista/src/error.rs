@@ -199,12 +199,32 @@ pub enum Error {
     /// The operation is not possible while a transaction is active.
     #[error("not allowed while a transaction is active: {0}")]
     InTransaction(&'static str),
+    /// A call to rio.ko failed (feature `rio`). An object opened exclusively elsewhere is
+    /// reported as [`Error::Busy`] instead.
+    #[cfg(feature = "rio")]
+    #[error("rio: {op}: {source}")]
+    Rio {
+        /// Which operation.
+        op: &'static str,
+        /// The Rio error.
+        source: rio_client::Error,
+    },
 }
 
 /// Result alias.
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
+    /// Wraps a Rio error of operation `op`; `Busy` (opened exclusively elsewhere) becomes
+    /// [`Error::Busy`], as for a locked file.
+    #[cfg(feature = "rio")]
+    pub(crate) fn rio(op: &'static str, source: rio_client::Error) -> Error {
+        match source {
+            rio_client::Error::Busy(_) => Error::Busy,
+            source => Error::Rio { op, source },
+        }
+    }
+
     /// Wraps the current `errno` for operation `op`.
     pub(crate) fn last_os(op: &'static str) -> Error {
         Error::Os {

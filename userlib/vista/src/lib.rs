@@ -16,6 +16,8 @@
 //!   code can run inside a transaction (the basis of Discount Checking).
 //! * [`typed`]: [`PPtr`], [`PSlice`] and [`Tx::update`], so that most code never calls
 //!   `set_range` and cannot store without logging.
+//! * Feature `rio`: segments in Rio objects (`Segment::open_rio`, `Backing::from_rio`),
+//!   where every store is durable as it executes and a commit survives a kernel crash.
 //!
 //! ```
 //! use vista::{Durability, Segment, SegmentConfig};
@@ -40,12 +42,16 @@
 
 mod backing;
 mod checksum;
+#[cfg(feature = "compare")]
+pub mod compare;
 mod engine;
 mod error;
 pub mod heap;
 mod implicit;
 pub mod log;
 mod map;
+#[cfg(feature = "rio")]
+mod rio;
 pub mod roots;
 pub mod segment;
 mod store;

@@ -393,9 +393,13 @@ impl Member {
                 self.meta.ptr().add(8),
                 hdr.len() - 8,
             );
-            std::sync::atomic::compiler_fence(Ordering::SeqCst);
-            std::ptr::copy_nonoverlapping(hdr.as_ptr(), self.meta.ptr(), 8);
         }
+        // The magic goes in with one aligned 8-byte store, after the rest: a crash leaves
+        // either no magic (all zero: an unfinished creation) or the whole, sealed header.
+        // SAFETY: offset 0 of the page-aligned metadata mapping, which lives as long as
+        // &self; no other reference to these bytes exists.
+        let magic = unsafe { &*(self.meta.ptr() as *const AtomicU64) };
+        magic.store(u64::from_le_bytes(SEG_MAGIC), Ordering::Release);
         if self.backing.durability().syncs_commit() {
             self.meta.sync(0, self.meta.len())?;
             self.data.sync(0, self.data.len())?;

@@ -126,7 +126,7 @@ fn demo(mut cfg: VmConfig, workdir: &std::path::Path) -> Result<()> {
     step("a buggy kernel store aimed at the arena: protection turns it into an oops, and oops=panic crashes the kernel");
     let off = 49 * 4096 + 100;
     println!("guest# rio wild-store {off}");
-    vm.spawn(&format!("rio wild-store {off}"))?;
+    vm.spawn(&format!("sleep 0.2; rio wild-store {off}"))?;
     vm.wait_console("Kernel panic", Duration::from_secs(60))?;
     for line in vm.console().lines().filter(|l| {
         l.contains("rio: debug")

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# make bench-vista-rio: one guest run of `vista-rio bench` (see userlib/vista-rio): Vista on
+# Rio against SQLite (WAL, synchronous=FULL and NORMAL), redb and LMDB (heed), each on ext4
+# on a virtio disk and on tmpfs, plus Vista on a file as a reference. The markdown table
+# goes to standard output and to build/bench-vista-rio.md.
+#
+# The ext4 image is made on the host (Debian's mkfs.ext4) and mounted in the guest.
+# Variables: ROUND_MS (length of one timed round in ms, default 150), ONLY (comma-separated
+# system-name filter, e.g. "sqlite,lmdb"; Vista on Rio always runs), CPUS (default 1: under
+# TCG a wakeup on the other vCPU costs milliseconds, which would swamp every fsync).
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+mkfs=$(command -v mkfs.ext4 || echo /sbin/mkfs.ext4)
+truncate -s 2G "$work/disk.img"
+"$mkfs" -q -F "$work/disk.img"
+cd "$here/userlib"
+cargo build -q --release -p riovm
+mkdir -p "$here/build"
+args="--round-ms ${ROUND_MS:-150} --disk-dir /mnt/vista-bench --tmpfs-dir /tmp/vista-bench"
+[ -n "${ONLY:-}" ] && args="$args --only $ONLY"
+guest="rio-load >/dev/null && rio format >/dev/null && mount -t ext4 /dev/vda /mnt && vista-rio bench $args"
+echo "[bench-vista-rio] booting the guest; this takes several minutes under TCG" >&2
+./target/release/riovm --cpus "${CPUS:-1}" --memory 1024 --disk "$work/disk.img" \
+    run --timeout 3000 -- "$guest" | tee "$here/build/bench-vista-rio.md"
