@@ -169,6 +169,7 @@ mod tests {
             arena_size: 1 << 20,
             geometry: g,
             recoveries: 0,
+            saved_by: SAVED_BY_UNLOAD,
         }
         .encode(&mut arena_sb);
         assert_eq!(
