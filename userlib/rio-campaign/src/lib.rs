@@ -105,12 +105,25 @@ fn setup(vm: &mut Vm, config: Config) -> Result<String> {
     })
 }
 
-fn recover(vm: &mut Vm, config: Config) -> Result<(String, Vec<Vec<u8>>)> {
+/// Every workload file as the guest now sees it.
+fn fetch(vm: &mut Vm, config: Config) -> Result<Vec<Vec<u8>>> {
     let mut files = Vec::new();
+    for i in 0..FILES {
+        let cmd = if config.is_rio() {
+            format!("rio cat mt{i}")
+        } else {
+            format!("cat /mnt/mt{i}")
+        };
+        files.push(vm.run(&cmd)?.stdout);
+    }
+    Ok(files)
+}
+
+fn recover(vm: &mut Vm, config: Config) -> Result<(String, Vec<Vec<u8>>)> {
     let path = if config.is_rio() {
         sh(vm, "rio-load backing=/dev/vda writeback_ms=0")?;
         let dmesg = sh(vm, "dmesg | grep 'rio: '")?;
-        let path = if dmesg.contains("restored") {
+        if dmesg.contains("restored") {
             "backing disk"
         } else if dmesg.contains("saved by the crash kernel") {
             "crash kernel"
@@ -118,19 +131,41 @@ fn recover(vm: &mut Vm, config: Config) -> Result<(String, Vec<Vec<u8>>)> {
             "warm reboot"
         } else {
             "none needed"
-        };
-        for i in 0..FILES {
-            files.push(vm.run(&format!("rio cat mt{i}"))?.stdout);
         }
-        path
     } else {
         sh(vm, "mount /dev/vda /mnt")?;
-        for i in 0..FILES {
-            files.push(vm.run(&format!("cat /mnt/mt{i}"))?.stdout);
-        }
         "ext4 journal"
     };
-    Ok((path.into(), files))
+    Ok((path.into(), fetch(vm, config)?))
+}
+
+/// Counts corrupted files and lost acknowledged writes.
+fn score(out: &mut Outcome, exp: &rio_check::memtest::Expected, files: &[Vec<u8>]) {
+    out.acked_writes = exp.acked.len() as u32;
+    // Corrupted files: any known byte differs (a missing or short file counts).
+    for (i, got) in files.iter().enumerate() {
+        let bad = got.len() != FILE_SIZE as usize
+            || got
+                .iter()
+                .enumerate()
+                .any(|(b, &v)| !exp.unknown[i][b] && v != exp.data[i][b]);
+        if bad {
+            out.corrupted_files += 1;
+        }
+    }
+    // Lost writes: an acknowledged write with a byte that is neither what it wrote nor
+    // what a later acknowledged write put there (the expected image holds the latest value
+    // of every byte, so compare the write's range against it).
+    for &(_, f, off, len) in &exp.acked {
+        let got = &files[f as usize];
+        let lost = (off..off + len).any(|b| {
+            let b = b as usize;
+            !exp.unknown[f as usize][b] && got.get(b) != Some(&exp.data[f as usize][b])
+        });
+        if lost {
+            out.lost_writes += 1;
+        }
+    }
 }
 
 /// Runs one crash: boots in `workdir`, which it leaves behind for inspection.
@@ -203,7 +238,15 @@ pub fn run_one(
                     vm.wait_reboot(Duration::from_secs(120))?;
                 }
                 Err(_) => {
+                    // The guest lives on: stop the workload and check for silent damage
+                    // (a fault that corrupts without crashing is the worst kind).
                     out.note = "no crash".into();
+                    vm.run("killall rio-check; sleep 0.5")?;
+                    let text = std::fs::read_to_string(&log).context("reading the workload log")?;
+                    let exp = rio_check::memtest::expected(&text)
+                        .context("the workload log has no header")?;
+                    let files = fetch(&mut vm, config)?;
+                    score(&mut out, &exp, &files);
                     return Ok(out);
                 }
             }
@@ -227,30 +270,7 @@ pub fn run_one(
         }
     };
     out.recovery = path;
-    // Corrupted files: any known byte differs (a missing or short file counts).
-    for (i, got) in files.iter().enumerate() {
-        let bad = got.len() != FILE_SIZE as usize
-            || got
-                .iter()
-                .enumerate()
-                .any(|(b, &v)| !exp.unknown[i][b] && v != exp.data[i][b]);
-        if bad {
-            out.corrupted_files += 1;
-        }
-    }
-    // Lost writes: an acknowledged write with a byte that is neither what it wrote nor
-    // what a later acknowledged write put there (the expected image already holds the
-    // latest value for every byte, so compare the write's range against it).
-    for &(_, f, off, len) in &exp.acked {
-        let got = &files[f as usize];
-        let lost = (off..off + len).any(|b| {
-            let b = b as usize;
-            !exp.unknown[f as usize][b] && got.get(b) != Some(&exp.data[f as usize][b])
-        });
-        if lost {
-            out.lost_writes += 1;
-        }
-    }
+    score(&mut out, &exp, &files);
     Ok(out)
 }
 
@@ -261,6 +281,7 @@ struct Row {
     crashes: u32,
     no_crash: u32,
     corrupted: u32,
+    silent: u32,
     lost: u32,
     paths: Vec<String>,
 }
@@ -268,7 +289,7 @@ struct Row {
 /// The markdown table of `outcomes`.
 pub fn table(outcomes: &[Outcome]) -> String {
     let mut s = String::from(
-        "| configuration | fault | runs | crashes | no crash | runs with corrupted files | acknowledged writes lost | recovery paths |\n|---|---|---:|---:|---:|---:|---:|---|\n",
+        "| configuration | fault | runs | crashes | no crash (of them silently corrupted) | crashes with corrupted files | acknowledged writes lost in crashes | recovery paths |\n|---|---|---:|---:|---:|---:|---:|---|\n",
     );
     for config in Config::ALL {
         for class in CLASSES {
@@ -289,16 +310,20 @@ pub fn table(outcomes: &[Outcome]) -> String {
                     }
                 } else {
                     r.no_crash += 1;
+                    if o.corrupted_files > 0 {
+                        r.silent += 1;
+                    }
                 }
             }
             if r.runs > 0 {
                 s += &format!(
-                    "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                    "| {} | {} | {} | {} | {} ({}) | {} | {} | {} |\n",
                     config.name(),
                     class,
                     r.runs,
                     r.crashes,
                     r.no_crash,
+                    r.silent,
                     r.corrupted,
                     r.lost,
                     r.paths.join(", ")
@@ -326,9 +351,9 @@ mod tests {
             recovery: "warm reboot".into(),
             note: String::new(),
         };
-        let t = table(&[o(true, 0, 0), o(true, 2, 1), o(false, 0, 0)]);
+        let t = table(&[o(true, 0, 0), o(true, 2, 1), o(false, 0, 0), o(false, 0, 3)]);
         assert!(
-            t.contains("| rio-protected | wild | 3 | 2 | 1 | 1 | 2 | warm reboot |"),
+            t.contains("| rio-protected | wild | 4 | 2 | 2 (1) | 1 | 2 | warm reboot |"),
             "{t}"
         );
         assert!(

@@ -63,8 +63,16 @@ pub fn inject(class: &str, seed: u64) -> Result<()> {
     if class == "arena" {
         let rio = rio_client::Rio::open()?;
         let info = rio.info()?;
-        // Anywhere in the arena: superblock, table, registry or data.
-        let off = seed % info.arena_size;
+        let stats = rio.stats()?;
+        let g = rio_format::Geometry::for_size(info.arena_size).context("arena geometry")?;
+        let data = u64::from(g.data_start) * 4096;
+        // Aimed, as in the Rio paper: half at the metadata (superblock, object table,
+        // registry), half at the data pages in use.
+        let off = if seed.is_multiple_of(2) {
+            (seed >> 1) % data
+        } else {
+            data + (seed >> 1) % (stats.pages_in_use.max(1) * 4096)
+        };
         println!("injecting: wild store into the arena at offset {off:#x}");
         rio.wild_store(off, (seed >> 32) as u8)?;
         return Ok(());

@@ -13,6 +13,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 
 use anyhow::{Context, Result};
@@ -46,6 +47,18 @@ pub fn plan(seed: u64, seq: u64, files: u64, file_size: u64) -> (u64, u64, u64) 
     let len = 1 + next() % 8192;
     let off = next() % (file_size - len);
     (f, off, len)
+}
+
+/// Writes one log line and waits until the port has sent it (`tcdrain`): the host must know
+/// of a write before it is issued (`B`), and an `A` it never received was never
+/// acknowledged to it. Without the drain, a crash loses whatever the tty still buffers.
+fn log_line(log: &mut File, line: std::fmt::Arguments<'_>) -> Result<()> {
+    log.write_fmt(line)?;
+    log.write_all(b"\n")?;
+    // SAFETY: tcdrain on an open fd; for a non-tty it fails with ENOTTY, which is fine
+    // (a plain file needs no drain).
+    unsafe { libc::tcdrain(log.as_raw_fd()) };
+    Ok(())
 }
 
 /// Runs the workload until killed (or `count` writes).
@@ -96,14 +109,14 @@ pub fn run(
             W::Files(fs, *fsync)
         }
     };
-    writeln!(log, "M {files} {file_size} {seed}")?;
+    log_line(&mut log, format_args!("M {files} {file_size} {seed}"))?;
     let mut buf = vec![0u8; 8192];
     let mut seq = 0u64;
     while count.is_none_or(|c| seq < c) {
         let (f, off, len) = plan(seed, seq, files, file_size);
         let data = &mut buf[..len as usize];
         pattern(write_seed(seed, seq), off, data);
-        writeln!(log, "B {seq} {f} {off} {len}")?;
+        log_line(&mut log, format_args!("B {seq} {f} {off} {len}"))?;
         match &w {
             W::Rio(objs) => objs[f as usize].write_all_at(data, off)?,
             W::Files(fs, fsync) => {
@@ -113,7 +126,7 @@ pub fn run(
                 }
             }
         }
-        writeln!(log, "A {seq}")?;
+        log_line(&mut log, format_args!("A {seq}"))?;
         seq += 1;
     }
     Ok(())
