@@ -6,7 +6,7 @@ export RIO_ROOT := $(CURDIR)
 GUEST_TARGET := x86_64-unknown-linux-gnu
 CARGO_GUEST := cd userlib && RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --target $(GUEST_TARGET)
 
-.PHONY: all setup kernel module guest initramfs test demo shell bench-rio bench-vista bench-fs campaign bench-vista-rio clean help
+.PHONY: all setup kernel module guest initramfs test demo shell bench-rio bench-vista bench-fs campaign bench-vista-rio bench-dc clean help
 
 all: initramfs
 
@@ -22,6 +22,7 @@ help:
 	@echo "make bench-vista Vista transactions vs SQLite, redb, LMDB on disk and tmpfs (host)"
 	@echo "make bench-vista-rio Vista on Rio vs SQLite, redb, LMDB on ext4 and tmpfs (guest)"
 	@echo "make bench-fs   ext4 on Rio vs ext4 write-through, ext4 default and tmpfs (guest)"
+	@echo "make bench-dc   Discount Checking: checkpoint latency, cost per page, overheads (host)"
 	@echo "make campaign   crash campaign: COUNT crashes per fault class and configuration (default 50)"
 
 setup:
@@ -58,6 +59,9 @@ COUNT ?= 50
 campaign: setup initramfs
 	@cd userlib && cargo build -q --release -p rio-campaign
 	@userlib/target/release/rio-campaign --count $(COUNT) --results build/campaign.jsonl --table build/campaign.md
+
+bench-dc: setup
+	@bash scripts/bench-dc.sh
 
 bench-vista: setup
 	@bash scripts/bench-vista.sh

@@ -1,0 +1,312 @@
+//! Test harness: runs the demo programs, kills them with SIGKILL at chosen points, runs
+//! them again until they finish, and collects the output of every run.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+/// Output of one run.
+#[derive(Debug, Clone)]
+pub struct Run {
+    /// Stdout.
+    pub out: Vec<u8>,
+    /// Exit code (None: killed).
+    pub code: Option<i32>,
+}
+
+/// A small deterministic RNG for kill plans.
+pub struct Rng(u64);
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        let s = std::env::var("DC_TEST_SEED")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(seed);
+        eprintln!("kill-plan seed {s} (set DC_TEST_SEED to reproduce)");
+        Rng(s.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    pub fn next(&mut self) -> u64 {
+        dc_demos::rng(&mut self.0)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+pub struct Proc {
+    child: Child,
+    out: std::process::ChildStdout,
+    buf: Vec<u8>,
+    last: Instant,
+    closed: bool,
+}
+
+impl Proc {
+    pub fn spawn(
+        bin: &Path,
+        args: &[&str],
+        env: &[(String, String)],
+        cwd: &Path,
+        stderr: &Path,
+    ) -> Result<Proc> {
+        let errf = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(stderr)?;
+        let mut cmd = Command::new(bin);
+        cmd.args(args)
+            .current_dir(cwd)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(errf));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("spawn {}", bin.display()))?;
+        let out = child.stdout.take().context("stdout")?;
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&out);
+        // SAFETY: setting O_NONBLOCK on our end of the pipe.
+        unsafe {
+            let fl = libc::fcntl(fd, libc::F_GETFL);
+            libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK);
+        }
+        Ok(Proc {
+            child,
+            out,
+            buf: Vec::new(),
+            last: Instant::now(),
+            closed: false,
+        })
+    }
+
+    /// Reads everything the program has written so far (without blocking).
+    pub fn pump(&mut self) {
+        let mut chunk = [0u8; 4096];
+        while !self.closed {
+            match self.out.read(&mut chunk) {
+                Ok(0) => self.closed = true,
+                Ok(n) => {
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    self.last = Instant::now();
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => self.closed = true,
+            }
+        }
+    }
+
+    /// Output so far (call `pump` first).
+    pub fn output(&self) -> &[u8] {
+        &self.buf
+    }
+
+    pub fn send(&mut self, line: &str) -> Result<()> {
+        // One write, so the line reaches the program whole (like a terminal in canonical
+        // mode): a read never sees half of it.
+        let s = self.child.stdin.as_mut().context("stdin")?;
+        s.write_all(format!("{line}\n").as_bytes())?;
+        s.flush()?;
+        Ok(())
+    }
+
+    pub fn close_stdin(&mut self) {
+        self.child.stdin.take();
+    }
+
+    pub fn kill(self) -> Result<Run> {
+        // SAFETY: sending SIGKILL to our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
+        self.finish()
+    }
+
+    pub fn finish(mut self) -> Result<Run> {
+        let st = self.child.wait()?;
+        // The pipe's write end is closed now: drain to EOF.
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&self.out);
+        // SAFETY: clearing O_NONBLOCK on our end of the pipe.
+        unsafe {
+            let fl = libc::fcntl(fd, libc::F_GETFL);
+            libc::fcntl(fd, libc::F_SETFL, fl & !libc::O_NONBLOCK);
+        }
+        let _ = self.out.read_to_end(&mut self.buf);
+        Ok(Run {
+            out: self.buf,
+            code: st.code(),
+        })
+    }
+
+    pub fn try_done(&mut self) -> Result<bool> {
+        Ok(self.child.try_wait()?.is_some())
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+}
+
+/// Whether process `pid` is blocked in `read(0, ...)`, i.e. waiting for the user
+/// (`/proc/<pid>/syscall` shows the system call a blocked process is in).
+pub fn waiting_for_stdin(pid: i32) -> bool {
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/syscall")) else {
+        return false;
+    };
+    let mut f = s.split_whitespace();
+    f.next() == Some("0") && f.next() == Some("0x0")
+}
+
+/// What to run and where.
+pub struct Target<'a> {
+    pub bin: &'a Path,
+    pub args: &'a [&'a str],
+    pub env: &'a [(String, String)],
+    pub cwd: &'a Path,
+    pub stderr: &'a Path,
+}
+
+/// The prompt number if `out` ends with `kv[N]> `.
+pub fn prompt(out: &[u8]) -> Option<usize> {
+    let s = std::str::from_utf8(out).ok()?;
+    let s = s.strip_suffix("]> ")?;
+    let i = s.rfind("kv[")?;
+    s[i + 3..].parse().ok()
+}
+
+/// Drives the key-value shell through `inputs` (the last should be `quit`), like a user
+/// who types the next command when the shell shows a prompt and waits for input (blocked
+/// reading stdin: while it re-executes from its input log after a recovery it prints
+/// prompts without waiting, and typing then would be typing ahead). `kills` maps an input
+/// index to a delay: after sending that input, wait the delay and SIGKILL the shell, then
+/// start it again (each entry is used once). Returns the output of every run.
+pub fn drive_kv(
+    t: &Target<'_>,
+    inputs: &[String],
+    kills: &[(usize, u64)],
+    deadline: Duration,
+) -> Result<Vec<Run>> {
+    let (bin, args, env, cwd, stderr) = (t.bin, t.args, t.env, t.cwd, t.stderr);
+    let end = Instant::now() + deadline;
+    let mut runs = Vec::new();
+    let mut pending: Vec<(usize, u64)> = kills.to_vec();
+    'runs: loop {
+        let mut p = Proc::spawn(bin, args, env, cwd, stderr)?;
+        let mut answered_len = usize::MAX;
+        loop {
+            if Instant::now() > end {
+                let r = p.kill()?;
+                bail!(
+                    "deadline exceeded; last run's output: {:?}",
+                    String::from_utf8_lossy(&r.out)
+                );
+            }
+            p.pump();
+            if p.try_done()? {
+                runs.push(p.finish()?);
+                let last = runs.last().map(|r| r.code);
+                if last == Some(Some(0)) {
+                    return Ok(runs);
+                }
+                bail!("run ended with {:?}; stderr in {}", last, stderr.display());
+            }
+            // Blocked reading stdin means everything it printed before is in the pipe:
+            // drain it again, then answer the prompt it ends with.
+            if waiting_for_stdin(p.pid()) {
+                p.pump();
+                let out = p.output();
+                if out.len() != answered_len {
+                    if let Some(n) = prompt(out) {
+                        answered_len = out.len();
+                        if n < inputs.len() {
+                            p.send(&inputs[n])?;
+                        } else {
+                            p.close_stdin();
+                        }
+                        if let Some(i) = pending.iter().position(|&(k, _)| k == n) {
+                            let (_, delay) = pending.remove(i);
+                            std::thread::sleep(Duration::from_millis(delay));
+                            runs.push(p.kill()?);
+                            continue 'runs;
+                        }
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+/// Runs a program to completion, killing it after the given delays (ms since its start),
+/// one delay per run, restarting it after each kill.
+pub fn run_with_kills(
+    t: &Target<'_>,
+    kill_after_ms: &[u64],
+    deadline: Duration,
+) -> Result<Vec<Run>> {
+    let (bin, args, env, cwd, stderr) = (t.bin, t.args, t.env, t.cwd, t.stderr);
+    let end = Instant::now() + deadline;
+    let mut runs = Vec::new();
+    let mut plan = kill_after_ms.iter();
+    loop {
+        let mut p = Proc::spawn(bin, args, env, cwd, stderr)?;
+        p.close_stdin();
+        let start = Instant::now();
+        let kill_at = plan.next().map(|&ms| start + Duration::from_millis(ms));
+        loop {
+            if Instant::now() > end {
+                let _ = p.kill();
+                bail!("deadline exceeded");
+            }
+            p.pump();
+            if p.try_done()? {
+                let r = p.finish()?;
+                let code = r.code;
+                runs.push(r);
+                if code == Some(0) {
+                    return Ok(runs);
+                }
+                bail!("run ended with {code:?}; stderr in {}", stderr.display());
+            }
+            if kill_at.is_some_and(|k| Instant::now() >= k) {
+                runs.push(p.kill()?);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+/// Every regular file under `dir` (relative path, contents), sorted.
+pub fn files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut v = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_file() {
+                v.push((
+                    PathBuf::from(e.file_name()),
+                    std::fs::read(&p).unwrap_or_default(),
+                ));
+            }
+        }
+    }
+    v.sort();
+    v
+}
+
+pub fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+pub fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}

@@ -1,0 +1,752 @@
+//! Checkpoint and recovery: the heart of Discount Checking.
+//!
+//! # Memory
+//!
+//! The process runs in ordinary (private) memory; the *image* of each checkpointed range
+//! lives in a Vista segment at an address of its own (see [`crate::image`]). A checkpoint
+//! finds the pages written since the previous one ([`crate::track`]) and, inside one Vista
+//! transaction, logs each image page's before-image (`set_range`) and copies the working
+//! page over it; then it logs and updates the control header and commits. So the
+//! checkpoint is Vista's commit, and "recovery is abort": opening the group after a crash
+//! rolls back a half-written checkpoint, and the image is the last committed one.
+//!
+//! This copies a dirty page at checkpoint time (two 4 KB copies: before-image into the
+//! log, working page into the image) instead of at its first write as the thesis did
+//! (write-protect, SIGSEGV, copy, unprotect): the kernel only has to *mark* the page
+//! written, which is several times cheaper than a signal and an `mprotect`.
+//!
+//! # Registers
+//!
+//! [`crate::sys`]'s `dc_ckpt_enter` pushes the callee-saved registers, MXCSR and the x87
+//! control word onto the stack and calls the commit with that stack pointer, so the saved
+//! registers are simply part of the stack image, and the only register the header keeps is
+//! the stack pointer. The stack above it (the live frames, back to `_start`, the argument
+//! and environment strings) is checkpointed; below it nothing is, since it is dead when
+//! the checkpoint is resumed ("the unused part of the stack is not logged").
+//!
+//! # Recovery
+//!
+//! The program is restarted; `init` re-executes it as first started with ASLR off (see
+//! [`crate::reexec`]), so every object and the stack are where they were. It opens the
+//! image (Vista rolls back an unfinished checkpoint), undoes file writes made after the
+//! checkpoint (`kstate`), switches to a temporary stack, copies every range's image back
+//! over the live memory, redoes the kernel state (files, offsets, signal handlers and
+//! mask, timers, `mprotect`s), restores the two TCB words glibc derives from the random
+//! bytes of the first run (stack canary, pointer guard), and jumps into the saved context:
+//! `dc_ckpt_enter` returns a second time, now with 1.
+
+use std::sync::atomic::Ordering;
+
+use crate::alloc::{internal, HEAP, HEAP_BASE};
+use crate::error::{Error, Result};
+use crate::image::{self, CtlHeader, CtlLayout, Image, Store};
+use crate::layout::{self, Kind, Range};
+use crate::sys::{self, check, sc, sc4};
+use crate::track::Tracker;
+use crate::vol;
+use crate::Config;
+
+const PAGE: usize = 4096;
+
+fn page_down(x: usize) -> usize {
+    x & !(PAGE - 1)
+}
+fn page_up(x: usize) -> usize {
+    (x + PAGE - 1) & !(PAGE - 1)
+}
+
+/// One checkpointed range at run time.
+#[derive(Debug, Clone)]
+pub struct RtRange {
+    /// What it is.
+    pub kind: Kind,
+    /// Working start (for the stack: the lowest address the image can hold).
+    pub start: usize,
+    /// Working end.
+    pub end: usize,
+    /// `image - working`.
+    pub delta: isize,
+}
+
+/// Counters (volatile; for benchmarks).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Stats {
+    /// Checkpoints committed by this process.
+    pub checkpoints: u64,
+    /// Pages copied into the image.
+    pub pages: u64,
+    /// Nanoseconds spent in checkpoints.
+    pub ns: u64,
+    /// Pages copied by the last checkpoint.
+    pub last_pages: u64,
+    /// Nanoseconds of the last checkpoint.
+    pub last_ns: u64,
+    /// Nanoseconds spent finding dirty pages and copying them (all checkpoints).
+    pub scan_copy_ns: u64,
+    /// Nanoseconds spent in Vista begin, header logging and commit (all checkpoints).
+    pub vista_ns: u64,
+}
+
+/// Discount Checking's volatile state for the current process (in the volatile arena).
+#[derive(Debug)]
+pub struct Runtime {
+    /// The configuration.
+    pub cfg: Config,
+    /// Where the files are.
+    pub store: Box<dyn Store>,
+    /// The image.
+    pub image: Image,
+    /// The ranges.
+    pub ranges: Vec<RtRange>,
+    /// Dirty-page tracking.
+    pub tracker: Tracker,
+    /// Lowest live stack address hint for the checkpoint in progress.
+    low_hint: usize,
+    /// Counters.
+    pub stats: Stats,
+    /// Replay cursor into the input log (bytes from the area start).
+    pub input_cursor: usize,
+    /// The trace file, if tracing.
+    pub trace_fd: i32,
+    /// Trace sequence number.
+    pub trace_seq: u64,
+    /// Top of the temporary stack used during recovery.
+    tmp_top: usize,
+    /// Start of the kernel's stack mapping before recovery copied the stack back.
+    stack_vma_start: usize,
+}
+
+/// The runtime, if `init` has finished (or is recovering).
+pub(crate) fn rt() -> Option<&'static mut Runtime> {
+    let p = vol::get().rt.load(Ordering::Acquire);
+    // SAFETY: the runtime is leaked into the volatile arena and only used by the (single)
+    // program thread, with `busy`/`in_dc` guarding reentry from signal handlers.
+    (!p.is_null()).then(|| unsafe { &mut *p })
+}
+
+/// Image length for a range.
+fn image_len(r: &Range, cfg: &Config) -> usize {
+    match r.kind {
+        Kind::Data => r.end - r.start,
+        Kind::Heap => r.end - r.start,
+        Kind::Stack => cfg.stack_size.max(r.end - r.start),
+    }
+}
+
+/// Discovers the ranges to checkpoint in this process.
+fn discover(cfg: &Config) -> Result<Vec<Range>> {
+    let mut v = layout::data_ranges();
+    layout::check_mapped(&v)?;
+    let (s, top) = layout::stack_vma()?;
+    v.push(Range {
+        kind: Kind::Heap,
+        start: HEAP_BASE,
+        end: HEAP_BASE + cfg.heap_size,
+        name: "heap".into(),
+    });
+    v.push(Range {
+        kind: Kind::Stack,
+        start: s,
+        end: top,
+        name: "[stack]".into(),
+    });
+    Ok(v)
+}
+
+fn rt_ranges(recs: &[image::RangeRec], cfg: &Config) -> Result<Vec<RtRange>> {
+    recs.iter()
+        .map(|r| {
+            let kind = Kind::from_u32(r.kind).ok_or(Error::Corrupt("range kind".into()))?;
+            let (start, end) = (r.start as usize, r.end as usize);
+            let start = if kind == Kind::Stack {
+                end - cfg.stack_size.max(end - start)
+            } else {
+                start
+            };
+            Ok(RtRange {
+                kind,
+                start,
+                end,
+                delta: r.image as isize - r.start as isize,
+            })
+        })
+        .collect()
+}
+
+fn map_heap(cfg: &Config) -> Result<()> {
+    let p = sys::mmap_anon(HEAP_BASE, cfg.heap_size, true)
+        .map_err(|e| Error::sys("mmap persistent heap", e))?;
+    // SAFETY: advising our own fresh mapping; keeps dirty tracking at 4 KB granularity.
+    unsafe { libc::madvise(p as *mut libc::c_void, cfg.heap_size, libc::MADV_NOHUGEPAGE) };
+    Ok(())
+}
+
+fn ctl_layout(cfg: &Config) -> CtlLayout {
+    CtlLayout::new(cfg.fundo_capacity, cfg.input_capacity)
+}
+
+/// First run: create the image, copy the address space into it, start tracking, and take
+/// the first checkpoint. Returns when the program should go on (first run, or resumed
+/// into this very checkpoint after a crash).
+pub(crate) fn init_fresh(cfg: Config, store: Box<dyn Store>) -> Result<()> {
+    let rt = internal(|| -> Result<Box<Runtime>> {
+        map_heap(&cfg)?;
+        let ranges = discover(&cfg)?;
+        let with_len: Vec<(Range, usize)> = ranges
+            .iter()
+            .map(|r| (r.clone(), image_len(r, &cfg)))
+            .collect();
+        let ctl = ctl_layout(&cfg);
+        let (members, recs) = image::plan(&with_len, &ctl)?;
+        let mut img = Image::create(store.as_ref(), &members, ctl, cfg.log_capacity)?;
+        img.format_header(&recs);
+        let mut tracker = Tracker::new(cfg.tracker)?;
+        let rts = rt_ranges(&recs, &cfg)?;
+        for r in &rts {
+            let (s, e) = tracked_extent(r)?;
+            tracker.register(s, e)?;
+            tracker.reset(s, e)?;
+        }
+        // The initial copy: whatever is not written from now on keeps these contents.
+        let sp = page_down(sys::stack_pointer());
+        for r in &rts {
+            let (s, e) = match r.kind {
+                Kind::Data => (r.start, r.end),
+                Kind::Heap => (r.start, r.start),
+                Kind::Stack => (sp.max(r.start), r.end),
+            };
+            copy_nonzero(s, e, r.delta);
+        }
+        Ok(Box::new(Runtime {
+            cfg: cfg.clone(),
+            store,
+            image: img,
+            ranges: rts,
+            tracker,
+            low_hint: usize::MAX,
+            stats: Stats::default(),
+            input_cursor: 0,
+            trace_fd: -1,
+            trace_seq: 0,
+            tmp_top: 0,
+            stack_vma_start: 0,
+        }))
+    })?;
+    HEAP.set_region(HEAP_BASE, HEAP_BASE + cfg.heap_size);
+    publish_stack(&rt.ranges);
+    vol::get().rt.store(Box::into_raw(rt), Ordering::Release);
+    crate::trace::open()?;
+    crate::kstate::init()?;
+    start_signals()?;
+    vol::get().active.store(true, Ordering::Release);
+    crate::trace::event("S", "start");
+    take(usize::MAX).map(|_| ())
+}
+
+fn publish_stack(ranges: &[RtRange]) {
+    if let Some(r) = ranges.iter().find(|r| r.kind == Kind::Stack) {
+        let v = vol::get();
+        v.stack_lo.store(r.start, Ordering::Relaxed);
+        v.stack_hi.store(r.end, Ordering::Relaxed);
+    }
+}
+
+/// `[start, end)` to register with the tracker: the whole range, except the stack, which
+/// is registered as the kernel's stack mapping (it grows inside that mapping).
+fn tracked_extent(r: &RtRange) -> Result<(usize, usize)> {
+    match r.kind {
+        Kind::Stack => {
+            let (s, e) = layout::stack_vma()?;
+            Ok((s, e))
+        }
+        _ => Ok((r.start, r.end)),
+    }
+}
+
+fn copy_nonzero(s: usize, e: usize, delta: isize) {
+    let mut p = s;
+    while p < e {
+        // SAFETY: [p, p+PAGE) is a page of a mapped working range; the image mapping at
+        // p+delta is a page of its (writable) member; the two never overlap.
+        unsafe {
+            let src = std::slice::from_raw_parts(p as *const u8, PAGE);
+            if src.iter().any(|&b| b != 0) {
+                std::ptr::copy_nonoverlapping(src.as_ptr(), (p as isize + delta) as *mut u8, PAGE);
+            }
+        }
+        p += PAGE;
+    }
+}
+
+extern "C" fn commit_entry(arg: usize, sp: usize) -> usize {
+    // SAFETY: arg is the runtime pointer passed by `take`.
+    let rt = unsafe { &mut *(arg as *mut Runtime) };
+    match rt.commit(sp) {
+        Ok(()) => 0,
+        Err(e) => {
+            // The dirty bits were consumed: the image can no longer follow the working
+            // memory. Die; the next run resumes from the previous checkpoint. (No heap
+            // allocation here: we may have interrupted the allocator.)
+            let mut w = sys::StackWriter::new();
+            let _ = std::fmt::Write::write_fmt(&mut w, format_args!("checkpoint failed: {e}"));
+            sys::fatal(w.as_str())
+        }
+    }
+}
+
+fn current_sigmask() -> u64 {
+    let mut old: u64 = 0;
+    // SAFETY: rt_sigprocmask with a null new set only reads the mask into `old` (8 bytes).
+    unsafe {
+        sc4(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_BLOCK as usize,
+            0,
+            &mut old as *mut u64 as usize,
+            8,
+        )
+    };
+    old
+}
+
+impl Runtime {
+    fn header(&self) -> *mut CtlHeader {
+        self.image.header()
+    }
+
+    /// The checkpoint proper (runs below the save area at `sp`).
+    fn commit(&mut self, sp: usize) -> Result<()> {
+        let t0 = crate::vdso::mono_ns();
+        let hwm = page_up(HEAP.hwm_unlocked().max(HEAP_BASE));
+        let stack = self
+            .ranges
+            .iter()
+            .find(|r| r.kind == Kind::Stack)
+            .map(|r| (r.start, r.end))
+            .unwrap_or((0, 0));
+        // Live stack: from the save area up, or (in a signal handler on the alternate
+        // stack) from the interrupted code's stack pointer minus its red zone.
+        let on_main = sp >= stack.0 && sp < stack.1;
+        let hint_on_main = self.low_hint >= stack.0 && self.low_hint < stack.1;
+        let low = page_down(if on_main {
+            sp.min(self.low_hint)
+        } else if hint_on_main {
+            self.low_hint
+        } else {
+            // No handler told us where the main stack's live part starts (a checkpoint
+            // from a handler that did not come through ours): all of its mapping.
+            match crate::vol::get().handler_low.load(Ordering::Relaxed) {
+                usize::MAX => stack.0,
+                h => h.clamp(stack.0, stack.1),
+            }
+        });
+        if low < stack.0 {
+            return Err(Error::Layout(format!(
+                "stack deeper than the image ({} bytes; raise DC_STACK_MB)",
+                stack.1 - low
+            )));
+        }
+        let low = low.min(stack.1);
+        // SAFETY: header is mapped.
+        let input_end = unsafe { (*self.header()).input_end } as usize;
+        let cursor = self.input_cursor;
+        let input_done = cursor >= input_end;
+        if input_done {
+            self.input_cursor = 0;
+        }
+        let Runtime {
+            image,
+            ranges,
+            tracker,
+            stats,
+            ..
+        } = self;
+        let h = image.header();
+        let t_begin = crate::vdso::mono_ns();
+        let mut tx = image.group.begin()?;
+        let t_scan = crate::vdso::mono_ns();
+        let mut pages = 0u64;
+        // What to checkpoint of each range: all of a data range, the heap up to its
+        // high-water mark, the live part of the stack.
+        let extent = |r: &RtRange| match r.kind {
+            Kind::Data => (r.start, r.end),
+            Kind::Heap => (r.start, hwm.min(r.end)),
+            Kind::Stack => (low, r.end),
+        };
+        // Copies the written run [a, b) of range r into the image, logged.
+        let mut save = |r: &RtRange, a: usize, b: usize| -> Result<()> {
+            let (s, e) = extent(r);
+            let (a, b) = (a.max(s), b.min(e));
+            if b <= a {
+                return Ok(());
+            }
+            let img = (a as isize + r.delta) as usize;
+            tx.set_range(img as *const u8, b - a).map_err(|e| match e {
+                vista::Error::LogFull {
+                    needed, capacity, ..
+                } => Error::LogFull { needed, capacity },
+                e => Error::Vista(e),
+            })?;
+            // SAFETY: [a, b) is mapped working memory of this range and [img, img+b-a)
+            // its image page(s), just logged; distinct mappings.
+            unsafe { std::ptr::copy_nonoverlapping(a as *const u8, img as *mut u8, b - a) };
+            pages += ((b - a) / PAGE) as u64;
+            Ok(())
+        };
+        if tracker.kind() == crate::track::TrackerKind::Uffd {
+            // Two page-table walks in all: the heap, then one span from the lowest
+            // static-data range to the top of the stack (the walk skips the mappings in
+            // between, which are not registered; written pages outside every range,
+            // e.g. below the live stack, are dropped, see `save`).
+            for r in ranges.iter().filter(|r| r.kind == Kind::Heap) {
+                let (s, e) = extent(r);
+                tracker.scan(s, e, 0, &mut |a, b| save(r, a, b))?;
+            }
+            let others = ranges.iter().filter(|r| r.kind != Kind::Heap);
+            let lo = others.clone().map(|r| extent(r).0).min().unwrap_or(0);
+            let hi = others.clone().map(|r| r.end).max().unwrap_or(0);
+            tracker.scan(lo, hi, 0, &mut |a, b| {
+                for r in ranges.iter().filter(|r| r.kind != Kind::Heap) {
+                    if a < r.end && b > r.start {
+                        save(r, a, b)?;
+                    }
+                }
+                Ok(())
+            })?;
+        } else {
+            for r in ranges.iter() {
+                let (s, e) = extent(r);
+                tracker.scan(s, e, r.delta, &mut |a, b| save(r, a, b))?;
+            }
+        }
+        let t_scanned = crate::vdso::mono_ns();
+        tx.set_range(h as *const u8, std::mem::size_of::<CtlHeader>())?;
+        let (canary, guard) = sys::tcb_guards();
+        // SAFETY: the header lies in the control member and was just logged.
+        unsafe {
+            (*h).seq += 1;
+            (*h).saved_sp = sp as u64;
+            (*h).stack_low = low as u64;
+            (*h).heap_hwm = hwm as u64;
+            (*h).sigmask = current_sigmask();
+            (*h).canary = canary;
+            (*h).guard = guard;
+            (*h).commit_ns = t0;
+            (*h).state = image::STATE_VALID;
+            // This checkpoint makes every file write so far permanent.
+            (*h).fundo_end = 0;
+            // Input consumed so far is part of the checkpointed state now.
+            if input_done {
+                (*h).input_start = 0;
+                (*h).input_end = 0;
+            } else {
+                (*h).input_start = cursor as u64;
+            }
+        }
+        tx.commit()?;
+        let t_end = crate::vdso::mono_ns();
+        let dt = t_end - t0;
+        stats.scan_copy_ns += t_scanned - t_scan;
+        stats.vista_ns += (t_scan - t_begin) + (t_end - t_scanned);
+        stats.checkpoints += 1;
+        stats.pages += pages;
+        stats.ns += dt;
+        stats.last_pages = pages;
+        stats.last_ns = dt;
+        Ok(())
+    }
+}
+
+/// Takes a checkpoint. `low_hint` is the lowest live address of the main stack when the
+/// caller is a signal handler running on the alternate stack (usize::MAX otherwise).
+/// Returns `Ok(true)` when returning a second time, after recovery.
+pub(crate) fn take(low_hint: usize) -> Result<bool> {
+    let v = vol::get();
+    if !v.active.load(Ordering::Acquire) {
+        return Err(Error::State("Discount Checking is not initialized"));
+    }
+    if v.busy.swap(true, Ordering::AcqRel) {
+        return Ok(false);
+    }
+    crate::protocol::before_commit();
+    let Some(run) = rt() else {
+        v.busy.store(false, Ordering::Release);
+        return Err(Error::State("no runtime"));
+    };
+    run.low_hint = low_hint;
+    // The depth of Discount Checking code below us: a local, so that a resumed context
+    // (whose stack is this frame) knows it too.
+    let depth = v.in_dc.fetch_add(1, Ordering::AcqRel);
+    // SAFETY: commit_entry matches the expected signature and receives the runtime.
+    let r = unsafe { sys::dc_ckpt_enter(commit_entry, run as *mut Runtime as usize) };
+    if r == 1 {
+        // Resumed after recovery, in a new process whose runtime `recover` set up. Only
+        // now is it safe to let signals take checkpoints: before the jump, a checkpoint
+        // would have captured recovery's temporary stack.
+        v.in_dc.store(depth, Ordering::Release);
+        v.busy.store(false, Ordering::Release);
+        v.active.store(true, Ordering::Release);
+        // Signals stayed blocked through the jump: one delivered before it would have
+        // put its frame on top of a restored alternate stack. Now we are on the right
+        // stack, the checkpoint's mask can return.
+        if let Some(run) = rt() {
+            // SAFETY: the header is mapped.
+            let mask = unsafe { (*run.header()).sigmask };
+            // SAFETY: see above.
+            unsafe {
+                sc4(
+                    libc::SYS_rt_sigprocmask,
+                    libc::SIG_SETMASK as usize,
+                    &mask as *const u64 as usize,
+                    0,
+                    8,
+                )
+            };
+        }
+        return Ok(true);
+    }
+    v.in_dc.fetch_sub(1, Ordering::AcqRel);
+    crate::kstate::after_commit();
+    // SAFETY: header is mapped.
+    let seq = rt().map(|rt| unsafe { (*rt.header()).seq }).unwrap_or(0);
+    crate::trace::event_num("C", seq);
+    v.busy.store(false, Ordering::Release);
+    Ok(false)
+}
+
+/// Whether the image in `store` holds a committed checkpoint (opens it, which also runs
+/// Vista's recovery).
+pub(crate) fn has_valid_checkpoint(store: &dyn Store, cfg: &Config) -> Result<bool> {
+    if !image::exists(store) {
+        return Ok(false);
+    }
+    let img = internal(|| Image::open(store, ctl_layout(cfg)))?;
+    img.check_header()?;
+    // SAFETY: header is mapped while img lives.
+    let st = unsafe { (*img.header()).state };
+    Ok(st == image::STATE_VALID)
+}
+
+/// Recovery: never returns on success.
+pub(crate) fn recover(cfg: Config, store: Box<dyn Store>) -> Result<()> {
+    let rt = internal(|| -> Result<Box<Runtime>> {
+        let img = Image::open(store.as_ref(), ctl_layout(&cfg))?;
+        img.check_header()?;
+        let recs = img.ranges();
+        // The layout must be the one the checkpoint was taken in.
+        let now = discover(&cfg)?;
+        if now.len() != recs.len() {
+            return Err(Error::Mismatch(format!(
+                "{} ranges now, {} in the checkpoint",
+                now.len(),
+                recs.len()
+            )));
+        }
+        for (n, r) in now.iter().zip(&recs) {
+            let same = n.kind as u32 == r.kind
+                && n.end as u64 == r.end
+                && (n.kind == Kind::Stack || n.start as u64 == r.start);
+            if !same {
+                return Err(Error::Mismatch(format!(
+                    "{} at {:#x}..{:#x}, checkpoint has {:#x}..{:#x} (was ASLR disabled? same binary?)",
+                    n.name, n.start, n.end, r.start, r.end
+                )));
+            }
+        }
+        let rts = rt_ranges(&recs, &cfg)?;
+        let tracker = Tracker::new(cfg.tracker)?;
+        let tmp = sys::mmap_anon(0, 1 << 20, false).map_err(|e| Error::sys("mmap", e))?;
+        Ok(Box::new(Runtime {
+            cfg: cfg.clone(),
+            store,
+            image: img,
+            ranges: rts,
+            tracker,
+            low_hint: usize::MAX,
+            stats: Stats::default(),
+            input_cursor: 0,
+            trace_fd: -1,
+            trace_seq: 0,
+            tmp_top: tmp + (1 << 20) - 64,
+            stack_vma_start: layout::stack_vma()?.0,
+        }))
+    })?;
+    // Files first: undo writes made after the checkpoint (idempotent if we crash here).
+    internal(|| crate::kstate::replay_file_undo(&rt.image, rt.store.dir()))?;
+    map_heap(&rt.cfg)?;
+    publish_stack(&rt.ranges);
+    let top = rt.tmp_top;
+    let raw = Box::into_raw(rt);
+    vol::get().rt.store(raw, Ordering::Release);
+    // SAFETY: restore_entry runs on the fresh temporary stack and never returns on
+    // success (it resumes the checkpoint); on failure it returns an error code.
+    let code = unsafe { sys::dc_on_stack(top, restore_entry, raw as usize) };
+    Err(Error::State(match code {
+        2 => "recovery failed while restoring memory",
+        _ => "recovery failed while restoring kernel state",
+    }))
+}
+
+fn image_page_is_zero(working: usize, delta: isize) -> bool {
+    // SAFETY: the image mapping covers every page of the range's image.
+    let p =
+        unsafe { std::slice::from_raw_parts((working as isize + delta) as *const u64, PAGE / 8) };
+    p.iter().all(|&w| w == 0)
+}
+
+extern "C" fn restore_entry(arg: usize) -> usize {
+    // SAFETY: arg is the leaked runtime.
+    let rt = unsafe { &mut *(arg as *mut Runtime) };
+    let v = vol::get();
+    v.busy.store(true, Ordering::Release);
+    v.active.store(false, Ordering::Release);
+    // No signal handler may run while memory is replaced; the checkpoint's mask is set
+    // again just before the jump.
+    let all: u64 = !0;
+    // SAFETY: rt_sigprocmask with a valid 8-byte set.
+    unsafe {
+        sc4(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK as usize,
+            &all as *const u64 as usize,
+            0,
+            8,
+        )
+    };
+    // SAFETY: header is mapped.
+    let h = unsafe { &*rt.header() };
+    let (sp, low, hwm) = (
+        h.saved_sp as usize,
+        h.stack_low as usize,
+        h.heap_hwm as usize,
+    );
+    // From here until the jump, the program's memory is being replaced: use only the
+    // volatile arena, raw system calls and the runtime.
+    vol::get().internal.fetch_add(1, Ordering::AcqRel);
+    for r in &rt.ranges {
+        let (s, e) = match r.kind {
+            Kind::Data => (r.start, r.end),
+            Kind::Heap => (r.start, hwm.min(r.end)),
+            Kind::Stack => {
+                // Below the stack mapping we run on, skip image pages that were never
+                // written (a conservative `stack_low` may reach far below the live part,
+                // and the kernel grows a stack only up to RLIMIT_STACK).
+                let mut s = page_down(low.max(r.start));
+                while s < rt.stack_vma_start.min(r.end) && image_page_is_zero(s, r.delta) {
+                    s += PAGE;
+                }
+                (s, r.end)
+            }
+        };
+        if e > s {
+            // SAFETY: [s, e) is working memory of this range (mapped: data ranges were
+            // checked, the heap was just mapped, the stack grows down into its mapping),
+            // and the image pages at s+delta are mapped; distinct mappings. We run on the
+            // temporary stack, so overwriting the main stack is safe.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    (s as isize + r.delta) as *const u8,
+                    s as *mut u8,
+                    e - s,
+                )
+            };
+        }
+    }
+    // Start tracking only now: the copies above are not changes. (No /proc reads here:
+    // std's statics are the restored program's now, and writes are not tracked yet.)
+    let vma_start = page_down(rt.stack_vma_start.min(low));
+    let reg = (|| -> Result<()> {
+        for i in 0..rt.ranges.len() {
+            let r = &rt.ranges[i];
+            let (s, e) = match r.kind {
+                Kind::Stack => (vma_start.max(r.start), r.end),
+                _ => (r.start, r.end),
+            };
+            rt.tracker.register(s, e)?;
+            rt.tracker.reset(s, e)?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = reg {
+        sys::diag(&format!("recovery: {e}"));
+        return 2;
+    }
+    if let Err(e) = crate::trace::open() {
+        sys::diag(&format!("recovery: trace: {e}"));
+    }
+    if let Err(e) = crate::kstate::restore() {
+        sys::diag(&format!("recovery: {e}"));
+        return 3;
+    }
+    if let Err(e) = start_signals() {
+        sys::diag(&format!("recovery: {e}"));
+        return 3;
+    }
+    // SAFETY: header is mapped.
+    let (canary, guard, seq, input_start) = unsafe {
+        let h = &*rt.header();
+        (h.canary, h.guard, h.seq, h.input_start)
+    };
+    rt.input_cursor = input_start as usize;
+    crate::trace::event_num("R", seq);
+    // `take` sets `active` and clears `busy` once the jump has landed; until then a
+    // signal must neither checkpoint nor find the wrappers live.
+    let v = vol::get();
+    v.pending.store(false, Ordering::Release);
+    v.internal.store(0, Ordering::Release);
+    // SAFETY: the guards the restored memory was built with; then the jump into the
+    // restored stack (signals stay blocked until `take` is back on it).
+    unsafe {
+        sys::set_tcb_guards(canary, guard);
+        sys::dc_ckpt_resume(sp)
+    }
+}
+
+/// Installs the alternate signal stack and the periodic-checkpoint timer.
+fn start_signals() -> Result<()> {
+    crate::signals::install_altstack()?;
+    let Some(rt) = rt() else { return Ok(()) };
+    if let Some(iv) = rt.cfg.interval {
+        crate::signals::start_timer(rt.cfg.timer_signal, iv)?;
+    }
+    Ok(())
+}
+
+/// Marks the image finished (normal exit).
+pub(crate) fn finish() {
+    if let Some(rt) = rt() {
+        // SAFETY: the runtime's header is mapped.
+        unsafe { image::mark_finished(rt.header()) };
+        crate::trace::event("E", "exit");
+    }
+    vol::get().active.store(false, Ordering::Release);
+}
+
+/// Raw read of a whole small file (used where std may not be safe).
+#[allow(dead_code)]
+pub(crate) fn read_small(path: &[u8]) -> Option<Vec<u8>> {
+    // SAFETY: path is NUL-terminated by callers.
+    let fd = check(unsafe {
+        sc4(
+            libc::SYS_openat,
+            libc::AT_FDCWD as usize,
+            path.as_ptr() as usize,
+            libc::O_RDONLY as usize,
+            0,
+        )
+    })
+    .ok()?;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        // SAFETY: valid buffer.
+        let n = unsafe { sc(libc::SYS_read, fd, buf.as_mut_ptr() as usize, buf.len()) };
+        match check(n) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    // SAFETY: closing our fd.
+    unsafe { sc(libc::SYS_close, fd, 0, 0) };
+    Some(out)
+}

@@ -1,0 +1,104 @@
+//! The volatile page: Discount Checking's own state that must *not* be rolled back.
+//!
+//! Everything else in `.data`/`.bss` (including Discount Checking's tables of open files,
+//! signal handlers and protocol flags) is checkpointed and restored with the program.
+//! What describes the *current* process instead (descriptors of the checkpoint files,
+//! the userfaultfd, the volatile allocator, "we are inside the library" flags) lives in
+//! this one page-aligned static, and the page is cut out of the checkpointed ranges. This
+//! is the problem the thesis (5.2.4) met with Vista's globals: recovery would otherwise
+//! "restore" them to the crashed process's values.
+
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicUsize};
+
+use crate::alloc::Arena;
+
+/// The volatile state (one or more whole pages).
+#[repr(C, align(4096))]
+pub struct Vol {
+    /// Allocations go to the volatile arena while positive.
+    pub internal: AtomicUsize,
+    /// The volatile arena.
+    pub valloc: Arena,
+    /// Depth of Discount Checking code on the stack (wrappers, checkpoint); a timer that
+    /// fires while positive only marks `pending`.
+    pub in_dc: AtomicU32,
+    /// A checkpoint was requested while `in_dc` was positive.
+    pub pending: AtomicBool,
+    /// `init` finished: checkpoints and interception are live.
+    pub active: AtomicBool,
+    /// Recovery or checkpoint in progress (no reentry).
+    pub busy: AtomicBool,
+    /// The runtime (volatile arena).
+    pub rt: AtomicPtr<crate::ckpt::Runtime>,
+    /// Someone is reserving the volatile arena.
+    pub vreserving: AtomicBool,
+    /// `init` was called with `DC_DISABLE` set: checkpoints are no-ops.
+    pub disabled: AtomicBool,
+    /// The main stack's image range `[lo, hi)`.
+    pub stack_lo: AtomicUsize,
+    /// See `stack_lo`.
+    pub stack_hi: AtomicUsize,
+    /// Lowest live main-stack address of the outermost signal handler running (the
+    /// interrupted code's stack pointer minus its red zone).
+    pub handler_low: AtomicUsize,
+}
+
+/// The one instance.
+pub static VOL: Vol = Vol {
+    internal: AtomicUsize::new(0),
+    valloc: Arena::empty(),
+    in_dc: AtomicU32::new(0),
+    pending: AtomicBool::new(false),
+    active: AtomicBool::new(false),
+    busy: AtomicBool::new(false),
+    rt: AtomicPtr::new(std::ptr::null_mut()),
+    vreserving: AtomicBool::new(false),
+    disabled: AtomicBool::new(false),
+    stack_lo: AtomicUsize::new(0),
+    stack_hi: AtomicUsize::new(0),
+    handler_low: AtomicUsize::new(usize::MAX),
+};
+
+/// For a signal handler that interrupted code whose stack pointer was `rsp`: the lowest
+/// live main-stack address to checkpoint. When `rsp` is on the main stack (the outermost
+/// handler), that is `rsp` minus the 128-byte red zone, remembered for nested handlers;
+/// when it is not (a handler interrupted a handler on the alternate stack), the
+/// outermost handler's value.
+pub fn handler_low_hint(rsp: usize) -> usize {
+    let v = get();
+    let (lo, hi) = (
+        v.stack_lo.load(std::sync::atomic::Ordering::Relaxed),
+        v.stack_hi.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    if rsp > lo && rsp <= hi {
+        let low = rsp.saturating_sub(128);
+        v.handler_low
+            .store(low, std::sync::atomic::Ordering::Relaxed);
+        low
+    } else {
+        v.handler_low.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// The volatile state.
+#[inline(always)]
+pub fn get() -> &'static Vol {
+    &VOL
+}
+
+/// `[start, end)` of the volatile page(s), excluded from checkpoints.
+pub fn range() -> (usize, usize) {
+    let s = &VOL as *const Vol as usize;
+    (s, s + std::mem::size_of::<Vol>())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn whole_pages() {
+        let (s, e) = super::range();
+        assert_eq!(s % 4096, 0);
+        assert_eq!((e - s) % 4096, 0);
+        assert!(e > s);
+    }
+}
