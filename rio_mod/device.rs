@@ -134,6 +134,31 @@ fn obj_info(store: &Store, idx: usize, blkdev: bool) -> Result<RioObjInfo> {
     })
 }
 
+/// Moves `len` bytes of an object from byte `pos` on, one piece per page:
+/// `copy(page index, offset in the page, length)` returns how many bytes it moved, and a
+/// short move ends the transfer. Returns the bytes moved; `EFAULT` if none could be.
+fn for_each_piece(
+    pos: usize,
+    len: usize,
+    mut copy: impl FnMut(usize, usize, usize) -> Result<usize>,
+) -> Result<usize> {
+    let mut done = 0;
+    while done < len {
+        let at = pos + done;
+        let off = at % PAGE_SIZE;
+        let n = (len - done).min(PAGE_SIZE - off);
+        let got = copy(at / PAGE_SIZE, off, n)?;
+        done += got;
+        if got < n {
+            break;
+        }
+    }
+    if done == 0 && len > 0 {
+        return Err(EFAULT);
+    }
+    Ok(done)
+}
+
 impl RioFile {
     fn bound(&self) -> Result<Binding> {
         (*self.binding.lock()).ok_or(EBADFD)
@@ -225,20 +250,20 @@ impl RioFile {
 
     fn list(&self, mut r: UserSliceReader, mut w: UserSliceWriter) -> Result<isize> {
         let mut req: RioList = r.read()?;
-        let mut st = self.rio.state.lock();
-        let nslots = ready(&mut st.arena)?.slots.len();
+        let mut guard = self.rio.state.lock();
+        let st = &mut *guard;
+        let store = ready(&mut st.arena)?;
         let size = core::mem::size_of::<RioObjInfo>();
         let cap = req.capacity as usize;
         let out = UserSlice::new(UserPtr::from_addr(req.buf as usize), cap.checked_mul(size).ok_or(EINVAL)?);
         let mut out = out.writer();
         let mut count = 0usize;
-        for idx in 0..nslots {
-            if !matches!(ready(&mut st.arena)?.slots[idx], Slot::Used(_)) {
+        for idx in 0..store.slots.len() {
+            if !matches!(store.slots[idx], Slot::Used(_)) {
                 continue;
             }
             if count < cap {
                 let blk = st.blockdevs.iter().any(|d| d.slot == idx);
-                let store = ready(&mut st.arena)?;
                 out.write(&obj_info(store, idx, blk)?)?;
             }
             count += 1;
@@ -250,10 +275,10 @@ impl RioFile {
 
     fn stat(&self, mut w: UserSliceWriter) -> Result<isize> {
         let b = self.bound()?;
-        let mut st = self.rio.state.lock();
+        let mut guard = self.rio.state.lock();
+        let st = &mut *guard;
         let blk = st.blockdevs.iter().any(|d| d.slot == b.slot);
-        let store = ready(&mut st.arena)?;
-        w.write(&obj_info(store, b.slot, blk)?)?;
+        w.write(&obj_info(ready(&mut st.arena)?, b.slot, blk)?)?;
         Ok(0)
     }
 
@@ -349,27 +374,13 @@ impl MiscDevice for RioFile {
         if pos >= o.slot.size {
             return Ok(0);
         }
-        let mut left = (o.slot.size - pos).min(iov.len() as u64) as usize;
-        let mut at = pos as usize;
-        let mut done = 0usize;
-        while left > 0 {
-            let idx = at / PAGE_SIZE;
-            let off = at % PAGE_SIZE;
-            let n = left.min(PAGE_SIZE - off);
+        let len = (o.slot.size - pos).min(iov.len() as u64) as usize;
+        let done = for_each_piece(pos as usize, len, |idx, off, n| {
             let p = *o.pages.get(idx).ok_or(EIO)?;
             let page = store.arena.page(store.arena_page(p))?;
-            let got = iov.copy_to_iter(&page[off..off + n]);
-            done += got;
-            at += got;
-            left -= got;
-            if got < n {
-                break;
-            }
-        }
-        if done == 0 && left > 0 {
-            return Err(EFAULT);
-        }
-        *kiocb.ki_pos_mut() = at as i64;
+            Ok(iov.copy_to_iter(&page[off..off + n]))
+        })?;
+        *kiocb.ki_pos_mut() = (pos as usize + done) as i64;
         Ok(done)
     }
 
@@ -387,13 +398,8 @@ impl MiscDevice for RioFile {
         if pos >= size {
             return if iov.is_empty() { Ok(0) } else { Err(EFBIG) };
         }
-        let mut left = (size - pos).min(iov.len() as u64) as usize;
-        let mut at = pos as usize;
-        let mut done = 0usize;
-        while left > 0 {
-            let idx = at / PAGE_SIZE;
-            let off = at % PAGE_SIZE;
-            let n = left.min(PAGE_SIZE - off);
+        let len = (size - pos).min(iov.len() as u64) as usize;
+        let done = for_each_piece(pos as usize, len, |idx, off, n| {
             let p = *store.object(b.slot)?.pages.get(idx).ok_or(EIO)?;
             store.mark_dirty(p)?;
             let page = store.arena_page(p);
@@ -405,37 +411,24 @@ impl MiscDevice for RioFile {
                 })?,
                 None => false,
             };
-            let got = if direct {
+            if direct {
                 iov.advance(n);
-                n
-            } else {
-                // Slow path: fault the user's data into a bounce page (may sleep), then
-                // copy it in through the window.
-                let buf = match &mut bounce {
-                    Some(b) => b,
-                    None => bounce.insert(KVec::from_elem(0u8, PAGE_SIZE, GFP_KERNEL)?),
-                };
-                let got = iov.copy_from_iter(&mut buf[..n]);
-                if got == 0 {
-                    break;
-                }
-                store
-                    .arena
-                    .write_page(page, |dst| dst[off..off + got].copy_from_slice(&buf[..got]))?;
-                got
-            };
-            done += got;
-            at += got;
-            left -= got;
-            if got < n {
-                break;
+                return Ok(n);
             }
-        }
-        if done == 0 && left > 0 {
-            return Err(EFAULT);
-        }
+            // Slow path: fault the user's data into a bounce page (may sleep), then copy it
+            // in through the window.
+            let buf = match &mut bounce {
+                Some(b) => b,
+                None => bounce.insert(KVec::from_elem(0u8, PAGE_SIZE, GFP_KERNEL)?),
+            };
+            let got = iov.copy_from_iter(&mut buf[..n]);
+            store
+                .arena
+                .write_page(page, |dst| dst[off..off + got].copy_from_slice(&buf[..got]))?;
+            Ok(got)
+        })?;
         store.bytes_written += done as u64;
-        *kiocb.ki_pos_mut() = at as i64;
+        *kiocb.ki_pos_mut() = (pos as usize + done) as i64;
         Ok(done)
     }
 
