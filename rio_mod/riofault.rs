@@ -8,7 +8,7 @@
 //! |---|---|
 //! | `TEXT` | flips a random bit of kernel text (range from /proc/kallsyms) |
 //! | `HEAP` | flips a random bit of a random page of System RAM, through the direct map |
-//! | `STACK` | flips a random bit in the live part of the current kernel stack |
+//! | `STACK` | flips a random bit in the live part of a sleeping task's kernel stack |
 //! | `WILD` | stores a random word at a random kernel address (half in the direct map) |
 //! | `POINTER` | dereferences a random kernel pointer |
 //! | `PANIC` | panics from a kernel thread after a random delay of up to 1 s |
@@ -149,6 +149,63 @@ fn random_kernel_address(rng: &mut Rng, ram_top: u64) -> usize {
     }
 }
 
+/// Kernel stacks are `THREAD_SIZE` bytes: 16 KB on x86-64 without KASAN.
+const THREAD_SIZE: usize = 16384;
+
+/// Flips a random bit in the live part of the kernel stack of a random sleeping task (the
+/// frames it returns through when it wakes), as the Rio paper's stack faults hit random
+/// processes. Returns the task's pid and the address, or `None` if no sleeping task was
+/// found in a few hundred tries.
+fn sleeping_stack_address(rng: &mut Rng) -> Option<(i32, usize)> {
+    for _ in 0..512 {
+        let nr = 1 + (rng.next() % 1024) as i32;
+        // SAFETY: find_get_pid takes a reference on the pid it returns (or returns NULL).
+        let pid = unsafe { bindings::find_get_pid(nr) };
+        if pid.is_null() {
+            continue;
+        }
+        // SAFETY: `pid` is referenced; get_pid_task takes a task reference (or returns NULL).
+        let task = unsafe { bindings::get_pid_task(pid, bindings::pid_type_PIDTYPE_PID) };
+        // SAFETY: drops the reference find_get_pid took.
+        unsafe { bindings::put_pid(pid) };
+        if task.is_null() {
+            continue;
+        }
+        // SAFETY: we hold a reference on `task`, so its task_struct stays valid; the fields
+        // are read racily on purpose (a fault injector), as plain integers and a pointer.
+        let (state, exit, stack, sp) = unsafe {
+            (
+                core::ptr::read_volatile(core::ptr::addr_of!((*task).__state)),
+                core::ptr::read_volatile(core::ptr::addr_of!((*task).exit_state)),
+                (*task).stack as usize,
+                (*task).thread.sp as usize,
+            )
+        };
+        let sleeping = state & (bindings::TASK_INTERRUPTIBLE | bindings::TASK_UNINTERRUPTIBLE) != 0;
+        let found = if sleeping && exit == 0 && stack != 0 && sp > stack && sp < stack + THREAD_SIZE {
+            let addr = sp + (rng.next() % (stack + THREAD_SIZE - sp) as u64) as usize;
+            let bit = rng.next() % 8;
+            // SAFETY: deliberate corruption. `addr` is in the live part of the stack of a task
+            // that is asleep and not exiting, so the stack is allocated (a task frees it only
+            // after it has run to exit, which a wake-up this instant could start: that race
+            // would turn this flip into a store to freed memory, which is also a fault).
+            unsafe {
+                let p = addr as *mut u8;
+                core::ptr::write_volatile(p, core::ptr::read_volatile(p) ^ (1 << bit));
+            }
+            Some((nr, addr))
+        } else {
+            None
+        };
+        // SAFETY: drops the reference get_pid_task took.
+        unsafe { bindings::put_task_struct(task) };
+        if found.is_some() {
+            return found;
+        }
+    }
+    None
+}
+
 unsafe extern "C" fn panic_thread(data: *mut core::ffi::c_void) -> core::ffi::c_int {
     // SAFETY: plain sleep; `data` carries the delay in ms.
     unsafe { bindings::msleep(data as usize as u32) };
@@ -182,20 +239,8 @@ fn inject(req: &FaultReq) -> Result {
             Ok(())
         }
         STACK => {
-            let marker = 0u64;
-            let sp = core::ptr::addr_of!(marker) as usize;
-            let top = (sp | (16384 - 1)) + 1;
-            let lo = sp + 512;
-            if lo >= top {
-                return Err(EINVAL);
-            }
-            let addr = lo + (rng.next() % (top - lo) as u64) as usize;
-            pr_warn!("injecting: bit flip in the kernel stack at {:#x}\n", addr);
-            // SAFETY: deliberate corruption of our own live stack, above this frame.
-            unsafe {
-                let p = addr as *mut u8;
-                core::ptr::write_volatile(p, core::ptr::read_volatile(p) ^ (1 << (rng.next() % 8)));
-            }
+            let (pid, addr) = sleeping_stack_address(&mut rng).ok_or(ESRCH)?;
+            pr_warn!("injecting: bit flip in the kernel stack of pid {} at {:#x}\n", pid, addr);
             Ok(())
         }
         WILD => {

@@ -78,6 +78,40 @@ pub struct Outcome {
     pub recovery: String,
     /// Anything unusual.
     pub note: String,
+    /// Faults injected before the crash (or in all, if none crashed the guest), as the
+    /// guest's console shows them; 0 for the host's faults.
+    #[serde(default)]
+    pub faults: u32,
+}
+
+/// Most faults one run injects, as in the Rio paper's campaign, which injected faults of
+/// one class until the kernel crashed: a single random bit flip or wild store seldom does.
+pub const FAULTS_PER_RUN: u32 = 200;
+/// Pause between two faults, so the kernel runs on the damage.
+const FAULT_INTERVAL_MS: u64 = 25;
+/// How long a guest may live on after its last fault and still count as crashed by it.
+const CRASH_GRACE: Duration = Duration::from_secs(6);
+
+/// Faults of `class` one run injects: a panic is one fault; the random classes are
+/// injected until a crash, at most [`FAULTS_PER_RUN`].
+pub fn faults_for(class: &str) -> u32 {
+    if class == "panic" {
+        1
+    } else {
+        FAULTS_PER_RUN
+    }
+}
+
+/// Faults the guest reported injecting on its console (`rio-check: fault N/M` lines).
+fn faults_seen(console: &str) -> u32 {
+    console
+        .lines()
+        .filter_map(|l| {
+            let rest = &l[l.find("rio-check: fault ")? + "rio-check: fault ".len()..];
+            rest.split('/').next()?.trim().parse::<u32>().ok()
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 const FILES: u64 = 8;
@@ -194,6 +228,7 @@ pub fn run_one(
         acked_writes: 0,
         recovery: String::new(),
         note: String::new(),
+        faults: 0,
     };
     let mut vm = Vm::start(cfg)?;
     let target = setup(&mut vm, config)?;
@@ -229,10 +264,15 @@ pub fn run_one(
         }
         _ => {
             // The delay lets the agent's STARTED reply out before the kernel may die.
+            let n = faults_for(class);
             vm.spawn(&format!(
-                "sleep 0.2; rio-check inject {class} --seed {seed} > /dev/console 2>&1"
+                "sleep 0.2; rio-check inject {class} --seed {seed} --count {n} \
+                 --interval-ms {FAULT_INTERVAL_MS} > /dev/console 2>&1"
             ))?;
-            match vm.wait_console("Kernel panic", Duration::from_secs(20)) {
+            let window = Duration::from_millis(u64::from(n) * FAULT_INTERVAL_MS) + CRASH_GRACE;
+            let found = vm.wait_console("Kernel panic", window);
+            out.faults = faults_seen(&vm.console());
+            match found {
                 Ok(()) => {
                     out.crashed = true;
                     vm.wait_reboot(Duration::from_secs(120))?;
@@ -284,12 +324,13 @@ struct Row {
     silent: u32,
     lost: u32,
     paths: Vec<String>,
+    faults: Vec<u32>,
 }
 
 /// The markdown table of `outcomes`.
 pub fn table(outcomes: &[Outcome]) -> String {
     let mut s = String::from(
-        "| configuration | fault | runs | crashes | no crash (of them silently corrupted) | crashes with corrupted files | acknowledged writes lost in crashes | recovery paths |\n|---|---|---:|---:|---:|---:|---:|---|\n",
+        "| configuration | fault | runs | crashes | faults per crash (median) | no crash (of them silently corrupted) | crashes with corrupted files | acknowledged writes lost in crashes | recovery paths |\n|---|---|---:|---:|---:|---:|---:|---:|---|\n",
     );
     for config in Config::ALL {
         for class in CLASSES {
@@ -301,6 +342,9 @@ pub fn table(outcomes: &[Outcome]) -> String {
                 r.runs += 1;
                 if o.crashed {
                     r.crashes += 1;
+                    if o.faults > 0 {
+                        r.faults.push(o.faults);
+                    }
                     if o.corrupted_files > 0 {
                         r.corrupted += 1;
                     }
@@ -316,12 +360,18 @@ pub fn table(outcomes: &[Outcome]) -> String {
                 }
             }
             if r.runs > 0 {
+                r.faults.sort_unstable();
+                let faults = match r.faults.get(r.faults.len() / 2) {
+                    Some(m) => m.to_string(),
+                    None => "-".into(),
+                };
                 s += &format!(
-                    "| {} | {} | {} | {} | {} ({}) | {} | {} | {} |\n",
+                    "| {} | {} | {} | {} | {} | {} ({}) | {} | {} | {} |\n",
                     config.name(),
                     class,
                     r.runs,
                     r.crashes,
+                    faults,
                     r.no_crash,
                     r.silent,
                     r.corrupted,
@@ -350,16 +400,24 @@ mod tests {
             acked_writes: 10,
             recovery: "warm reboot".into(),
             note: String::new(),
+            faults: if crashed { 3 } else { 20 },
         };
         let t = table(&[o(true, 0, 0), o(true, 2, 1), o(false, 0, 0), o(false, 0, 3)]);
         assert!(
-            t.contains("| rio-protected | wild | 4 | 2 | 2 (1) | 1 | 2 | warm reboot |"),
+            t.contains("| rio-protected | wild | 4 | 2 | 3 | 2 (1) | 1 | 2 | warm reboot |"),
             "{t}"
         );
         assert!(
             !t.contains("ext4-sync"),
             "no rows for configurations without runs"
         );
+    }
+
+    #[test]
+    fn the_console_tells_how_many_faults_went_in() {
+        let c = "boot\nrio-check: fault 1/20\n[ 3.1] riofault: injecting\nrio-check: fault 2/20\nrio-check: fault 3/2";
+        assert_eq!(faults_seen(c), 3);
+        assert_eq!(faults_seen("nothing here"), 0);
     }
 
     #[test]

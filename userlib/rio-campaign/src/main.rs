@@ -4,7 +4,9 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use std::sync::Mutex;
+
+use anyhow::{anyhow, Context, Result};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use rio_campaign::{applies, run_one, table, Config, Outcome, CLASSES};
@@ -14,7 +16,7 @@ use riovm::{Artifacts, VmConfig};
 #[derive(Parser)]
 #[command(name = "rio-campaign", version, about)]
 struct Cli {
-    /// Crashes per fault class per configuration.
+    /// Runs per fault class per configuration (each injects faults until a crash).
     #[arg(long, default_value_t = 5)]
     count: u64,
     /// Configurations (default: all): ext4-sync, ext4-default, rio-unprotected, rio-protected.
@@ -32,6 +34,44 @@ struct Cli {
     /// Keep each run's VM directory (console logs) under this directory.
     #[arg(long)]
     keep: Option<PathBuf>,
+    /// Guests to run at once (each takes about one host core under TCG).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    jobs: u32,
+}
+
+/// Runs one crash in its own directory and turns a harness failure into an outcome (so
+/// the table shows it and a rerun does not retry it forever).
+fn run_cell(cli: &Cli, artifacts: &Artifacts, c: Config, k: &str, i: u64) -> Result<Outcome> {
+    let (dir, _tmp) = match &cli.keep {
+        Some(d) => {
+            let p = d.join(format!("{}-{k}-{i}", c.name()));
+            std::fs::create_dir_all(&p).with_context(|| format!("creating {}", p.display()))?;
+            (p, None)
+        }
+        None => {
+            let t = tempfile::Builder::new()
+                .prefix("rio-campaign-")
+                .tempdir()
+                .context("creating a VM directory")?;
+            (t.path().to_path_buf(), Some(t))
+        }
+    };
+    let base = VmConfig::new(artifacts.clone(), &dir);
+    Ok(match run_one(&base, &dir, c, k, i) {
+        Ok(o) => o,
+        Err(e) => Outcome {
+            config: c,
+            class: k.into(),
+            index: i,
+            crashed: false,
+            corrupted_files: 0,
+            lost_writes: 0,
+            acked_writes: 0,
+            recovery: String::new(),
+            note: format!("harness error: {e:#}"),
+            faults: 0,
+        },
+    })
 }
 
 fn main() -> Result<()> {
@@ -63,7 +103,7 @@ fn main() -> Result<()> {
             })
             .collect::<Result<_>>()?
     };
-    let mut done: Vec<Outcome> = std::fs::read_to_string(&cli.results)
+    let done: Vec<Outcome> = std::fs::read_to_string(&cli.results)
         .map(|t| {
             t.lines()
                 .filter_map(|l| serde_json::from_str(l).ok())
@@ -71,9 +111,10 @@ fn main() -> Result<()> {
         })
         .unwrap_or_default();
     let mut todo = Vec::new();
-    for &c in &configs {
-        for &k in &classes {
-            for i in 0..cli.count {
+    // Round-robin over the cells, so a campaign cut short still fills every row evenly.
+    for i in 0..cli.count {
+        for &c in &configs {
+            for &k in &classes {
                 if applies(c, k)
                     && !done
                         .iter()
@@ -90,47 +131,51 @@ fn main() -> Result<()> {
     let artifacts = Artifacts::locate()?;
     let bar = ProgressBar::new(todo.len() as u64);
     bar.set_style(ProgressStyle::with_template(
-        "{bar:40} {pos}/{len} crashes, eta {eta} {msg}",
+        "{bar:40} {pos}/{len} runs, eta {eta} {msg}",
     )?);
-    let mut out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&cli.results)?;
-    for (c, k, i) in todo {
-        bar.set_message(format!("{} / {k} #{i}", c.name()));
-        let dir = match &cli.keep {
-            Some(d) => {
-                let p = d.join(format!("{}-{k}-{i}", c.name()));
-                std::fs::create_dir_all(&p)?;
-                (p, None)
-            }
-            None => {
-                let t = tempfile::Builder::new().prefix("rio-campaign-").tempdir()?;
-                (t.path().to_path_buf(), Some(t))
-            }
-        };
-        let base = VmConfig::new(artifacts.clone(), &dir.0);
-        let o = match run_one(&base, &dir.0, c, k, i) {
-            Ok(o) => o,
-            Err(e) => Outcome {
-                config: c,
-                class: k.into(),
-                index: i,
-                crashed: false,
-                corrupted_files: 0,
-                lost_writes: 0,
-                acked_writes: 0,
-                recovery: String::new(),
-                note: format!("harness error: {e:#}"),
-            },
-        };
-        if !o.note.is_empty() && o.note != "no crash" {
-            bar.println(format!("{} / {k} #{i}: {}", c.name(), o.note));
+    let out = Mutex::new(
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&cli.results)
+            .with_context(|| format!("opening {}", cli.results.display()))?,
+    );
+    let queue = Mutex::new(todo.into_iter());
+    let done = Mutex::new(done);
+    // Each worker boots its own guest (one vCPU each under TCG), so `--jobs` up to the
+    // number of host cores runs that many crashes at once.
+    std::thread::scope(|s| -> Result<()> {
+        let workers: Vec<_> = (0..cli.jobs)
+            .map(|_| {
+                s.spawn(|| -> Result<()> {
+                    loop {
+                        let next = queue.lock().map_err(|_| anyhow!("a worker died"))?.next();
+                        let Some((c, k, i)) = next else {
+                            return Ok(());
+                        };
+                        let o = run_cell(&cli, &artifacts, c, k, i)?;
+                        if !o.note.is_empty() && o.note != "no crash" {
+                            bar.println(format!("{} / {k} #{i}: {}", c.name(), o.note));
+                        }
+                        bar.set_message(format!("last: {} / {k} #{i}", c.name()));
+                        writeln!(
+                            out.lock().map_err(|_| anyhow!("a worker died"))?,
+                            "{}",
+                            serde_json::to_string(&o)?
+                        )?;
+                        done.lock().map_err(|_| anyhow!("a worker died"))?.push(o);
+                        bar.inc(1);
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join()
+                .map_err(|_| anyhow!("a campaign worker panicked"))??;
         }
-        writeln!(out, "{}", serde_json::to_string(&o)?)?;
-        done.push(o);
-        bar.inc(1);
-    }
+        Ok(())
+    })?;
+    let done = done.into_inner().map_err(|_| anyhow!("a worker died"))?;
     bar.finish_with_message("done");
     let t = table(&done);
     std::fs::write(&cli.table, &t)?;

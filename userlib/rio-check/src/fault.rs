@@ -54,6 +54,18 @@ fn ram_top() -> Result<u64> {
     Ok(top)
 }
 
+/// The seed of fault `k` of a run seeded with `seed`: the first is `seed` itself (so one
+/// fault with a seed is the same as before), the others are mixed from it (splitmix64).
+pub fn nth_seed(seed: u64, k: u32) -> u64 {
+    if k == 0 {
+        return seed;
+    }
+    let mut z = seed.wrapping_add(u64::from(k).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 /// Injects fault `class` with `seed`.
 pub fn inject(class: &str, seed: u64) -> Result<()> {
     let num = CLASSES
@@ -85,9 +97,25 @@ pub fn inject(class: &str, seed: u64) -> Result<()> {
             bail!("insmod riofault.ko failed");
         }
     }
-    let (start, end) = match class {
-        "text" => (kallsyms("_stext")?, kallsyms("_etext")?),
-        _ => (0, ram_top()?),
+    // Looked up once per process: a run injects many faults, and reading /proc/kallsyms
+    // takes a noticeable fraction of a second under emulation.
+    static TEXT: std::sync::OnceLock<(u64, u64)> = std::sync::OnceLock::new();
+    static RAM: std::sync::OnceLock<(u64, u64)> = std::sync::OnceLock::new();
+    let (cell, text) = if class == "text" {
+        (&TEXT, true)
+    } else {
+        (&RAM, false)
+    };
+    let (start, end) = match cell.get() {
+        Some(&r) => r,
+        None => {
+            let r = if text {
+                (kallsyms("_stext")?, kallsyms("_etext")?)
+            } else {
+                (0, ram_top()?)
+            };
+            *cell.get_or_init(|| r)
+        }
     };
     let dev = std::fs::File::open("/dev/riofault").context("opening /dev/riofault")?;
     let req = FaultReq {
@@ -104,4 +132,20 @@ pub fn inject(class: &str, seed: u64) -> Result<()> {
         bail!("RIOFAULT_INJECT: {}", std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_fault_keeps_the_seed_and_the_others_differ() {
+        assert_eq!(nth_seed(42, 0), 42);
+        let seeds: Vec<u64> = (0..64).map(|k| nth_seed(42, k)).collect();
+        let mut sorted = seeds.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), seeds.len(), "seeds repeat: {seeds:?}");
+        assert_ne!(nth_seed(43, 1), nth_seed(42, 1));
+    }
 }

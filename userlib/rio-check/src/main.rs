@@ -50,13 +50,19 @@ enum Cmd {
         #[arg(long)]
         len: usize,
     },
-    /// Inject one fault into the running kernel (riofault.ko; `arena` uses rio.ko).
+    /// Inject faults into the running kernel (riofault.ko; `arena` uses rio.ko).
     Inject {
         /// text, heap, stack, wild, pointer, panic or arena.
         class: String,
-        /// Seed: the same seed gives the same fault.
+        /// Seed: the same seed gives the same faults.
         #[arg(long)]
         seed: u64,
+        /// How many faults of the class to inject (most single faults do not crash).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10000))]
+        count: u32,
+        /// Pause between faults, in milliseconds, so the kernel runs on each one.
+        #[arg(long, default_value_t = 0)]
+        interval_ms: u64,
     },
     /// The crash campaign's workload: overwrite random ranges of a few files forever,
     /// logging each write to a port.
@@ -161,9 +167,21 @@ fn run(cli: Cli) -> Result<bool> {
             println!("wrote {size} bytes of pattern {seed} to {name}");
             Ok(true)
         }
-        Cmd::Inject { class, seed } => {
-            rio_check::fault::inject(&class, seed)?;
-            println!("survived: the fault did not crash the kernel");
+        Cmd::Inject {
+            class,
+            seed,
+            count,
+            interval_ms,
+        } => {
+            for k in 0..count {
+                if k > 0 && interval_ms > 0 {
+                    std::thread::sleep(std::time::Duration::from_millis(interval_ms));
+                }
+                println!("rio-check: fault {}/{count}", k + 1);
+                rio_check::fault::inject(&class, rio_check::fault::nth_seed(seed, k))?;
+            }
+            let s = if count == 1 { "" } else { "s" };
+            println!("survived: {count} fault{s} did not crash the kernel");
             Ok(true)
         }
         Cmd::Memtest {
