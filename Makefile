@@ -23,7 +23,7 @@ help:
 	@echo "make bench-vista-rio Vista on Rio vs SQLite, redb, LMDB on ext4 and tmpfs (guest)"
 	@echo "make bench-fs   ext4 on Rio vs ext4 write-through, ext4 default and tmpfs (guest)"
 	@echo "make bench-dc   Discount Checking: checkpoint latency, cost per page, overheads (host)"
-	@echo "make campaign   crash campaign: COUNT crashes per fault class and configuration (default 50)"
+	@echo "make campaign   crash campaign: COUNT runs per fault class and configuration (default 50), JOBS guests at once (default 2)"
 
 setup:
 	@bash scripts/setup.sh
@@ -56,9 +56,11 @@ bench-fs: setup initramfs
 	@bash scripts/bench-fs.sh
 
 COUNT ?= 50
+# Guests at once: each takes about one host core under TCG.
+JOBS ?= 2
 campaign: setup initramfs
 	@cd userlib && cargo build -q --release -p rio-campaign
-	@userlib/target/release/rio-campaign --count $(COUNT) --results build/campaign.jsonl --table build/campaign.md
+	@userlib/target/release/rio-campaign --count $(COUNT) --jobs $(JOBS) --results build/campaign.jsonl --table build/campaign.md
 
 bench-dc: setup
 	@bash scripts/bench-dc.sh

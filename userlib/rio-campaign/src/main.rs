@@ -1,7 +1,7 @@
 //! rio-campaign: the crash campaign runner. Resumable: results are appended to a JSON-lines
 //! file, and a rerun skips what is already there.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
 use std::sync::Mutex;
@@ -140,6 +140,7 @@ fn main() -> Result<()> {
             .open(&cli.results)
             .with_context(|| format!("opening {}", cli.results.display()))?,
     );
+    let tty = std::io::stderr().is_terminal();
     let queue = Mutex::new(todo.into_iter());
     let done = Mutex::new(done);
     // Each worker boots its own guest (one vCPU each under TCG), so `--jobs` up to the
@@ -155,9 +156,24 @@ fn main() -> Result<()> {
                         };
                         let o = run_cell(&cli, &artifacts, c, k, i)?;
                         if !o.note.is_empty() && o.note != "no crash" {
-                            bar.println(format!("{} / {k} #{i}: {}", c.name(), o.note));
+                            let line = format!("{} / {k} #{i}: {}", c.name(), o.note);
+                            if tty {
+                                bar.println(line);
+                            } else {
+                                eprintln!("{line}");
+                            }
                         }
                         bar.set_message(format!("last: {} / {k} #{i}", c.name()));
+                        if !tty {
+                            // No terminal (CI, nohup): one plain line per run instead of a bar.
+                            eprintln!(
+                                "[{}/{}] {} / {k} #{i}: {}",
+                                bar.position() + 1,
+                                bar.length().unwrap_or(0),
+                                c.name(),
+                                if o.crashed { "crashed" } else { "no crash" }
+                            );
+                        }
                         writeln!(
                             out.lock().map_err(|_| anyhow!("a worker died"))?,
                             "{}",
