@@ -46,3 +46,14 @@ fn write_through_ext4_survives_a_panic() {
     assert!(o.crashed);
     assert_eq!(o.lost_writes, 0, "{o:?}");
 }
+
+/// Power loss costs protected Rio only the writes since the last writeback
+/// (`writeback_ms=1000` in the campaign), never older ones.
+#[test]
+fn rio_power_loss_loses_only_writes_newer_than_the_last_writeback() {
+    let o = crash(Config::RioProtected, "power", 0);
+    assert!(o.crashed && o.acked_writes > 0, "{o:?}");
+    // One interval, plus one writeback pass under emulation.
+    let age = o.oldest_loss_ms.unwrap_or(0);
+    assert!(age <= 2000, "lost a write {age} ms old: {o:?}");
+}

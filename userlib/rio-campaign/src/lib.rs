@@ -82,6 +82,11 @@ pub struct Outcome {
     /// guest's console shows them; 0 for the host's faults.
     #[serde(default)]
     pub faults: u32,
+    /// Of the acknowledged writes lost, how long before the workload was last seen the
+    /// oldest one returned (guest milliseconds). Power loss may lose only writes newer than
+    /// the last writeback, so for Rio this must stay near `writeback_ms`.
+    #[serde(default)]
+    pub oldest_loss_ms: Option<u64>,
 }
 
 /// Most faults one run injects, as in the Rio paper's campaign, which injected faults of
@@ -187,19 +192,11 @@ fn score(out: &mut Outcome, exp: &rio_check::memtest::Expected, files: &[Vec<u8>
             out.corrupted_files += 1;
         }
     }
-    // Lost writes: an acknowledged write with a byte that is neither what it wrote nor
-    // what a later acknowledged write put there (the expected image holds the latest value
-    // of every byte, so compare the write's range against it).
-    for &(_, f, off, len) in &exp.acked {
-        let got = &files[f as usize];
-        let lost = (off..off + len).any(|b| {
-            let b = b as usize;
-            !exp.unknown[f as usize][b] && got.get(b) != Some(&exp.data[f as usize][b])
-        });
-        if lost {
-            out.lost_writes += 1;
-        }
-    }
+    // Lost writes: an acknowledged write with a known byte that is neither what it wrote
+    // nor what a later acknowledged write put there.
+    let lost = exp.lost(files);
+    out.lost_writes = lost.len() as u32;
+    out.oldest_loss_ms = lost.iter().filter_map(|&i| exp.age_ms(i)).max();
 }
 
 /// Runs one crash: boots in `workdir`, which it leaves behind for inspection.
@@ -229,6 +226,7 @@ pub fn run_one(
         recovery: String::new(),
         note: String::new(),
         faults: 0,
+        oldest_loss_ms: None,
     };
     let mut vm = Vm::start(cfg)?;
     let target = setup(&mut vm, config)?;
@@ -247,6 +245,12 @@ pub fn run_one(
             bail!("the workload did not start");
         }
         std::thread::sleep(Duration::from_millis(100));
+    }
+    // A panic, reset or power cut comes after a seeded 2 to 4 s of workload, so several
+    // writebacks (`writeback_ms=1000`) have run and a power loss has something to keep.
+    // The injected faults need no wait: they run for seconds themselves.
+    if matches!(class, "panic" | "reset" | "power") {
+        std::thread::sleep(Duration::from_millis(2000 + seed % 2000));
     }
     let boot = vm.boot_id().to_string();
     let mut vm = match class {
@@ -325,12 +329,13 @@ struct Row {
     lost: u32,
     paths: Vec<String>,
     faults: Vec<u32>,
+    oldest_loss_ms: Option<u64>,
 }
 
 /// The markdown table of `outcomes`.
 pub fn table(outcomes: &[Outcome]) -> String {
     let mut s = String::from(
-        "| configuration | fault | runs | crashes | faults per crash (median) | no crash (of them silently corrupted) | crashes with corrupted files | acknowledged writes lost in crashes | recovery paths |\n|---|---|---:|---:|---:|---:|---:|---:|---|\n",
+        "| configuration | fault | runs | crashes | faults per crash (median) | no crash (of them silently corrupted) | crashes with corrupted files | acknowledged writes lost in crashes | oldest loss (ms before the crash) | recovery paths |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---|\n",
     );
     for config in Config::ALL {
         for class in CLASSES {
@@ -349,6 +354,7 @@ pub fn table(outcomes: &[Outcome]) -> String {
                         r.corrupted += 1;
                     }
                     r.lost += o.lost_writes;
+                    r.oldest_loss_ms = r.oldest_loss_ms.max(o.oldest_loss_ms);
                     if !r.paths.contains(&o.recovery) {
                         r.paths.push(o.recovery.clone());
                     }
@@ -365,8 +371,12 @@ pub fn table(outcomes: &[Outcome]) -> String {
                     Some(m) => m.to_string(),
                     None => "-".into(),
                 };
+                let oldest = match r.oldest_loss_ms {
+                    Some(ms) => ms.to_string(),
+                    None => "-".into(),
+                };
                 s += &format!(
-                    "| {} | {} | {} | {} | {} | {} ({}) | {} | {} | {} |\n",
+                    "| {} | {} | {} | {} | {} | {} ({}) | {} | {} | {} | {} |\n",
                     config.name(),
                     class,
                     r.runs,
@@ -376,6 +386,7 @@ pub fn table(outcomes: &[Outcome]) -> String {
                     r.silent,
                     r.corrupted,
                     r.lost,
+                    oldest,
                     r.paths.join(", ")
                 );
             }
@@ -401,10 +412,11 @@ mod tests {
             recovery: "warm reboot".into(),
             note: String::new(),
             faults: if crashed { 3 } else { 20 },
+            oldest_loss_ms: (lost > 0).then_some(700 + u64::from(lost)),
         };
         let t = table(&[o(true, 0, 0), o(true, 2, 1), o(false, 0, 0), o(false, 0, 3)]);
         assert!(
-            t.contains("| rio-protected | wild | 4 | 2 | 3 | 2 (1) | 1 | 2 | warm reboot |"),
+            t.contains("| rio-protected | wild | 4 | 2 | 3 | 2 (1) | 1 | 2 | 702 | warm reboot |"),
             "{t}"
         );
         assert!(

@@ -70,6 +70,7 @@ fn run_cell(cli: &Cli, artifacts: &Artifacts, c: Config, k: &str, i: u64) -> Res
             recovery: String::new(),
             note: format!("harness error: {e:#}"),
             faults: 0,
+            oldest_loss_ms: None,
         },
     })
 }

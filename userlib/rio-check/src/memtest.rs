@@ -110,6 +110,9 @@ pub fn run(
         }
     };
     log_line(&mut log, format_args!("M {files} {file_size} {seed}"))?;
+    // Acknowledgements carry the milliseconds since the start, so the host can tell how old
+    // a lost write was when the machine died (power loss may lose only recent writes).
+    let start = std::time::Instant::now();
     let mut buf = vec![0u8; 8192];
     let mut seq = 0u64;
     while count.is_none_or(|c| seq < c) {
@@ -126,7 +129,10 @@ pub fn run(
                 }
             }
         }
-        log_line(&mut log, format_args!("A {seq}"))?;
+        log_line(
+            &mut log,
+            format_args!("A {seq} {}", start.elapsed().as_millis()),
+        )?;
         seq += 1;
     }
     Ok(())
@@ -142,6 +148,56 @@ pub struct Expected {
     pub unknown: Vec<Vec<bool>>,
     /// Acknowledged writes: (seq, file, offset, len).
     pub acked: Vec<(u64, u64, u64, u64)>,
+    /// When each acknowledged write returned, in ms since the workload started (same order
+    /// as `acked`; `None` for logs without times).
+    pub acked_ms: Vec<Option<u64>>,
+    /// The latest time in the log: when the workload was last seen alive.
+    pub last_ms: Option<u64>,
+    /// The workload's seed (each write's pattern derives from it).
+    pub seed: u64,
+}
+
+impl Expected {
+    /// The acknowledged writes (indices into `acked`) whose data is gone from `files`: a
+    /// known byte of the write's range holds neither what it wrote nor what a later
+    /// acknowledged write put there. A write overwritten by later writes that were lost
+    /// themselves is not lost if its own bytes are there (a disk that kept an older, whole
+    /// state loses only the newer writes).
+    pub fn lost(&self, files: &[Vec<u8>]) -> Vec<usize> {
+        // newest[f][b]: 1 + the latest acknowledged write whose byte at b is what the file
+        // holds (0: none; zeros that were never written match nothing).
+        let mut newest: Vec<Vec<u32>> = self.data.iter().map(|d| vec![0; d.len()]).collect();
+        let mut buf = Vec::new();
+        for (i, &(seq, f, off, len)) in self.acked.iter().enumerate() {
+            buf.resize(len as usize, 0);
+            pattern(write_seed(self.seed, seq), off, &mut buf);
+            let (got, newest) = (files.get(f as usize), &mut newest[f as usize]);
+            for (k, &v) in buf.iter().enumerate() {
+                let b = off as usize + k;
+                if got.and_then(|g| g.get(b)) == Some(&v) {
+                    newest[b] = i as u32 + 1;
+                }
+            }
+        }
+        self.acked
+            .iter()
+            .enumerate()
+            .filter(|&(i, &(_, f, off, len))| {
+                (off as usize..(off + len) as usize).any(|b| {
+                    !self.unknown[f as usize][b] && (newest[f as usize][b] as usize) < i + 1
+                })
+            })
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// How long before the workload was last seen the acknowledged write `i` returned.
+    pub fn age_ms(&self, i: usize) -> Option<u64> {
+        Some(
+            self.last_ms?
+                .saturating_sub(self.acked_ms.get(i).copied().flatten()?),
+        )
+    }
 }
 
 /// Rebuilds the expected state from the log text.
@@ -164,6 +220,9 @@ pub fn expected(log: &str) -> Option<Expected> {
         data: vec![vec![0u8; size as usize]; files as usize],
         unknown: vec![vec![false; size as usize]; files as usize],
         acked: Vec::new(),
+        acked_ms: Vec::new(),
+        last_ms: None,
+        seed,
     };
     let mut pending: Option<(u64, u64, u64, u64)> = None;
     for l in lines {
@@ -177,10 +236,14 @@ pub fn expected(log: &str) -> Option<Expected> {
                 };
                 pending = Some((seq, f, off, len));
             }
-            ["A", seq] => {
+            ["A", seq, rest @ ..] if rest.len() <= 1 => {
                 let Ok(seq) = seq.parse::<u64>() else {
                     continue;
                 };
+                let ms = rest.first().and_then(|t| t.parse::<u64>().ok());
+                if ms.is_some() {
+                    e.last_ms = ms.max(e.last_ms);
+                }
                 if let Some((s, f, off, len)) = pending.take() {
                     if s == seq && f < files && off + len <= size {
                         let r = off as usize..(off + len) as usize;
@@ -191,6 +254,7 @@ pub fn expected(log: &str) -> Option<Expected> {
                         );
                         e.unknown[f as usize][r].fill(false);
                         e.acked.push((seq, f, off, len));
+                        e.acked_ms.push(ms);
                     }
                 }
             }
@@ -210,6 +274,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_writes_whose_bytes_are_gone_count_as_lost() {
+        // Three writes to the same bytes of one file; the disk kept the state after the
+        // first, so the second and third are lost and the first is not (although its
+        // bytes differ from the latest state).
+        let mut log = String::from("M 1 64 7\n");
+        for seq in 0..3 {
+            log += &format!("B {seq} 0 8 16\nA {seq} {}\n", 10 * seq);
+        }
+        let e = expected(&log).unwrap();
+        let mut kept = vec![0u8; 64];
+        pattern(write_seed(7, 0), 8, &mut kept[8..24]);
+        assert_eq!(e.lost(&[kept.clone()]), [1, 2]);
+        assert_eq!(
+            e.lost(std::slice::from_ref(&e.data[0])),
+            Vec::<usize>::new()
+        );
+        // A byte of the first write flipped: it is lost too. A missing file loses all.
+        kept[9] ^= 1;
+        assert_eq!(e.lost(&[kept]), [0, 1, 2]);
+        assert_eq!(e.lost(&[Vec::new()]), [0, 1, 2]);
+    }
+
+    #[test]
     fn the_log_rebuilds_acknowledged_writes_and_marks_the_one_in_flight() {
         let (files, size, seed) = (2u64, 20_000u64, 9u64);
         let mut log = format!("noise\nM {files} {size} {seed}\n");
@@ -223,11 +310,21 @@ mod tests {
                     off,
                     &mut truth[f as usize][off as usize..(off + len) as usize],
                 );
-                log += &format!("[  1.0] kernel noise\nA {seq}\n");
+                if seq % 2 == 0 {
+                    log += &format!("[  1.0] kernel noise\nA {seq}\n");
+                } else {
+                    log += &format!("A {seq} {}\n", 100 * seq);
+                }
             }
         }
         let e = expected(&log).unwrap();
         assert_eq!(e.acked.len(), 4);
+        assert_eq!(e.acked_ms, [None, Some(100), None, Some(300)]);
+        assert_eq!(e.last_ms, Some(300));
+        assert_eq!(
+            (e.age_ms(0), e.age_ms(1), e.age_ms(3)),
+            (None, Some(200), Some(0))
+        );
         let (f, off, len) = plan(seed, 4, files, size);
         for (i, file) in truth.iter().enumerate() {
             for (b, &want) in file.iter().enumerate() {
