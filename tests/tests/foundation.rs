@@ -178,3 +178,29 @@ fn system_reset_restart_and_cold_boot() {
     drop(vm);
     drop(dir);
 }
+
+/// A runner that dies without dropping its `Vm` (killed by a timeout, say) leaves no QEMU
+/// behind: QEMU dies with the thread that started it.
+#[test]
+fn a_guest_dies_with_the_thread_that_started_it() {
+    let (cfg, dir) = config("orphan");
+    let workdir = dir.path().to_string_lossy().into_owned();
+    std::thread::spawn(move || std::mem::forget(Vm::start(cfg).unwrap()))
+        .join()
+        .unwrap();
+    let running = || {
+        std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(&workdir))
+                .unwrap_or(false)
+        })
+    };
+    let t = std::time::Instant::now();
+    while running() {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(10),
+            "QEMU outlived the thread that started it"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

@@ -69,6 +69,7 @@ impl Vm {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        die_with_parent(&mut cmd);
         let mut child = cmd.spawn().map_err(|source| VmError::Spawn {
             program: cfg.qemu.display().to_string(),
             source,
@@ -407,6 +408,23 @@ pub fn interactive_command(cfg: &VmConfig) -> Result<Command> {
     let mut cmd = Command::new(&cfg.qemu);
     cmd.args(args);
     Ok(cmd)
+}
+
+/// QEMU is killed when the thread that started it dies, so a runner killed by a timeout
+/// (or by hand) leaves no guest behind. (`Drop` covers every orderly exit.) A [`Vm`] must
+/// therefore stay with the thread that started it, or one that outlives it.
+fn die_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the child between fork and exec and only makes the
+    // async-signal-safe prctl call.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }
 
 fn qemu_args(cfg: &VmConfig, qmp: &Path, agent: &Path, console: &Path) -> Vec<String> {
