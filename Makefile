@@ -60,7 +60,7 @@ COUNT ?= 50
 JOBS ?= 2
 campaign: setup initramfs
 	@cd userlib && cargo build -q --release -p rio-campaign
-	@userlib/target/release/rio-campaign --count $(COUNT) --jobs $(JOBS) --results build/campaign.jsonl --table build/campaign.md
+	@userlib/target/release/rio-campaign --count $(COUNT) --jobs $(JOBS) --results results/campaign.jsonl --table results/campaign.md
 
 bench-dc: setup
 	@bash scripts/bench-dc.sh

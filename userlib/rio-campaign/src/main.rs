@@ -26,10 +26,10 @@ struct Cli {
     #[arg(long, value_delimiter = ',')]
     classes: Vec<String>,
     /// Results (JSON lines; resumed if present).
-    #[arg(long, default_value = "build/campaign.jsonl")]
+    #[arg(long, default_value = "results/campaign.jsonl")]
     results: PathBuf,
     /// Markdown summary.
-    #[arg(long, default_value = "build/campaign.md")]
+    #[arg(long, default_value = "results/campaign.md")]
     table: PathBuf,
     /// Keep each run's VM directory (console logs) under this directory.
     #[arg(long)]
