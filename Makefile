@@ -35,7 +35,7 @@ module: kernel
 	@bash scripts/module.sh
 
 guest:
-	@$(CARGO_GUEST) -q -p rio-agent -p rio-cli -p rio-check -p rio-bench -p fs-bench -p vista-rio
+	@$(CARGO_GUEST) -q -p rio-agent -p rio-cli -p rio-check -p rio-bench -p fs-bench -p vista-rio -p dc-demos
 
 initramfs: module guest
 	@bash qemu/mkinitramfs.sh $(RIO_CACHE)/kbuild-current

@@ -12,8 +12,9 @@ mkdir -p "$root/build"
 busybox=$(command -v busybox || true)
 [ -n "$busybox" ] && file -L "$busybox" 2>/dev/null | grep -q 'statically linked' || busybox=/bin/busybox
 [ -x "$busybox" ] || { echo "mkinitramfs: busybox-static is not installed: run 'make setup'" >&2; exit 1; }
-# The static guest programs (built by `make guest`).
-GUEST_BINS="rio-agent rio rio-check rio-bench fs-bench vista-rio"
+# The static guest programs (built by `make guest`). dc-kv and dc-compute are Discount
+# Checking demos: static builds work (the libc interposition replaces glibc's weak symbols).
+GUEST_BINS="rio-agent rio rio-check rio-bench fs-bench vista-rio dc-kv dc-compute"
 for f in "$root/rio_mod/rio.ko" $(for b in $GUEST_BINS; do echo "$guest/$b"; done); do
     [ -f "$f" ] || { echo "mkinitramfs: missing $f: run 'make module guest'" >&2; exit 1; }
 done
@@ -29,6 +30,7 @@ done
     echo "slink /bin/sh busybox 0777 0 0"
     echo "file /init $root/qemu/init 0755 0 0"
     echo "file /bin/rio-load $root/qemu/rio-load 0755 0 0"
+    echo "file /bin/dc-fs $root/qemu/dc-fs 0755 0 0"
     for b in $GUEST_BINS; do
         echo "file /bin/$b $guest/$b 0755 0 0"
     done

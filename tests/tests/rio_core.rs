@@ -179,7 +179,8 @@ fn protection_turns_a_wild_store_into_an_oops_and_data_survives() {
     write(vm, "victim", 3, 256 << 10);
     // Without the parameter the debug ioctl is refused.
     let target = first_data_byte() + 100;
-    vm.spawn(&format!("sleep 0.2; rio wild-store {target}")).unwrap();
+    vm.spawn(&format!("sleep 0.2; rio wild-store {target}"))
+        .unwrap();
     vm.wait_console("Kernel panic", Duration::from_secs(30))
         .unwrap();
     let console = vm.console();

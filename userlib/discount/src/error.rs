@@ -45,6 +45,58 @@ pub enum Error {
     /// The kernel lacks a feature the configuration asks for.
     #[error("{0} is not available: {1}")]
     Unsupported(&'static str, String),
+    /// A backing of the checkpoint store does not have the size the image needs (another
+    /// program's object or file under the same name, or a damaged store).
+    #[error("checkpoint store: {name} is {actual} bytes, the image needs {expected}")]
+    WrongSize {
+        /// The backing's name in the store.
+        name: String,
+        /// Its size.
+        actual: u64,
+        /// The size the image needs.
+        expected: u64,
+    },
+    /// The Rio store was chosen but `/dev/rio` cannot be used (rio.ko not loaded, another
+    /// ABI, the arena not formatted).
+    #[cfg(feature = "rio")]
+    #[error("the Rio store needs rio.ko: {0}")]
+    NoRio(#[source] rio_client::Error),
+    /// An object of the Rio store's image is missing.
+    #[error("Rio store: no object named {0:?} (the checkpoint image is incomplete)")]
+    RioObjectMissing(String),
+    /// The arena has no room for an object of the image.
+    #[error(
+        "Rio store: the arena has no room for {name:?} ({bytes} bytes): lower DC_HEAP_MB, \
+         DC_STACK_MB or DC_LOG_MB, or delete other objects"
+    )]
+    RioNoSpace {
+        /// The object.
+        name: String,
+        /// Its size.
+        bytes: u64,
+    },
+    /// Another operation on a Rio object failed.
+    #[cfg(feature = "rio")]
+    #[error("Rio store: {op} {name:?}: {source}")]
+    Rio {
+        /// What we were doing.
+        op: &'static str,
+        /// The object.
+        name: String,
+        /// rio.ko's answer.
+        source: rio_client::Error,
+    },
+    /// The directory for the store's plain files would not survive a kernel crash.
+    #[error(
+        "{} is not on a file system mounted with -o sync: the Rio store keeps its plain \
+         files (exec, members, grave/, trace) there, and they must survive a kernel crash \
+         (use ext4 on a Rio block device, mounted -o sync)",
+        dir.display()
+    )]
+    NotDurable {
+        /// The directory.
+        dir: std::path::PathBuf,
+    },
     /// The undo log cannot hold one checkpoint's dirty pages.
     #[error(
         "checkpoint needs {needed} bytes of undo log, capacity is {capacity} (raise DC_LOG_MB)"

@@ -14,7 +14,9 @@
 //! point leaves the image at the last committed checkpoint after Vista's recovery (which
 //! runs when the group is opened).
 //!
-//! Files in the directory: `log.vista` (the shared undo log), `m<N>.vista` (members),
+//! Backings in the [`Store`]: `log.vista` (the shared undo log) and `m<N>.vista`
+//! (members): files in the state directory ([`FileStore`]) or Rio objects
+//! ([`crate::rio_store::RioStore`]). Plain files in the state directory (both stores):
 //! `members` (index, address and length of each member, written before the first commit),
 //! `exec` (how to re-execute the program, see `reexec`), `grave/` (files the program
 //! unlinked since the last checkpoint, see `kstate`) and optionally `trace`.
@@ -141,9 +143,11 @@ impl CtlLayout {
     }
 }
 
-/// Where persistent state goes: a directory of plain files (durable across process
-/// crashes; with [`Durability::Msync`], across power loss at one `fdatasync` per member
-/// per checkpoint). A Rio object store can implement the same trait.
+/// Where persistent state goes: the image's backings (segments and undo log) and a
+/// directory for the plain files. [`FileStore`]: a directory of plain files (durable
+/// across process crashes; with [`Durability::Msync`], across power loss at one
+/// `fdatasync` per member per checkpoint). [`crate::rio_store::RioStore`] (feature `rio`):
+/// Rio objects, durable across kernel crashes.
 pub trait Store: Send + Sync + std::fmt::Debug {
     /// Creates a backing `name` of `len` bytes (zero), replacing any old one.
     fn create(&self, name: &str, len: u64) -> Result<Backing>;
@@ -151,6 +155,28 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn open(&self, name: &str) -> Result<Backing>;
     /// The directory for the plain files (`exec`, `members`, `grave/`, `trace`).
     fn dir(&self) -> &Path;
+    /// Whether backing `name` exists.
+    fn exists(&self, name: &str) -> bool {
+        self.dir().join(name).exists()
+    }
+    /// Removes the backings of an old image before a new one is created (a store whose
+    /// space is scarce must not keep members the new image does not replace).
+    fn clear(&self) -> Result<()> {
+        Ok(())
+    }
+    /// Opens backing `name`, which must be `expected` bytes long
+    /// ([`Error::WrongSize`] otherwise).
+    fn open_len(&self, name: &str, expected: u64) -> Result<Backing> {
+        let b = self.open(name)?;
+        if b.len() != expected {
+            return Err(Error::WrongSize {
+                name: name.to_string(),
+                actual: b.len(),
+                expected,
+            });
+        }
+        Ok(b)
+    }
 }
 
 /// Plain files in a directory.
@@ -242,9 +268,9 @@ fn read_members(store: &dyn Store) -> Result<Vec<MemberRec>> {
     Ok(out)
 }
 
-/// Whether the directory holds an image (it may still be empty or finished).
+/// Whether the store holds an image (it may still be empty or finished).
 pub fn exists(store: &dyn Store) -> bool {
-    store.dir().join("members").exists() && store.dir().join("log.vista").exists()
+    store.dir().join("members").exists() && store.exists("log.vista")
 }
 
 /// The opened image.
@@ -312,14 +338,25 @@ impl Image {
         log_capacity: usize,
     ) -> Result<Image> {
         let _ = std::fs::remove_file(store.dir().join("members"));
-        let mut segs = Vec::new();
-        for (i, m) in members.iter().enumerate() {
-            let cfg = member_cfg(m.len);
-            let b = store.create(&format!("m{i}.vista"), Segment::backing_len(&cfg)?)?;
-            segs.push(Segment::create(b, m.addr, &cfg)?);
-        }
-        let log = store.create("log.vista", Group::log_backing_len(log_capacity))?;
-        let group = Group::create(log, segs)?;
+        store.clear()?;
+        let made = (|| -> Result<Group> {
+            let mut segs = Vec::new();
+            for (i, m) in members.iter().enumerate() {
+                let cfg = member_cfg(m.len);
+                let b = store.create(&format!("m{i}.vista"), Segment::backing_len(&cfg)?)?;
+                segs.push(Segment::create(b, m.addr, &cfg)?);
+            }
+            let log = store.create("log.vista", Group::log_backing_len(log_capacity))?;
+            Ok(Group::create(log, segs)?)
+        })();
+        let group = match made {
+            Ok(g) => g,
+            Err(e) => {
+                // Do not leave a half-made image taking space (a Rio arena's).
+                let _ = store.clear();
+                return Err(e);
+            }
+        };
         write_members(store, members)?;
         Ok(Image {
             group,
@@ -341,7 +378,8 @@ impl Image {
         }
         let mut v = Vec::new();
         for (i, m) in members.iter().enumerate() {
-            v.push((store.open(&format!("m{i}.vista"))?, m.addr));
+            let len = Segment::backing_len(&member_cfg(m.len))?;
+            v.push((store.open_len(&format!("m{i}.vista"), len)?, m.addr));
         }
         let group = Group::open(store.open("log.vista")?, v)?;
         Ok(Image {

@@ -29,6 +29,9 @@
 //! * **Protocols** ([`protocol`]): CAND, CPVS, CBNDVS, CAND-LOG, CBNDVS-LOG, manual.
 //! * **Oracle** ([`oracle`], [`trace`]): event traces and a checker for the commit
 //!   invariant (Theorem 2 / Save-work) and for consistent output.
+//! * **Where the image lives** ([`StoreKind`]): plain files ([`image::FileStore`],
+//!   survives process crashes), or Rio objects ([`rio_store::RioStore`], feature `rio`,
+//!   survives kernel crashes when rio.ko is loaded).
 //!
 //! Limits (see the README): single-threaded; thread-local storage, anonymous `mmap`s,
 //! `fork`ed children and memory shared with other processes are not checkpointed; libc
@@ -47,6 +50,8 @@ pub mod layout;
 pub mod oracle;
 pub mod protocol;
 pub mod reexec;
+#[cfg(feature = "rio")]
+pub mod rio_store;
 pub mod signals;
 pub mod sys;
 pub mod trace;
@@ -55,6 +60,7 @@ pub mod vdso;
 pub mod vol;
 
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -63,11 +69,47 @@ pub use protocol::Protocol;
 pub use track::TrackerKind;
 pub use vista::Durability;
 
+/// Where the checkpoint image is kept.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum StoreKind {
+    /// Plain files in [`Config::dir`] ([`image::FileStore`]): durable across process
+    /// crashes (with [`Durability::Msync`], across power loss).
+    #[default]
+    Files,
+    /// Rio objects `<prefix>.m<N>.vista` and `<prefix>.log.vista` of `/dev/rio`
+    /// ([`rio_store::RioStore`], feature `rio`): durable across kernel crashes. The plain
+    /// files (`exec`, `members`, `grave/`, `trace`) stay in [`Config::dir`], which must be
+    /// on a file system mounted `-o sync` (ext4 on a Rio block device).
+    Rio {
+        /// Object name prefix (1 to 53 printable ASCII characters, no `/`).
+        prefix: String,
+    },
+}
+
+impl FromStr for StoreKind {
+    type Err = Error;
+
+    /// `files`, or `rio:<prefix>` (the `DC_STORE` syntax).
+    fn from_str(s: &str) -> Result<StoreKind> {
+        match s.split_once(':') {
+            None if s == "files" => Ok(StoreKind::Files),
+            Some(("rio", prefix)) => Ok(StoreKind::Rio {
+                prefix: prefix.to_string(),
+            }),
+            _ => Err(Error::Config(format!(
+                "DC_STORE={s:?} (files, or rio:<object prefix>)"
+            ))),
+        }
+    }
+}
+
 /// How Discount Checking runs.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// State directory (image, logs, graveyard).
+    /// State directory (plain files: for [`StoreKind::Files`] the image too).
     pub dir: PathBuf,
+    /// Where the image is kept.
+    pub store: StoreKind,
     /// Commit protocol.
     pub protocol: Protocol,
     /// Periodic checkpoints (any protocol).
@@ -96,6 +138,7 @@ impl Default for Config {
     fn default() -> Config {
         Config {
             dir: PathBuf::from(".dc"),
+            store: StoreKind::Files,
             protocol: Protocol::Manual,
             interval: None,
             tracker: TrackerKind::Uffd,
@@ -123,7 +166,28 @@ fn env_num(name: &str) -> Result<Option<u64>> {
 }
 
 impl Config {
-    /// Defaults overridden by environment variables: `DC_DIR` (default `./.dc-<program>`),
+    /// Defaults for the Rio store ([`StoreKind::Rio`]) with objects `<prefix>.*` and the
+    /// plain files in `dir`. Every byte of a Rio object is resident in the arena, so the
+    /// image is sized for a small one (about 17 MiB for a small static program): 8 MiB of
+    /// heap, 1 MiB of stack, a 4 MiB undo log, 1 MiB each for the file undo and input logs.
+    pub fn rio(prefix: impl Into<String>, dir: impl Into<PathBuf>) -> Config {
+        Config {
+            dir: dir.into(),
+            store: StoreKind::Rio {
+                prefix: prefix.into(),
+            },
+            heap_size: 8 << 20,
+            stack_size: 1 << 20,
+            log_capacity: 4 << 20,
+            fundo_capacity: 1 << 20,
+            input_capacity: 1 << 20,
+            ..Config::default()
+        }
+    }
+
+    /// Defaults overridden by environment variables: `DC_STORE` (`files`, the default, or
+    /// `rio:<prefix>`: the image in Rio objects, starting from [`Config::rio`]'s sizes),
+    /// `DC_DIR` (default `./.dc-<program>`),
     /// `DC_PROTOCOL` (manual, cand, cpvs, cbndvs, cand-log, cbndvs-log), `DC_INTERVAL_MS`,
     /// `DC_TRACKER` (uffd, compare), `DC_HEAP_MB`, `DC_STACK_MB`, `DC_LOG_MB`,
     /// `DC_FUNDO_MB`, `DC_INPUT_MB`, `DC_DURABILITY` (memory, msync), `DC_TRACE` (a path,
@@ -139,9 +203,18 @@ impl Config {
                 PathBuf::from(format!(".dc-{name}"))
             }
         };
-        let mut c = Config {
-            dir,
-            ..Config::default()
+        let mut c = match std::env::var("DC_STORE") {
+            Ok(s) => match s.parse::<StoreKind>()? {
+                StoreKind::Rio { prefix } => Config::rio(prefix, dir),
+                StoreKind::Files => Config {
+                    dir,
+                    ..Config::default()
+                },
+            },
+            Err(_) => Config {
+                dir,
+                ..Config::default()
+            },
         };
         if let Ok(p) = std::env::var("DC_PROTOCOL") {
             c.protocol = p.parse()?;
@@ -203,7 +276,33 @@ impl Config {
         if self.log_capacity < (1 << 20) {
             return Err(Error::Config("log_capacity must be >= 1 MiB".into()));
         }
+        if let StoreKind::Rio { prefix } = &self.store {
+            #[cfg(feature = "rio")]
+            rio_store::check_prefix(prefix)?;
+            #[cfg(not(feature = "rio"))]
+            {
+                let _ = prefix;
+                return Err(Error::Unsupported(
+                    "the Rio store",
+                    "discount was built without its `rio` feature".into(),
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// Opens the store the configuration names.
+    fn open_store(&self) -> Result<Box<dyn image::Store>> {
+        match &self.store {
+            StoreKind::Files => Ok(Box::new(image::FileStore::new(&self.dir, self.durability)?)),
+            #[cfg(feature = "rio")]
+            StoreKind::Rio { prefix } => Ok(Box::new(rio_store::RioStore::new(prefix, &self.dir)?)),
+            #[cfg(not(feature = "rio"))]
+            StoreKind::Rio { .. } => Err(Error::Unsupported(
+                "the Rio store",
+                "discount was built without its `rio` feature".into(),
+            )),
+        }
     }
 }
 
@@ -243,9 +342,7 @@ pub fn init(cfg: Config) -> Result<()> {
     if n != 1 {
         return Err(Error::Threads(n));
     }
-    let store: Box<dyn image::Store> = Box::new(alloc::internal(|| {
-        image::FileStore::new(&cfg.dir, cfg.durability)
-    })?);
+    let store = alloc::internal(|| cfg.open_store())?;
     if !reexec::is_stage1() {
         // The process the user started: re-execute with ASLR off, as first started.
         let valid = ckpt::has_valid_checkpoint(store.as_ref(), &cfg)?;
@@ -322,5 +419,56 @@ pub mod capi {
                 -1
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_kinds_parse() {
+        assert_eq!("files".parse::<StoreKind>().unwrap(), StoreKind::Files);
+        assert_eq!(
+            "rio:kv".parse::<StoreKind>().unwrap(),
+            StoreKind::Rio {
+                prefix: "kv".into()
+            }
+        );
+        for bad in ["", "rio", "file", "nvme:x"] {
+            assert!(
+                matches!(bad.parse::<StoreKind>(), Err(Error::Config(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn rio_config_is_small_and_checked() {
+        let c = Config::rio("kv", "/mnt/dc");
+        if cfg!(not(feature = "rio")) {
+            assert!(matches!(c.check(), Err(Error::Unsupported(..))));
+            return;
+        }
+        assert!(c.check().is_ok());
+        let image = c.heap_size + c.stack_size + c.log_capacity;
+        assert!(image <= 16 << 20, "{image}");
+        let mut bad = Config::rio("a b", "/mnt/dc");
+        assert!(matches!(bad.check(), Err(Error::Config(_))));
+        bad.store = StoreKind::Rio {
+            prefix: String::new(),
+        };
+        assert!(matches!(bad.check(), Err(Error::Config(_))));
+    }
+
+    #[cfg(feature = "rio")]
+    #[test]
+    fn opening_the_rio_store_without_rio_ko_is_a_typed_error() {
+        if std::path::Path::new(rio_client::DEFAULT_DEVICE).exists() {
+            return; // rio.ko is loaded here: nothing to show
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let e = Config::rio("kv", dir.path()).open_store().unwrap_err();
+        assert!(matches!(e, Error::NoRio(_)), "{e}");
     }
 }

@@ -125,6 +125,8 @@ pub(crate) fn before_commit() {
     crate::kstate::before_commit();
 }
 
+// Called by the wrappers, which only exist with the `global` feature.
+#[cfg_attr(not(feature = "global"), allow(dead_code))]
 fn commit(low_hint: usize) {
     if let Err(e) = crate::ckpt::take(low_hint) {
         crate::sys::diag(&format!("protocol checkpoint skipped: {e}"));
@@ -132,6 +134,7 @@ fn commit(low_hint: usize) {
 }
 
 /// After a non-deterministic event (its result already in memory).
+#[cfg_attr(not(feature = "global"), allow(dead_code))]
 pub(crate) fn nondeterministic(what: &str, low_hint: usize) {
     crate::trace::event("N", what);
     match current() {
@@ -147,11 +150,13 @@ pub(crate) fn mark_nd() {
 }
 
 /// An input event made deterministic by the log.
+#[cfg_attr(not(feature = "global"), allow(dead_code))]
 pub(crate) fn logged(what: &str) {
     crate::trace::event("L", what);
 }
 
 /// Before a visible event (`data` is what will be written).
+#[cfg_attr(not(feature = "global"), allow(dead_code))]
 pub(crate) fn visible(fd: i32, data: &[u8]) {
     match current() {
         Protocol::Cpvs => commit(usize::MAX),
