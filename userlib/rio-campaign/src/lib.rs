@@ -96,6 +96,10 @@ pub const FAULTS_PER_RUN: u32 = 200;
 const FAULT_INTERVAL_MS: u64 = 25;
 /// How long a guest may live on after its last fault and still count as crashed by it.
 const CRASH_GRACE: Duration = Duration::from_secs(6);
+/// The note of a run whose guest hung (counted as a crash, reset, recovered).
+pub const HUNG: &str = "hung: reset";
+/// A guest that takes longer than this to answer a trivial command has hung.
+const HANG_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Faults of `class` one run injects: a panic is one fault; the random classes are
 /// injected until a crash, at most [`FAULTS_PER_RUN`].
@@ -253,7 +257,7 @@ pub fn run_one(
         std::thread::sleep(Duration::from_millis(2000 + seed % 2000));
     }
     let boot = vm.boot_id().to_string();
-    let mut vm = match class {
+    let vm = match class {
         "reset" => {
             vm.qmp("system_reset", None)?;
             out.crashed = true;
@@ -282,10 +286,22 @@ pub fn run_one(
                     vm.wait_reboot(Duration::from_secs(120))?;
                 }
                 Err(_) => {
-                    // The guest lives on: stop the workload and check for silent damage
-                    // (a fault that corrupts without crashing is the worst kind).
+                    // No panic. A guest that no longer answers has hung, which the Rio
+                    // paper counted as a crash: reset it (RAM kept) and recover as after
+                    // a panic.
+                    if vm
+                        .run_timeout("killall rio-check; sleep 0.5", HANG_TIMEOUT)
+                        .is_err()
+                    {
+                        out.crashed = true;
+                        out.note = HUNG.into();
+                        vm.qmp("system_reset", None)?;
+                        vm.wait_reboot(Duration::from_secs(120))?;
+                        return finish(vm, out, config, &log, &boot);
+                    }
+                    // The guest lives on: check for silent damage (a fault that corrupts
+                    // without crashing is the worst kind).
                     out.note = "no crash".into();
-                    vm.run("killall rio-check; sleep 0.5")?;
                     let text = std::fs::read_to_string(&log).context("reading the workload log")?;
                     let exp = rio_check::memtest::expected(&text)
                         .context("the workload log has no header")?;
@@ -297,10 +313,15 @@ pub fn run_one(
             vm
         }
     };
+    finish(vm, out, config, &log, &boot)
+}
+
+/// After the crash and reboot: recover, fetch and score.
+fn finish(mut vm: Vm, mut out: Outcome, config: Config, log: &Path, boot: &str) -> Result<Outcome> {
     if vm.boot_id() == boot {
         out.note = "did not reboot".into();
     }
-    let text = std::fs::read_to_string(&log).context("reading the workload log")?;
+    let text = std::fs::read_to_string(log).context("reading the workload log")?;
     let exp = rio_check::memtest::expected(&text).context("the workload log has no header")?;
     out.acked_writes = exp.acked.len() as u32;
     let (path, files) = match recover(&mut vm, config) {
@@ -330,6 +351,7 @@ struct Row {
     paths: Vec<String>,
     faults: Vec<u32>,
     oldest_loss_ms: Option<u64>,
+    hangs: u32,
 }
 
 /// The markdown table of `outcomes`.
@@ -347,6 +369,9 @@ pub fn table(outcomes: &[Outcome]) -> String {
                 r.runs += 1;
                 if o.crashed {
                     r.crashes += 1;
+                    if o.note == HUNG {
+                        r.hangs += 1;
+                    }
                     if o.faults > 0 {
                         r.faults.push(o.faults);
                     }
@@ -371,6 +396,10 @@ pub fn table(outcomes: &[Outcome]) -> String {
                     Some(m) => m.to_string(),
                     None => "-".into(),
                 };
+                let crashes = match r.hangs {
+                    0 => r.crashes.to_string(),
+                    h => format!("{} ({h} hung)", r.crashes),
+                };
                 let oldest = match r.oldest_loss_ms {
                     Some(ms) => ms.to_string(),
                     None => "-".into(),
@@ -380,7 +409,7 @@ pub fn table(outcomes: &[Outcome]) -> String {
                     config.name(),
                     class,
                     r.runs,
-                    r.crashes,
+                    crashes,
                     faults,
                     r.no_crash,
                     r.silent,

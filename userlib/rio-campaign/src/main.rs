@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use anyhow::{anyhow, Context, Result};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
-use rio_campaign::{applies, run_one, table, Config, Outcome, CLASSES};
+use rio_campaign::{applies, run_one, table, Config, Outcome, CLASSES, HUNG};
 use riovm::{Artifacts, VmConfig};
 
 /// Crash the Rio guest in every way we know, recover, and count what was lost.
@@ -156,7 +156,7 @@ fn main() -> Result<()> {
                             return Ok(());
                         };
                         let o = run_cell(&cli, &artifacts, c, k, i)?;
-                        if !o.note.is_empty() && o.note != "no crash" {
+                        if !o.note.is_empty() && o.note != "no crash" && o.note != HUNG {
                             let line = format!("{} / {k} #{i}: {}", c.name(), o.note);
                             if tty {
                                 bar.println(line);
@@ -172,7 +172,11 @@ fn main() -> Result<()> {
                                 bar.position() + 1,
                                 bar.length().unwrap_or(0),
                                 c.name(),
-                                if o.crashed { "crashed" } else { "no crash" }
+                                match (o.crashed, o.note == HUNG) {
+                                    (true, true) => "hung, reset",
+                                    (true, false) => "crashed",
+                                    _ => "no crash",
+                                }
                             );
                         }
                         writeln!(
