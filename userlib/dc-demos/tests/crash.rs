@@ -345,6 +345,15 @@ fn compute_timer_checkpoints_survive_sigkill() -> Result<()> {
     compute_case(&[("DC_INTERVAL_MS", "25")], COMPUTE_ARGS, 21, 4)
 }
 
+/// Checkpoints (timer and manual) taken at the bottom of 1 to 40 nested calls of about
+/// 2.4 KB of stack each: the stack must come back at whatever depth the checkpoint was.
+#[test]
+fn compute_checkpoints_at_varying_stack_depths_survive_sigkill() -> Result<()> {
+    let mut a = COMPUTE_ARGS.to_vec();
+    a.extend_from_slice(&["--max-depth", "40", "--checkpoint-every", "3"]);
+    compute_case(&[("DC_INTERVAL_MS", "20")], &a, 24, 5)
+}
+
 #[test]
 fn compute_cpvs_survives_sigkill() -> Result<()> {
     compute_case(&[("DC_PROTOCOL", "cpvs")], COMPUTE_ARGS, 22, 4)

@@ -31,6 +31,28 @@ struct Args {
     /// Seed.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Run each round's updates (and its manual checkpoint) at the bottom of 1 to this many
+    /// nested calls of about 2.4 KB of live stack each (0: no nesting), so checkpoints
+    /// happen at varying stack depths.
+    #[arg(long, default_value_t = 0)]
+    max_depth: u32,
+}
+
+/// Calls `f` at the bottom of `depth` frames whose contents feed the result, so a
+/// checkpoint taken down there must save, and recovery restore, the stack at that depth.
+#[inline(never)]
+fn nested(depth: u32, seed: u64, f: &mut dyn FnMut() -> Result<u64>) -> Result<u64> {
+    let mut frame = [0u64; 300];
+    for (i, w) in frame.iter_mut().enumerate() {
+        *w = seed.wrapping_mul(i as u64 + 1) ^ u64::from(depth);
+    }
+    let below = if depth == 0 {
+        f()?
+    } else {
+        nested(depth - 1, seed.rotate_left(7), f)?
+    };
+    std::hint::black_box(&mut frame);
+    Ok(checksum(&frame) ^ below)
 }
 
 fn checksum(v: &[u64]) -> u64 {
@@ -46,10 +68,27 @@ fn main() -> Result<()> {
     let mut x = a.seed | 1;
     let mut keep: Vec<Vec<u8>> = Vec::new();
     for round in 1..=a.rounds {
-        for _ in 0..a.updates {
-            let r = dc_demos::rng(&mut x);
-            let i = (r % n as u64) as usize;
-            v[i] = v[i].wrapping_add(r);
+        let depth = match a.max_depth {
+            0 => 0,
+            m => 1 + (dc_demos::rng(&mut x) % u64::from(m)) as u32,
+        };
+        let manual = a.checkpoint_every > 0 && round % a.checkpoint_every == 0;
+        let mut updates = || -> Result<u64> {
+            for _ in 0..a.updates {
+                let r = dc_demos::rng(&mut x);
+                let i = (r % n as u64) as usize;
+                v[i] = v[i].wrapping_add(r);
+            }
+            if manual && depth > 0 {
+                discount::checkpoint()?;
+            }
+            Ok(0)
+        };
+        if depth == 0 {
+            updates()?;
+        } else {
+            let h = nested(depth, round, &mut updates)?;
+            v[0] = v[0].wrapping_add(h);
         }
         for k in 0..a.allocs {
             let len = 1 + (dc_demos::rng(&mut x) % 5000) as usize;
@@ -59,7 +98,7 @@ fn main() -> Result<()> {
                 keep.swap_remove(j);
             }
         }
-        if a.checkpoint_every > 0 && round % a.checkpoint_every == 0 {
+        if manual && depth == 0 {
             discount::checkpoint()?;
         }
         if round % a.print_every == 0 {
