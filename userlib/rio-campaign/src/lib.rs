@@ -157,7 +157,7 @@ fn fetch(vm: &mut Vm, config: Config) -> Result<Vec<Vec<u8>>> {
         } else {
             format!("cat /mnt/mt{i}")
         };
-        files.push(vm.run(&cmd)?.stdout);
+        files.push(vm.run_timeout(&cmd, HANG_TIMEOUT)?.stdout);
     }
     Ok(files)
 }
@@ -289,23 +289,28 @@ pub fn run_one(
                     // No panic. A guest that no longer answers has hung, which the Rio
                     // paper counted as a crash: reset it (RAM kept) and recover as after
                     // a panic.
-                    if vm
+                    let files = match vm
                         .run_timeout("killall rio-check; sleep 0.5", HANG_TIMEOUT)
-                        .is_err()
+                        .map_err(anyhow::Error::from)
+                        .and_then(|_| fetch(&mut vm, config))
                     {
-                        out.crashed = true;
-                        out.note = HUNG.into();
-                        vm.qmp("system_reset", None)?;
-                        vm.wait_reboot(Duration::from_secs(120))?;
-                        return finish(vm, out, config, &log, &boot);
-                    }
+                        Ok(files) => files,
+                        Err(_) => {
+                            // It stopped answering, or part of it (a file system
+                            // deadlocked on corrupted code) did.
+                            out.crashed = true;
+                            out.note = HUNG.into();
+                            vm.qmp("system_reset", None)?;
+                            vm.wait_reboot(Duration::from_secs(120))?;
+                            return finish(vm, out, config, &log, &boot);
+                        }
+                    };
                     // The guest lives on: check for silent damage (a fault that corrupts
                     // without crashing is the worst kind).
                     out.note = "no crash".into();
                     let text = std::fs::read_to_string(&log).context("reading the workload log")?;
                     let exp = rio_check::memtest::expected(&text)
                         .context("the workload log has no header")?;
-                    let files = fetch(&mut vm, config)?;
                     score(&mut out, &exp, &files);
                     return Ok(out);
                 }
