@@ -6,6 +6,23 @@ mod format;
 
 pub use format::*;
 
+/// Reads object `name` out of a backing-disk image, as the host sees it after a run:
+/// `None` if the image is not a Rio disk or has no such object.
+pub fn read_disk_object(disk: &[u8], name: &str) -> Option<Vec<u8>> {
+    DiskSuper::decode(disk.get(..SB_SIZE)?).ok()?;
+    let table = DISK_TABLE_START as usize * PAGE_SIZE;
+    (0..MAX_OBJECTS).find_map(|i| {
+        let at = table + i * DISK_ENTRY_SIZE;
+        let e = DiskEntry::decode(disk.get(at..at + DISK_ENTRY_SIZE)?).ok()?;
+        if !e.in_use() || e.slot.name() != name.as_bytes() {
+            return None;
+        }
+        let start = (DISK_DATA_START + e.start) as usize * PAGE_SIZE;
+        disk.get(start..start + e.slot.size as usize)
+            .map(<[u8]>::to_vec)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,21 +239,4 @@ mod tests {
             u64::from(g.data_pages)
         );
     }
-}
-
-/// Reads object `name` out of a backing-disk image, as the host sees it after a run:
-/// `None` if the image is not a Rio disk or has no such object.
-pub fn read_disk_object(disk: &[u8], name: &str) -> Option<Vec<u8>> {
-    DiskSuper::decode(disk.get(..SB_SIZE)?).ok()?;
-    let table = DISK_TABLE_START as usize * PAGE_SIZE;
-    (0..MAX_OBJECTS).find_map(|i| {
-        let at = table + i * DISK_ENTRY_SIZE;
-        let e = DiskEntry::decode(disk.get(at..at + DISK_ENTRY_SIZE)?).ok()?;
-        if !e.in_use() || e.slot.name() != name.as_bytes() {
-            return None;
-        }
-        let start = (DISK_DATA_START + e.start) as usize * PAGE_SIZE;
-        disk.get(start..start + e.slot.size as usize)
-            .map(<[u8]>::to_vec)
-    })
 }
