@@ -58,9 +58,11 @@ bench-fs: setup initramfs
 COUNT ?= 50
 # Guests at once: each takes about one host core under TCG.
 JOBS ?= 2
+# Configurations (comma-separated; empty: the default four). rio-safe-sync is extra.
+CONFIGS ?=
 campaign: setup initramfs
 	@cd userlib && cargo build -q --release -p rio-campaign
-	@userlib/target/release/rio-campaign --count $(COUNT) --jobs $(JOBS) --results results/campaign.jsonl --table results/campaign.md
+	@userlib/target/release/rio-campaign --count $(COUNT) --jobs $(JOBS) $(if $(CONFIGS),--configs $(CONFIGS)) --results results/campaign.jsonl --table results/campaign.md
 
 bench-dc: setup
 	@bash scripts/bench-dc.sh

@@ -60,3 +60,13 @@ fn rio_power_loss_loses_only_writes_newer_than_the_last_writeback() {
     let age = o.oldest_loss_ms.unwrap_or(0);
     assert!(age <= 2000, "lost a write {age} ms old: {o:?}");
 }
+
+/// Safe sync alone: with no background writeback and the RAM lost right after the crash
+/// kernel has run, everything acknowledged comes back from the disk the crash kernel wrote.
+#[test]
+fn the_crash_kernel_saves_every_acknowledged_write_of_a_panic() {
+    let o = crash(Config::RioSafeSync, "panic", 0);
+    assert!(o.crashed && o.acked_writes > 0, "{o:?}");
+    assert_eq!(o.recovery, "crash kernel, then backing disk", "{o:?}");
+    assert_eq!((o.lost_writes, o.corrupted_files), (0, 0), "{o:?}");
+}

@@ -21,15 +21,28 @@ pub enum Config {
     RioUnprotected,
     /// Rio objects, protection on.
     RioProtected,
+    /// Rio objects, protection on, the crash kernel loaded and no background writeback;
+    /// after the crash the RAM is discarded, so only what safe sync wrote comes back. It
+    /// measures the safe-sync path alone (not in the default campaign: `--configs`).
+    RioSafeSync,
 }
 
 impl Config {
-    /// All of them, in table order.
+    /// The default campaign's, in table order.
     pub const ALL: [Config; 4] = [
         Config::Ext4Sync,
         Config::Ext4Default,
         Config::RioUnprotected,
         Config::RioProtected,
+    ];
+
+    /// Every configuration, in table order (the default ones, then the extras).
+    pub const EVERY: [Config; 5] = [
+        Config::Ext4Sync,
+        Config::Ext4Default,
+        Config::RioUnprotected,
+        Config::RioProtected,
+        Config::RioSafeSync,
     ];
 
     /// Its name in tables and on the command line.
@@ -39,11 +52,15 @@ impl Config {
             Config::Ext4Default => "ext4-default",
             Config::RioUnprotected => "rio-unprotected",
             Config::RioProtected => "rio-protected",
+            Config::RioSafeSync => "rio-safe-sync",
         }
     }
 
     fn is_rio(self) -> bool {
-        matches!(self, Config::RioUnprotected | Config::RioProtected)
+        matches!(
+            self,
+            Config::RioUnprotected | Config::RioProtected | Config::RioSafeSync
+        )
     }
 }
 
@@ -53,8 +70,13 @@ pub const CLASSES: [&str; 9] = [
 ];
 
 /// Whether `class` applies to `config` (stores aimed at the arena need an arena).
+/// Resets and power cuts never run the crash kernel, so they do not apply to the
+/// safe-sync configuration.
 pub fn applies(config: Config, class: &str) -> bool {
-    class != "arena" || config.is_rio()
+    match config {
+        Config::RioSafeSync => !matches!(class, "reset" | "power"),
+        c => class != "arena" || c.is_rio(),
+    }
 }
 
 /// What one run found.
@@ -139,6 +161,10 @@ fn setup(vm: &mut Vm, config: Config) -> Result<String> {
         Config::Ext4Default => {
             sh(vm, "mkfs.ext4 -q /dev/vda && mount /dev/vda /mnt")?;
             "--target /mnt".into()
+        }
+        Config::RioSafeSync => {
+            sh(vm, "rio-load backing=/dev/vda protect=1 allow_wild_store=1 writeback_ms=0 && rio format && rio crashkernel load --backing /dev/vda")?;
+            "--target rio".into()
         }
         Config::RioUnprotected | Config::RioProtected => {
             let p = if config == Config::RioProtected { 1 } else { 0 };
@@ -278,7 +304,7 @@ pub fn run_one(
                  --interval-ms {FAULT_INTERVAL_MS} > /dev/console 2>&1"
             ))?;
             let window = Duration::from_millis(u64::from(n) * FAULT_INTERVAL_MS) + CRASH_GRACE;
-            let found = vm.wait_console("Kernel panic", window);
+            let found = wait_for_crash(&mut vm, window);
             out.faults = faults_seen(&vm.console());
             match found {
                 Ok(()) => {
@@ -321,10 +347,39 @@ pub fn run_one(
     finish(vm, out, config, &log, &boot)
 }
 
+/// Waits until the console shows the kernel died: a panic, or the crash kernel starting
+/// (an oops goes straight to the crash kernel, without a "Kernel panic" line).
+fn wait_for_crash(vm: &mut Vm, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let c = vm.console();
+        if c.contains("Kernel panic") || c.contains("rio-crash: crash kernel up") {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("no crash within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// After the crash and reboot: recover, fetch and score.
 fn finish(mut vm: Vm, mut out: Outcome, config: Config, log: &Path, boot: &str) -> Result<Outcome> {
     if vm.boot_id() == boot {
         out.note = "did not reboot".into();
+    }
+    // Safe sync alone: the power fails as soon as the machine is back, so only what the
+    // crash kernel wrote to the disk survives.
+    let mut saved_by = None;
+    if config == Config::RioSafeSync {
+        saved_by = Some(if vm.console().contains("rio-crash: saved") {
+            "crash kernel"
+        } else {
+            "nothing (no safe sync)"
+        });
+        let cfg = vm.kill()?;
+        riovm::discard_ram(&cfg)?;
+        vm = Vm::start(cfg)?;
     }
     let text = std::fs::read_to_string(log).context("reading the workload log")?;
     let exp = rio_check::memtest::expected(&text).context("the workload log has no header")?;
@@ -339,7 +394,10 @@ fn finish(mut vm: Vm, mut out: Outcome, config: Config, log: &Path, boot: &str) 
             return Ok(out);
         }
     };
-    out.recovery = path;
+    out.recovery = match saved_by {
+        Some(by) => format!("{by}, then {path}"),
+        None => path,
+    };
     score(&mut out, &exp, &files);
     Ok(out)
 }
@@ -364,7 +422,7 @@ pub fn table(outcomes: &[Outcome]) -> String {
     let mut s = String::from(
         "| configuration | fault | runs | crashes | faults per crash (median) | no crash (of them silently corrupted) | crashes with corrupted files | acknowledged writes lost in crashes | oldest loss (ms before the crash) | recovery paths |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---|\n",
     );
-    for config in Config::ALL {
+    for config in Config::EVERY {
         for class in CLASSES {
             let mut r = Row::default();
             for o in outcomes
@@ -471,5 +529,7 @@ mod tests {
         assert!(!applies(Config::Ext4Sync, "arena"));
         assert!(applies(Config::RioProtected, "arena"));
         assert!(applies(Config::Ext4Sync, "panic"));
+        assert!(applies(Config::RioSafeSync, "arena"));
+        assert!(!applies(Config::RioSafeSync, "power"));
     }
 }

@@ -19,7 +19,8 @@ struct Cli {
     /// Runs per fault class per configuration (each injects faults until a crash).
     #[arg(long, default_value_t = 5)]
     count: u64,
-    /// Configurations (default: all): ext4-sync, ext4-default, rio-unprotected, rio-protected.
+    /// Configurations (default: the first four): ext4-sync, ext4-default, rio-unprotected,
+    /// rio-protected, rio-safe-sync (protection, crash kernel, RAM lost after the crash).
     #[arg(long, value_delimiter = ',')]
     configs: Vec<String>,
     /// Fault classes (default: all): text, heap, stack, wild, pointer, panic, arena, reset, power.
@@ -34,6 +35,10 @@ struct Cli {
     /// Keep each run's VM directory (console logs) under this directory.
     #[arg(long)]
     keep: Option<PathBuf>,
+    /// Keep the logs and disk image of runs that lost data (or failed) under this
+    /// directory, one subdirectory per run.
+    #[arg(long)]
+    keep_failures: Option<PathBuf>,
     /// Guests to run at once (each takes about one host core under TCG).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     jobs: u32,
@@ -42,7 +47,7 @@ struct Cli {
 /// Runs one crash in its own directory and turns a harness failure into an outcome (so
 /// the table shows it and a rerun does not retry it forever).
 fn run_cell(cli: &Cli, artifacts: &Artifacts, c: Config, k: &str, i: u64) -> Result<Outcome> {
-    let (dir, _tmp) = match &cli.keep {
+    let (dir, tmp) = match &cli.keep {
         Some(d) => {
             let p = d.join(format!("{}-{k}-{i}", c.name()));
             std::fs::create_dir_all(&p).with_context(|| format!("creating {}", p.display()))?;
@@ -57,7 +62,7 @@ fn run_cell(cli: &Cli, artifacts: &Artifacts, c: Config, k: &str, i: u64) -> Res
         }
     };
     let base = VmConfig::new(artifacts.clone(), &dir);
-    Ok(match run_one(&base, &dir, c, k, i) {
+    let o = match run_one(&base, &dir, c, k, i) {
         Ok(o) => o,
         Err(e) => Outcome {
             config: c,
@@ -72,7 +77,28 @@ fn run_cell(cli: &Cli, artifacts: &Artifacts, c: Config, k: &str, i: u64) -> Res
             faults: 0,
             oldest_loss_ms: None,
         },
-    })
+    };
+    // Keep the evidence of a crash that lost data, or of a harness failure: console logs,
+    // workload log, disk image (the RAM file is dropped: it is most of the space).
+    if let (Some(to), Some(tmp)) = (&cli.keep_failures, tmp) {
+        let bad = (o.crashed && (o.lost_writes > 0 || o.corrupted_files > 0))
+            || o.note.starts_with("harness error")
+            || o.note.starts_with("recovery failed");
+        if bad {
+            let dest = to.join(format!("{}-{k}-{i}", c.name()));
+            std::fs::create_dir_all(&dest)
+                .with_context(|| format!("creating {}", dest.display()))?;
+            for e in std::fs::read_dir(tmp.path())?.flatten() {
+                let name = e.file_name();
+                let n = name.to_string_lossy();
+                if n.ends_with(".log") || n.ends_with(".img") {
+                    std::fs::copy(e.path(), dest.join(&name))
+                        .with_context(|| format!("keeping {n}"))?;
+                }
+            }
+        }
+    }
+    Ok(o)
 }
 
 fn main() -> Result<()> {
@@ -83,7 +109,7 @@ fn main() -> Result<()> {
         cli.configs
             .iter()
             .map(|n| {
-                Config::ALL
+                Config::EVERY
                     .into_iter()
                     .find(|c| c.name() == n)
                     .with_context(|| format!("unknown configuration {n:?}"))
