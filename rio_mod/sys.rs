@@ -269,11 +269,14 @@ impl SlotPte {
     pub(crate) unsafe fn open(&self, pfn: u64) -> *mut u8 {
         let v = ((pfn as usize) << 12 & PTE_PFN_MASK) | self.open_flags;
         // SAFETY: `self.pte` is this slot's PTE (see `new`) and the caller holds it
-        // exclusively. No flush is needed to widen access: `close` flushed this CPU's entry,
-        // and should a read-only entry for the dummy page still be cached (a wild read of a
-        // closed slot), the write faults, the CPU drops that entry, and the kernel's
-        // spurious-fault check sees the writable PTE and retries.
+        // exclusively.
         unsafe { core::ptr::write_volatile(self.pte, kernel::bindings::pte_t { pte: v }) };
+        // `close` flushed the entry this CPU used, but this CPU's TLB may still hold one it
+        // loaded speculatively while another CPU had the slot open on a different frame
+        // (x86 may cache any translation it can walk to, and `close` flushes only the CPU
+        // that closes). Writing through such an entry would hit that other frame: a lost
+        // write here and silent damage there. So flush before use, too.
+        invlpg(self.va);
         self.va as *mut u8
     }
 
