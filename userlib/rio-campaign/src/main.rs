@@ -35,8 +35,8 @@ struct Cli {
     /// Keep each run's VM directory (console logs) under this directory.
     #[arg(long)]
     keep: Option<PathBuf>,
-    /// Keep the logs and disk image of runs that lost data (or failed) under this
-    /// directory, one subdirectory per run.
+    /// Keep the logs and disk image of runs that lost data they should not have (or
+    /// failed) under this directory, one subdirectory per run.
     #[arg(long)]
     keep_failures: Option<PathBuf>,
     /// Guests to run at once (each takes about one host core under TCG).
@@ -81,7 +81,10 @@ fn run_cell(cli: &Cli, artifacts: &Artifacts, c: Config, k: &str, i: u64) -> Res
     // Keep the evidence of a crash that lost data, or of a harness failure: console logs,
     // workload log, disk image (the RAM file is dropped: it is most of the space).
     if let (Some(to), Some(tmp)) = (&cli.keep_failures, tmp) {
-        let bad = (o.crashed && (o.lost_writes > 0 || o.corrupted_files > 0))
+        // Losses that break a promise: not those of delayed writes (ext4 defaults) or of
+        // a power cut (everything newer than the last writeback may go).
+        let promised = c != Config::Ext4Default && k != "power";
+        let bad = (o.crashed && promised && (o.lost_writes > 0 || o.corrupted_files > 0))
             || o.note.starts_with("harness error")
             || o.note.starts_with("recovery failed");
         if bad {
