@@ -347,13 +347,14 @@ pub fn run_one(
     finish(vm, out, config, &log, &boot)
 }
 
-/// Waits until the console shows the kernel died: a panic, or the crash kernel starting
-/// (an oops goes straight to the crash kernel, without a "Kernel panic" line).
+/// Waits until the console shows the kernel died: a panic, or a new kernel booting (an
+/// oops goes straight to the crash kernel, without a "Kernel panic" line).
 fn wait_for_crash(vm: &mut Vm, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
         let c = vm.console();
-        if c.contains("Kernel panic") || c.contains("rio-crash: crash kernel up") {
+        // A second "Linux version": a new kernel (the crash kernel, or a reboot) is up.
+        if c.contains("Kernel panic") || c.matches("Linux version").count() > 1 {
             return Ok(());
         }
         if Instant::now() >= deadline {
