@@ -130,6 +130,37 @@ pub struct Runtime {
     stack_vma_start: usize,
 }
 
+impl Runtime {
+    /// A runtime over `ranges` of `image`, with the walk plan made from the current
+    /// mappings and fresh counters. `tmp_top` and `stack_vma_start` are for recovery (0
+    /// on a fresh start).
+    fn new(
+        cfg: &Config,
+        store: Box<dyn Store>,
+        image: Image,
+        ranges: Vec<RtRange>,
+        tracker: Tracker,
+        tmp_top: usize,
+        stack_vma_start: usize,
+    ) -> Result<Box<Runtime>> {
+        Ok(Box::new(Runtime {
+            cfg: cfg.clone(),
+            store,
+            image,
+            walks: plan_walks(&ranges, &layout::maps()?),
+            ranges,
+            tracker,
+            low_hint: usize::MAX,
+            stats: Stats::default(),
+            input_cursor: 0,
+            trace_fd: -1,
+            trace_seq: 0,
+            tmp_top,
+            stack_vma_start,
+        }))
+    }
+}
+
 /// The runtime, if `init` has finished (or is recovering).
 pub(crate) fn rt() -> Option<&'static mut Runtime> {
     let p = vol::get().rt.load(Ordering::Acquire);
@@ -231,21 +262,7 @@ pub(crate) fn init_fresh(cfg: Config, store: Box<dyn Store>) -> Result<()> {
             };
             copy_nonzero(s, e, r.delta);
         }
-        Ok(Box::new(Runtime {
-            cfg: cfg.clone(),
-            store,
-            image: img,
-            walks: plan_walks(&rts, &layout::maps()?),
-            ranges: rts,
-            tracker,
-            low_hint: usize::MAX,
-            stats: Stats::default(),
-            input_cursor: 0,
-            trace_fd: -1,
-            trace_seq: 0,
-            tmp_top: 0,
-            stack_vma_start: 0,
-        }))
+        Runtime::new(&cfg, store, img, rts, tracker, 0, 0)
     })?;
     HEAP.set_region(HEAP_BASE, HEAP_BASE + cfg.heap_size);
     publish_stack(&rt.ranges);
@@ -667,21 +684,16 @@ pub(crate) fn recover(cfg: Config, store: Box<dyn Store>) -> Result<()> {
         let rts = rt_ranges(&recs, &cfg)?;
         let tracker = Tracker::new(cfg.tracker)?;
         let tmp = sys::mmap_anon(0, 1 << 20, false).map_err(|e| Error::sys("mmap", e))?;
-        Ok(Box::new(Runtime {
-            cfg: cfg.clone(),
+        let stack_vma_start = layout::stack_vma()?.0;
+        Runtime::new(
+            &cfg,
             store,
-            image: img,
-            walks: plan_walks(&rts, &layout::maps()?),
-            ranges: rts,
+            img,
+            rts,
             tracker,
-            low_hint: usize::MAX,
-            stats: Stats::default(),
-            input_cursor: 0,
-            trace_fd: -1,
-            trace_seq: 0,
-            tmp_top: tmp + (1 << 20) - 64,
-            stack_vma_start: layout::stack_vma()?.0,
-        }))
+            tmp + (1 << 20) - 64,
+            stack_vma_start,
+        )
     })?;
     // Files first: undo writes made after the checkpoint (idempotent if we crash here).
     internal(|| crate::kstate::replay_file_undo(&rt.image, rt.store.dir()))?;
