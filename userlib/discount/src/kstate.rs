@@ -637,15 +637,19 @@ pub fn grave_for(path: &[u8]) -> Vec<u8> {
 
 /// Moves `path` into the graveyard (logged). Returns the grave.
 pub fn bury(path: &[u8]) -> std::result::Result<Vec<u8>, i32> {
+    // Logged before each rename, so recovery can move the file back.
+    let log = |grave: &[u8]| {
+        undo_append(&UndoRec {
+            kind: R_UNLINK,
+            path: path.to_vec(),
+            path2: grave.to_vec(),
+            offset: 0,
+            old_size: 0,
+            data: Vec::new(),
+        })
+    };
     let mut grave = grave_for(path);
-    undo_append(&UndoRec {
-        kind: R_UNLINK,
-        path: path.to_vec(),
-        path2: grave.clone(),
-        offset: 0,
-        old_size: 0,
-        data: Vec::new(),
-    })?;
+    log(&grave)?;
     if let Err(e) = raw_rename(path, &grave) {
         if e != libc::EXDEV {
             return Err(e);
@@ -658,14 +662,7 @@ pub fn bury(path: &[u8]) -> std::result::Result<Vec<u8>, i32> {
         grave = dir.to_vec();
         grave.extend_from_slice(format!("/.dc-grave.{}.", ks().grave_seq).as_bytes());
         grave.extend_from_slice(base);
-        undo_append(&UndoRec {
-            kind: R_UNLINK,
-            path: path.to_vec(),
-            path2: grave.clone(),
-            offset: 0,
-            old_size: 0,
-            data: Vec::new(),
-        })?;
+        log(&grave)?;
         raw_rename(path, &grave)?;
     }
     for e in ks().fds.iter_mut().flatten() {
