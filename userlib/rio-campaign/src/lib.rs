@@ -56,7 +56,8 @@ impl Config {
         }
     }
 
-    fn is_rio(self) -> bool {
+    /// Rio holds the files (the arena, with a backing disk).
+    pub fn is_rio(self) -> bool {
         matches!(
             self,
             Config::RioUnprotected | Config::RioProtected | Config::RioSafeSync
@@ -183,9 +184,28 @@ fn fetch(vm: &mut Vm, config: Config) -> Result<Vec<Vec<u8>>> {
         } else {
             format!("cat /mnt/mt{i}")
         };
-        files.push(vm.run_timeout(&cmd, HANG_TIMEOUT)?.stdout);
+        let out = vm.run_timeout(&cmd, HANG_TIMEOUT)?;
+        // A file that cannot be read is not a file that lost its writes: say which.
+        if out.status != 0 {
+            bail!(
+                "`{cmd}` failed (status {}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        files.push(out.stdout);
     }
     Ok(files)
+}
+
+/// Leaves what the guest gave back next to the workload log (`got-mt<i>.img`), so that a
+/// run kept for its losses can be compared byte by byte with the log's expectation.
+fn save_fetched(log: &Path, files: &[Vec<u8>]) -> Result<()> {
+    for (i, f) in files.iter().enumerate() {
+        let p = log.with_file_name(format!("got-mt{i}.img"));
+        std::fs::write(&p, f).with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(())
 }
 
 fn recover(vm: &mut Vm, config: Config) -> Result<(String, Vec<Vec<u8>>)> {
@@ -338,6 +358,7 @@ pub fn run_one(
                     let exp = rio_check::memtest::expected(&text)
                         .context("the workload log has no header")?;
                     score(&mut out, &exp, &files);
+                    save_fetched(&log, &files)?;
                     return Ok(out);
                 }
             }
@@ -400,6 +421,7 @@ fn finish(mut vm: Vm, mut out: Outcome, config: Config, log: &Path, boot: &str) 
         None => path,
     };
     score(&mut out, &exp, &files);
+    save_fetched(log, &files)?;
     Ok(out)
 }
 

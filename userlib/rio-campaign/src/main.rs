@@ -99,9 +99,31 @@ fn run_cell(cli: &Cli, artifacts: &Artifacts, c: Config, k: &str, i: u64) -> Res
                         .with_context(|| format!("keeping {n}"))?;
                 }
             }
+            // For Rio, the arena as recovery left it: registry, object table and pages.
+            if let (true, Some(a)) = (c.is_rio(), base.arena) {
+                keep_arena(
+                    &tmp.path().join("guest-ram"),
+                    a.phys,
+                    a.size,
+                    &dest.join("arena.img"),
+                )?;
+            }
         }
     }
     Ok(o)
+}
+
+/// Copies the arena's bytes (`phys`, `size`) out of a guest RAM file, if there is one.
+fn keep_arena(ram: &std::path::Path, phys: u64, size: u64, to: &std::path::Path) -> Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(ram) else {
+        return Ok(());
+    };
+    f.seek(SeekFrom::Start(phys))?;
+    let mut out =
+        std::fs::File::create(to).with_context(|| format!("creating {}", to.display()))?;
+    std::io::copy(&mut f.take(size), &mut out).context("copying the arena")?;
+    Ok(())
 }
 
 fn main() -> Result<()> {
