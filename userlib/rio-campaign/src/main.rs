@@ -1,12 +1,13 @@
 //! rio-campaign: the crash campaign runner. Resumable: results are appended to a JSON-lines
 //! file, and a rerun skips what is already there.
 
+use std::fmt::Write as _;
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use std::sync::Mutex;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use rio_campaign::{applies, run_one, table, Config, Outcome, CLASSES, HUNG};
@@ -39,6 +40,10 @@ struct Cli {
     /// failed) under this directory, one subdirectory per run.
     #[arg(long)]
     keep_failures: Option<PathBuf>,
+    /// Explain a run kept by --keep-failures instead of running anything: which pages of
+    /// which files lost writes, and what they hold instead.
+    #[arg(long, value_name = "RUN_DIR")]
+    explain: Option<PathBuf>,
     /// Guests to run at once (each takes about one host core under TCG).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     jobs: u32,
@@ -114,7 +119,7 @@ fn run_cell(cli: &Cli, artifacts: &Artifacts, c: Config, k: &str, i: u64) -> Res
 }
 
 /// Copies the arena's bytes (`phys`, `size`) out of a guest RAM file, if there is one.
-fn keep_arena(ram: &std::path::Path, phys: u64, size: u64, to: &std::path::Path) -> Result<()> {
+fn keep_arena(ram: &Path, phys: u64, size: u64, to: &Path) -> Result<()> {
     use std::io::{Read, Seek, SeekFrom};
     let Ok(mut f) = std::fs::File::open(ram) else {
         return Ok(());
@@ -126,8 +131,119 @@ fn keep_arena(ram: &std::path::Path, phys: u64, size: u64, to: &std::path::Path)
     Ok(())
 }
 
+/// The workload files of a kept run: what the guest read back (`got-mt<i>.img`), or, for
+/// runs kept before those were saved, the files in the ext4 image (`debugfs`).
+fn kept_files(dir: &Path, files: usize) -> Result<Vec<Vec<u8>>> {
+    let got = |i: usize| dir.join(format!("got-mt{i}.img"));
+    if got(0).exists() {
+        return (0..files)
+            .map(|i| std::fs::read(got(i)).with_context(|| format!("reading {}", got(i).display())))
+            .collect();
+    }
+    let disk = dir.join("disk.img");
+    (0..files)
+        .map(|i| {
+            let out = std::process::Command::new("debugfs")
+                .arg("-R")
+                .arg(format!("cat /mt{i}"))
+                .arg(&disk)
+                .stderr(std::process::Stdio::null())
+                .output()
+                .context("running debugfs (e2fsprogs) on disk.img")?;
+            if !out.status.success() {
+                bail!("debugfs could not read mt{i} from {}", disk.display());
+            }
+            Ok(out.stdout)
+        })
+        .collect()
+}
+
+/// `--explain`: prints where a kept run's lost writes went.
+fn explain(dir: &Path) -> Result<()> {
+    let log = riovm::workload_log_path(dir);
+    let text = std::fs::read_to_string(&log).with_context(|| {
+        format!(
+            "reading {} (is this a run kept by --keep-failures?)",
+            log.display()
+        )
+    })?;
+    let exp = rio_check::memtest::expected(&text).context("the workload log has no header")?;
+    let files = kept_files(dir, exp.data.len())?;
+    // Built in memory and written once, so that `| head` ends it quietly.
+    let mut out = String::new();
+    let lost = exp.lost(&files);
+    let age = |i: Option<usize>| match i.and_then(|i| exp.age_ms(i)) {
+        Some(ms) => format!("{ms} ms before the end"),
+        None => "age unknown".into(),
+    };
+    let seq = |i: Option<usize>| match i.and_then(|i| exp.acked.get(i)) {
+        Some(w) => format!("write {}", w.0),
+        None => "no acknowledged write".into(),
+    };
+    writeln!(
+        out,
+        "{}: {} of {} acknowledged writes lost",
+        dir.display(),
+        lost.len(),
+        exp.acked.len()
+    )?;
+    if let Some(&oldest) = lost.first() {
+        writeln!(
+            out,
+            "  oldest lost: {} ({})",
+            seq(Some(oldest)),
+            age(Some(oldest))
+        )?;
+    }
+    for p in exp.stale_pages(&files, 4096) {
+        writeln!(
+        out,
+            "  mt{} page {:2}: {:4} stale bytes ({} zero, {} missing); holds {} ({}), should hold {} ({})",
+            p.file,
+            p.page,
+            p.stale,
+            p.zero,
+            p.missing,
+            seq(p.holds),
+            age(p.holds),
+            seq(p.should_hold),
+            age(p.should_hold)
+        )?;
+    }
+    // What the kernel said while recovering.
+    let mut consoles: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("console"))
+        })
+        .collect();
+    consoles.sort();
+    for c in consoles {
+        let t = std::fs::read_to_string(&c).unwrap_or_default();
+        for l in t
+            .lines()
+            .filter(|l| l.contains("] rio: ") || l.contains("rio-crash: ") || l.contains("EXT4-fs"))
+        {
+            writeln!(
+                out,
+                "  {}: {l}",
+                c.file_name().unwrap_or_default().to_string_lossy()
+            )?;
+        }
+    }
+    match std::io::stdout().lock().write_all(out.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r.context("writing to stdout"),
+    }
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    if let Some(dir) = &cli.explain {
+        return explain(dir);
+    }
     let configs: Vec<Config> = if cli.configs.is_empty() {
         Config::ALL.to_vec()
     } else {

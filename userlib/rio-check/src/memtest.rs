@@ -191,6 +191,66 @@ impl Expected {
             .collect()
     }
 
+    /// Where the lost writes went: for each page of each file that holds a stale byte (a
+    /// known byte that is not what the latest acknowledged write put there), how many such
+    /// bytes and the newest write the page still holds. A page that holds an old, whole
+    /// state points at a write that never reached it or was undone; zeros point at a page
+    /// that was never written or was replaced.
+    pub fn stale_pages(&self, files: &[Vec<u8>], page: usize) -> Vec<StalePage> {
+        let mut out = Vec::new();
+        let mut buf = Vec::new();
+        for (f, want) in self.data.iter().enumerate() {
+            let got = files.get(f).map(Vec::as_slice).unwrap_or(&[]);
+            // held[b]: 1 + the latest acknowledged write whose byte at b the file holds.
+            let mut held = vec![0u32; want.len()];
+            let mut last = vec![0u32; want.len()];
+            for (i, &(seq, wf, off, len)) in self.acked.iter().enumerate() {
+                if wf as usize != f {
+                    continue;
+                }
+                buf.resize(len as usize, 0);
+                pattern(write_seed(self.seed, seq), off, &mut buf);
+                for (k, &v) in buf.iter().enumerate() {
+                    let b = off as usize + k;
+                    last[b] = i as u32 + 1;
+                    if got.get(b) == Some(&v) {
+                        held[b] = i as u32 + 1;
+                    }
+                }
+            }
+            for start in (0..want.len()).step_by(page) {
+                let end = (start + page).min(want.len());
+                let mut p = StalePage {
+                    file: f,
+                    page: start / page,
+                    stale: 0,
+                    zero: 0,
+                    missing: 0,
+                    holds: None,
+                    should_hold: None,
+                };
+                for b in start..end {
+                    if self.unknown[f][b] || last[b] == 0 || held[b] >= last[b] {
+                        continue;
+                    }
+                    p.stale += 1;
+                    match got.get(b) {
+                        None => p.missing += 1,
+                        Some(0) => p.zero += 1,
+                        Some(_) => {}
+                    }
+                    let h = (held[b] as usize).checked_sub(1);
+                    p.holds = p.holds.max(h);
+                    p.should_hold = p.should_hold.max(Some(last[b] as usize - 1));
+                }
+                if p.stale > 0 {
+                    out.push(p);
+                }
+            }
+        }
+        out
+    }
+
     /// How long before the workload was last seen the acknowledged write `i` returned.
     pub fn age_ms(&self, i: usize) -> Option<u64> {
         Some(
@@ -198,6 +258,26 @@ impl Expected {
                 .saturating_sub(self.acked_ms.get(i).copied().flatten()?),
         )
     }
+}
+
+/// A page of a workload file that lost acknowledged writes (see [`Expected::stale_pages`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StalePage {
+    /// File index.
+    pub file: usize,
+    /// Page index in the file.
+    pub page: usize,
+    /// Known bytes that are not what the latest acknowledged write put there.
+    pub stale: usize,
+    /// Of them, zero bytes.
+    pub zero: usize,
+    /// Of them, bytes past the end of what the guest gave back.
+    pub missing: usize,
+    /// The newest acknowledged write (index into `acked`) whose bytes the page's stale
+    /// part still holds; `None`: none of them holds any write's bytes.
+    pub holds: Option<usize>,
+    /// The newest acknowledged write the stale bytes should hold.
+    pub should_hold: Option<usize>,
 }
 
 /// Rebuilds the expected state from the log text.
@@ -335,6 +415,42 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn stale_pages_say_which_page_kept_which_old_write() {
+        // One file of two 16-byte pages; writes 0 and 1 cover page 0, write 2 page 1.
+        let mut log = String::from("M 1 32 5\n");
+        for (seq, off) in [(0u64, 0u64), (1, 4), (2, 16)] {
+            log += &format!("B {seq} 0 {off} 8\nA {seq} {}\n", 10 * seq);
+        }
+        let e = expected(&log).unwrap();
+        assert!(e
+            .stale_pages(std::slice::from_ref(&e.data[0]), 16)
+            .is_empty());
+        // Page 0 went back to the state after write 0; page 1 is zero.
+        let mut got = vec![0u8; 32];
+        pattern(write_seed(5, 0), 0, &mut got[0..8]);
+        let s = e.stale_pages(&[got], 16);
+        assert_eq!(s.len(), 2, "{s:?}");
+        // Bytes 4..8 hold write 0 instead of write 1; bytes 8..12 hold zeros instead.
+        assert_eq!(
+            (
+                s[0].page,
+                s[0].stale,
+                s[0].zero,
+                s[0].holds,
+                s[0].should_hold
+            ),
+            (0, 8, 4, Some(0), Some(1))
+        );
+        assert_eq!(
+            (s[1].page, s[1].stale, s[1].zero, s[1].holds),
+            (1, 8, 8, None)
+        );
+        // A short read: the missing bytes are counted as such.
+        let s = e.stale_pages(&[e.data[0][..20].to_vec()], 16);
+        assert_eq!((s[0].page, s[0].missing), (1, 4));
     }
 
     #[test]
