@@ -60,9 +60,11 @@ COUNT ?= 50
 JOBS ?= 2
 # Configurations (comma-separated; empty: the default four). rio-safe-sync is extra.
 CONFIGS ?=
+# Runs that lose data they should not keep their evidence here (rio-campaign --explain DIR/RUN).
+FAILURES ?= build/campaign-failures
 campaign: setup initramfs
 	@cd userlib && cargo build -q --release -p rio-campaign
-	@userlib/target/release/rio-campaign --count $(COUNT) --jobs $(JOBS) $(if $(CONFIGS),--configs $(CONFIGS)) --results results/campaign.jsonl --table results/campaign.md
+	@userlib/target/release/rio-campaign --count $(COUNT) --jobs $(JOBS) $(if $(CONFIGS),--configs $(CONFIGS)) --results results/campaign.jsonl --table results/campaign.md --keep-failures $(FAILURES)
 
 bench-dc: setup
 	@bash scripts/bench-dc.sh
