@@ -329,7 +329,9 @@ pub fn run_one(
             match found {
                 Ok(()) => {
                     out.crashed = true;
-                    vm.wait_reboot(Duration::from_secs(120))?;
+                    if !reboots(&mut vm)? {
+                        out.note = HUNG.into();
+                    }
                 }
                 Err(_) => {
                     // No panic. A guest that no longer answers has hung, which the Rio
@@ -366,6 +368,22 @@ pub fn run_one(
         }
     };
     finish(vm, out, config, &log, &boot)
+}
+
+/// How long a crashed guest may take to come back by itself: the panic's own reboot
+/// (`panic=1`), or the crash kernel's save and reboot, plus a boot on a loaded host.
+const REBOOT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Waits for a crashed guest to boot again. A kernel can also wedge in its own panic path
+/// (a text flip in the delay loop the reboot waits in double-faults forever): then the
+/// runner resets it, RAM kept, as a watchdog would, and returns false.
+fn reboots(vm: &mut Vm) -> Result<bool> {
+    if vm.wait_reboot(REBOOT_TIMEOUT).is_ok() {
+        return Ok(true);
+    }
+    vm.qmp("system_reset", None)?;
+    vm.wait_reboot(Duration::from_secs(120))?;
+    Ok(false)
 }
 
 /// Waits until the console shows the kernel died: a panic, or a new kernel booting (an
