@@ -158,27 +158,36 @@ pub struct Expected {
 }
 
 impl Expected {
+    /// Per file and byte, as 1 + an index into `acked` (0: none): the latest acknowledged
+    /// write whose byte the file holds (zeros that were never written match nothing), and
+    /// the latest acknowledged write that covered the byte at all.
+    fn byte_owners(&self, files: &[Vec<u8>]) -> (Vec<Vec<u32>>, Vec<Vec<u32>>) {
+        let mut held: Vec<Vec<u32>> = self.data.iter().map(|d| vec![0; d.len()]).collect();
+        let mut last = held.clone();
+        let mut buf = Vec::new();
+        for (i, &(seq, f, off, len)) in self.acked.iter().enumerate() {
+            buf.resize(len as usize, 0);
+            pattern(write_seed(self.seed, seq), off, &mut buf);
+            let got = files.get(f as usize);
+            let (held, last) = (&mut held[f as usize], &mut last[f as usize]);
+            for (k, &v) in buf.iter().enumerate() {
+                let b = off as usize + k;
+                last[b] = i as u32 + 1;
+                if got.and_then(|g| g.get(b)) == Some(&v) {
+                    held[b] = i as u32 + 1;
+                }
+            }
+        }
+        (held, last)
+    }
+
     /// The acknowledged writes (indices into `acked`) whose data is gone from `files`: a
     /// known byte of the write's range holds neither what it wrote nor what a later
     /// acknowledged write put there. A write overwritten by later writes that were lost
     /// themselves is not lost if its own bytes are there (a disk that kept an older, whole
     /// state loses only the newer writes).
     pub fn lost(&self, files: &[Vec<u8>]) -> Vec<usize> {
-        // newest[f][b]: 1 + the latest acknowledged write whose byte at b is what the file
-        // holds (0: none; zeros that were never written match nothing).
-        let mut newest: Vec<Vec<u32>> = self.data.iter().map(|d| vec![0; d.len()]).collect();
-        let mut buf = Vec::new();
-        for (i, &(seq, f, off, len)) in self.acked.iter().enumerate() {
-            buf.resize(len as usize, 0);
-            pattern(write_seed(self.seed, seq), off, &mut buf);
-            let (got, newest) = (files.get(f as usize), &mut newest[f as usize]);
-            for (k, &v) in buf.iter().enumerate() {
-                let b = off as usize + k;
-                if got.and_then(|g| g.get(b)) == Some(&v) {
-                    newest[b] = i as u32 + 1;
-                }
-            }
-        }
+        let (newest, _) = self.byte_owners(files);
         self.acked
             .iter()
             .enumerate()
@@ -198,26 +207,10 @@ impl Expected {
     /// that was never written or was replaced.
     pub fn stale_pages(&self, files: &[Vec<u8>], page: usize) -> Vec<StalePage> {
         let mut out = Vec::new();
-        let mut buf = Vec::new();
+        let (held, last) = self.byte_owners(files);
         for (f, want) in self.data.iter().enumerate() {
             let got = files.get(f).map(Vec::as_slice).unwrap_or(&[]);
-            // held[b]: 1 + the latest acknowledged write whose byte at b the file holds.
-            let mut held = vec![0u32; want.len()];
-            let mut last = vec![0u32; want.len()];
-            for (i, &(seq, wf, off, len)) in self.acked.iter().enumerate() {
-                if wf as usize != f {
-                    continue;
-                }
-                buf.resize(len as usize, 0);
-                pattern(write_seed(self.seed, seq), off, &mut buf);
-                for (k, &v) in buf.iter().enumerate() {
-                    let b = off as usize + k;
-                    last[b] = i as u32 + 1;
-                    if got.get(b) == Some(&v) {
-                        held[b] = i as u32 + 1;
-                    }
-                }
-            }
+            let (held, last) = (&held[f], &last[f]);
             for start in (0..want.len()).step_by(page) {
                 let end = (start + page).min(want.len());
                 let mut p = StalePage {
@@ -338,8 +331,8 @@ pub fn expected(log: &str) -> Option<Expected> {
                 if ms.is_some() {
                     e.last_ms = ms.max(e.last_ms);
                 }
-                if let Some((s, f, off, len)) = pending.take() {
-                    if s == seq && f < files && off + len <= size {
+                if let Some((_, f, off, len)) = pending.take() {
+                    if f < files && off + len <= size {
                         let r = off as usize..(off + len) as usize;
                         pattern(
                             write_seed(seed, seq),
