@@ -10,9 +10,16 @@
 //! after the copy, with a local TLB flush ("each write changes the protection twice").
 //!
 //! Slots are taken under a spinlock, which disables preemption: a slot's writable entry is
-//! only ever used, and so only ever cached, on the CPU that opened it, and that CPU flushes
-//! it on close. No cross-CPU TLB shootdown is needed (the kernel's own per-CPU mappings,
-//! `kmap_local`, rely on the same argument).
+//! only ever *used* on the CPU that opened it, which flushes it on close. Another CPU may
+//! still hold a translation of the slot that it loaded speculatively while the slot pointed
+//! elsewhere, so [`SlotPte::open`] flushes the local entry before use as well. With both
+//! flushes no cross-CPU TLB shootdown is needed: a CPU only ever writes through a
+//! translation it loaded after its own flush. (The kernel's `kmap_local` needs neither
+//! flush, because its slots are per-CPU addresses; ours are shared by the CPUs.)
+//!
+//! The arena's bytes are written concurrently by user mappings and block devices, so every
+//! access goes through [`Shared`]/[`SharedMut`] copies (see [`crate::shared`]), never a
+//! Rust reference.
 //!
 //! With protection off (`protect=0`, for comparison runs) the arena mapping is writable and
 //! writes go straight to it.
@@ -24,6 +31,7 @@ use kernel::sync::atomic::{Atomic, Relaxed};
 use kernel::sync::SpinLock;
 
 use crate::format::PAGE_SIZE;
+use crate::shared::{Shared, SharedMut};
 use crate::sys::{ArenaMapping, SlotPte, VMapping};
 
 /// Number of window slots: enough that CPUs rarely wait for one another.
@@ -115,48 +123,50 @@ impl Arena {
         self.phys >> 12
     }
 
-    /// Read access to arena page `page`.
-    pub(crate) fn page(&self, page: usize) -> Result<&[u8]> {
+    /// A read-only view of arena page `page`. The bytes may change under the reader (user
+    /// mappings and block devices write without the store's lock), so this is a [`Shared`]
+    /// range to copy from, never a slice.
+    pub(crate) fn page(&self, page: usize) -> Result<Shared> {
         check_page(page, self.pages)?;
-        // SAFETY: the mapping covers `pages` pages and lives as long as `self`; the bytes
-        // are plain memory (concurrent writers are serialised by the store's lock; a reader
-        // racing the window sees old or new bytes, never a fault).
-        Ok(unsafe { core::slice::from_raw_parts(self.map.as_ptr().add(page * PAGE_SIZE), PAGE_SIZE) })
+        // SAFETY: the mapping covers `pages` pages (checked above) and lives as long as
+        // `self`, which outlives every use of the view (callers copy and drop it at once).
+        Ok(unsafe { Shared::new(self.map.as_ptr().add(page * PAGE_SIZE), PAGE_SIZE) })
+    }
+
+    /// Copies `dst.len()` bytes of page `page` from offset `off`.
+    pub(crate) fn read(&self, page: usize, off: usize, dst: &mut [u8]) -> Result {
+        self.page(page)?.read(off, dst)
+    }
+
+    /// Reads the aligned `u64` at `off` of page `page` with one load.
+    pub(crate) fn read_u64(&self, page: usize, off: usize) -> Result<u64> {
+        self.page(page)?.read_u64(off)
     }
 
     /// The only way to change arena memory: runs `f` on a writable view of page `page`,
     /// through the window when protected.
-    pub(crate) fn write_page<R>(&self, page: usize, f: impl FnOnce(&mut [u8]) -> R) -> Result<R> {
+    pub(crate) fn write_page<R>(&self, page: usize, f: impl FnOnce(SharedMut) -> R) -> Result<R> {
         check_page(page, self.pages)?;
         Ok(match &self.window {
             Some(w) => {
                 self.stats.windows.add(1, Relaxed);
                 w.with_page(self.first_pfn() + page as u64, |va| {
-                    // SAFETY: the window maps exactly this one page writable while `f` runs,
-                    // and only this CPU uses it.
-                    f(unsafe { core::slice::from_raw_parts_mut(va, PAGE_SIZE) })
+                    // SAFETY: while `f` runs the window maps exactly this one frame at `va`,
+                    // writable, for this CPU only (preemption is off under the slot's lock).
+                    f(unsafe { SharedMut::new(va, PAGE_SIZE) })
                 })
             }
             None => {
-                // SAFETY: protection is off, the mapping is writable; writers are serialised
-                // by the store's lock.
-                let p = unsafe { self.map.as_ptr().add(page * PAGE_SIZE) };
-                // SAFETY: `p` is the start of arena page `page`, in bounds.
-                f(unsafe { core::slice::from_raw_parts_mut(p, PAGE_SIZE) })
+                // SAFETY: protection is off, so the mapping is writable; the page is in it
+                // (checked above) and the mapping outlives the call.
+                f(unsafe { SharedMut::new(self.map.as_ptr().add(page * PAGE_SIZE), PAGE_SIZE) })
             }
         })
     }
 
     /// Stores one aligned `u64` with a single write (registry entries are never torn).
     pub(crate) fn write_u64(&self, page: usize, offset: usize, value: u64) -> Result {
-        if offset % 8 != 0 || offset + 8 > PAGE_SIZE {
-            return Err(EINVAL);
-        }
-        self.write_page(page, |p| {
-            let at = p[offset..offset + 8].as_mut_ptr().cast::<u64>();
-            // SAFETY: `at` is in the page and 8-byte aligned (pages are, and `offset` is).
-            unsafe { core::ptr::write_volatile(at, value) };
-        })
+        self.write_page(page, |p| p.write_u64(offset, value))?
     }
 
     /// A wild store through the arena's own kernel mapping, as buggy kernel code would do.

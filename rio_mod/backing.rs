@@ -6,13 +6,19 @@
 //! on `RIO_IOC_SYNC`, at load after a crash, and at a clean unload. It is what survives a
 //! power loss that takes the arena with it: on a load that finds the arena blank and the
 //! disk ours, the objects are restored from it.
+//!
+//! What is read from the disk is untrusted input: an entry whose extent leaves the data
+//! area, overlaps another entry's, does not fit the arena or repeats a name is quarantined
+//! (one `dmesg` line): it is not restored, writeback leaves it as it was found, and its
+//! slot stays out of use until the next format. Every block number is computed with checked
+//! arithmetic.
 
 use kernel::prelude::*;
 
 use crate::format::{
-    disk_bytes_needed, first_fit, DiskEntry, DiskSuper, FormatError, Geometry, ObjectSlot,
-    DISK_DATA_START, DISK_ENTRY_SIZE, DISK_TABLE_BLOCKS, DISK_TABLE_START, MAX_OBJECTS,
-    OBJ_IN_USE, OBJ_MAPPED, PAGE_SIZE, SB_SIZE,
+    disk_bytes_needed, encode_name, first_fit, DiskEntry, DiskSuper, FormatError, Geometry,
+    ObjectSlot, DISK_DATA_START, DISK_ENTRY_SIZE, DISK_TABLE_BLOCKS, DISK_TABLE_START,
+    MAX_OBJECTS, OBJ_IN_USE, OBJ_MAPPED, PAGE_SIZE, SB_SIZE,
 };
 use crate::store::{Slot, Store};
 use crate::sys::BlockFile;
@@ -34,7 +40,12 @@ pub(crate) struct Backing {
     /// `major:minor`, for messages.
     pub(crate) dev: (u32, u32),
     entries: KVec<DiskEntry>,
+    /// Entries found bad at load: never restored, never overwritten by writeback while
+    /// their arena slot is empty.
+    quarantined: KVec<bool>,
     data_blocks: u64,
+    /// A format could not initialise the disk for this arena: retried by every writeback.
+    pending_init: Option<[u8; 16]>,
     /// Bytes written back since load.
     pub(crate) bytes_written_back: u64,
     /// Writeback passes that wrote something.
@@ -48,6 +59,16 @@ fn same_object(a: &ObjectSlot, b: &ObjectSlot) -> bool {
         && a.gid == b.gid
         && a.mode == b.mode
         && (a.flags & OBJ_IN_USE) == (b.flags & OBJ_IN_USE)
+}
+
+/// Byte position of data block `start + i` of an extent (checked: a bad entry must not
+/// overflow, which the kernel's Rust overflow checks would turn into a panic).
+fn data_pos(start: u64, i: u64) -> Result<u64> {
+    DISK_DATA_START
+        .checked_add(start)
+        .and_then(|b| b.checked_add(i))
+        .and_then(|b| b.checked_mul(PAGE_SIZE as u64))
+        .ok_or(EIO)
 }
 
 fn block_pos(block: u64) -> u64 {
@@ -94,12 +115,74 @@ impl Backing {
             file,
             dev: (major, minor),
             entries: KVec::new(),
+            quarantined: KVec::new(),
             data_blocks: size / PAGE_SIZE as u64 - DISK_DATA_START,
+            pending_init: None,
             bytes_written_back: 0,
             writebacks: 0,
         };
         b.read_table(matches!(state, DiskState::Ours(_)))?;
+        b.check_table(geo)?;
         Ok((b, state))
+    }
+
+    /// Quarantines the entries that cannot be right (see the module documentation).
+    fn check_table(&mut self, geo: &Geometry) -> Result {
+        self.quarantined = KVec::from_elem(false, self.entries.len(), GFP_KERNEL)?;
+        let quarantine = |q: &mut KVec<bool>, i: usize, why: &str| {
+            if !q[i] {
+                pr_err!("backing disk: object entry {} {}; quarantined (not restored, left as found)\n", i, why);
+                q[i] = true;
+            }
+        };
+        for i in 0..self.entries.len() {
+            let e = self.entries[i];
+            if !e.in_use() {
+                continue;
+            }
+            if encode_name(e.slot.name()).is_none() {
+                quarantine(&mut self.quarantined, i, "has an invalid name");
+            } else if e.start.checked_add(e.blocks).is_none_or(|end| end > self.data_blocks) {
+                quarantine(&mut self.quarantined, i, "points past the end of the disk");
+            } else if e.slot.pages() > geo.data_pages {
+                quarantine(&mut self.quarantined, i, "is larger than the arena");
+            } else if self.entries[..i]
+                .iter()
+                .enumerate()
+                .any(|(j, f)| f.in_use() && !self.quarantined[j] && f.slot.name == e.slot.name)
+            {
+                quarantine(&mut self.quarantined, i, "repeats the name of an earlier entry");
+            }
+        }
+        // Overlapping extents: one object's writeback would overwrite the other's data, and
+        // nothing says which is right, so both go.
+        for i in 0..self.entries.len() {
+            for j in i + 1..self.entries.len() {
+                let (a, b) = (self.entries[i], self.entries[j]);
+                if !a.in_use() || !b.in_use() || self.quarantined[i] || self.quarantined[j] {
+                    continue;
+                }
+                if a.start < b.start.saturating_add(b.blocks) && b.start < a.start.saturating_add(a.blocks) {
+                    quarantine(&mut self.quarantined, i, "overlaps another entry's extent");
+                    quarantine(&mut self.quarantined, j, "overlaps another entry's extent");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The slots whose disk entries are quarantined.
+    pub(crate) fn quarantined_slots(&self) -> impl Iterator<Item = usize> + '_ {
+        self.quarantined.iter().enumerate().filter(|(_, q)| **q).map(|(i, _)| i)
+    }
+
+    /// Makes the disk blank (its superblock zeroed and synced), as the first step of a
+    /// format: if this fails nothing has changed; if a later step fails, a blank disk is
+    /// what any arena accepts and fills at its next load.
+    pub(crate) fn blank(&mut self) -> Result {
+        let block = KVec::from_elem(0u8, PAGE_SIZE, GFP_KERNEL)?;
+        self.file.write_at(&block, 0)?;
+        self.file.sync()
     }
 
     fn read_table(&mut self, ours: bool) -> Result {
@@ -119,8 +202,17 @@ impl Backing {
         Ok(())
     }
 
-    /// Makes the disk the (empty) home of the arena `uuid`.
+    /// Makes the disk the (empty) home of the arena `uuid`. If that fails, every later
+    /// writeback tries again before it writes anything.
     pub(crate) fn initialize(&mut self, uuid: [u8; 16]) -> Result {
+        self.pending_init = Some(uuid);
+        self.try_initialize()
+    }
+
+    fn try_initialize(&mut self) -> Result {
+        let Some(uuid) = self.pending_init else {
+            return Ok(());
+        };
         let mut block = KVec::from_elem(0u8, PAGE_SIZE, GFP_KERNEL)?;
         for b in DISK_TABLE_START..DISK_DATA_START {
             self.file.write_at(&block, block_pos(b))?;
@@ -135,6 +227,10 @@ impl Backing {
         for e in self.entries.iter_mut() {
             *e = DiskEntry::EMPTY;
         }
+        for q in self.quarantined.iter_mut() {
+            *q = false;
+        }
+        self.pending_init = None;
         Ok(())
     }
 
@@ -146,17 +242,22 @@ impl Backing {
     }
 
     /// Writes every dirty page (every page of objects mapped writable) to the disk, then
-    /// the object table, then marks what it wrote clean. Returns the pages written.
-    pub(crate) fn writeback(&mut self, store: &mut Store) -> Result<u64> {
+    /// the object table, then marks what it wrote clean. With `only_uid`, only that owner's
+    /// objects (an unprivileged `SYNC`). Returns the pages written.
+    pub(crate) fn writeback(&mut self, store: &mut Store, only_uid: Option<u32>) -> Result<u64> {
+        self.try_initialize()?;
         let mut written = 0u64;
         let mut new_entries: KVec<(usize, DiskEntry)> = KVec::new();
         let mut cleaned: KVec<u32> = KVec::new();
-        let mut unmapped: KVec<usize> = KVec::new();
+        let mut bounce = KVec::from_elem(0u8, PAGE_SIZE, GFP_KERNEL)?;
         for idx in 0..store.slots.len() {
-            let old = self.entries[idx];
+            let quarantined = self.quarantined.get(idx).copied().unwrap_or(false);
+            // A quarantined entry is not ours to reuse: treat it as absent (its extent
+            // stays out of first fit below).
+            let old = if quarantined { DiskEntry::EMPTY } else { self.entries[idx] };
             let o = match &store.slots[idx] {
-                Slot::Used(o) if !o.damaged => o,
-                Slot::Empty { .. } if old.in_use() => {
+                Slot::Used(o) if !o.damaged && only_uid.is_none_or(|u| u == o.slot.uid) => o,
+                Slot::Empty { .. } if only_uid.is_none() && old.in_use() => {
                     new_entries.push((idx, DiskEntry::EMPTY), GFP_KERNEL)?;
                     continue;
                 }
@@ -169,6 +270,7 @@ impl Backing {
                 // A new extent, clear of every extent an entry on disk still points at.
                 let mut used = KVec::with_capacity(self.entries.len(), GFP_KERNEL)?;
                 for e in self.entries.iter().filter(|e| e.in_use()) {
+                    // Quarantined entries too (those past the disk's end are harmless).
                     used.push((e.start, e.blocks), GFP_KERNEL)?;
                 }
                 for (_, e) in new_entries.iter().filter(|(_, e)| e.in_use()) {
@@ -191,14 +293,15 @@ impl Backing {
                 if !(moved || mapped || dirty) {
                     continue;
                 }
-                let page = store.arena.page(store.arena_page(p))?;
-                self.file
-                    .write_at(page, block_pos(DISK_DATA_START + entry.start + i as u64))?;
+                // A snapshot first: the page may change under us (mappings, block devices),
+                // and the disk write must not read memory others write.
+                store.arena.read(store.arena_page(p), 0, &mut bounce)?;
+                self.file.write_at(&bounce, data_pos(entry.start, i as u64)?)?;
                 written += 1;
-                // A page of an object that may still be mapped can change under us at any
-                // time: it stays dirty. With no mapping left (no open file), what was just
-                // written is what the page holds.
-                if dirty && (!mapped || o.open_count == 0) {
+                // A page of an object mapped writable can change at any time: it stays
+                // dirty (the mark goes, and every page becomes dirty in the registry, when
+                // the last writable mapping does).
+                if dirty && !mapped {
                     cleaned.push(p, GFP_KERNEL)?;
                 }
             }
@@ -208,11 +311,8 @@ impl Backing {
                 e.slot.seq = 0;
                 new_entries.push((idx, e), GFP_KERNEL)?;
             }
-            if mapped && o.open_count == 0 {
-                unmapped.push(idx, GFP_KERNEL)?;
-            }
         }
-        if written == 0 && new_entries.is_empty() && unmapped.is_empty() {
+        if written == 0 && new_entries.is_empty() {
             return Ok(0);
         }
         // Data first, then the entries that point at it.
@@ -223,14 +323,13 @@ impl Backing {
         self.file.sync()?;
         for (idx, e) in new_entries.into_iter() {
             self.entries[idx] = e;
+            // The arena's object now owns this entry: the quarantine is over.
+            if let Some(q) = self.quarantined.get_mut(idx) {
+                *q = false;
+            }
         }
         for p in cleaned {
             store.set_clean(p)?;
-        }
-        for idx in unmapped {
-            // No file is open, so no mapping exists (a mapping holds its file open): every
-            // page was just written; the registry is authoritative again.
-            store.clear_mapped(idx)?;
         }
         self.bytes_written_back += written * PAGE_SIZE as u64;
         self.writebacks += 1;
@@ -238,25 +337,35 @@ impl Backing {
     }
 
     /// Fills a freshly formatted arena with the objects on the disk. Returns how many.
-    pub(crate) fn restore(&mut self, store: &mut Store) -> Result<u32> {
-        let mut buf = KVec::from_elem(0u8, PAGE_SIZE, GFP_KERNEL)?;
+    /// Quarantined entries are skipped (their slots reserved); any other failure (a read
+    /// error, objects that together no longer fit) stops it with the index of the entry.
+    /// The disk is only read.
+    pub(crate) fn restore(&mut self, store: &mut Store) -> core::result::Result<u32, (usize, Error)> {
+        let mut buf = KVec::from_elem(0u8, PAGE_SIZE, GFP_KERNEL).map_err(|e| (0, e.into()))?;
         let mut n = 0;
         for idx in 0..self.entries.len() {
             let e = self.entries[idx];
             if !e.in_use() {
                 continue;
             }
+            if self.quarantined.get(idx).copied().unwrap_or(false) {
+                store.reserve_slot(idx);
+                continue;
+            }
             let s = e.slot;
-            store.create_at(idx, s.name(), s.size, s.uid, s.gid, s.mode)?;
-            let count = store.object(idx)?.pages.len();
+            let fail = |err: Error| (idx, err);
+            store.create_at(idx, s.name(), s.size, s.uid, s.gid, s.mode).map_err(fail)?;
+            let count = store.object(idx).map_err(fail)?.pages.len();
             for i in 0..count {
-                let p = *store.object(idx)?.pages.get(i).ok_or(EIO)?;
-                self.file
-                    .read_at(&mut buf, block_pos(DISK_DATA_START + e.start + i as u64))?;
+                let p = *store.object(idx).map_err(fail)?.pages.get(i).ok_or(EIO).map_err(fail)?;
+                let pos = data_pos(e.start, i as u64).map_err(fail)?;
+                self.file.read_at(&mut buf, pos).map_err(fail)?;
                 store
                     .arena
-                    .write_page(store.arena_page(p), |page| page.copy_from_slice(&buf))?;
-                store.set_clean(p)?;
+                    .write_page(store.arena_page(p), |page| page.write(0, &buf))
+                    .and_then(|r| r)
+                    .map_err(fail)?;
+                store.set_clean(p).map_err(fail)?;
             }
             n += 1;
         }

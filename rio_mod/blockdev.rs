@@ -48,15 +48,18 @@ impl BlkData {
         rq.for_each_segment(|pos, buf| {
             let mut done = 0usize;
             while done < buf.len() {
-                let at = pos as usize + done;
+                let at = usize::try_from(pos).map_err(|_| EIO)? + done;
                 let page = *self.pages.get(at / PAGE_SIZE).ok_or(EIO)?;
                 let off = at % PAGE_SIZE;
                 let n = (buf.len() - done).min(PAGE_SIZE - off);
+                // Both sides are shared memory (the arena; a request's pages, which may be
+                // a user's O_DIRECT buffer): raw copies, no slices.
                 if write {
-                    let src = &buf[done..done + n];
-                    self.arena.write_page(page, |dst| dst[off..off + n].copy_from_slice(src))?;
+                    let src = buf.slice(done, n)?.as_shared();
+                    self.arena.write_page(page, |dst| dst.copy_from(off, src))??;
                 } else {
-                    buf[done..done + n].copy_from_slice(&self.arena.page(page)?[off..off + n]);
+                    let src = self.arena.page(page)?.slice(off, n)?;
+                    buf.copy_from(done, src)?;
                 }
                 done += n;
             }

@@ -13,11 +13,19 @@
 //! - [`writeback`]: the background writeback thread;
 //! - [`service`]: the arena's state (in service or refused), format, clean shutdown;
 //! - [`device`]: `/dev/rio`, the miscdevice users talk to;
-//! - [`uapi`]: the ioctl ABI shared with userspace (mirrored in `userlib/rio-client`);
-//! - [`sys`]: the few raw kernel calls with no Rust abstraction yet, behind safe wrappers.
+//! - [`abi`]: the ioctl ABI, the one definition (also compiled by `userlib/rio-client`);
+//!   [`uapi`] adds the kernel's byte-view traits to it;
+//! - [`shared`]: memory others write concurrently (arena frames, request pages), reached
+//!   only by raw copies;
+//! - [`sys`]: the raw kernel calls with no Rust abstraction yet, behind safe wrappers
+//!   (including [`sys::caller`]: who is calling, and [`sys::track_vma`]: counting mappings).
+//!
+//! The lock order, and the rule that no user memory is touched under rio.ko's locks, are
+//! written down once, in [`service`].
 
 use kernel::prelude::*;
 
+mod abi;
 mod arena;
 mod backing;
 mod blockdev;
@@ -25,6 +33,7 @@ mod config;
 mod device;
 mod format;
 mod service;
+mod shared;
 mod store;
 mod sys;
 mod uapi;
@@ -69,6 +78,14 @@ module! {
             default: 5000,
             description: "Background writeback interval in milliseconds (0: only on sync, crash recovery and unload)",
         },
+        max_user_objects: u32 {
+            default: 64,
+            description: "Objects one user without CAP_SYS_ADMIN may own (EDQUOT past it)",
+        },
+        max_user_pages: u32 {
+            default: 0,
+            description: "Data pages one user without CAP_SYS_ADMIN may own (0: half of the arena; EDQUOT past it)",
+        },
     },
 }
 
@@ -96,6 +113,8 @@ impl kernel::InPlaceModule for RioModule {
                 backing: (major != 0).then(|| (major, *module_parameters::backing_minor.value_ref())),
                 module,
                 crash_kernel: *module_parameters::crash_kernel.value_ref(),
+                max_user_objects: *module_parameters::max_user_objects.value_ref(),
+                max_user_pages: *module_parameters::max_user_pages.value_ref(),
             };
             pr_info!(
                 "arena {:#x}..{:#x} ({} KiB of reserved memory), protection {}, ABI {}\n",

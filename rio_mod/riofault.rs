@@ -19,7 +19,6 @@
 use kernel::{
     bindings,
     fs::File,
-    ioctl::_IOW,
     miscdevice::{MiscDevice, MiscDeviceOptions, MiscDeviceRegistration},
     prelude::*,
     transmute::FromBytes,
@@ -34,30 +33,12 @@ module! {
     license: "GPL",
 }
 
-/// `RIOFAULT_INJECT`'s argument.
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-struct FaultReq {
-    class: u32,
-    _pad: u32,
-    seed: u64,
-    /// For `TEXT`: the address range to pick from. For `HEAP`, `WILD`, `POINTER`: `end` is
-    /// the top of System RAM (physical), from /proc/iomem.
-    start: u64,
-    end: u64,
-}
+mod fault_abi;
+use fault_abi::{FaultReq, HEAP, PANIC, POINTER, RIOFAULT_INJECT, STACK, TEXT, WILD};
 
-// SAFETY: `repr(C)`, integer fields, explicit padding: any bit pattern is valid.
+// SAFETY: `FaultReq` is `repr(C)` with integer fields and an explicit padding field (its
+// layout is asserted in fault_abi.rs), so every bit pattern is a valid value.
 unsafe impl FromBytes for FaultReq {}
-
-const RIOFAULT_INJECT: u32 = _IOW::<FaultReq>(0xb8, 0x01);
-
-const TEXT: u32 = 0;
-const HEAP: u32 = 1;
-const STACK: u32 = 2;
-const WILD: u32 = 3;
-const POINTER: u32 = 4;
-const PANIC: u32 = 5;
 
 /// A small deterministic generator, so a campaign can replay a fault from its seed.
 struct Rng(u64);

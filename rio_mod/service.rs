@@ -2,7 +2,23 @@
 
 //! The loaded Rio: the arena's state (in service, or refused and left untouched), explicit
 //! formatting, and the clean shutdown at unload.
-
+//!
+//! # Lock order
+//!
+//! The one place it is written down. Outer to inner:
+//!
+//! 1. `mmap_lock` of a process (taken by the kernel around our `mmap` and the mappings'
+//!    `vm_ops` open/close);
+//! 2. [`crate::device`]'s per-file `binding` mutex;
+//! 3. [`Rio::state`], the store's mutex (everything in [`Inner`]);
+//! 4. a window slot's spinlock ([`crate::arena`]); nothing sleeps under it.
+//!
+//! The rule that keeps this a DAG: **no user memory is touched while 2 or 3 is held**, because
+//! a page fault on user memory takes `mmap_lock` (1). Under the store's mutex rio.ko only
+//! uses `copy_{from,to}_user_nofault`, which fail instead of faulting; user structs are read
+//! before the mutex is taken and results are written after it is released, and data that
+//! must fault goes through a bounce page outside the mutex. The writeback thread and the
+//! block devices take nothing above 3.
 use kernel::new_mutex;
 use kernel::prelude::*;
 use kernel::sync::{Arc, Mutex};
@@ -10,7 +26,7 @@ use kernel::sync::{Arc, Mutex};
 use crate::arena::Arena;
 use crate::backing::{Backing, DiskState};
 use crate::config::ArenaConfig;
-use crate::format::{FormatError, OBJ_BLOCKDEV, OBJ_MAPPED};
+use crate::format::{FormatError, OBJ_BLOCKDEV};
 use crate::store::{LoadReport, Refusal, Slot, Store};
 use crate::uapi;
 
@@ -48,6 +64,10 @@ pub(crate) struct Options {
     pub(crate) module: &'static ThisModule,
     /// Running in the crash kernel: the clean unload records that it saved a crash.
     pub(crate) crash_kernel: bool,
+    /// Objects one unprivileged user may own.
+    pub(crate) max_user_objects: u32,
+    /// Data pages one unprivileged user may own (0: half of the arena's data pages).
+    pub(crate) max_user_pages: u32,
 }
 
 /// What the store's lock protects.
@@ -82,9 +102,16 @@ impl Inner {
         for &p in o.pages.iter() {
             pages.push(store.arena_page(p), GFP_KERNEL)?;
         }
-        store.set_flags(slot, OBJ_MAPPED | OBJ_BLOCKDEV, 0)?;
+        self.blockdevs.reserve(1, GFP_KERNEL)?;
         let dev = crate::blockdev::BlockDev::new(module, slot, store.arena.clone(), pages, bytes)?;
-        store.object_mut(slot)?.open_count += 1;
+        // From here on nothing may fail without undoing: the device exists.
+        if let Err(e) = store.set_flags(slot, OBJ_BLOCKDEV, 0).and_then(|()| store.map_opened(slot, true)) {
+            drop(dev);
+            return Err(e);
+        }
+        if let Ok(o) = store.object_mut(slot) {
+            o.open_count += 1;
+        }
         self.blockdevs.push(dev, GFP_KERNEL)?;
         Ok(slot)
     }
@@ -100,6 +127,7 @@ impl Inner {
             store.set_flags(slot, 0, OBJ_BLOCKDEV)?;
             let o = store.object_mut(slot)?;
             o.open_count = o.open_count.saturating_sub(1);
+            store.map_closed(slot, true)?;
         }
         Ok(())
     }
@@ -123,10 +151,11 @@ impl Inner {
         }
     }
 
-    /// Writes dirty data back, if there is a store and a backing device.
-    pub(crate) fn writeback(&mut self) -> Result<u64> {
+    /// Writes dirty data back, if there is a store and a backing device; with `only_uid`,
+    /// only that owner's objects.
+    pub(crate) fn writeback(&mut self, only_uid: Option<u32>) -> Result<u64> {
         match (&mut self.arena, &mut self.backing) {
-            (ArenaState::Ready(store), Some(b)) => b.writeback(store),
+            (ArenaState::Ready(store), Some(b)) => b.writeback(store, only_uid),
             (_, None) => Err(ENODEV),
             _ => Err(EUCLEAN),
         }
@@ -216,6 +245,13 @@ impl Rio {
         let state = match Store::load(arena, config.size) {
             Ok(mut store) => {
                 report(&store.report, &store);
+                // A crash ended every mapping: the registry becomes exact again.
+                store.settle_all_mapped()?;
+                if let Some((b, _)) = backing.as_ref() {
+                    for idx in b.quarantined_slots() {
+                        store.reserve_slot(idx);
+                    }
+                }
                 if let Some((b, disk)) = backing.as_mut() {
                     match disk {
                         DiskState::Blank => b.initialize(store.sb.uuid)?,
@@ -229,7 +265,7 @@ impl Rio {
                             return Err(EINVAL);
                         }
                     }
-                    let pages = b.writeback(&mut store)?;
+                    let pages = b.writeback(&mut store, None)?;
                     if pages > 0 {
                         pr_info!("wrote {} dirty pages back to {}:{}\n", pages, b.dev.0, b.dev.1);
                     }
@@ -240,7 +276,23 @@ impl Rio {
                 Some((b, DiskState::Ours(uuid))) => {
                     let uuid = *uuid;
                     let mut store = Store::format(arena, config.size, uuid).map_err(|(_, e)| e)?;
-                    let n = b.restore(&mut store)?;
+                    let n = match b.restore(&mut store) {
+                        Ok(n) => n,
+                        Err((idx, e)) => {
+                            // The arena must not stay valid with the disk's identity: the
+                            // next load's writeback would write empty entries over every
+                            // object not restored yet. Blank it; the disk was only read.
+                            drop(store.unformat());
+                            pr_err!(
+                                "restore from backing device {}:{} failed at object entry {} (error {}): the disk is unchanged and the arena is blank again; fix the disk (or copy it away) and load again, or load without the backing device to start empty\n",
+                                b.dev.0,
+                                b.dev.1,
+                                idx,
+                                e.to_errno()
+                            );
+                            return Err(e);
+                        }
+                    };
                     pr_warn!(
                         "arena was blank (power loss?): restored {} objects from backing device {}:{}\n",
                         n,
@@ -276,6 +328,11 @@ impl Rio {
     }
 
     /// Formats the arena. A non-blank arena is erased only with `force`.
+    ///
+    /// All or nothing: the backing disk is blanked first (a failure there changes nothing
+    /// that matters: a blank disk is what any arena accepts and fills at its next load),
+    /// then the arena is formatted, then the disk initialised for it. If that last step
+    /// fails the arena is in service and its disk blank, which the next load repairs.
     pub(crate) fn format(&self, force: bool) -> Result {
         let mut inner = self.state.lock();
         let st = &mut inner.arena;
@@ -290,6 +347,12 @@ impl Rio {
                 return Err(EBUSY);
             }
         }
+        if let Some(b) = inner.backing.as_mut() {
+            b.blank().inspect_err(|e| {
+                pr_err!("format refused: cannot write the backing device (error {}); nothing changed\n", e.to_errno());
+            })?;
+        }
+        let st = &mut inner.arena;
         let arena = match core::mem::replace(&mut *st, ArenaState::Gone) {
             ArenaState::Ready(s) => s.arena,
             ArenaState::Refused { arena, .. } => arena,
@@ -300,7 +363,12 @@ impl Rio {
         match Store::format(arena, self.config.size, uuid) {
             Ok(store) => {
                 if let Some(b) = inner.backing.as_mut() {
-                    b.initialize(uuid)?;
+                    if let Err(e) = b.initialize(uuid) {
+                        pr_err!(
+                            "formatted the arena, but initialising the backing device failed (error {}): it stays blank and is filled at the next load\n",
+                            e.to_errno()
+                        );
+                    }
                 }
                 pr_info!(
                     "formatted arena {:#x}..{:#x}: {} data pages\n",
@@ -327,7 +395,7 @@ impl PinnedDrop for Rio {
     fn drop(self: Pin<&mut Self>) {
         let mut inner = self.state.lock();
         if inner.backing.is_some() {
-            if let Err(e) = inner.writeback() {
+            if let Err(e) = inner.writeback(None) {
                 pr_err!("final writeback failed ({:?}): the arena stays marked in use, so the next load writes back again\n", e);
                 return;
             }

@@ -6,6 +6,10 @@
 //! All metadata and data changes happen under the store's one mutex (in [`crate::device`]),
 //! and every byte reaches the arena through [`Arena::write_page`], that is, through the
 //! protection window.
+//!
+//! Everything read back from the arena is untrusted input (a crash, a wild store or a bit
+//! flip may have left anything there): recovery checks every slot and registry entry,
+//! quarantines the one bad entry with one `dmesg` line and serves the rest.
 
 use kernel::prelude::*;
 
@@ -31,6 +35,10 @@ pub(crate) struct Object {
     pub(crate) exclusive: bool,
     /// Recovery could not account for all of its pages: it cannot be opened.
     pub(crate) damaged: bool,
+    /// Live user mappings (VMAs) of it, read-only or writable.
+    pub(crate) maps: u32,
+    /// Of those, the ones that may be written, plus one for a block device.
+    pub(crate) wmaps: u32,
 }
 
 /// One slot of the object table.
@@ -39,8 +47,13 @@ pub(crate) enum Slot {
     Empty { copy: usize, seq: u64 },
     /// Holds an object.
     Used(Object),
-    /// Both copies are corrupt: its pages are kept (never handed out) until a format.
+    /// Both copies are corrupt, or the slot contradicts the arena (a size larger than the
+    /// arena, a second object of the same name): its pages are kept (never handed out)
+    /// until a format.
     Quarantined,
+    /// Empty, but the backing disk's entry for this slot was quarantined at load: not handed
+    /// out, so that writeback leaves that entry as it was found (until a format).
+    Reserved,
 }
 
 /// What loading found and did.
@@ -90,22 +103,32 @@ pub(crate) struct Store {
     pub(crate) quarantined: u64,
     pub(crate) report: LoadReport,
     pub(crate) bytes_written: u64,
+    /// `pwrite` pieces that went through a bounce page (the user's page was not resident).
+    pub(crate) slow_writes: u64,
+    /// `pread` pieces that went through a bounce page.
+    pub(crate) slow_reads: u64,
 }
 
-fn read_u64(b: &[u8], at: usize) -> u64 {
-    let mut x = [0u8; 8];
-    x.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(x)
+/// How much of the arena one owner holds.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Usage {
+    /// Objects.
+    pub(crate) objects: u32,
+    /// Data pages.
+    pub(crate) pages: u64,
 }
 
 impl Store {
     /// Validates the arena and recovers it. On refusal the arena is returned untouched.
     pub(crate) fn load(arena: Arc<Arena>, size: u64) -> core::result::Result<Store, (Arc<Arena>, Refusal)> {
-        let (sb, sb_copy) = match arena.page(0).map(Superblock::pick) {
-            Ok(Ok(x)) => x,
-            Ok(Err(crate::format::FormatError::Blank)) => return Err((arena, Refusal::Blank)),
-            Ok(Err(e)) => return Err((arena, Refusal::Corrupt(e))),
-            Err(_) => return Err((arena, Refusal::Corrupt(crate::format::FormatError::BadGeometry))),
+        let mut page0 = [0u8; SB_COPY_B + SB_SIZE];
+        if arena.read(0, 0, &mut page0).is_err() {
+            return Err((arena, Refusal::Corrupt(crate::format::FormatError::BadGeometry)));
+        }
+        let (sb, sb_copy) = match Superblock::pick(&page0) {
+            Ok(x) => x,
+            Err(crate::format::FormatError::Blank) => return Err((arena, Refusal::Blank)),
+            Err(e) => return Err((arena, Refusal::Corrupt(e))),
         };
         if sb.arena_size != size {
             return Err((arena, Refusal::SizeMismatch(sb.arena_size)));
@@ -122,6 +145,8 @@ impl Store {
             quarantined: 0,
             report: LoadReport::default(),
             bytes_written: 0,
+            slow_writes: 0,
+            slow_reads: 0,
         };
         match store.recover() {
             Ok(()) => Ok(store),
@@ -142,9 +167,23 @@ impl Store {
         self.slots = KVec::with_capacity(nslots, GFP_KERNEL)?;
         for i in 0..nslots {
             let at = i * 2 * SLOT_COPY_SIZE;
-            let page = self.arena.page(table + at / PAGE_SIZE)?;
-            let off = at % PAGE_SIZE;
-            let slot = match ObjectSlot::pick(&page[off..off + 2 * SLOT_COPY_SIZE]) {
+            let mut both = [0u8; 2 * SLOT_COPY_SIZE];
+            self.arena.read(table + at / PAGE_SIZE, at % PAGE_SIZE, &mut both)?;
+            let slot = match ObjectSlot::pick(&both) {
+                Ok((s, _)) if s.in_use() && s.pages() > self.geo.data_pages => {
+                    pr_err!(
+                        "object slot {}: size {} is larger than the arena; slot quarantined, its pages kept\n",
+                        i,
+                        s.size
+                    );
+                    rep.bad_slots += 1;
+                    Slot::Quarantined
+                }
+                Ok((s, _)) if s.in_use() && self.slots.iter().any(|x| matches!(x, Slot::Used(o) if o.slot.name == s.name)) => {
+                    pr_err!("object slot {}: a second object of the same name; slot quarantined, its pages kept\n", i);
+                    rep.bad_slots += 1;
+                    Slot::Quarantined
+                }
                 Ok((s, copy)) if s.in_use() => {
                     rep.objects += 1;
                     let mut pages = KVec::with_capacity(s.pages() as usize, GFP_KERNEL)?;
@@ -158,10 +197,13 @@ impl Store {
                         open_count: 0,
                         exclusive: false,
                         damaged: false,
+                        maps: 0,
+                        wmaps: 0,
                     })
                 }
                 Ok((s, copy)) => Slot::Empty { copy, seq: s.seq },
-                Err(_) => {
+                Err(e) => {
+                    pr_err!("object slot {}: both copies are corrupt ({:?}); slot quarantined, its pages kept\n", i, e);
                     rep.bad_slots += 1;
                     Slot::Quarantined
                 }
@@ -241,7 +283,7 @@ impl Store {
         };
         let zero = |arena: &Arena, first: u32, n: u32| -> Result {
             for p in first..first + n {
-                arena.write_page(p as usize, |b| b.fill(0))?;
+                arena.write_page(p as usize, |b| b.fill(0, PAGE_SIZE, 0))??;
             }
             Ok(())
         };
@@ -263,10 +305,20 @@ impl Store {
         };
         let mut page0 = [0u8; SB_SIZE];
         sb.encode(&mut page0);
-        if let Err(e) = arena.write_page(0, |b| b[..SB_SIZE].copy_from_slice(&page0)) {
+        if let Err(e) = arena.write_page(0, |b| b.write(0, &page0)).and_then(|r| r) {
             return Err((arena, e));
         }
         Store::load(arena, size).map_err(|(a, _)| (a, EIO))
+    }
+
+    /// Makes the arena blank again (both superblock copies zeroed), for a restore from the
+    /// backing disk that could not finish: the next load sees a blank arena, not a valid
+    /// one that would let writeback overwrite the disk's objects with empty entries.
+    pub(crate) fn unformat(self) -> Arc<Arena> {
+        if let Err(e) = self.arena.write_page(0, |b| b.fill(0, PAGE_SIZE, 0)).and_then(|r| r) {
+            pr_err!("could not blank the arena's superblock: error {}\n", e.to_errno());
+        }
+        self.arena
     }
 
     /// Writes a new superblock copy over the older one.
@@ -276,7 +328,7 @@ impl Store {
         let mut buf = [0u8; SB_SIZE];
         sb.encode(&mut buf);
         let off = if copy == 0 { 0 } else { SB_COPY_B };
-        self.arena.write_page(0, |p| p[off..off + SB_SIZE].copy_from_slice(&buf))?;
+        self.arena.write_page(0, |p| p.write(off, &buf))??;
         self.sb = sb;
         self.sb_copy = copy;
         Ok(())
@@ -297,7 +349,7 @@ impl Store {
 
     fn reg_raw(&self, p: u32) -> Result<u64> {
         let (page, off) = self.reg_location(p);
-        Ok(read_u64(self.arena.page(page)?, off))
+        self.arena.read_u64(page, off)
     }
 
     fn set_reg(&self, p: u32, e: RegEntry) -> Result {
@@ -329,7 +381,7 @@ impl Store {
         let at = idx * 2 * SLOT_COPY_SIZE + copy * SLOT_COPY_SIZE;
         let page = self.geo.table_start as usize + at / PAGE_SIZE;
         let off = at % PAGE_SIZE;
-        self.arena.write_page(page, |p| p[off..off + SLOT_COPY_SIZE].copy_from_slice(&buf))?;
+        self.arena.write_page(page, |p| p.write(off, &buf))??;
         Ok((s, copy))
     }
 
@@ -367,7 +419,7 @@ impl Store {
                 return Err(ENOSPC);
             };
             got.push(p, GFP_KERNEL)?;
-            self.arena.write_page(self.arena_page(p), |b| b.fill(0))?;
+            self.arena.write_page(self.arena_page(p), |b| b.fill(0, PAGE_SIZE, 0))??;
             self.set_reg(
                 p,
                 RegEntry {
@@ -452,6 +504,8 @@ impl Store {
             open_count: 0,
             exclusive: false,
             damaged: false,
+            maps: 0,
+            wmaps: 0,
         });
         Ok(())
     }
@@ -486,7 +540,9 @@ impl Store {
     /// Changes the size of the object in slot `idx`.
     pub(crate) fn resize(&mut self, idx: usize, size: u64) -> Result {
         let o = self.object(idx)?;
-        if o.slot.flags & OBJ_MAPPED != 0 && pages_for(size) < o.slot.pages() {
+        // A live mapping (or block device) keeps its frames in page tables that rio.ko
+        // does not rewrite: freeing them would hand another object's data to it.
+        if (o.maps > 0 || o.wmaps > 0) && pages_for(size) < o.slot.pages() {
             return Err(EBUSY);
         }
         let max = u64::from(self.geo.data_pages) * PAGE_SIZE as u64;
@@ -518,7 +574,8 @@ impl Store {
             let cut: KVec<u32> = {
                 let mut v = KVec::new();
                 while o.pages.len() > new_pages as usize {
-                    if let Some(p) = o.pages.pop() {
+                    // Skip the missing-page marker of a damaged object.
+                    if let Some(p) = o.pages.pop().filter(|&p| p != u32::MAX) {
                         v.push(p, GFP_KERNEL)?;
                     }
                 }
@@ -528,9 +585,10 @@ impl Store {
             // Bytes past the new end of the last page must read as zero if it grows again.
             let tail = (size % PAGE_SIZE as u64) as usize;
             if tail != 0 {
-                if let Some(&last) = self.object(idx)?.pages.last() {
+                if let Some(&last) = self.object(idx)?.pages.last().filter(|&&p| p != u32::MAX) {
                     self.mark_dirty(last)?;
-                    self.arena.write_page(self.arena_page(last), |b| b[tail..].fill(0))?;
+                    self.arena
+                        .write_page(self.arena_page(last), |b| b.fill(tail, PAGE_SIZE - tail, 0))??;
                 }
             }
         }
@@ -558,9 +616,77 @@ impl Store {
         Ok(())
     }
 
-    /// Clears the mapped mark of slot `idx` (after a full writeback with no mapping left).
-    pub(crate) fn clear_mapped(&mut self, idx: usize) -> Result {
+    /// Clears the mapped mark of slot `idx` once no writable mapping is left: every page is
+    /// marked dirty first (stores through the mapping bypassed the registry), so the
+    /// registry is exact again and writeback goes back to writing only dirty pages.
+    pub(crate) fn settle_mapped(&mut self, idx: usize) -> Result {
+        let o = self.object(idx)?;
+        if o.slot.flags & OBJ_MAPPED == 0 || o.wmaps > 0 {
+            return Ok(());
+        }
+        let mut pages = KVec::with_capacity(o.pages.len(), GFP_KERNEL)?;
+        for &p in o.pages.iter().filter(|&&p| p != u32::MAX) {
+            pages.push(p, GFP_KERNEL)?;
+        }
+        for p in pages {
+            self.mark_dirty(p)?;
+        }
         self.set_flags(idx, 0, OBJ_MAPPED)
+    }
+
+    /// After recovery: objects marked mapped have no mapping any more (a crash ended them).
+    pub(crate) fn settle_all_mapped(&mut self) -> Result {
+        for idx in 0..self.slots.len() {
+            if matches!(&self.slots[idx], Slot::Used(o) if !o.damaged) {
+                self.settle_mapped(idx)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A mapping (or a block device) of slot `idx` appeared.
+    pub(crate) fn map_opened(&mut self, idx: usize, writable: bool) -> Result {
+        if writable {
+            self.mark_mapped(idx)?;
+        }
+        let o = self.object_mut(idx)?;
+        o.maps = o.maps.saturating_add(1);
+        if writable {
+            o.wmaps = o.wmaps.saturating_add(1);
+        }
+        Ok(())
+    }
+
+    /// A mapping (or a block device) of slot `idx` went away.
+    pub(crate) fn map_closed(&mut self, idx: usize, writable: bool) -> Result {
+        let o = self.object_mut(idx)?;
+        o.maps = o.maps.saturating_sub(1);
+        if writable {
+            o.wmaps = o.wmaps.saturating_sub(1);
+        }
+        self.settle_mapped(idx)
+    }
+
+    /// Objects and data pages owned by `uid`.
+    pub(crate) fn usage(&self, uid: u32) -> Usage {
+        let mut u = Usage::default();
+        for s in self.slots.iter() {
+            if let Slot::Used(o) = s {
+                if o.slot.uid == uid {
+                    u.objects += 1;
+                    u.pages += o.pages.len() as u64;
+                }
+            }
+        }
+        u
+    }
+
+    /// Keeps slot `idx` out of use for this load if it is empty (its disk entry is
+    /// quarantined).
+    pub(crate) fn reserve_slot(&mut self, idx: usize) {
+        if let Some(s @ Slot::Empty { .. }) = self.slots.get_mut(idx) {
+            *s = Slot::Reserved;
+        }
     }
 
     /// Sets and clears flags of slot `idx`, committing the slot if they change.

@@ -31,7 +31,7 @@ impl ThreadWork for Writeback {
             if sys::kthread_should_stop() {
                 break;
             }
-            match self.rio.state.lock().writeback() {
+            match self.rio.state.lock().writeback(None) {
                 Ok(_) => failing = false,
                 // Say it once per failure streak, not every interval.
                 Err(e) if !failing => {

@@ -1,10 +1,27 @@
 #!/usr/bin/env bash
 # make module: build rio.ko out of tree against the cached kernel build.
+# module.sh [fast|debug]: `fast` builds in rio_mod/ against $CACHE/kbuild-current; `debug`
+# builds a copy of the sources in build/mod-debug/ against $CACHE/kbuild-debug-current (a
+# module must be built against the very kernel it loads into).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=scripts/env.sh
 . "$here/scripts/env.sh"
-[ -f "$KBUILD/.rio-built" ] || { echo "[module] error: no built kernel at $KBUILD: run 'make kernel'" >&2; exit 1; }
-make -s -C "$KSRC_ORIG" O="$KBUILD" M="$here" LLVM=-19 -j"$(nproc)" modules
-[ -f "$here/rio_mod/rio.ko" ] || { echo "[module] error: no rio.ko produced" >&2; exit 1; }
-echo "[module] $here/rio_mod/rio.ko"
+flavour=${1:-fast}
+case "$flavour" in
+fast) dir="$here/rio_mod" ;;
+debug)
+    KBUILD="$CACHE/kbuild-debug-current"
+    dir="$here/build/mod-debug"
+    mkdir -p "$dir/sys"
+    # Sources only; stale copies of removed files go.
+    find "$dir" -name '*.rs' -delete
+    cp "$here"/rio_mod/*.rs "$here/rio_mod/Kbuild" "$dir/"
+    cp "$here"/rio_mod/sys/*.rs "$dir/sys/"
+    ;;
+*) echo "[module] error: unknown flavour '$flavour' (fast or debug)" >&2; exit 1 ;;
+esac
+[ -f "$KBUILD/.rio-built" ] || { echo "[module] error: no built $flavour kernel at $KBUILD: run 'make kernel'" >&2; exit 1; }
+make -s -C "$KSRC_ORIG" O="$KBUILD" M="$dir" LLVM=-19 -j"$(nproc)" modules
+[ -f "$dir/rio.ko" ] || { echo "[module] error: no rio.ko produced in $dir" >&2; exit 1; }
+echo "[module] $dir/rio.ko"

@@ -7,17 +7,11 @@ use anyhow::{bail, Context, Result};
 /// The fault classes, as riofault.ko numbers them (`arena` is rio.ko's wild store).
 pub const CLASSES: [&str; 7] = ["text", "heap", "stack", "wild", "pointer", "panic", "arena"];
 
-#[repr(C)]
-struct FaultReq {
-    class: u32,
-    _pad: u32,
-    seed: u64,
-    start: u64,
-    end: u64,
-}
+#[path = "../../../rio_mod/fault_abi.rs"]
+mod fault_abi;
+use fault_abi::FaultReq;
 
-const RIOFAULT_INJECT: libc::c_ulong =
-    (1 << 30) | ((std::mem::size_of::<FaultReq>() as libc::c_ulong) << 16) | (0xb8 << 8) | 1;
+const RIOFAULT_INJECT: libc::c_ulong = fault_abi::RIOFAULT_INJECT as libc::c_ulong;
 
 fn kallsyms(name: &str) -> Result<u64> {
     let text = std::fs::read_to_string("/proc/kallsyms").context("reading /proc/kallsyms")?;

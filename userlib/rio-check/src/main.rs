@@ -93,11 +93,33 @@ enum Cmd {
     Hold {
         /// Object name.
         name: String,
-        /// Open exclusively.
+        /// Open exclusively (on a read-write descriptor, unless --read-only).
         #[arg(long)]
         exclusive: bool,
+        /// Open the descriptor read-only (with --exclusive: a request the module must refuse).
+        #[arg(long)]
+        read_only: bool,
+        /// Open for reading and writing.
+        #[arg(long, conflicts_with = "read_only")]
+        write: bool,
+        /// Also map the whole object (MAP_SHARED; writable with --write).
+        #[arg(long)]
+        map: bool,
+        /// Fork after opening (and mapping): the child holds, the parent exits at once.
+        #[arg(long)]
+        fork: bool,
         /// How long to hold it.
         #[arg(long, default_value_t = 3600)]
+        seconds: u64,
+    },
+    /// Two threads of one process for `seconds`: one `pread`s an object into freshly mapped
+    /// (never touched) anonymous buffers, the other maps and unmaps the object. A module that
+    /// copies to user memory under a lock its `mmap` also takes deadlocks on this.
+    RaceMmap {
+        /// Object name (read-write, at least 64 KiB).
+        name: String,
+        /// How long to run.
+        #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
     /// Check that the first `size` bytes of an object hold the pattern of `seed`.
@@ -204,18 +226,37 @@ fn run(cli: Cli) -> Result<bool> {
         Cmd::Hold {
             name,
             exclusive,
+            read_only,
+            write,
+            map,
+            fork,
             seconds,
         } => {
-            let mode = if exclusive {
-                OpenMode::Exclusive
+            let writable = write || (exclusive && !read_only);
+            let flags = if exclusive { rio_client::uapi::OPEN_EXCLUSIVE } else { 0 };
+            let obj = rio()?.open_object_raw(&name, writable, flags)?;
+            let _map = if map {
+                let len = usize::try_from(obj.size()?)?.div_ceil(4096) * 4096;
+                Some(obj.map(None, 0, len, writable)?)
             } else {
-                OpenMode::ReadOnly
+                None
             };
-            let _obj = rio()?.open_object(&name, mode)?;
+            if fork {
+                // SAFETY: single-threaded here; the child only sleeps and exits.
+                match unsafe { libc::fork() } {
+                    -1 => anyhow::bail!("fork: {}", std::io::Error::last_os_error()),
+                    0 => {}
+                    _ => {
+                        println!("holding {name} in a child");
+                        return Ok(true);
+                    }
+                }
+            }
             println!("holding {name}");
             std::thread::sleep(std::time::Duration::from_secs(seconds));
             Ok(true)
         }
+        Cmd::RaceMmap { name, seconds } => race_mmap(&rio()?, &name, seconds),
         Cmd::Zero { name, offset, len } => {
             let obj = rio()?.open_object(&name, OpenMode::ReadWrite)?;
             // SAFETY: a fresh private anonymous mapping; only read (by the kernel) below.
@@ -297,4 +338,55 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// See `Cmd::RaceMmap`.
+fn race_mmap(rio: &Rio, name: &str, seconds: u64) -> Result<bool> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let obj = rio.open_object(name, OpenMode::ReadWrite)?;
+    let len = 64 * 1024;
+    let stop = AtomicBool::new(false);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    let (reads, maps) = std::thread::scope(|s| -> Result<(u64, u64)> {
+        let mapper = s.spawn(|| -> Result<u64> {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let m = obj.map(None, 0, len, true)?;
+                drop(m);
+                n += 1;
+            }
+            Ok(n)
+        });
+        let mut reads = 0u64;
+        while std::time::Instant::now() < deadline {
+            // SAFETY: a fresh private anonymous mapping, unmapped below; the kernel writes
+            // it through pread, which is what faults its pages in.
+            let buf = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            if buf == libc::MAP_FAILED {
+                stop.store(true, Ordering::Relaxed);
+                anyhow::bail!("mmap: {}", std::io::Error::last_os_error());
+            }
+            // SAFETY: `buf` is `len` writable bytes that nothing else uses.
+            let slice = unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), len) };
+            let r = obj.read_at(slice, 0);
+            // SAFETY: unmaps the buffer made above; `slice` is not used after this.
+            unsafe { libc::munmap(buf, len) };
+            r?;
+            reads += 1;
+        }
+        stop.store(true, Ordering::Relaxed);
+        let maps = mapper.join().map_err(|_| anyhow::anyhow!("the mapping thread panicked"))??;
+        Ok((reads, maps))
+    })?;
+    println!("race-mmap: {reads} reads into fresh buffers, {maps} maps, no hang");
+    Ok(true)
 }

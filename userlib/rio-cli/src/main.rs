@@ -393,6 +393,8 @@ fn run(cli: Cli) -> Result<()> {
             println!("epoch               {}", s.epoch);
             println!("quarantined pages   {}", s.quarantined_pages);
             println!("reclaimed pages     {}", s.reclaimed_pages);
+            println!("slow-path writes    {}", s.slow_writes);
+            println!("slow-path reads     {}", s.slow_reads);
         }
         Command::Sync => rio.sync()?,
         Command::WildStore { offset, value } => {

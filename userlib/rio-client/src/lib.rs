@@ -88,9 +88,15 @@ pub enum Error {
     /// A block device needs a size that is a whole number of 4 KiB blocks.
     #[error("{0:?} is not a whole number of 4 KiB blocks: resize it first")]
     NotWholeBlocks(String),
-    /// The debug ioctl is disabled.
-    #[error("wild stores are disabled: load rio.ko with allow_wild_store=1")]
+    /// The debug ioctl is disabled, or the caller is not an administrator.
+    #[error("wild stores need CAP_SYS_ADMIN and rio.ko loaded with allow_wild_store=1")]
     WildStoreDisabled,
+    /// The caller's per-user limit (objects or pages) would be exceeded.
+    #[error("{0:?}: over your Rio quota (the max_user_objects / max_user_pages limits of rio.ko); delete objects or ask an administrator")]
+    QuotaExceeded(String),
+    /// The operation needs CAP_SYS_ADMIN (format, block devices).
+    #[error("{0} needs CAP_SYS_ADMIN in the initial user namespace (root outside any container)")]
+    NotPrivileged(&'static str),
     /// Any other failure of an operation.
     #[error("{op} failed: {source}")]
     Os {
@@ -128,6 +134,10 @@ fn classify(op: &'static str, name: &str, e: std::io::Error) -> Error {
         libc::EUCLEAN => Error::NotReady("blank or refused"),
         libc::ENOTEMPTY if op == "format" => Error::NotBlank,
         libc::EPERM if op == "wild store" => Error::WildStoreDisabled,
+        libc::EPERM if op == "format" || op == "add block device" || op == "remove block device" => {
+            Error::NotPrivileged(op)
+        }
+        libc::EDQUOT => Error::QuotaExceeded(n),
         _ => Error::Os { op, source: e },
     }
 }
@@ -360,14 +370,18 @@ impl Rio {
 
     /// Opens an object on a new file descriptor.
     pub fn open_object(&self, name: &str, mode: OpenMode) -> Result<Object> {
-        let file = open_dev(&self.path, mode != OpenMode::ReadOnly)?;
+        let flags = if mode == OpenMode::Exclusive { OPEN_EXCLUSIVE } else { 0 };
+        self.open_object_raw(name, mode != OpenMode::ReadOnly, flags)
+    }
+
+    /// Opens an object with any combination of descriptor mode and `RIO_IOC_OPEN` flags,
+    /// including ones the module must refuse (an exclusive open on a read-only descriptor):
+    /// for tests and the fuzzer.
+    pub fn open_object_raw(&self, name: &str, writable_fd: bool, flags: u32) -> Result<Object> {
+        let file = open_dev(&self.path, writable_fd)?;
         let mut o = RioOpen {
             name: name_field(name)?,
-            flags: if mode == OpenMode::Exclusive {
-                OPEN_EXCLUSIVE
-            } else {
-                0
-            },
+            flags,
             _pad: 0,
         };
         ioctl(file.as_fd(), RIO_IOC_OPEN, &mut o).map_err(|e| classify("open", name, e))?;

@@ -42,21 +42,55 @@ pub struct Artifacts {
     pub initramfs: PathBuf,
 }
 
+/// Which test kernel: the fast one, or the debug one (lockdep, KASAN, Rust debug checks:
+/// `qemu/kernel-debug.config`), each with the initramfs whose rio.ko was built for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavour {
+    /// `$RIO_CACHE/kbuild-current`, `build/initramfs.cpio.gz`.
+    Fast,
+    /// `$RIO_CACHE/kbuild-debug-current`, `build/initramfs-debug.cpio.gz`.
+    Debug,
+}
+
+impl Flavour {
+    /// `RIO_KERNEL_FLAVOUR` (`fast` or `debug`), defaulting to `fast`.
+    pub fn from_env() -> Result<Flavour> {
+        match std::env::var("RIO_KERNEL_FLAVOUR").as_deref() {
+            Err(_) | Ok("") | Ok("fast") => Ok(Flavour::Fast),
+            Ok("debug") => Ok(Flavour::Debug),
+            Ok(other) => Err(VmError::Config(format!(
+                "RIO_KERNEL_FLAVOUR={other:?}: expected 'fast' or 'debug'"
+            ))),
+        }
+    }
+}
+
 impl Artifacts {
-    /// Finds the artifacts: `RIO_KERNEL` and `RIO_INITRAMFS` if set, else the kernel cache
-    /// (`$RIO_CACHE/kbuild-current`, default `/var/cache/rio-build`) and
-    /// `<repo>/build/initramfs.cpio.gz`, where the repo is `RIO_ROOT` or found above the
-    /// current directory.
+    /// Finds the artifacts: `RIO_KERNEL` and `RIO_INITRAMFS` if set, else those of the
+    /// flavour `RIO_KERNEL_FLAVOUR` names (see [`Artifacts::locate_flavour`]).
     pub fn locate() -> Result<Artifacts> {
+        Self::locate_flavour(Flavour::from_env()?)
+    }
+
+    /// Finds the artifacts of `flavour`: `RIO_KERNEL` and `RIO_INITRAMFS` if set, else the
+    /// kernel cache (`$RIO_CACHE/kbuild-current` or `kbuild-debug-current`, default cache
+    /// `/var/cache/rio-build`) and `<repo>/build/initramfs.cpio.gz` (or
+    /// `initramfs-debug.cpio.gz`), where the repo is `RIO_ROOT` or found above the current
+    /// directory.
+    pub fn locate_flavour(flavour: Flavour) -> Result<Artifacts> {
         let cache = std::env::var_os("RIO_CACHE")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("/var/cache/rio-build"));
+        let (kdir, ramfs) = match flavour {
+            Flavour::Fast => ("kbuild-current", "build/initramfs.cpio.gz"),
+            Flavour::Debug => ("kbuild-debug-current", "build/initramfs-debug.cpio.gz"),
+        };
         let kernel = std::env::var_os("RIO_KERNEL")
             .map(PathBuf::from)
-            .unwrap_or_else(|| cache.join("kbuild-current/arch/x86/boot/bzImage"));
+            .unwrap_or_else(|| cache.join(kdir).join("arch/x86/boot/bzImage"));
         let initramfs = match std::env::var_os("RIO_INITRAMFS") {
             Some(p) => PathBuf::from(p),
-            None => repo_root()?.join("build/initramfs.cpio.gz"),
+            None => repo_root()?.join(ramfs),
         };
         let a = Artifacts { kernel, initramfs };
         a.check()?;
@@ -200,6 +234,10 @@ impl VmConfig {
             "nokaslr".to_string(),
             "no_hash_pointers".to_string(),
             "tsc=unstable".to_string(),
+            // The lockup detectors panic (hangs become crashes safe sync can save); under
+            // TCG on a loaded host a vCPU can stall for seconds, so give them margin: a
+            // hard lockup after 20 s, a soft lockup after 40 s.
+            "watchdog_thresh=20".to_string(),
             // Room for a crash kernel (safe sync at panic time: `rio crashkernel load`).
             "crashkernel=96M".to_string(),
         ];

@@ -1,10 +1,20 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! Safe wrappers around the raw kernel calls rio.ko needs that the `kernel` crate does not
-//! abstract yet. Every use of `kernel::bindings` in the module lives in this file.
+//! abstract yet. Every use of `kernel::bindings` in rio.ko lives under this module:
+//! [`cred`] (who is calling), [`vma`] (tracking user mappings), and in this file the iomem
+//! checks, kernel mappings and the window's PTEs, the backing block device, a kernel
+//! thread, copies from and to user memory that never sleep, and block requests.
 
 use kernel::bindings;
 use kernel::prelude::*;
+
+use crate::shared::{Shared, SharedMut};
+
+mod cred;
+mod vma;
+pub(crate) use cred::{caller, Caller};
+pub(crate) use vma::{track_vma, MapTracker};
 
 /// How a physical range relates to the resources of one kind in the iomem tree.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -131,9 +141,10 @@ impl ArenaMapping {
         Ok(m)
     }
 
-    /// Clears the RW bit of every leaf entry of the mapping. Runs before the mapping is
-    /// first used, so no CPU holds a writable translation of it; the local flush is for
-    /// good measure.
+    /// Clears the RW bit of every leaf entry of the mapping, then flushes the TLBs of every
+    /// CPU. `ioremap_cache` made the mapping writable, and although nothing of ours has
+    /// used it yet, any CPU may have loaded a (writable) translation of it speculatively:
+    /// a local `invlpg` would leave those, and a wild store on that CPU would go through.
     fn write_protect(&self) -> Result {
         let start = self.addr.as_ptr() as usize;
         let mut va = start;
@@ -156,9 +167,9 @@ impl ArenaMapping {
                 let v = core::ptr::read_volatile(pte).pte;
                 core::ptr::write_volatile(pte, bindings::pte_t { pte: v & !PTE_RW });
             }
-            invlpg(va);
             va = (va & !(size - 1)) + size;
         }
+        flush_tlb_range_all_cpus(start, self.len);
         Ok(())
     }
 
@@ -292,6 +303,62 @@ impl SlotPte {
         };
         invlpg(self.va);
     }
+}
+
+/// A kernel virtual range whose translations every CPU must drop.
+struct FlushRange {
+    start: usize,
+    len: usize,
+}
+
+/// The size of the leaf page-table entry that maps `va` (4 KiB, 2 MiB or 1 GiB), if any.
+fn leaf_size(va: usize) -> Option<usize> {
+    let mut level: core::ffi::c_uint = 0;
+    // SAFETY: lookup_address only walks the kernel page tables for `va` (no locks, no
+    // allocation: usable in IPI context) and writes the level to our local.
+    let pte = unsafe { bindings::lookup_address(va, &mut level) };
+    if pte.is_null() {
+        return None;
+    }
+    match level {
+        l if l == bindings::pg_level_PG_LEVEL_4K => Some(1 << 12),
+        l if l == bindings::pg_level_PG_LEVEL_2M => Some(1 << 21),
+        l if l == bindings::pg_level_PG_LEVEL_1G => Some(1 << 30),
+        _ => None,
+    }
+}
+
+unsafe extern "C" fn flush_range_local(info: *mut core::ffi::c_void) {
+    // SAFETY: `info` is the `FlushRange` that `flush_tlb_range_all_cpus` passed, which
+    // lives until every CPU has run this function (the call waits).
+    let r = unsafe { &*info.cast::<FlushRange>() };
+    let mut va = r.start;
+    while va < r.start + r.len {
+        let size = leaf_size(va).unwrap_or(1 << 12);
+        invlpg(va);
+        va = (va & !(size - 1)) + size;
+    }
+}
+
+/// Drops every CPU's translations of `[start, start + len)` (one `invlpg` per leaf entry on
+/// each online CPU), and waits until all have done it. (`__flush_tlb_all` would do, but
+/// 7.3 exports it to KVM only.)
+fn flush_tlb_range_all_cpus(start: usize, len: usize) {
+    let range = FlushRange { start, len };
+    // SAFETY: `flush_range_local` has the `smp_call_func_t` signature and only reads the
+    // `FlushRange` it is given, which outlives the call because `wait` is true (the call
+    // returns after every CPU ran the function); no condition function;
+    // `__cpu_online_mask` is the kernel's own mask of online CPUs, which lives forever.
+    // Called from process context (module load), as the function requires.
+    unsafe {
+        bindings::on_each_cpu_cond_mask(
+            None,
+            Some(flush_range_local),
+            core::ptr::from_ref(&range).cast_mut().cast(),
+            true,
+            core::ptr::addr_of!(bindings::__cpu_online_mask),
+        )
+    };
 }
 
 /// Flushes one page from the local TLB.
@@ -544,12 +611,46 @@ pub(crate) fn ubuf_next(iov: &mut kernel::iov::IovIterSource<'_>) -> Option<usiz
     }
 }
 
-/// Copies `dst.len()` bytes from user address `src` without sleeping (safe with preemption
-/// off): fails instead of faulting a page in.
-pub(crate) fn copy_from_user_atomic(dst: &mut [u8], src: usize) -> Result {
-    // SAFETY: `dst` is valid for writes of its length; copy_from_user_nofault checks that
-    // `src..src + len` is a user range and disables page faults around the copy.
-    let r = unsafe { bindings::copy_from_user_nofault(dst.as_mut_ptr().cast(), src as *const core::ffi::c_void, dst.len()) };
+/// If `iov` is a single user buffer (what `read` and `pread` produce), the user address
+/// its next byte goes to.
+pub(crate) fn ubuf_next_dest(iov: &mut kernel::iov::IovIterDest<'_>) -> Option<usize> {
+    let raw = iov.as_raw();
+    // SAFETY: as in `ubuf_next`: the live iov_iter of this call, read as lib/iov_iter.c
+    // reads an ITER_UBUF one.
+    unsafe {
+        if (*raw).iter_type != bindings::iter_type_ITER_UBUF as u8 {
+            return None;
+        }
+        let base = (*raw).__bindgen_anon_1.__ubuf_iovec.as_ref().iov_base as usize;
+        Some(base + (*raw).iov_offset)
+    }
+}
+
+/// Copies `dst.len()` bytes from user address `src` into `dst` without sleeping (safe with
+/// preemption off and under locks the fault path takes): fails instead of faulting a page
+/// in, so it never takes `mmap_lock`.
+pub(crate) fn copy_from_user_nofault(dst: SharedMut, src: usize) -> Result {
+    // SAFETY: `dst` is writable kernel memory of its length (its constructor's contract);
+    // copy_from_user_nofault checks that `src..src + len` is a user range, disables page
+    // faults around the copy and returns non-zero instead of faulting.
+    let r = unsafe {
+        bindings::copy_from_user_nofault(dst.as_mut_ptr().cast(), src as *const core::ffi::c_void, dst.len())
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(EFAULT)
+    }
+}
+
+/// Copies `src` to user address `dst` without sleeping; fails instead of faulting (the
+/// counterpart of [`copy_from_user_nofault`], for reads).
+pub(crate) fn copy_to_user_nofault(dst: usize, src: Shared) -> Result {
+    // SAFETY: `src` is readable kernel memory of its length; copy_to_user_nofault checks
+    // that `dst..dst + len` is a user range and fails instead of faulting.
+    let r = unsafe {
+        bindings::copy_to_user_nofault(dst as *mut core::ffi::c_void, src.as_ptr().cast(), src.len())
+    };
     if r == 0 {
         Ok(())
     } else {
@@ -599,8 +700,9 @@ impl RawRequest {
     }
 
     /// Calls `f(device byte position, data)` for every piece of the request's data, each
-    /// within one memory page, in order.
-    pub(crate) fn for_each_segment(&self, mut f: impl FnMut(u64, &mut [u8]) -> Result) -> Result {
+    /// within one memory page, in order. The data may be a user's `O_DIRECT` buffer that
+    /// the user writes meanwhile, so it comes as a [`SharedMut`], not a slice.
+    pub(crate) fn for_each_segment(&self, mut f: impl FnMut(u64, SharedMut) -> Result) -> Result {
         const PAGE: usize = 4096;
         // SAFETY: the driver owns the started request, so its bio chain, their vectors and
         // the pages they name stay valid and unchanged until it completes; the walk follows
@@ -624,7 +726,7 @@ impl RawRequest {
                         let in_page = abs % PAGE;
                         let chunk = (n - done).min(PAGE - in_page);
                         let va = bindings::kmap_local_page(page).cast::<u8>();
-                        let r = f(pos + done as u64, core::slice::from_raw_parts_mut(va.add(in_page), chunk));
+                        let r = f(pos + done as u64, SharedMut::new(va.add(in_page), chunk));
                         bindings::kunmap_local(va.cast());
                         r?;
                         done += chunk;
