@@ -1,7 +1,12 @@
 //! Crash tests: the demo programs are killed with SIGKILL at random points and run again
-//! until they finish; the visible output must equal a failure-free run's except for
-//! repeated output (Definition 2), the files they leave must be the same, and their event
-//! traces must satisfy the commit invariant (Theorem 2).
+//! until they finish. Every case goes through one harness, [`crash_case`], whose oracle
+//! is: every planned kill landed (each run but the last was killed before it finished);
+//! every run after a crash resumed from the last checkpoint instead of starting over
+//! (its trace begins with a recovery of that checkpoint and its output begins where that
+//! checkpoint left the output, `oracle::check_resumed`); the visible output is a
+//! failure-free run's except for repeated output (Definition 2); the files they leave are
+//! the same; and their event traces satisfy the commit invariant (Theorem 2). A negative
+//! control throws the image away between runs and checks that the oracle rejects it.
 
 mod common;
 
@@ -76,112 +81,238 @@ fn kv_script() -> Vec<String> {
     v
 }
 
-fn trace_of(dc: &Path) -> Result<Vec<oracle::Event>> {
-    Ok(oracle::parse(&std::fs::read_to_string(dc.join("trace"))?)?)
+fn trace_of(path: &Path) -> Result<Vec<oracle::Event>> {
+    Ok(oracle::parse(&std::fs::read_to_string(path)?)?)
 }
 
-fn kv_case(protocol: &str, seed: u64, nkills: usize) -> Result<()> {
-    let t = tempfile::tempdir()?;
-    let (refd, rund, dc) = (
-        t.path().join("ref"),
-        t.path().join("run"),
-        t.path().join("dc"),
-    );
-    std::fs::create_dir_all(&refd)?;
-    std::fs::create_dir_all(&rund)?;
-    let err = t.path().join("stderr");
-    let inputs = kv_script();
-    let deadline = Duration::from_secs(60);
-    let off = env(&[("DC_DISABLE", "1")]);
-    let reference = drive_kv(
-        &Target {
-            bin: kv_bin(),
-            args: &[],
-            env: &off,
-            cwd: &refd,
-            stderr: &err,
-        },
-        &inputs,
-        &[],
-        deadline,
-    )?;
-    ensure!(reference.len() == 1);
-    let mut rng = Rng::new(seed);
-    let mut kills: Vec<(usize, u64)> = Vec::new();
-    while kills.len() < nkills {
-        let k = rng.below(inputs.len() as u64 - 1) as usize;
-        if !kills.iter().any(|&(x, _)| x == k) {
-            kills.push((k, rng.below(6)));
-        }
-    }
-    // In input order: a kill planned at a command that a recovery re-executes from the
-    // input log (without waiting for the user) would never fire.
-    kills.sort();
-    let e = env(&[
-        ("DC_DIR", dc.to_str().unwrap_or("")),
-        ("DC_PROTOCOL", protocol),
-        ("DC_TRACE", "1"),
-        ("DC_HEAP_MB", "256"),
-        ("DC_LOG_MB", "64"),
-    ]);
-    let runs = drive_kv(
-        &Target {
-            bin: kv_bin(),
-            args: &[],
-            env: &e,
-            cwd: &rund,
-            stderr: &err,
-        },
-        &inputs,
-        &kills,
-        deadline,
-    )
-    .map_err(|x| {
-        anyhow::anyhow!(
-            "{x}; stderr: {}",
-            std::fs::read_to_string(&err).unwrap_or_default()
-        )
-    })?;
-    ensure!(
-        runs.len() == nkills + 1,
-        "{} runs for {nkills} kills",
-        runs.len()
-    );
-    let outs: Vec<&[u8]> = runs.iter().map(|r| r.out.as_slice()).collect();
-    let m = oracle::check_output(&outs, &reference[0].out, true).map_err(|x| {
-        anyhow::anyhow!(
-            "{protocol}: {x}\nstderr:\n{}\nreference:\n{}\nruns:\n{}",
-            std::fs::read_to_string(&err).unwrap_or_default(),
-            lossy(&reference[0].out),
-            runs.iter()
+/// How a case is driven and killed.
+enum Drive {
+    /// An interactive program (the key-value shell, the C notes), fed `inputs` like a
+    /// user; each kill comes `0..max_delay_ms` after sending a random input.
+    Interactive {
+        inputs: Vec<String>,
+        max_delay_ms: u64,
+    },
+    /// A program that runs by itself; each run is killed after a random part of the
+    /// output (up to `bytes_share` of the failure-free output, sometimes none: then the
+    /// kill may land in start-up or recovery) plus `0..max_delay_ms`.
+    Timed {
+        bytes_share: usize,
+        max_delay_ms: u64,
+    },
+    /// A program that runs by itself, killed as planned.
+    Planned(Vec<Kill>),
+}
+
+/// One crash test.
+struct Case<'a> {
+    name: &'a str,
+    bin: &'a Path,
+    args: &'a [&'a str],
+    /// `DC_*` settings besides the state directory and the trace.
+    env: &'a [(&'a str, &'a str)],
+    drive: Drive,
+    seed: u64,
+    kills: usize,
+    /// Subdirectory of the working directory whose files must equal the failure-free
+    /// run's ("" for the directory itself).
+    files: &'a str,
+    /// CPVS: a resumed run repeats at most the last write.
+    one_write_repeated: bool,
+    /// The negative control: delete the checkpoint image after every kill.
+    lose_image: bool,
+}
+
+/// What a case found.
+struct Outcome {
+    reference: Vec<u8>,
+    runs: Vec<Run>,
+    trace: Vec<oracle::Event>,
+}
+
+impl Outcome {
+    fn show(&self, err: &Path) -> String {
+        format!(
+            "stderr:\n{}\nreference:\n{}\nruns:\n{}",
+            std::fs::read_to_string(err).unwrap_or_default(),
+            lossy(&self.reference),
+            self.runs
+                .iter()
                 .map(|r| lossy(&r.out))
                 .collect::<Vec<_>>()
                 .join("\n--- crash ---\n")
         )
-    })?;
-    ensure!(
-        files(&rund) == files(&refd),
-        "{protocol}: files differ:\n{:?}\n{:?}",
-        files(&rund),
-        files(&refd)
+    }
+}
+
+fn target<'a>(
+    c: &'a Case<'_>,
+    env: &'a [(String, String)],
+    cwd: &'a Path,
+    stderr: &'a Path,
+) -> Target<'a> {
+    Target {
+        bin: c.bin,
+        args: c.args,
+        env,
+        cwd,
+        stderr,
+        trace: None,
+        after_kill: None,
+    }
+}
+
+/// Runs `c` failure-free and with crashes, and applies the oracle. With `lose_image`
+/// it returns the oracle's verdict on the runs (see `check_resumed`) instead of failing.
+fn crash_case(
+    c: &Case<'_>,
+) -> Result<std::result::Result<oracle::Resumption, oracle::ResumeError>> {
+    let t = tempfile::tempdir()?;
+    let (refd, rund, dc, tr) = (
+        t.path().join("ref"),
+        t.path().join("run"),
+        t.path().join("dc"),
+        t.path().join("trace"),
     );
-    let trace = trace_of(&dc)?;
-    let bad = oracle::check_one(&trace);
+    std::fs::create_dir_all(&refd)?;
+    std::fs::create_dir_all(&rund)?;
+    let err = t.path().join("stderr");
+    let deadline = Duration::from_secs(60);
+    let off = env(&[("DC_DISABLE", "1")]);
+    let off_target = |cwd| target(c, &off, cwd, &err);
+    let reference = match &c.drive {
+        Drive::Interactive { inputs, .. } => drive_kv(&off_target(&refd), inputs, &[], deadline)?,
+        Drive::Timed { .. } | Drive::Planned(_) => {
+            run_with_kills(&off_target(&refd), &[], deadline)?
+        }
+    };
+    ensure!(reference.len() == 1);
+    let reference = reference[0].out.clone();
+    let mut pairs = vec![
+        ("DC_DIR", dc.to_str().unwrap_or("")),
+        ("DC_TRACE", tr.to_str().unwrap_or("")),
+    ];
+    pairs.extend_from_slice(c.env);
+    let on = env(&pairs);
+    let lose = || -> Result<()> {
+        if dc.exists() {
+            std::fs::remove_dir_all(&dc)?;
+        }
+        Ok(())
+    };
+    let mut target_on = target(c, &on, &rund, &err);
+    target_on.trace = Some(&tr);
+    if c.lose_image {
+        target_on.after_kill = Some(&lose);
+    }
+    let mut rng = Rng::new(c.seed);
+    let runs = match &c.drive {
+        Drive::Interactive {
+            inputs,
+            max_delay_ms,
+        } => {
+            let mut kills: Vec<(usize, u64)> = Vec::new();
+            while kills.len() < c.kills {
+                let k = rng.below(inputs.len() as u64 - 1) as usize;
+                if !kills.iter().any(|&(x, _)| x == k) {
+                    kills.push((k, rng.below(*max_delay_ms)));
+                }
+            }
+            // In input order: a kill planned at a command that a recovery re-executes
+            // from the input log (without waiting for the user) would never fire.
+            kills.sort();
+            eprintln!("{}: kills after inputs {kills:?}", c.name);
+            drive_kv(&target_on, inputs, &kills, deadline)
+        }
+        Drive::Timed {
+            bytes_share,
+            max_delay_ms,
+        } => {
+            let most = (reference.len() / bytes_share.max(&1)) as u64;
+            let kills: Vec<Kill> = (0..c.kills)
+                .map(|_| Kill {
+                    after_bytes: match rng.below(4) {
+                        0 => 0,
+                        _ => rng.below(most) as usize,
+                    },
+                    delay_ms: rng.below(*max_delay_ms),
+                })
+                .collect();
+            eprintln!("{}: kills {kills:?}", c.name);
+            run_with_kills(&target_on, &kills, Duration::from_secs(90))
+        }
+        Drive::Planned(kills) => run_with_kills(&target_on, kills, Duration::from_secs(90)),
+    }
+    .map_err(|x| {
+        anyhow::anyhow!(
+            "{}: {x}; stderr: {}",
+            c.name,
+            std::fs::read_to_string(&err).unwrap_or_default()
+        )
+    })?;
+    let outcome = Outcome {
+        trace: trace_of(&tr)?,
+        reference,
+        runs,
+    };
+    let o = &outcome;
+    ensure!(
+        o.runs.len() == c.kills + 1,
+        "{}: {} runs for {} kills",
+        c.name,
+        o.runs.len(),
+        c.kills
+    );
+    let records: Vec<oracle::RunRecord<'_>> = o.runs.iter().map(Run::record).collect();
+    let verdict = oracle::check_resumed(&records, &o.reference, 1);
+    if c.lose_image {
+        return Ok(verdict);
+    }
+    let m = verdict.map_err(|x| anyhow::anyhow!("{}: {x}\n{}", c.name, o.show(&err)))?;
+    ensure!(
+        files(&rund.join(c.files)) == files(&refd.join(c.files)),
+        "{}: files differ: {:?} vs {:?}",
+        c.name,
+        files(&rund.join(c.files))
+            .iter()
+            .map(|f| (f.0.clone(), f.1.len()))
+            .collect::<Vec<_>>(),
+        files(&refd.join(c.files))
+            .iter()
+            .map(|f| (f.0.clone(), f.1.len()))
+            .collect::<Vec<_>>()
+    );
+    let bad = oracle::check_one(&o.trace);
     ensure!(
         bad.is_empty(),
-        "{protocol}: commit invariant violated: {bad:?}"
+        "{}: commit invariant violated: {bad:?}",
+        c.name
     );
-    let c = oracle::counts(&trace);
+    let counts = oracle::counts(&o.trace);
     ensure!(
-        c.recoveries == nkills,
-        "{protocol}: {} recoveries in the trace, {nkills} kills",
-        c.recoveries
+        counts.recoveries == m.recoveries,
+        "{}: {} recoveries in the trace, {} runs resumed",
+        c.name,
+        counts.recoveries,
+        m.recoveries
     );
-    if protocol == "cpvs" {
+    if matches!(c.drive, Drive::Interactive { .. }) {
+        // Every kill comes after the shell's first prompt, so after its first checkpoint:
+        // every run after a kill must have recovered.
+        ensure!(
+            m.recoveries == c.kills,
+            "{}: {} recoveries for {} kills",
+            c.name,
+            m.recoveries,
+            c.kills
+        );
+    }
+    if c.one_write_repeated {
         // CPVS commits right before every visible event: only the last one before the
         // crash may be repeated. (The other protocols re-execute from an earlier commit
         // and may repeat several, which Definition 2 allows.)
-        let maxv = trace
+        let maxv = o
+            .trace
             .iter()
             .filter_map(|e| match e {
                 oracle::Event::Visible { len, .. } => Some(*len),
@@ -190,41 +321,79 @@ fn kv_case(protocol: &str, seed: u64, nkills: usize) -> Result<()> {
             .max()
             .unwrap_or(0);
         ensure!(
-            m.repeated.iter().all(|&r| r <= maxv),
-            "{protocol}: repeated {:?} > one write ({maxv})",
-            m.repeated
+            m.output.repeated.iter().all(|&r| r <= maxv),
+            "{}: repeated {:?} > one write ({maxv})",
+            c.name,
+            m.output.repeated
         );
     }
     eprintln!(
-        "{protocol}: kills {kills:?}, repeated bytes {:?}, {c:?}",
-        m.repeated
+        "{}: {} runs, resumed {:?} at bytes {:?}, repeated {:?}, {counts:?}",
+        c.name,
+        o.runs.len(),
+        m.resumed,
+        m.output.starts,
+        m.output.repeated
     );
-    Ok(())
+    Ok(Ok(m))
+}
+
+/// [`crash_case`] for a case that must pass.
+fn pass(c: Case<'_>) -> Result<()> {
+    crash_case(&c)?
+        .map(|_| ())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", c.name))
+}
+
+fn kv(protocol: &'static str, seed: u64) -> Case<'static> {
+    let env: &'static [(&str, &str)] = Box::leak(
+        vec![
+            ("DC_PROTOCOL", protocol),
+            ("DC_HEAP_MB", "256"),
+            ("DC_LOG_MB", "64"),
+        ]
+        .into_boxed_slice(),
+    );
+    Case {
+        name: protocol,
+        bin: kv_bin(),
+        args: &[],
+        env,
+        drive: Drive::Interactive {
+            inputs: kv_script(),
+            max_delay_ms: 6,
+        },
+        seed,
+        kills: 4,
+        files: "",
+        one_write_repeated: protocol == "cpvs",
+        lose_image: false,
+    }
 }
 
 #[test]
 fn kv_cand() -> Result<()> {
-    kv_case("cand", 11, 4)
+    pass(kv("cand", 11))
 }
 
 #[test]
 fn kv_cpvs() -> Result<()> {
-    kv_case("cpvs", 12, 4)
+    pass(kv("cpvs", 12))
 }
 
 #[test]
 fn kv_cbndvs() -> Result<()> {
-    kv_case("cbndvs", 13, 4)
+    pass(kv("cbndvs", 13))
 }
 
 #[test]
 fn kv_cand_log() -> Result<()> {
-    kv_case("cand-log", 14, 4)
+    pass(kv("cand-log", 14))
 }
 
 #[test]
 fn kv_cbndvs_log() -> Result<()> {
-    kv_case("cbndvs-log", 15, 4)
+    pass(kv("cbndvs-log", 15))
 }
 
 /// Without a protocol the commit invariant is broken, and the oracle sees it on the real
@@ -252,79 +421,15 @@ fn kv_without_protocol_violates_save_work() -> Result<()> {
             env: &e,
             cwd: t.path(),
             stderr: &err,
+            trace: None,
+            after_kill: None,
         },
         &inputs,
         &[],
         Duration::from_secs(30),
     )?;
-    let bad = oracle::check_one(&trace_of(&dc)?);
+    let bad = oracle::check_one(&trace_of(&dc.join("trace"))?);
     ensure!(!bad.is_empty(), "expected violations");
-    Ok(())
-}
-
-fn compute_case(extra: &[(&str, &str)], args: &[&str], seed: u64, nkills: usize) -> Result<()> {
-    let t = tempfile::tempdir()?;
-    let dc = t.path().join("dc");
-    let err = t.path().join("stderr");
-    let off = env(&[("DC_DISABLE", "1")]);
-    let reference = run_with_kills(
-        &Target {
-            bin: compute_bin(),
-            args,
-            env: &off,
-            cwd: t.path(),
-            stderr: &err,
-        },
-        &[],
-        Duration::from_secs(60),
-    )?;
-    let mut pairs = vec![
-        ("DC_DIR", dc.to_str().unwrap_or("")),
-        ("DC_TRACE", "1"),
-        ("DC_HEAP_MB", "256"),
-        ("DC_LOG_MB", "128"),
-    ];
-    pairs.extend_from_slice(extra);
-    let mut rng = Rng::new(seed);
-    let kills: Vec<u64> = (0..nkills).map(|_| 80 + rng.below(500)).collect();
-    let on = env(&pairs);
-    let runs = run_with_kills(
-        &Target {
-            bin: compute_bin(),
-            args,
-            env: &on,
-            cwd: t.path(),
-            stderr: &err,
-        },
-        &kills,
-        Duration::from_secs(90),
-    )
-    .map_err(|x| {
-        anyhow::anyhow!(
-            "{x}; stderr: {}",
-            std::fs::read_to_string(&err).unwrap_or_default()
-        )
-    })?;
-    let outs: Vec<&[u8]> = runs.iter().map(|r| r.out.as_slice()).collect();
-    let m = oracle::check_output(&outs, &reference[0].out, true).map_err(|x| {
-        anyhow::anyhow!(
-            "{x}\nreference:\n{}\nruns:\n{}",
-            lossy(&reference[0].out),
-            runs.iter()
-                .map(|r| lossy(&r.out))
-                .collect::<Vec<_>>()
-                .join("\n--- crash ---\n")
-        )
-    })?;
-    let trace = trace_of(&dc)?;
-    let bad = oracle::check_one(&trace);
-    ensure!(bad.is_empty(), "commit invariant violated: {bad:?}");
-    eprintln!(
-        "kills at {kills:?} ms: {} runs, repeated {:?}, {:?}",
-        runs.len(),
-        m.repeated,
-        oracle::counts(&trace)
-    );
     Ok(())
 }
 
@@ -339,10 +444,37 @@ const COMPUTE_ARGS: &[&str] = &[
     "20",
 ];
 
+fn compute<'a>(
+    name: &'a str,
+    env: &'a [(&'a str, &'a str)],
+    args: &'a [&'a str],
+    seed: u64,
+    kills: usize,
+) -> Case<'a> {
+    Case {
+        name,
+        bin: compute_bin(),
+        args,
+        env,
+        drive: Drive::Timed {
+            bytes_share: 2 * (kills + 1),
+            max_delay_ms: 30,
+        },
+        seed,
+        kills,
+        files: "",
+        one_write_repeated: false,
+        lose_image: false,
+    }
+}
+
+const COMPUTE_ENV: [(&str, &str); 2] = [("DC_HEAP_MB", "256"), ("DC_LOG_MB", "128")];
+
 /// The core: a compute loop checkpointed by a timer, killed and resumed.
 #[test]
 fn compute_timer_checkpoints_survive_sigkill() -> Result<()> {
-    compute_case(&[("DC_INTERVAL_MS", "25")], COMPUTE_ARGS, 21, 4)
+    let e = [COMPUTE_ENV[0], COMPUTE_ENV[1], ("DC_INTERVAL_MS", "25")];
+    pass(compute("compute timer", &e, COMPUTE_ARGS, 21, 4))
 }
 
 /// Checkpoints (timer and manual) taken at the bottom of 1 to 40 nested calls of about
@@ -351,29 +483,57 @@ fn compute_timer_checkpoints_survive_sigkill() -> Result<()> {
 fn compute_checkpoints_at_varying_stack_depths_survive_sigkill() -> Result<()> {
     let mut a = COMPUTE_ARGS.to_vec();
     a.extend_from_slice(&["--max-depth", "40", "--checkpoint-every", "3"]);
-    compute_case(&[("DC_INTERVAL_MS", "20")], &a, 24, 5)
+    let e = [COMPUTE_ENV[0], COMPUTE_ENV[1], ("DC_INTERVAL_MS", "20")];
+    pass(compute("compute depths", &e, &a, 24, 5))
 }
 
 #[test]
 fn compute_cpvs_survives_sigkill() -> Result<()> {
-    compute_case(&[("DC_PROTOCOL", "cpvs")], COMPUTE_ARGS, 22, 4)
+    let e = [COMPUTE_ENV[0], COMPUTE_ENV[1], ("DC_PROTOCOL", "cpvs")];
+    pass(compute("compute cpvs", &e, COMPUTE_ARGS, 22, 4))
 }
 
 #[test]
 fn compute_manual_checkpoints_survive_sigkill() -> Result<()> {
     let mut a = COMPUTE_ARGS.to_vec();
     a.extend_from_slice(&["--checkpoint-every", "7"]);
-    compute_case(&[], &a, 23, 4)
+    pass(compute("compute manual", &COMPUTE_ENV, &a, 23, 4))
 }
 
 #[test]
 fn compute_compare_tracker_survives_sigkill() -> Result<()> {
-    compute_case(
-        &[("DC_INTERVAL_MS", "40"), ("DC_TRACKER", "compare")],
-        COMPUTE_ARGS,
-        24,
-        3,
-    )
+    let e = [
+        COMPUTE_ENV[0],
+        COMPUTE_ENV[1],
+        ("DC_INTERVAL_MS", "40"),
+        ("DC_TRACKER", "compare"),
+    ];
+    pass(compute("compute compare", &e, COMPUTE_ARGS, 24, 3))
+}
+
+/// The negative control: the checkpoint image is thrown away after every kill, so every
+/// run starts over. Definition 2 alone accepts that (starting over only repeats output);
+/// the oracle must not.
+#[test]
+fn oracle_rejects_a_run_that_restarted() -> Result<()> {
+    let e = [COMPUTE_ENV[0], COMPUTE_ENV[1], ("DC_INTERVAL_MS", "25")];
+    let mut c = compute("compute, image lost", &e, COMPUTE_ARGS, 25, 2);
+    c.lose_image = true;
+    // Kill each run once it has printed (so after its first checkpoint, taken in
+    // `init`) and before it finishes.
+    let kill = Kill {
+        after_bytes: 100,
+        delay_ms: 0,
+    };
+    c.drive = Drive::Planned(vec![kill; 2]);
+    // `check_resumed` checks Definition 2 first (an `Output` error otherwise): a
+    // `Restarted` verdict means the outputs passed it and only the new check caught the
+    // restart.
+    match crash_case(&c)? {
+        Ok(m) => anyhow::bail!("the oracle accepted runs that started over: {m:?}"),
+        Err(oracle::ResumeError::Restarted { run: 1, .. }) => Ok(()),
+        Err(e) => anyhow::bail!("rejected, but not as a restart: {e}"),
+    }
 }
 
 fn probe_bin() -> &'static Path {
@@ -383,108 +543,47 @@ fn probe_bin() -> &'static Path {
 /// Kernel state across crashes: open files and offsets, undone overwrites, a file
 /// unlinked while open, O_APPEND, the working directory, handlers for a synchronous
 /// signal and an interval timer's signal, an mprotected page.
-fn probe_case(extra: &[(&str, &str)], seed: u64, nkills: usize) -> Result<()> {
-    let t = tempfile::tempdir()?;
-    let (refd, rund, dc) = (
-        t.path().join("ref"),
-        t.path().join("run"),
-        t.path().join("dc"),
-    );
-    std::fs::create_dir_all(&refd)?;
-    std::fs::create_dir_all(&rund)?;
-    let err = t.path().join("stderr");
-    let off = env(&[("DC_DISABLE", "1")]);
-    let args: &[&str] = &["--steps", "150", "--burn", "400"];
-    let reference = run_with_kills(
-        &Target {
-            bin: probe_bin(),
-            args,
-            env: &off,
-            cwd: &refd,
-            stderr: &err,
+fn probe<'a>(name: &'a str, env: &'a [(&'a str, &'a str)], seed: u64) -> Case<'a> {
+    Case {
+        name,
+        bin: probe_bin(),
+        args: &["--steps", "150", "--burn", "400"],
+        env,
+        drive: Drive::Timed {
+            bytes_share: 10,
+            max_delay_ms: 30,
         },
-        &[],
-        Duration::from_secs(60),
-    )?;
-    let mut pairs = vec![
-        ("DC_DIR", dc.to_str().unwrap_or("")),
-        ("DC_TRACE", "1"),
-        ("DC_HEAP_MB", "128"),
-        ("DC_LOG_MB", "64"),
-    ];
-    pairs.extend_from_slice(extra);
-    let on = env(&pairs);
-    let mut rng = Rng::new(seed);
-    let kills: Vec<u64> = (0..nkills).map(|_| 30 + rng.below(300)).collect();
-    let runs = run_with_kills(
-        &Target {
-            bin: probe_bin(),
-            args,
-            env: &on,
-            cwd: &rund,
-            stderr: &err,
-        },
-        &kills,
-        Duration::from_secs(90),
-    )
-    .map_err(|x| {
-        anyhow::anyhow!(
-            "{x}; stderr: {}",
-            std::fs::read_to_string(&err).unwrap_or_default()
-        )
-    })?;
-    let outs: Vec<&[u8]> = runs.iter().map(|r| r.out.as_slice()).collect();
-    oracle::check_output(&outs, &reference[0].out, true).map_err(|x| {
-        anyhow::anyhow!(
-            "{x}\nstderr:\n{}\nreference:\n{}\nruns:\n{}",
-            std::fs::read_to_string(&err).unwrap_or_default(),
-            lossy(&reference[0].out),
-            runs.iter()
-                .map(|r| lossy(&r.out))
-                .collect::<Vec<_>>()
-                .join("\n--- crash ---\n")
-        )
-    })?;
-    ensure!(
-        files(&rund.join("work")) == files(&refd.join("work")),
-        "files differ: {:?} vs {:?}",
-        files(&rund.join("work"))
-            .iter()
-            .map(|f| (f.0.clone(), f.1.len()))
-            .collect::<Vec<_>>(),
-        files(&refd.join("work"))
-            .iter()
-            .map(|f| (f.0.clone(), f.1.len()))
-            .collect::<Vec<_>>()
-    );
-    let trace = trace_of(&dc)?;
-    let bad = oracle::check_one(&trace);
-    ensure!(bad.is_empty(), "commit invariant violated: {bad:?}");
-    eprintln!(
-        "probe {extra:?}: kills at {kills:?} ms, {} runs, {:?}",
-        runs.len(),
-        oracle::counts(&trace)
-    );
-    Ok(())
+        seed,
+        kills: 4,
+        files: "work",
+        one_write_repeated: false,
+        lose_image: false,
+    }
 }
+
+const PROBE_ENV: [(&str, &str); 2] = [("DC_HEAP_MB", "128"), ("DC_LOG_MB", "64")];
 
 #[test]
 fn probe_kernel_state_cpvs() -> Result<()> {
-    probe_case(&[("DC_PROTOCOL", "cpvs")], 31, 4)
+    let e = [PROBE_ENV[0], PROBE_ENV[1], ("DC_PROTOCOL", "cpvs")];
+    pass(probe("probe cpvs", &e, 31))
 }
 
 #[test]
 fn probe_kernel_state_cand() -> Result<()> {
-    probe_case(&[("DC_PROTOCOL", "cand")], 32, 4)
+    let e = [PROBE_ENV[0], PROBE_ENV[1], ("DC_PROTOCOL", "cand")];
+    pass(probe("probe cand", &e, 32))
 }
 
 #[test]
 fn probe_kernel_state_cbndvs_timer() -> Result<()> {
-    probe_case(
-        &[("DC_PROTOCOL", "cbndvs"), ("DC_INTERVAL_MS", "20")],
-        33,
-        4,
-    )
+    let e = [
+        PROBE_ENV[0],
+        PROBE_ENV[1],
+        ("DC_PROTOCOL", "cbndvs"),
+        ("DC_INTERVAL_MS", "20"),
+    ];
+    pass(probe("probe cbndvs timer", &e, 33))
 }
 
 /// Builds the C demo against `libdiscount.a` (next to this test's binary).
@@ -525,17 +624,7 @@ fn build_c_notes(dir: &Path) -> Result<std::path::PathBuf> {
     Ok(out)
 }
 
-fn c_case(protocol: &str, seed: u64, nkills: usize) -> Result<()> {
-    let t = tempfile::tempdir()?;
-    let notes = build_c_notes(t.path())?;
-    let (refd, rund, dc) = (
-        t.path().join("ref"),
-        t.path().join("run"),
-        t.path().join("dc"),
-    );
-    std::fs::create_dir_all(&refd)?;
-    std::fs::create_dir_all(&rund)?;
-    let err = t.path().join("stderr");
+fn c_inputs() -> Vec<String> {
     let mut inputs: Vec<String> = Vec::new();
     for i in 0..12 {
         inputs.push(format!("add note number {i}"));
@@ -550,72 +639,42 @@ fn c_case(protocol: &str, seed: u64, nkills: usize) -> Result<()> {
         }
     }
     inputs.push("quit".into());
-    let off = env(&[("DC_DISABLE", "1")]);
-    let reference = drive_kv(
-        &Target {
-            bin: &notes,
-            args: &[],
-            env: &off,
-            cwd: &refd,
-            stderr: &err,
-        },
-        &inputs,
-        &[],
-        Duration::from_secs(60),
-    )?;
-    let mut rng = Rng::new(seed);
-    let mut kills: Vec<(usize, u64)> = Vec::new();
-    while kills.len() < nkills {
-        let k = rng.below(inputs.len() as u64 - 1) as usize;
-        if !kills.iter().any(|&(x, _)| x == k) {
-            kills.push((k, rng.below(4)));
-        }
-    }
-    kills.sort();
-    let on = env(&[
-        ("DC_DIR", dc.to_str().unwrap_or("")),
+    inputs
+}
+
+fn c_case(protocol: &str, seed: u64) -> Result<()> {
+    let t = tempfile::tempdir()?;
+    let notes = build_c_notes(t.path())?;
+    let name = format!("C notes {protocol}");
+    let env = [
         ("DC_PROTOCOL", protocol),
-        ("DC_TRACE", "1"),
         ("DC_HEAP_MB", "64"),
         ("DC_LOG_MB", "64"),
-    ]);
-    let runs = drive_kv(
-        &Target {
-            bin: &notes,
-            args: &[],
-            env: &on,
-            cwd: &rund,
-            stderr: &err,
+    ];
+    pass(Case {
+        name: &name,
+        bin: &notes,
+        args: &[],
+        env: &env,
+        drive: Drive::Interactive {
+            inputs: c_inputs(),
+            max_delay_ms: 4,
         },
-        &inputs,
-        &kills,
-        Duration::from_secs(60),
-    )
-    .map_err(|x| {
-        anyhow::anyhow!(
-            "{x}; stderr: {}",
-            std::fs::read_to_string(&err).unwrap_or_default()
-        )
-    })?;
-    let outs: Vec<&[u8]> = runs.iter().map(|r| r.out.as_slice()).collect();
-    oracle::check_output(&outs, &reference[0].out, true)
-        .map_err(|x| anyhow::anyhow!("C notes {protocol}: {x}"))?;
-    ensure!(
-        files(&rund) == files(&refd),
-        "C notes {protocol}: files differ"
-    );
-    let bad = oracle::check_one(&trace_of(&dc)?);
-    ensure!(bad.is_empty(), "C notes {protocol}: {bad:?}");
-    Ok(())
+        seed,
+        kills: 4,
+        files: "",
+        one_write_repeated: false,
+        lose_image: false,
+    })
 }
 
 /// A C program: one `dc_init()`, malloc, read/write/open; killed and resumed.
 #[test]
 fn c_notes_cpvs() -> Result<()> {
-    c_case("cpvs", 41, 4)
+    c_case("cpvs", 41)
 }
 
 #[test]
 fn c_notes_cand_log() -> Result<()> {
-    c_case("cand-log", 42, 4)
+    c_case("cand-log", 42)
 }

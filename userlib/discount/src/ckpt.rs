@@ -35,16 +35,19 @@
 //! bytes of the first run (stack canary, pointer guard), and jumps into the saved context:
 //! `dc_ckpt_enter` returns a second time, now with 1.
 
+use std::cell::UnsafeCell;
+use std::marker::PhantomData;
 use std::sync::atomic::Ordering;
 
 use crate::alloc::{internal, HEAP, HEAP_BASE};
+use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::image::{self, CtlHeader, CtlLayout, Image, Store};
+use crate::kstate::KState;
 use crate::layout::{self, Kind, Range};
 use crate::sys::{self, check, sc, sc4};
 use crate::track::Tracker;
 use crate::vol;
-use crate::Config;
 
 const PAGE: usize = 4096;
 
@@ -120,10 +123,8 @@ pub struct Runtime {
     pub stats: Stats,
     /// Replay cursor into the input log (bytes from the area start).
     pub input_cursor: usize,
-    /// The trace file, if tracing.
-    pub trace_fd: i32,
-    /// Trace sequence number.
-    pub trace_seq: u64,
+    /// The interception layer's entry points that start-up and recovery install.
+    pub(crate) hooks: Hooks,
     /// Top of the temporary stack used during recovery.
     tmp_top: usize,
     /// Start of the kernel's stack mapping before recovery copied the stack back.
@@ -132,7 +133,7 @@ pub struct Runtime {
 
 impl Runtime {
     /// A runtime over `ranges` of `image`, with the walk plan made from the current
-    /// mappings and fresh counters. `tmp_top` and `stack_vma_start` are for recovery (0
+    /// mappings and fresh counters. `(tmp_top, stack_vma_start)` are for recovery ((0, 0)
     /// on a fresh start).
     fn new(
         cfg: &Config,
@@ -140,8 +141,8 @@ impl Runtime {
         image: Image,
         ranges: Vec<RtRange>,
         tracker: Tracker,
-        tmp_top: usize,
-        stack_vma_start: usize,
+        hooks: Hooks,
+        (tmp_top, stack_vma_start): (usize, usize),
     ) -> Result<Box<Runtime>> {
         Ok(Box::new(Runtime {
             cfg: cfg.clone(),
@@ -153,20 +154,124 @@ impl Runtime {
             low_hint: usize::MAX,
             stats: Stats::default(),
             input_cursor: 0,
-            trace_fd: -1,
-            trace_seq: 0,
+            hooks,
             tmp_top,
             stack_vma_start,
         }))
     }
 }
 
-/// The runtime, if `init` has finished (or is recovering).
-pub(crate) fn rt() -> Option<&'static mut Runtime> {
-    let p = vol::get().rt.load(Ordering::Acquire);
-    // SAFETY: the runtime is leaked into the volatile arena and only used by the (single)
-    // program thread, with `busy`/`in_dc` guarding reentry from signal handlers.
-    (!p.is_null()).then(|| unsafe { &mut *p })
+/// The entry points of the interception layer ([`crate::intercept`]) that start-up and
+/// recovery install. The interception layer calls into this module (checkpoints); these
+/// function pointers let this module reach back without depending on it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Hooks {
+    /// Installs the kernel disposition of a program signal recorded in
+    /// [`crate::kstate::SIGS`] (the handler wrapper for a program handler).
+    pub reinstall_signal: fn(i32),
+    /// The periodic-checkpoint timer's signal handler.
+    pub on_timer: crate::signals::Handler,
+}
+
+/// The kernel-state records: checkpointed memory (`.bss`, their vectors on the persistent
+/// heap), owned by [`Ctx`] like the runtime.
+struct KCell(UnsafeCell<KState>);
+
+// SAFETY: the cell is only reached through a [`Ctx`], and `Ctx::enter`'s contract makes
+// every use of a context exclusive (one thread, no reentry from signal handlers).
+unsafe impl Sync for KCell {}
+
+static KS: KCell = KCell(UnsafeCell::new(KState::new()));
+
+/// The context of one entry into Discount Checking: the one owner of the runtime
+/// ([`Runtime`], in the volatile arena) and of the kernel-state records ([`KState`], in
+/// checkpointed memory). It is created at the entry points (the interposed libc
+/// functions, `init`, `checkpoint`, the signal handlers, the timer, exit) and passed down
+/// to everything that needs either.
+///
+/// A context holds no pointer: every borrow re-reads the runtime pointer, and lives no
+/// longer than the `&mut self` it is taken from, so two borrows never overlap, and a
+/// context on a stack that a checkpoint resumes in a new process is as valid there as it
+/// was before (the runtime it reaches is the new process's).
+pub(crate) struct Ctx {
+    /// Neither `Send` nor `Sync`: a context belongs to the program's one thread.
+    _one_thread: PhantomData<*mut ()>,
+}
+
+impl Ctx {
+    /// The context: the one way to reach the runtime and the kernel-state records.
+    ///
+    /// # Safety
+    ///
+    /// The caller must make sure that no other context is in use while it uses this one
+    /// (and what it borrows from it). That holds when:
+    ///
+    /// * the caller runs on the program's only thread (`init` refuses a program with
+    ///   more than one; Discount Checking does not support threads started later), so the
+    ///   only other code that can run meanwhile is a signal handler interrupting it; and
+    /// * the caller holds a reentrancy guard for as long as it uses the context: it has
+    ///   raised [`Vol::in_dc`](crate::vol::Vol::in_dc) (an interposed function's entry,
+    ///   `intercept::Entry`), or it has won [`Vol::busy`](crate::vol::Vol::busy) (a
+    ///   checkpoint, recovery, exit), or no entry point can run yet (`init` before
+    ///   [`Vol::active`](crate::vol::Vol::active) is set, with the program's handlers not
+    ///   wrapped yet); and
+    /// * every signal handler that enters (the timer, the program-handler wrapper, the
+    ///   checkpoint a program handler asks for) does so only after finding `in_dc` zero
+    ///   and winning `busy`, so it never runs on top of a guard holder, and a handler
+    ///   that it interrupts in turn finds its guard.
+    pub(crate) unsafe fn enter() -> Ctx {
+        Ctx {
+            _one_thread: PhantomData,
+        }
+    }
+
+    /// The runtime, once `init` (or recovery) has published it.
+    pub(crate) fn rt(&mut self) -> Option<&mut Runtime> {
+        let p = vol::get().rt.load(Ordering::Acquire).cast::<Runtime>();
+        // SAFETY: a published runtime is a leaked box that is never freed; the context
+        // is in exclusive use (`Ctx::enter`'s contract) and the borrow is bounded by
+        // `&mut self`, so it is the only reference to the runtime while it lives.
+        (!p.is_null()).then(|| unsafe { &mut *p })
+    }
+
+    /// The kernel-state records.
+    pub(crate) fn ks(&mut self) -> &mut KState {
+        // SAFETY: the records are a static, always valid; the context is in exclusive use
+        // (`Ctx::enter`'s contract) and the borrow is bounded by `&mut self`, so it is the
+        // only reference to them while it lives.
+        unsafe { &mut *KS.0.get() }
+    }
+
+    /// The runtime and the records together (they are distinct objects).
+    pub(crate) fn both(&mut self) -> Option<(&mut Runtime, &mut KState)> {
+        let p = vol::get().rt.load(Ordering::Acquire).cast::<Runtime>();
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY: a published runtime is a leaked box, never freed, and the records a
+        // static; the context is in exclusive use (`Ctx::enter`'s contract) and both
+        // borrows are bounded by `&mut self`; the runtime (volatile arena) and the
+        // records (a static) are distinct objects, so the two borrows do not alias.
+        Some(unsafe { (&mut *p, &mut *KS.0.get()) })
+    }
+}
+
+/// Makes `rt` the runtime: leaks it (it lives as long as the process) and publishes it
+/// for [`Ctx`], with the protocol and timer signal that signal handlers read lock-free.
+fn publish(rt: Box<Runtime>) -> *mut Runtime {
+    let v = vol::get();
+    crate::protocol::set_current(rt.cfg.protocol);
+    let timer = rt.cfg.interval.map_or(0, |_| rt.cfg.timer_signal);
+    v.timer_sig.store(timer, Ordering::Relaxed);
+    let raw = Box::into_raw(rt);
+    // (`Vol::rt` is type-erased; only this module reads it, as a `Runtime`.)
+    v.rt.store(raw.cast::<()>(), Ordering::Release);
+    raw
+}
+
+/// Whether a runtime was published (`init` ran in this process).
+pub(crate) fn runtime_published() -> bool {
+    !vol::get().rt.load(Ordering::Acquire).is_null()
 }
 
 /// Image length for a range.
@@ -233,7 +338,7 @@ fn ctl_layout(cfg: &Config) -> CtlLayout {
 /// First run: create the image, copy the address space into it, start tracking, and take
 /// the first checkpoint. Returns when the program should go on (first run, or resumed
 /// into this very checkpoint after a crash).
-pub(crate) fn init_fresh(cfg: Config, store: Box<dyn Store>) -> Result<()> {
+pub(crate) fn init_fresh(cfg: Config, store: Box<dyn Store>, hooks: Hooks) -> Result<()> {
     let rt = internal(|| -> Result<Box<Runtime>> {
         map_heap(&cfg)?;
         let ranges = discover(&cfg)?;
@@ -243,8 +348,7 @@ pub(crate) fn init_fresh(cfg: Config, store: Box<dyn Store>) -> Result<()> {
             .collect();
         let ctl = ctl_layout(&cfg);
         let (members, recs) = image::plan(&with_len, &ctl)?;
-        let mut img = Image::create(store.as_ref(), &members, ctl, cfg.log_capacity)?;
-        img.format_header(&recs);
+        let img = Image::create(store.as_ref(), &members, ctl, cfg.log_capacity, &recs)?;
         let mut tracker = Tracker::new(cfg.tracker)?;
         let rts = rt_ranges(&recs, &cfg)?;
         for r in &rts {
@@ -262,17 +366,24 @@ pub(crate) fn init_fresh(cfg: Config, store: Box<dyn Store>) -> Result<()> {
             };
             copy_nonzero(s, e, r.delta);
         }
-        Runtime::new(&cfg, store, img, rts, tracker, 0, 0)
+        Runtime::new(&cfg, store, img, rts, tracker, hooks, (0, 0))
     })?;
     HEAP.set_region(HEAP_BASE, HEAP_BASE + cfg.heap_size);
     publish_stack(&rt.ranges);
-    vol::get().rt.store(Box::into_raw(rt), Ordering::Release);
-    crate::trace::open()?;
-    crate::kstate::init()?;
-    start_signals()?;
+    publish(rt);
+    // SAFETY: until `active` is set below, no entry point enters (the wrappers are plain
+    // system calls, the handlers and `checkpoint` back off), so this is the only context
+    // in use; after that it is used only by `take`, which wins `busy` before it borrows
+    // (a handler that runs in between completes before `take` starts).
+    let mut cx = unsafe { Ctx::enter() };
+    crate::trace::open(cfg.trace.as_deref())?;
+    if let Some((rt, ks)) = cx.both() {
+        ks.init(rt.store.dir())?;
+    }
+    start_signals(&mut cx)?;
     vol::get().active.store(true, Ordering::Release);
     crate::trace::event("S", "start");
-    take(usize::MAX).map(|_| ())
+    take(&mut cx, usize::MAX).map(|_| ())
 }
 
 /// Bytes a heap walk reaches past the high-water mark. `PAGEMAP_SCAN` flushes the TLB
@@ -359,7 +470,8 @@ fn copy_nonzero(s: usize, e: usize, delta: isize) {
 }
 
 extern "C" fn commit_entry(arg: usize, sp: usize) -> usize {
-    // SAFETY: arg is the runtime pointer passed by `take`.
+    // SAFETY: arg is the runtime pointer `take_busy` derived from its context's exclusive
+    // borrow and does not use until this returns.
     let rt = unsafe { &mut *(arg as *mut Runtime) };
     match rt.commit(sp) {
         Ok(()) => 0,
@@ -585,10 +697,36 @@ impl Runtime {
     }
 }
 
-/// Takes a checkpoint. `low_hint` is the lowest live address of the main stack when the
-/// caller is a signal handler running on the alternate stack (usize::MAX otherwise).
+/// Takes a checkpoint for an entry point that holds no context: the program's
+/// `checkpoint()`, a signal handler (the timer, a CAND commit for a program signal), or
+/// a deferred checkpoint. `low_hint` is the lowest live address of the main stack when
+/// the caller is a signal handler running on the alternate stack (usize::MAX otherwise).
 /// Returns `Ok(true)` when returning a second time, after recovery.
-pub(crate) fn take(low_hint: usize) -> Result<bool> {
+///
+/// While Discount Checking's own code runs below the caller (`in_dc` raised: the caller
+/// is a handler that interrupted it) the checkpoint is deferred to the end of that code,
+/// as the timer's always was: the code below holds the context.
+pub(crate) fn checkpoint(low_hint: usize) -> Result<bool> {
+    let v = vol::get();
+    if !v.active.load(Ordering::Acquire) {
+        return Err(Error::State("Discount Checking is not initialized"));
+    }
+    if v.in_dc.load(Ordering::Acquire) > 0 {
+        v.pending.store(true, Ordering::Release);
+        return Ok(false);
+    }
+    if v.busy.swap(true, Ordering::AcqRel) {
+        return Ok(false);
+    }
+    // SAFETY: no guard holder runs below us (in_dc is zero, and we won `busy`, which we
+    // hold until `take_busy` returns): the only context in use.
+    let mut cx = unsafe { Ctx::enter() };
+    take_busy(&mut cx, low_hint)
+}
+
+/// Takes a checkpoint for an entry point that holds the context `cx` (the interposed
+/// functions). See [`checkpoint`].
+pub(crate) fn take(cx: &mut Ctx, low_hint: usize) -> Result<bool> {
     let v = vol::get();
     if !v.active.load(Ordering::Acquire) {
         return Err(Error::State("Discount Checking is not initialized"));
@@ -596,31 +734,45 @@ pub(crate) fn take(low_hint: usize) -> Result<bool> {
     if v.busy.swap(true, Ordering::AcqRel) {
         return Ok(false);
     }
-    crate::protocol::before_commit();
-    let Some(run) = rt() else {
+    take_busy(cx, low_hint)
+}
+
+/// The checkpoint, with `busy` won by the caller (released here).
+fn take_busy(cx: &mut Ctx, low_hint: usize) -> Result<bool> {
+    let v = vol::get();
+    crate::protocol::clear_nd();
+    cx.ks().before_commit();
+    let Some(run) = cx.rt() else {
         v.busy.store(false, Ordering::Release);
         return Err(Error::State("no runtime"));
     };
     run.low_hint = low_hint;
+    let run = run as *mut Runtime;
     // The depth of Discount Checking code below us: a local, so that a resumed context
     // (whose stack is this frame) knows it too.
     let depth = v.in_dc.fetch_add(1, Ordering::AcqRel);
-    // SAFETY: commit_entry matches the expected signature and receives the runtime.
-    let r = unsafe { sys::dc_ckpt_enter(commit_entry, run as *mut Runtime as usize) };
+    // SAFETY: commit_entry has the signature dc_ckpt_enter calls, and receives the
+    // runtime pointer derived from this context's exclusive borrow, which nothing else
+    // uses until dc_ckpt_enter returns.
+    let r = unsafe { sys::dc_ckpt_enter(commit_entry, run as usize) };
     if r == 1 {
         // Resumed after recovery, in a new process whose runtime `recover` set up. Only
         // now is it safe to let signals take checkpoints: before the jump, a checkpoint
         // would have captured recovery's temporary stack.
         v.in_dc.store(depth, Ordering::Release);
-        v.busy.store(false, Ordering::Release);
-        v.active.store(true, Ordering::Release);
         // Signals stayed blocked through the jump: one delivered before it would have
         // put its frame on top of a restored alternate stack. Now we are on the right
-        // stack, the checkpoint's mask can return.
-        if let Some(run) = rt() {
-            // SAFETY: the header is mapped.
-            let mask = unsafe { (*run.header()).sigmask };
-            // SAFETY: see above.
+        // stack, the checkpoint's mask can return. (`cx` holds no pointer, so it reaches
+        // this process's runtime; `run` was the crashed process's.)
+        let mask = cx
+            .rt()
+            // SAFETY: the header lies in the control member, mapped while the runtime
+            // lives.
+            .map(|rt| unsafe { (*rt.header()).sigmask });
+        v.busy.store(false, Ordering::Release);
+        v.active.store(true, Ordering::Release);
+        if let Some(mask) = mask {
+            // SAFETY: rt_sigprocmask reads an 8-byte set from a live local.
             unsafe {
                 sc4(
                     libc::SYS_rt_sigprocmask,
@@ -634,12 +786,27 @@ pub(crate) fn take(low_hint: usize) -> Result<bool> {
         return Ok(true);
     }
     v.in_dc.fetch_sub(1, Ordering::AcqRel);
-    crate::kstate::after_commit();
-    // SAFETY: header is mapped.
-    let seq = rt().map(|rt| unsafe { (*rt.header()).seq }).unwrap_or(0);
+    cx.ks().after_commit();
+    // SAFETY: the header lies in the control member, mapped while the runtime lives.
+    let seq = cx.rt().map(|rt| unsafe { (*rt.header()).seq }).unwrap_or(0);
     crate::trace::event_num("C", seq);
     v.busy.store(false, Ordering::Release);
     Ok(false)
+}
+
+/// Checkpoint counters of this process (zero before `init`).
+pub(crate) fn stats() -> Stats {
+    let v = vol::get();
+    if v.in_dc.load(Ordering::Acquire) > 0 || v.busy.swap(true, Ordering::AcqRel) {
+        // Called from a handler on top of Discount Checking's own code (which holds the
+        // context): nothing to report safely.
+        return Stats::default();
+    }
+    // SAFETY: we won `busy` with no guard holder below us: the only context in use.
+    let mut cx = unsafe { Ctx::enter() };
+    let s = cx.rt().map(|rt| rt.stats).unwrap_or_default();
+    v.busy.store(false, Ordering::Release);
+    s
 }
 
 /// Whether the image in `store` holds a committed checkpoint (opens it, which also runs
@@ -656,7 +823,7 @@ pub(crate) fn has_valid_checkpoint(store: &dyn Store, cfg: &Config) -> Result<bo
 }
 
 /// Recovery: never returns on success.
-pub(crate) fn recover(cfg: Config, store: Box<dyn Store>) -> Result<()> {
+pub(crate) fn recover(cfg: Config, store: Box<dyn Store>, hooks: Hooks) -> Result<()> {
     let rt = internal(|| -> Result<Box<Runtime>> {
         let img = Image::open(store.as_ref(), ctl_layout(&cfg))?;
         img.check_header()?;
@@ -691,8 +858,8 @@ pub(crate) fn recover(cfg: Config, store: Box<dyn Store>) -> Result<()> {
             img,
             rts,
             tracker,
-            tmp + (1 << 20) - 64,
-            stack_vma_start,
+            hooks,
+            (tmp + (1 << 20) - 64, stack_vma_start),
         )
     })?;
     // Files first: undo writes made after the checkpoint (idempotent if we crash here).
@@ -700,11 +867,12 @@ pub(crate) fn recover(cfg: Config, store: Box<dyn Store>) -> Result<()> {
     map_heap(&rt.cfg)?;
     publish_stack(&rt.ranges);
     let top = rt.tmp_top;
-    let raw = Box::into_raw(rt);
-    vol::get().rt.store(raw, Ordering::Release);
+    // Until the jump lands, no entry point may run: `restore_entry` sets `busy` and
+    // blocks every signal first thing, and `active` is not set in this process yet.
+    publish(rt);
     // SAFETY: restore_entry runs on the fresh temporary stack and never returns on
     // success (it resumes the checkpoint); on failure it returns an error code.
-    let code = unsafe { sys::dc_on_stack(top, restore_entry, raw as usize) };
+    let code = unsafe { sys::dc_on_stack(top, restore_entry, 0) };
     Err(Error::State(match code {
         2 => "recovery failed while restoring memory",
         _ => "recovery failed while restoring kernel state",
@@ -718,9 +886,7 @@ fn image_page_is_zero(working: usize, delta: isize) -> bool {
     p.iter().all(|&w| w == 0)
 }
 
-extern "C" fn restore_entry(arg: usize) -> usize {
-    // SAFETY: arg is the leaked runtime.
-    let rt = unsafe { &mut *(arg as *mut Runtime) };
+extern "C" fn restore_entry(_: usize) -> usize {
     let v = vol::get();
     v.busy.store(true, Ordering::Release);
     v.active.store(false, Ordering::Release);
@@ -737,7 +903,13 @@ extern "C" fn restore_entry(arg: usize) -> usize {
             8,
         )
     };
-    // SAFETY: header is mapped.
+    // SAFETY: `busy` is ours, every signal is blocked and `active` is not set: nothing
+    // else can enter Discount Checking, so this is the only context in use.
+    let mut cx = unsafe { Ctx::enter() };
+    let Some(rt) = cx.rt() else {
+        return 3;
+    };
+    // SAFETY: the header lies in the control member, mapped while the runtime lives.
     let h = unsafe { &*rt.header() };
     let (sp, low, hwm) = (
         h.saved_sp as usize,
@@ -795,23 +967,24 @@ extern "C" fn restore_entry(arg: usize) -> usize {
         sys::diag(&format!("recovery: {e}"));
         return 2;
     }
-    if let Err(e) = crate::trace::open() {
+    if let Err(e) = crate::trace::open(rt.cfg.trace.as_deref()) {
         sys::diag(&format!("recovery: trace: {e}"));
     }
-    if let Err(e) = crate::kstate::restore() {
-        sys::diag(&format!("recovery: {e}"));
-        return 3;
-    }
-    if let Err(e) = start_signals() {
-        sys::diag(&format!("recovery: {e}"));
-        return 3;
-    }
-    // SAFETY: header is mapped.
-    let (canary, guard, seq, input_start) = unsafe {
+    // SAFETY: the header lies in the control member, mapped while the runtime lives.
+    let (canary, guard, seq, input_start, commit_ns) = unsafe {
         let h = &*rt.header();
-        (h.canary, h.guard, h.seq, h.input_start)
+        (h.canary, h.guard, h.seq, h.input_start, h.commit_ns)
     };
     rt.input_cursor = input_start as usize;
+    let reinstall = rt.hooks.reinstall_signal;
+    if let Err(e) = cx.ks().restore(commit_ns, reinstall) {
+        sys::diag(&format!("recovery: {e}"));
+        return 3;
+    }
+    if let Err(e) = start_signals(&mut cx) {
+        sys::diag(&format!("recovery: {e}"));
+        return 3;
+    }
     crate::trace::event_num("R", seq);
     // `take` sets `active` and clears `busy` once the jump has landed; until then a
     // signal must neither checkpoint nor find the wrappers live.
@@ -827,23 +1000,32 @@ extern "C" fn restore_entry(arg: usize) -> usize {
 }
 
 /// Installs the alternate signal stack and the periodic-checkpoint timer.
-fn start_signals() -> Result<()> {
+fn start_signals(cx: &mut Ctx) -> Result<()> {
     crate::signals::install_altstack()?;
-    let Some(rt) = rt() else { return Ok(()) };
+    let Some(rt) = cx.rt() else { return Ok(()) };
     if let Some(iv) = rt.cfg.interval {
-        crate::signals::start_timer(rt.cfg.timer_signal, iv)?;
+        crate::signals::start_timer(rt.cfg.timer_signal, iv, rt.hooks.on_timer)?;
     }
     Ok(())
 }
 
-/// Marks the image finished (normal exit).
+/// Marks the image finished (normal exit; an entry point, from `atexit`). After it no
+/// checkpoint is taken: `busy` stays set and `active` is cleared.
 pub(crate) fn finish() {
-    if let Some(rt) = rt() {
-        // SAFETY: the runtime's header is mapped.
-        unsafe { image::mark_finished(rt.header()) };
-        crate::trace::event("E", "exit");
+    let v = vol::get();
+    if v.in_dc.load(Ordering::Acquire) == 0 && !v.busy.swap(true, Ordering::AcqRel) {
+        // SAFETY: no guard holder runs below us and we won `busy` (kept: nothing may
+        // checkpoint after this): the only context in use.
+        let mut cx = unsafe { Ctx::enter() };
+        if let Some(rt) = cx.rt() {
+            // SAFETY: the runtime's header is mapped.
+            unsafe { image::mark_finished(rt.header()) };
+            crate::trace::event("E", "exit");
+        }
     }
-    vol::get().active.store(false, Ordering::Release);
+    // (Otherwise `exit` was called by a handler on top of Discount Checking's own code:
+    // the image stays as the last checkpoint left it, and the next run resumes there.)
+    v.active.store(false, Ordering::Release);
 }
 
 /// Raw read of a whole small file (used where std may not be safe).

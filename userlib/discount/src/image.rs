@@ -330,12 +330,16 @@ pub fn plan(ranges: &[(Range, usize)], ctl: &CtlLayout) -> Result<(Vec<MemberRec
 }
 
 impl Image {
-    /// Creates a new image (replacing any old one) with these members.
+    /// Creates a new image (replacing any old one) with these members, its control
+    /// header formatted for the checkpointed ranges `recs`. The `members` file, which
+    /// makes the image exist ([`exists`]), is written last: a crash before it leaves no
+    /// image, never one with an unformatted header.
     pub fn create(
         store: &dyn Store,
         members: &[MemberRec],
         ctl: CtlLayout,
         log_capacity: usize,
+        recs: &[RangeRec],
     ) -> Result<Image> {
         let _ = std::fs::remove_file(store.dir().join("members"));
         store.clear()?;
@@ -357,12 +361,14 @@ impl Image {
                 return Err(e);
             }
         };
-        write_members(store, members)?;
-        Ok(Image {
+        let mut img = Image {
             group,
             members: members.to_vec(),
             ctl,
-        })
+        };
+        img.format_header(recs);
+        write_members(store, members)?;
+        Ok(img)
     }
 
     /// Opens an existing image (Vista recovery runs: a checkpoint that was being written

@@ -29,38 +29,13 @@
 //! Discount Checking's own descriptors are moved to numbers >= [`FD_FLOOR`] so that the
 //! program's descriptor numbers are free when recovery reopens them.
 
-use std::cell::UnsafeCell;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use crate::error::{Error, Result};
 use crate::sys::{self, check, sc, sc4, syscall6};
 
-/// Lowest descriptor number Discount Checking uses for itself.
-pub const FD_FLOOR: i32 = 800;
-
-/// Moves `fd` to a number >= [`FD_FLOOR`] (close-on-exec); returns the new number.
-pub fn move_high(fd: i32) -> i32 {
-    if fd >= FD_FLOOR {
-        return fd;
-    }
-    // SAFETY: fcntl(F_DUPFD_CLOEXEC) and close on a descriptor we own.
-    unsafe {
-        let r = sc(
-            libc::SYS_fcntl,
-            fd as usize,
-            libc::F_DUPFD_CLOEXEC as usize,
-            FD_FLOOR as usize,
-        );
-        match check(r) {
-            Ok(n) => {
-                sc(libc::SYS_close, fd as usize, 0, 0);
-                n as i32
-            }
-            Err(_) => fd,
-        }
-    }
-}
+pub use crate::sys::{move_high, FD_FLOOR};
 
 /// One descriptor the program opened (or inherited and we watch).
 #[derive(Debug, Clone)]
@@ -110,30 +85,24 @@ pub struct KState {
     pub grave_dir: Vec<u8>,
 }
 
-struct KCell(UnsafeCell<KState>);
-// SAFETY: Discount Checking supports single-threaded programs; the wrappers that touch
-// the table run on the program's thread and never from signal handlers.
-unsafe impl Sync for KCell {}
-
-static KS: KCell = KCell(UnsafeCell::new(KState {
-    fds: Vec::new(),
-    itimers: [ITimer {
-        interval_us: 0,
-        value_us: 0,
-        set_ns: 0,
-    }; 3],
-    prots: Vec::new(),
-    cwd: Vec::new(),
-    graves: Vec::new(),
-    grave_seq: 0,
-    grave_dir: Vec::new(),
-}));
-
-/// The records.
-#[allow(clippy::mut_from_ref)]
-pub fn ks() -> &'static mut KState {
-    // SAFETY: see KCell.
-    unsafe { &mut *KS.0.get() }
+impl KState {
+    /// No records (the initial value of the one instance, a static in checkpointed
+    /// memory owned by [`crate::ckpt::Ctx`]).
+    pub(crate) const fn new() -> KState {
+        KState {
+            fds: Vec::new(),
+            itimers: [ITimer {
+                interval_us: 0,
+                value_us: 0,
+                set_ns: 0,
+            }; 3],
+            prots: Vec::new(),
+            cwd: Vec::new(),
+            graves: Vec::new(),
+            grave_seq: 0,
+            grave_dir: Vec::new(),
+        }
+    }
 }
 
 /// The program's view of one signal's disposition (checkpointed memory).
@@ -170,9 +139,9 @@ fn cstr(b: &[u8]) -> Vec<u8> {
 /// `stat` of a path: (exists, is regular, size, is dir).
 pub fn stat_path(p: &[u8]) -> Option<(bool, u64, bool)> {
     let c = cstr(p);
-    // SAFETY: a zeroed stat is a valid output buffer; c is NUL-terminated.
+    // SAFETY: a zeroed stat is a valid value of the plain C struct.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: see above.
+    // SAFETY: c is a NUL-terminated path and st a live stat newfstatat writes once.
     let r = unsafe {
         sc4(
             libc::SYS_newfstatat,
@@ -193,7 +162,7 @@ pub fn stat_path(p: &[u8]) -> Option<(bool, u64, bool)> {
 
 /// `fstat`: (is regular, size).
 pub fn stat_fd(fd: i32) -> Option<(bool, u64)> {
-    // SAFETY: as in stat_path.
+    // SAFETY: a zeroed stat is a valid value of the plain C struct.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: st is a valid output buffer.
     let r = unsafe { sc(libc::SYS_fstat, fd as usize, &mut st as *mut _ as usize, 0) };
@@ -217,13 +186,14 @@ fn getcwd_raw() -> Vec<u8> {
     }
 }
 
-/// The absolute form of `path` relative to `dirfd`.
-pub fn absolutize(dirfd: i32, path: &[u8]) -> Vec<u8> {
+/// The absolute form of `path` relative to `dirfd` (`cwd`: the recorded working
+/// directory).
+pub fn absolutize(cwd: &[u8], dirfd: i32, path: &[u8]) -> Vec<u8> {
     if path.first() == Some(&b'/') {
         return path.to_vec();
     }
     let mut base = if dirfd == libc::AT_FDCWD {
-        ks().cwd.clone()
+        cwd.to_vec()
     } else {
         let link = cstr(format!("/proc/self/fd/{dirfd}").as_bytes());
         let mut buf = vec![0u8; 4096];
@@ -242,7 +212,7 @@ pub fn absolutize(dirfd: i32, path: &[u8]) -> Vec<u8> {
                 buf.truncate(n);
                 buf
             }
-            Err(_) => ks().cwd.clone(),
+            Err(_) => cwd.to_vec(),
         }
     };
     if base.is_empty() {
@@ -255,33 +225,39 @@ pub fn absolutize(dirfd: i32, path: &[u8]) -> Vec<u8> {
     base
 }
 
-/// The entry for `fd`.
-pub fn entry(fd: i32) -> Option<&'static mut FdEntry> {
-    if fd < 0 {
-        return None;
+impl KState {
+    /// The entry for `fd`.
+    pub fn entry(&mut self, fd: i32) -> Option<&mut FdEntry> {
+        let i = usize::try_from(fd).ok()?;
+        self.fds.get_mut(i).and_then(|e| e.as_mut())
     }
-    ks().fds.get_mut(fd as usize).and_then(|e| e.as_mut())
-}
 
-/// Records an entry.
-pub fn set_entry(fd: i32, e: Option<FdEntry>) {
-    if !(0..FD_FLOOR).contains(&fd) {
-        return;
+    /// The entry for `fd`, to read.
+    pub fn entry_ref(&self, fd: i32) -> Option<&FdEntry> {
+        let i = usize::try_from(fd).ok()?;
+        self.fds.get(i).and_then(|e| e.as_ref())
     }
-    let t = &mut ks().fds;
-    let i = fd as usize;
-    if t.len() <= i {
-        if e.is_none() {
+
+    /// Records an entry.
+    pub fn set_entry(&mut self, fd: i32, e: Option<FdEntry>) {
+        if !(0..FD_FLOOR).contains(&fd) {
             return;
         }
-        t.resize(i + 1, None);
+        let t = &mut self.fds;
+        let i = fd as usize;
+        if t.len() <= i {
+            if e.is_none() {
+                return;
+            }
+            t.resize(i + 1, None);
+        }
+        t[i] = e;
     }
-    t[i] = e;
-}
 
-/// Whether `fd` is one of the program's own regular files.
-pub fn is_owned(fd: i32) -> bool {
-    entry(fd).is_some_and(|e| e.owned)
+    /// Whether `fd` is one of the program's own regular files.
+    pub fn is_owned(&self, fd: i32) -> bool {
+        self.entry_ref(fd).is_some_and(|e| e.owned)
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -370,28 +346,38 @@ pub fn decode_recs(area: &[u8]) -> Result<Vec<UndoRec>> {
     Ok(out)
 }
 
-/// Appends a record (before the change it undoes). A full log forces a checkpoint first
-/// (which empties it); a record bigger than the whole log fails with ENOSPC.
-pub fn undo_append(r: &UndoRec) -> std::result::Result<(), i32> {
-    let Some(rt) = crate::ckpt::rt() else {
-        return Ok(());
-    };
+/// Why a record could not be appended to the file undo log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum UndoFull {
+    /// Not now: a checkpoint empties the log, then it fits.
+    #[error("the file undo log is full until the next checkpoint")]
+    UntilCheckpoint,
+    /// Never: the record is bigger than the whole log.
+    #[error("the record is bigger than the file undo log")]
+    TooBig,
+}
+
+impl UndoFull {
+    /// The errno the program's call fails with when the record cannot be logged.
+    pub fn errno(self) -> i32 {
+        libc::ENOSPC
+    }
+}
+
+/// Appends a record to `img`'s file undo log (before the change it undoes). When the log
+/// is full the caller checkpoints (which empties it) and tries again.
+pub fn undo_append(img: &crate::image::Image, r: &UndoRec) -> std::result::Result<(), UndoFull> {
     let mut buf = Vec::new();
     encode_rec(r, &mut buf);
-    let (area, cap) = rt.image.fundo_area();
+    let (area, cap) = img.fundo_area();
     if buf.len() > cap {
-        return Err(libc::ENOSPC);
+        return Err(UndoFull::TooBig);
     }
-    let h = rt.image.header();
-    // SAFETY: header mapped.
-    let mut end = unsafe { (*h).fundo_end } as usize;
+    let h = img.header();
+    // SAFETY: the header lies in the control member, mapped while `img` lives.
+    let end = unsafe { (*h).fundo_end } as usize;
     if end + buf.len() > cap {
-        let _ = crate::ckpt::take(usize::MAX);
-        // SAFETY: header mapped.
-        end = unsafe { (*h).fundo_end } as usize;
-        if end + buf.len() > cap {
-            return Err(libc::ENOSPC);
-        }
+        return Err(UndoFull::UntilCheckpoint);
     }
     // SAFETY: [end, end+len) lies inside the area (checked); no transaction is active
     // (wrappers never run inside a checkpoint), so these are plain permanent stores; the
@@ -424,7 +410,7 @@ fn raw_close(fd: i32) {
     unsafe { sc(libc::SYS_close, fd as usize, 0, 0) };
 }
 
-fn raw_rename(a: &[u8], b: &[u8]) -> std::result::Result<(), i32> {
+pub(crate) fn raw_rename(a: &[u8], b: &[u8]) -> std::result::Result<(), i32> {
     let (ca, cb) = (cstr(a), cstr(b));
     // SAFETY: NUL-terminated paths.
     check(unsafe {
@@ -554,227 +540,203 @@ pub fn replay_file_undo(img: &crate::image::Image, _dir: &std::path::Path) -> Re
 // ---------------------------------------------------------------------------------------
 // Lifecycle
 
-/// First run: records the working directory and the inherited regular files, makes the
-/// graveyard.
-pub fn init() -> Result<()> {
-    let k = ks();
-    k.cwd = getcwd_raw();
-    if let Some(rt) = crate::ckpt::rt() {
-        let g = rt.store.dir().join("grave");
+impl KState {
+    /// First run: records the working directory and the inherited regular files, makes
+    /// the graveyard in the state directory `dir`.
+    pub fn init(&mut self, dir: &std::path::Path) -> Result<()> {
+        self.cwd = getcwd_raw();
+        let g = dir.join("grave");
         std::fs::create_dir_all(&g).map_err(|e| Error::Io {
             what: "create graveyard",
             source: e,
         })?;
         let g = std::fs::canonicalize(&g).unwrap_or(g);
-        k.grave_dir = g.as_os_str().as_bytes().to_vec();
-    }
-    // Standard input read from a file: its offset is part of the state. (Output
-    // descriptors are not: a restart may send them elsewhere, and writes to them are
-    // visible events, not file state.)
-    {
-        let fd = 0;
-        if let Some((true, _)) = stat_fd(fd) {
-            set_entry(
-                fd,
-                Some(FdEntry {
-                    path: Vec::new(),
-                    flags: 0,
-                    offset: 0,
-                    owned: false,
-                    reopen: false,
-                    seekable: true,
-                }),
-            );
+        self.grave_dir = g.as_os_str().as_bytes().to_vec();
+        // Standard input read from a file: its offset is part of the state. (Output
+        // descriptors are not: a restart may send them elsewhere, and writes to them are
+        // visible events, not file state.)
+        {
+            let fd = 0;
+            if let Some((true, _)) = stat_fd(fd) {
+                self.set_entry(
+                    fd,
+                    Some(FdEntry {
+                        path: Vec::new(),
+                        flags: 0,
+                        offset: 0,
+                        owned: false,
+                        reopen: false,
+                        seekable: true,
+                    }),
+                );
+            }
         }
+        Ok(())
     }
-    Ok(())
-}
 
-/// Just before a checkpoint's memory is captured: the current offsets.
-pub fn before_commit() {
-    for (fd, e) in ks().fds.iter_mut().enumerate() {
-        if let Some(e) = e {
-            if e.seekable {
-                // SAFETY: lseek(fd, 0, SEEK_CUR) only reads the offset.
-                let r = unsafe { sc(libc::SYS_lseek, fd, 0, libc::SEEK_CUR as usize) };
-                if let Ok(off) = check(r) {
-                    if e.offset != off as u64 {
-                        e.offset = off as u64;
+    /// Just before a checkpoint's memory is captured: the current offsets.
+    pub fn before_commit(&mut self) {
+        for (fd, e) in self.fds.iter_mut().enumerate() {
+            if let Some(e) = e {
+                if e.seekable {
+                    // SAFETY: lseek(fd, 0, SEEK_CUR) only reads the offset.
+                    let r = unsafe { sc(libc::SYS_lseek, fd, 0, libc::SEEK_CUR as usize) };
+                    if let Ok(off) = check(r) {
+                        if e.offset != off as u64 {
+                            e.offset = off as u64;
+                        }
                     }
                 }
             }
         }
     }
-}
 
-/// After a commit: unlinks that are now permanent and whose file nobody has open are
-/// carried out.
-pub fn after_commit() {
-    let k = ks();
-    if k.graves.is_empty() {
-        return;
-    }
-    let fds = &k.fds;
-    k.graves.retain(|g| {
-        let open = fds.iter().flatten().any(|e| &e.path == g);
-        if !open {
-            let _ = raw_unlink(g);
+    /// After a commit: unlinks that are now permanent and whose file nobody has open are
+    /// carried out.
+    pub fn after_commit(&mut self) {
+        if self.graves.is_empty() {
+            return;
         }
-        open
-    });
-}
-
-/// A fresh name in the graveyard for `path` (same file system if possible).
-pub fn grave_for(path: &[u8]) -> Vec<u8> {
-    let k = ks();
-    k.grave_seq += 1;
-    let base = path.rsplit(|&c| c == b'/').next().unwrap_or(b"f");
-    let mut g = k.grave_dir.clone();
-    g.extend_from_slice(format!("/{}.", k.grave_seq).as_bytes());
-    g.extend_from_slice(base);
-    g
-}
-
-/// Moves `path` into the graveyard (logged). Returns the grave.
-pub fn bury(path: &[u8]) -> std::result::Result<Vec<u8>, i32> {
-    // Logged before each rename, so recovery can move the file back.
-    let log = |grave: &[u8]| {
-        undo_append(&UndoRec {
-            kind: R_UNLINK,
-            path: path.to_vec(),
-            path2: grave.to_vec(),
-            offset: 0,
-            old_size: 0,
-            data: Vec::new(),
-        })
-    };
-    let mut grave = grave_for(path);
-    log(&grave)?;
-    if let Err(e) = raw_rename(path, &grave) {
-        if e != libc::EXDEV {
-            return Err(e);
-        }
-        // Another file system: a hidden sibling instead.
-        let (dir, base) = match path.iter().rposition(|&c| c == b'/') {
-            Some(i) => (&path[..i], &path[i + 1..]),
-            None => (&b"."[..], path),
-        };
-        grave = dir.to_vec();
-        grave.extend_from_slice(format!("/.dc-grave.{}.", ks().grave_seq).as_bytes());
-        grave.extend_from_slice(base);
-        log(&grave)?;
-        raw_rename(path, &grave)?;
+        let fds = &self.fds;
+        self.graves.retain(|g| {
+            let open = fds.iter().flatten().any(|e| &e.path == g);
+            if !open {
+                let _ = raw_unlink(g);
+            }
+            open
+        });
     }
-    for e in ks().fds.iter_mut().flatten() {
-        if e.path == path {
-            e.path = grave.clone();
+
+    /// A fresh name in the graveyard for `path` (same file system if possible).
+    pub fn grave_for(&mut self, path: &[u8]) -> Vec<u8> {
+        self.grave_seq += 1;
+        let base = path.rsplit(|&c| c == b'/').next().unwrap_or(b"f");
+        let mut g = self.grave_dir.clone();
+        g.extend_from_slice(format!("/{}.", self.grave_seq).as_bytes());
+        g.extend_from_slice(base);
+        g
+    }
+
+    /// A file moved from `path` to `grave`: descriptors open on it now refer to the
+    /// grave, which is kept until the unlink is committed and nobody has it open.
+    pub fn buried(&mut self, path: &[u8], grave: &[u8]) {
+        self.renamed(path, grave);
+        self.graves.push(grave.to_vec());
+    }
+
+    /// A file renamed from `from` to `to`: descriptors open on it follow.
+    pub fn renamed(&mut self, from: &[u8], to: &[u8]) {
+        for e in self.fds.iter_mut().flatten() {
+            if e.path == from {
+                e.path = to.to_vec();
+            }
         }
     }
-    ks().graves.push(grave.clone());
-    Ok(grave)
-}
 
-/// Recovery: rebuild the kernel state from the restored records.
-pub fn restore() -> Result<()> {
-    let k = ks();
-    if !k.cwd.is_empty() {
-        let c = cstr(&k.cwd);
-        // SAFETY: NUL-terminated path.
-        unsafe { sc(libc::SYS_chdir, c.as_ptr() as usize, 0, 0) };
-    }
-    for (fd, e) in k.fds.iter().enumerate() {
-        let Some(e) = e else { continue };
-        let fd = fd as i32;
-        if e.reopen {
-            match raw_open(&e.path, e.flags & !libc::O_CLOEXEC, 0) {
-                Ok(n) => {
-                    if n != fd {
-                        let cloexec = if e.flags & libc::O_CLOEXEC != 0 {
-                            libc::O_CLOEXEC
-                        } else {
-                            0
-                        };
-                        // SAFETY: dup3 onto the recorded number (ours are >= FD_FLOOR).
-                        unsafe { sc(libc::SYS_dup3, n as usize, fd as usize, cloexec as usize) };
-                        raw_close(n);
-                    } else if e.flags & libc::O_CLOEXEC == 0 {
-                        // SAFETY: clear FD_CLOEXEC on our own new descriptor.
-                        unsafe { sc(libc::SYS_fcntl, fd as usize, libc::F_SETFD as usize, 0) };
+    /// Recovery: rebuild the kernel state from the restored records. `commit_ns` is when
+    /// the resumed checkpoint was taken (timers are re-armed with what was left then);
+    /// `reinstall_signal` installs the kernel disposition of a signal the program set
+    /// (the interception layer's, see `ckpt::Hooks`).
+    pub fn restore(&self, commit_ns: u64, reinstall_signal: fn(i32)) -> Result<()> {
+        let k = self;
+        if !k.cwd.is_empty() {
+            let c = cstr(&k.cwd);
+            // SAFETY: NUL-terminated path.
+            unsafe { sc(libc::SYS_chdir, c.as_ptr() as usize, 0, 0) };
+        }
+        for (fd, e) in k.fds.iter().enumerate() {
+            let Some(e) = e else { continue };
+            let fd = fd as i32;
+            if e.reopen {
+                match raw_open(&e.path, e.flags & !libc::O_CLOEXEC, 0) {
+                    Ok(n) => {
+                        if n != fd {
+                            let cloexec = if e.flags & libc::O_CLOEXEC != 0 {
+                                libc::O_CLOEXEC
+                            } else {
+                                0
+                            };
+                            // SAFETY: dup3 onto the recorded number (ours are >= FD_FLOOR).
+                            unsafe {
+                                sc(libc::SYS_dup3, n as usize, fd as usize, cloexec as usize)
+                            };
+                            raw_close(n);
+                        } else if e.flags & libc::O_CLOEXEC == 0 {
+                            // SAFETY: clear FD_CLOEXEC on our own new descriptor.
+                            unsafe { sc(libc::SYS_fcntl, fd as usize, libc::F_SETFD as usize, 0) };
+                        }
+                    }
+                    Err(errno) => {
+                        sys::diag(&format!(
+                            "recovery: cannot reopen {} as fd {fd}: errno {errno}",
+                            String::from_utf8_lossy(&e.path)
+                        ));
+                        continue;
                     }
                 }
-                Err(errno) => {
-                    sys::diag(&format!(
-                        "recovery: cannot reopen {} as fd {fd}: errno {errno}",
-                        String::from_utf8_lossy(&e.path)
-                    ));
-                    continue;
+            }
+            if e.seekable && e.flags & libc::O_APPEND == 0 && stat_fd(fd).is_some_and(|s| s.0) {
+                // SAFETY: lseek on the program's descriptor.
+                unsafe {
+                    sc(
+                        libc::SYS_lseek,
+                        fd as usize,
+                        e.offset as usize,
+                        libc::SEEK_SET as usize,
+                    )
+                };
+            }
+        }
+        // Graveyard: files not kept for an open descriptor are left over from committed
+        // unlinks.
+        if !k.grave_dir.is_empty() {
+            let gd = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(&k.grave_dir));
+            if let Ok(rd) = std::fs::read_dir(&gd) {
+                for f in rd.flatten() {
+                    let p = f.path().as_os_str().as_bytes().to_vec();
+                    if !k.graves.contains(&p) {
+                        let _ = raw_unlink(&p);
+                    }
                 }
             }
         }
-        if e.seekable && e.flags & libc::O_APPEND == 0 && stat_fd(fd).is_some_and(|s| s.0) {
-            // SAFETY: lseek on the program's descriptor.
-            unsafe {
-                sc(
-                    libc::SYS_lseek,
-                    fd as usize,
-                    e.offset as usize,
-                    libc::SEEK_SET as usize,
-                )
+        // Handlers before timers, so that no timer signal meets a default disposition.
+        for (sig, e) in SIGS.iter().enumerate().skip(1) {
+            if e.set.load(Ordering::Relaxed) {
+                reinstall_signal(sig as i32);
+            }
+        }
+        // Timers: re-arm with what was left at the checkpoint.
+        let ckpt_ns = commit_ns;
+        for (which, t) in k.itimers.iter().enumerate() {
+            if t.value_us == 0 {
+                continue;
+            }
+            let elapsed = ckpt_ns.saturating_sub(t.set_ns) / 1000;
+            let left = if elapsed < t.value_us {
+                t.value_us - elapsed
+            } else if t.interval_us > 0 {
+                t.interval_us - (elapsed - t.value_us) % t.interval_us
+            } else {
+                1
             };
+            let tv = |us: u64| libc::timeval {
+                tv_sec: (us / 1_000_000) as libc::time_t,
+                tv_usec: (us % 1_000_000) as libc::suseconds_t,
+            };
+            let it = libc::itimerval {
+                it_interval: tv(t.interval_us),
+                it_value: tv(left.max(1)),
+            };
+            // SAFETY: setitimer reads the itimerval.
+            unsafe { sc(libc::SYS_setitimer, which, &it as *const _ as usize, 0) };
         }
-    }
-    // Graveyard: files not kept for an open descriptor are left over from committed
-    // unlinks.
-    if !k.grave_dir.is_empty() {
-        let gd = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(&k.grave_dir));
-        if let Ok(rd) = std::fs::read_dir(&gd) {
-            for f in rd.flatten() {
-                let p = f.path().as_os_str().as_bytes().to_vec();
-                if !k.graves.contains(&p) {
-                    let _ = raw_unlink(&p);
-                }
-            }
+        for &(a, l, p) in &k.prots {
+            // SAFETY: redoing the program's own mprotect call.
+            unsafe { sc(libc::SYS_mprotect, a, l, p as usize) };
         }
+        Ok(())
     }
-    // Handlers before timers, so that no timer signal meets a default disposition.
-    for (sig, e) in SIGS.iter().enumerate().skip(1) {
-        if e.set.load(Ordering::Relaxed) {
-            crate::intercept::install_app_signal(sig as i32);
-        }
-    }
-    // Timers: re-arm with what was left at the checkpoint.
-    let ckpt_ns = crate::ckpt::rt()
-        // SAFETY: header mapped.
-        .map(|rt| unsafe { (*rt.image.header()).commit_ns })
-        .unwrap_or(0);
-    for (which, t) in k.itimers.iter().enumerate() {
-        if t.value_us == 0 {
-            continue;
-        }
-        let elapsed = ckpt_ns.saturating_sub(t.set_ns) / 1000;
-        let left = if elapsed < t.value_us {
-            t.value_us - elapsed
-        } else if t.interval_us > 0 {
-            t.interval_us - (elapsed - t.value_us) % t.interval_us
-        } else {
-            1
-        };
-        let tv = |us: u64| libc::timeval {
-            tv_sec: (us / 1_000_000) as libc::time_t,
-            tv_usec: (us % 1_000_000) as libc::suseconds_t,
-        };
-        let it = libc::itimerval {
-            it_interval: tv(t.interval_us),
-            it_value: tv(left.max(1)),
-        };
-        // SAFETY: setitimer reads the itimerval.
-        unsafe { sc(libc::SYS_setitimer, which, &it as *const _ as usize, 0) };
-    }
-    for &(a, l, p) in &k.prots {
-        // SAFETY: redoing the program's own mprotect call.
-        unsafe { sc(libc::SYS_mprotect, a, l, p as usize) };
-    }
-    Ok(())
 }
 
 #[cfg(test)]

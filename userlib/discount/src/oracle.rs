@@ -13,6 +13,12 @@
 //!   equals that of a failure-free run except that output already produced may be
 //!   repeated (each run after a crash resumes at or before where the previous one
 //!   stopped).
+//! * [`check_resumed`] adds what Definition 2 cannot see: that each crash happened (every
+//!   run but the last was killed before it finished) and that every run after one
+//!   *resumed*: its trace begins with a recovery of the last committed checkpoint and its
+//!   output begins exactly where that checkpoint left the output, never at byte 0 unless
+//!   that is where it was (a run that starts over only repeats output, which Definition 2
+//!   allows).
 
 use std::collections::HashMap;
 
@@ -332,6 +338,315 @@ pub fn check_output(
     Ok(OutputMatch { starts, repeated })
 }
 
+/// One run of a program under test, as the harness saw it: what it wrote, the trace
+/// lines it appended, and how it ended.
+#[derive(Debug, Clone, Copy)]
+pub struct RunRecord<'a> {
+    /// What the run wrote to the descriptor whose output is compared (its stdout).
+    pub out: &'a [u8],
+    /// The events this run appended to the trace (empty when it was killed before it
+    /// traced anything, e.g. during the re-execution that precedes `init`).
+    pub trace: &'a [Event],
+    /// The run was killed (ended by a signal) rather than exiting.
+    pub killed: bool,
+}
+
+/// How a sequence of runs with crashes resumed ([`check_resumed`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resumption {
+    /// Definition 2's alignment of the outputs ([`check_output`]), with `starts` the
+    /// bytes of the failure-free output each run began at (as computed from the trace).
+    pub output: OutputMatch,
+    /// For each run, the checkpoint it resumed (`None`: a fresh start, or a run that was
+    /// killed before it traced anything).
+    pub resumed: Vec<Option<u64>>,
+    /// Recoveries (runs that began with a recovery event).
+    pub recoveries: usize,
+}
+
+/// Why a sequence of runs with crashes is not "resumed, not restarted".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResumeError {
+    /// No runs.
+    #[error("no runs")]
+    NoRuns,
+    /// The outputs together are not the failure-free output with repetitions only
+    /// (Definition 2, [`check_output`]).
+    #[error("output: {0}")]
+    Output(String),
+    /// A run before the last was not killed: the crash it was meant to suffer did not
+    /// happen.
+    #[error("run {run} was not killed (it exited by itself): the planned crash did not happen")]
+    NotKilled {
+        /// The run.
+        run: usize,
+    },
+    /// A killed run had already finished (its trace shows the normal exit): the kill
+    /// landed too late to test anything.
+    #[error("run {run} was killed after it had finished (exit event in its trace)")]
+    KilledAfterExit {
+        /// The run.
+        run: usize,
+    },
+    /// The last run was killed, or did not trace its normal exit.
+    #[error("the last run (run {run}) did not finish normally")]
+    LastNotFinished {
+        /// The run.
+        run: usize,
+    },
+    /// A run with no trace wrote output (it bypassed the wrappers, or its trace was lost).
+    #[error("run {run} wrote {bytes} bytes but traced nothing")]
+    UntracedOutput {
+        /// The run.
+        run: usize,
+        /// Bytes it wrote.
+        bytes: usize,
+    },
+    /// A run's trace does not begin with a start or a recovery event, or holds a second
+    /// one.
+    #[error("run {run}: trace event #{at} is {what}, which a run's trace cannot hold there")]
+    BadTrace {
+        /// The run.
+        run: usize,
+        /// Index of the event in the run's trace.
+        at: usize,
+        /// The event.
+        what: String,
+    },
+    /// A run after a crash started over instead of recovering, although the run before
+    /// had committed a checkpoint.
+    #[error(
+        "run {run} started over (a fresh start, at byte 0) although checkpoint {last_commit} \
+         had been committed before the crash: it did not resume"
+    )]
+    Restarted {
+        /// The run.
+        run: usize,
+        /// The last checkpoint committed before it.
+        last_commit: u64,
+    },
+    /// The first run recovered: the state directory held an old image.
+    #[error("run 0 recovered checkpoint {seq}: the state was not fresh")]
+    RecoveredFirst {
+        /// The checkpoint.
+        seq: u64,
+    },
+    /// A run recovered a checkpoint that no earlier run committed (or not the last one).
+    #[error(
+        "run {run} recovered checkpoint {seq}, which is not the last one committed ({last:?})"
+    )]
+    UnknownCheckpoint {
+        /// The run.
+        run: usize,
+        /// The checkpoint it recovered.
+        seq: u64,
+        /// The last one committed before it.
+        last: Option<u64>,
+    },
+    /// A run's output does not begin where the checkpoint it resumed left the output.
+    #[error(
+        "run {run} resumed checkpoint {seq:?}, which left the output at byte {expected}, but \
+         its output is not the failure-free output from there ({found})"
+    )]
+    NotAtCheckpoint {
+        /// The run.
+        run: usize,
+        /// The checkpoint (None: a fresh start).
+        seq: Option<u64>,
+        /// Where its output should begin in the failure-free output.
+        expected: usize,
+        /// What was found instead.
+        found: String,
+    },
+    /// A run wrote more or less than its trace says (beyond a last write that a kill
+    /// interrupted).
+    #[error("run {run} wrote {bytes} bytes, its trace says {traced} (last write {last})")]
+    TraceMismatch {
+        /// The run.
+        run: usize,
+        /// Bytes it wrote.
+        bytes: usize,
+        /// Bytes of visible events in its trace.
+        traced: usize,
+        /// Bytes of its last visible event.
+        last: usize,
+    },
+}
+
+/// Checks that a sequence of runs with crashes *resumed* rather than restarted, on the
+/// runs' outputs (to descriptor `fd`) and the trace each appended, against the output of a
+/// failure-free run:
+///
+/// * Definition 2 ([`check_output`]);
+/// * every run but the last was killed before it finished, and the last exited normally;
+/// * a run that traced nothing wrote nothing (it was killed before `init`);
+/// * every run after the first begins with a recovery event of the last checkpoint
+///   committed before it, unless no checkpoint had been committed yet (then it starts
+///   fresh, at byte 0);
+/// * its output begins exactly where that checkpoint left the output (the bytes of
+///   visible events before the commit, counted from where its run began), never at byte
+///   0 of the failure-free output unless that is where the checkpoint was;
+/// * what each run wrote is what its trace says it wrote (a killed run may lack its last
+///   write, which the kill interrupted).
+///
+/// A run whose image was lost between runs starts over (a start event, output from byte
+/// 0) and fails with [`ResumeError::Restarted`], although Definition 2 alone accepts it
+/// (starting over only repeats output).
+pub fn check_resumed(
+    runs: &[RunRecord<'_>],
+    reference: &[u8],
+    fd: i32,
+) -> std::result::Result<Resumption, ResumeError> {
+    let Some(last_run) = runs.len().checked_sub(1) else {
+        return Err(ResumeError::NoRuns);
+    };
+    let outs: Vec<&[u8]> = runs.iter().map(|r| r.out).collect();
+    let mut output = check_output(&outs, reference, true).map_err(ResumeError::Output)?;
+    // Output offset (in the failure-free output) at each commit, and the last commit.
+    let mut at_commit: HashMap<u64, usize> = HashMap::new();
+    let mut last_commit: Option<u64> = None;
+    // Where the output stood after the last traced run's visible events.
+    let mut traced_end = 0usize;
+    let mut starts = Vec::with_capacity(runs.len());
+    let mut resumed = Vec::with_capacity(runs.len());
+    let mut recoveries = 0;
+    for (k, run) in runs.iter().enumerate() {
+        let last = k == last_run;
+        if !last && !run.killed {
+            return Err(ResumeError::NotKilled { run: k });
+        }
+        let exited = run.trace.contains(&Event::Exit);
+        if last && (run.killed || !exited) {
+            return Err(ResumeError::LastNotFinished { run: k });
+        }
+        if !last && exited {
+            return Err(ResumeError::KilledAfterExit { run: k });
+        }
+        let Some(first) = run.trace.first() else {
+            if !run.out.is_empty() {
+                return Err(ResumeError::UntracedOutput {
+                    run: k,
+                    bytes: run.out.len(),
+                });
+            }
+            starts.push(traced_end.min(reference.len()));
+            resumed.push(None);
+            continue;
+        };
+        let (start, seq) = match first {
+            Event::Start => match last_commit {
+                Some(c) if k > 0 => {
+                    return Err(ResumeError::Restarted {
+                        run: k,
+                        last_commit: c,
+                    })
+                }
+                _ => (0, None),
+            },
+            Event::Recover(seq) => {
+                if k == 0 {
+                    return Err(ResumeError::RecoveredFirst { seq: *seq });
+                }
+                let off = match at_commit.get(seq) {
+                    Some(&off) if last_commit == Some(*seq) => off,
+                    // The crash came right after the commit point of the next checkpoint,
+                    // before its trace line: everything traced so far was before it.
+                    None if last_commit.map_or(1, |c| c + 1) == *seq => traced_end,
+                    _ => {
+                        return Err(ResumeError::UnknownCheckpoint {
+                            run: k,
+                            seq: *seq,
+                            last: last_commit,
+                        })
+                    }
+                };
+                at_commit.insert(*seq, off);
+                last_commit = Some(*seq);
+                recoveries += 1;
+                (off, Some(*seq))
+            }
+            e => {
+                return Err(ResumeError::BadTrace {
+                    run: k,
+                    at: 0,
+                    what: format!("{e:?}"),
+                })
+            }
+        };
+        if reference.get(start..start + run.out.len()) != Some(run.out) {
+            let common = run
+                .out
+                .iter()
+                .zip(reference.get(start..).unwrap_or(&[]))
+                .take_while(|(a, b)| a == b)
+                .count();
+            return Err(ResumeError::NotAtCheckpoint {
+                run: k,
+                seq,
+                expected: start,
+                found: format!(
+                    "it diverges after {common} of its {} bytes: {:?}",
+                    run.out.len(),
+                    String::from_utf8_lossy(&run.out[..run.out.len().min(80)])
+                ),
+            });
+        }
+        let mut pos = start;
+        let mut last_len = 0;
+        for (i, e) in run.trace.iter().enumerate().skip(1) {
+            match e {
+                Event::Commit(c) => {
+                    at_commit.insert(*c, pos);
+                    last_commit = Some(*c);
+                }
+                Event::Visible { fd: f, len, .. } if *f == fd => {
+                    pos += len;
+                    last_len = *len;
+                }
+                Event::Start | Event::Recover(_) => {
+                    return Err(ResumeError::BadTrace {
+                        run: k,
+                        at: i,
+                        what: format!("{e:?}"),
+                    })
+                }
+                _ => {}
+            }
+        }
+        let traced = pos - start;
+        let min = if run.killed {
+            traced - last_len
+        } else {
+            traced
+        };
+        if run.out.len() < min || run.out.len() > traced {
+            return Err(ResumeError::TraceMismatch {
+                run: k,
+                bytes: run.out.len(),
+                traced,
+                last: last_len,
+            });
+        }
+        traced_end = pos;
+        starts.push(start);
+        resumed.push(seq);
+    }
+    let mut end = 0usize;
+    output.repeated.clear();
+    for (k, (s, r)) in starts.iter().zip(runs).enumerate() {
+        if k > 0 {
+            output.repeated.push(end.saturating_sub(*s));
+        }
+        end = end.max(s + r.out.len());
+    }
+    output.starts = starts;
+    Ok(Resumption {
+        output,
+        resumed,
+        recoveries,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -462,6 +777,142 @@ mod tests {
         );
         assert!(parse("X what").is_err());
         assert_eq!(counts(&t).nd, 1);
+    }
+
+    fn vis(s: &str) -> Event {
+        Event::Visible {
+            fd: 1,
+            len: s.len(),
+            hash: crate::trace::fnv(s.as_bytes()),
+        }
+    }
+
+    fn run<'a>(out: &'a [u8], trace: &'a [Event], killed: bool) -> RunRecord<'a> {
+        RunRecord { out, trace, killed }
+    }
+
+    #[test]
+    fn resumed_runs_pass() {
+        let r = b"a\nb\nc\n";
+        // Killed after "b\n"; checkpoint 2 was taken after "a\n": the next run resumes
+        // there and repeats "b\n".
+        let t0 = [
+            Event::Start,
+            Event::Commit(1),
+            vis("a\n"),
+            Event::Commit(2),
+            vis("b\n"),
+        ];
+        let t1 = [Event::Recover(2), vis("b\n"), vis("c\n"), Event::Exit];
+        let m = check_resumed(
+            &[run(b"a\nb\n", &t0, true), run(b"b\nc\n", &t1, false)],
+            r,
+            1,
+        )
+        .unwrap();
+        assert_eq!(m.output.starts, vec![0, 2]);
+        assert_eq!(m.output.repeated, vec![2]);
+        assert_eq!(m.resumed, vec![None, Some(2)]);
+        assert_eq!(m.recoveries, 1);
+        // A kill before anything was traced, then one before the first commit: fresh
+        // starts are right; then one between a commit point and its trace line, and one
+        // whose last write never happened.
+        let t1 = [Event::Start];
+        let t2 = [Event::Start, Event::Commit(1), vis("a\n")];
+        let t3 = [Event::Recover(2), vis("b\n")];
+        let t4 = [Event::Recover(2), vis("b\n"), vis("c\n"), Event::Exit];
+        let m = check_resumed(
+            &[
+                run(b"", &[], true),
+                run(b"", &t1, true),
+                run(b"a\n", &t2, true),
+                run(b"", &t3, true),
+                run(b"b\nc\n", &t4, false),
+            ],
+            r,
+            1,
+        )
+        .unwrap();
+        assert_eq!(m.output.starts, vec![0, 0, 0, 2, 2]);
+        assert_eq!(m.recoveries, 2);
+    }
+
+    #[test]
+    fn restarted_runs_fail() {
+        let r = b"a\nb\nc\n";
+        let t0 = [
+            Event::Start,
+            Event::Commit(1),
+            vis("a\n"),
+            Event::Commit(2),
+            vis("b\n"),
+        ];
+        let fresh = [
+            Event::Start,
+            Event::Commit(1),
+            vis("a\n"),
+            vis("b\n"),
+            vis("c\n"),
+            Event::Exit,
+        ];
+        let first = run(b"a\nb\n", &t0, true);
+        // Starting over only repeats output: Definition 2 accepts it, the new check not.
+        assert!(check_output(&[b"a\nb\n", r], r, true).is_ok());
+        assert_eq!(
+            check_resumed(&[first, run(r, &fresh, false)], r, 1),
+            Err(ResumeError::Restarted {
+                run: 1,
+                last_commit: 2
+            })
+        );
+        // A recovery event, but the output starts at byte 0 instead of at checkpoint 2.
+        let wrong = [
+            Event::Recover(2),
+            vis("a\n"),
+            vis("b\n"),
+            vis("c\n"),
+            Event::Exit,
+        ];
+        assert!(matches!(
+            check_resumed(&[first, run(r, &wrong, false)], r, 1),
+            Err(ResumeError::NotAtCheckpoint { run: 1, .. })
+        ));
+        // An older checkpoint than the last.
+        let old = [
+            Event::Recover(1),
+            vis("a\n"),
+            vis("b\n"),
+            vis("c\n"),
+            Event::Exit,
+        ];
+        assert!(matches!(
+            check_resumed(&[first, run(r, &old, false)], r, 1),
+            Err(ResumeError::UnknownCheckpoint { seq: 1, .. })
+        ));
+        // The kill did not happen, or came after the end.
+        let good = [Event::Recover(2), vis("b\n"), vis("c\n"), Event::Exit];
+        let not_killed = run(b"a\nb\n", &t0, false);
+        assert_eq!(
+            check_resumed(&[not_killed, run(b"b\nc\n", &good, false)], r, 1),
+            Err(ResumeError::NotKilled { run: 0 })
+        );
+        let late = [
+            Event::Start,
+            vis("a\n"),
+            vis("b\n"),
+            vis("c\n"),
+            Event::Exit,
+        ];
+        assert_eq!(
+            check_resumed(&[run(r, &late, true), run(b"", &late[..1], false)], r, 1),
+            Err(ResumeError::KilledAfterExit { run: 0 })
+        );
+        // Output the trace does not account for.
+        let t1 = [Event::Recover(2), vis("c\n"), Event::Exit];
+        assert!(matches!(
+            check_resumed(&[first, run(b"b\nc\n", &t1, false)], r, 1),
+            Err(ResumeError::TraceMismatch { run: 1, .. })
+        ));
     }
 
     #[test]

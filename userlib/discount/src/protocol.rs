@@ -32,6 +32,7 @@ use crate::error::Error;
 
 /// A commit protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[repr(u8)]
 pub enum Protocol {
     /// Checkpoint only when asked (and on the timer, if configured).
     #[default]
@@ -107,72 +108,75 @@ impl std::fmt::Display for Protocol {
     }
 }
 
+impl Protocol {
+    /// The protocol's number in [`crate::vol::Vol::protocol`].
+    pub(crate) fn as_u8(self) -> u8 {
+        self as u8
+    }
+
+    /// The protocol numbered `n` by [`Protocol::as_u8`] (`Manual` for anything else).
+    pub(crate) fn from_u8(n: u8) -> Protocol {
+        Protocol::ALL
+            .into_iter()
+            .find(|p| p.as_u8() == n)
+            .unwrap_or(Protocol::Manual)
+    }
+}
+
 /// A non-deterministic event happened since the last commit. Checkpointed memory: it is
 /// rolled back with everything else.
 static ND_PENDING: AtomicBool = AtomicBool::new(false);
 
-/// The active protocol (Manual when not initialized).
+/// The active protocol (Manual when not initialized). Lock-free, for any caller, signal
+/// handlers included.
 pub fn current() -> Protocol {
-    crate::ckpt::rt().map_or(Protocol::Manual, |rt| rt.cfg.protocol)
+    Protocol::from_u8(crate::vol::get().protocol.load(Ordering::Relaxed))
 }
 
-/// State updates that must be in the image of the checkpoint being taken.
-pub(crate) fn before_commit() {
+/// Makes `p` the active protocol (when the runtime is published).
+pub(crate) fn set_current(p: Protocol) {
+    crate::vol::get()
+        .protocol
+        .store(p.as_u8(), Ordering::Relaxed);
+}
+
+/// Forgets the non-deterministic event owed a commit: the checkpoint being taken covers
+/// it (called while its memory is captured).
+pub(crate) fn clear_nd() {
     // Only store when it changes: every store dirties a page the checkpoint then copies.
     if ND_PENDING.load(Ordering::Relaxed) {
         ND_PENDING.store(false, Ordering::Relaxed);
     }
-    crate::kstate::before_commit();
 }
 
-// Called by the wrappers, which only exist with the `global` feature.
-#[cfg_attr(not(feature = "global"), allow(dead_code))]
-fn commit(low_hint: usize) {
-    if let Err(e) = crate::ckpt::take(low_hint) {
-        crate::sys::diag(&format!("protocol checkpoint skipped: {e}"));
-    }
-}
-
-/// After a non-deterministic event (its result already in memory).
-#[cfg_attr(not(feature = "global"), allow(dead_code))]
-pub(crate) fn nondeterministic(what: &str, low_hint: usize) {
-    crate::trace::event("N", what);
-    match current() {
-        Protocol::Cand | Protocol::CandLog => commit(low_hint),
-        Protocol::Cbndvs | Protocol::CbndvsLog => ND_PENDING.store(true, Ordering::Relaxed),
-        Protocol::Cpvs | Protocol::Manual => {}
-    }
-}
-
-/// Notes a non-deterministic event for the CBNDVS protocols (signal handlers).
+/// Notes a non-deterministic event for the CBNDVS protocols.
 pub(crate) fn mark_nd() {
     ND_PENDING.store(true, Ordering::Relaxed);
 }
 
-/// An input event made deterministic by the log.
-#[cfg_attr(not(feature = "global"), allow(dead_code))]
-pub(crate) fn logged(what: &str) {
-    crate::trace::event("L", what);
+/// Whether a non-deterministic event happened since the last commit.
+pub(crate) fn nd_pending() -> bool {
+    ND_PENDING.load(Ordering::Relaxed)
 }
 
-/// Before a visible event (`data` is what will be written).
-#[cfg_attr(not(feature = "global"), allow(dead_code))]
-pub(crate) fn visible(fd: i32, data: &[u8]) {
-    match current() {
-        Protocol::Cpvs => commit(usize::MAX),
-        Protocol::Cbndvs | Protocol::CbndvsLog => {
-            if ND_PENDING.load(Ordering::Relaxed) {
-                commit(usize::MAX)
-            }
-        }
-        Protocol::Cand | Protocol::CandLog | Protocol::Manual => {}
+/// What `p` does after a non-deterministic event.
+pub(crate) fn commits_after_nd(p: Protocol) -> bool {
+    matches!(p, Protocol::Cand | Protocol::CandLog)
+}
+
+/// Whether `p` commits before a visible event now (with `nd` the state of
+/// [`nd_pending`]).
+pub(crate) fn commits_before_visible(p: Protocol, nd: bool) -> bool {
+    match p {
+        Protocol::Cpvs => true,
+        Protocol::Cbndvs | Protocol::CbndvsLog => nd,
+        Protocol::Cand | Protocol::CandLog | Protocol::Manual => false,
     }
-    crate::trace::visible(fd, data);
 }
 
-/// The periodic timer fired (outside Discount Checking's code).
-pub(crate) fn timer_checkpoint(low_hint: usize) {
-    let _ = crate::ckpt::take(low_hint);
+/// Whether `p` remembers non-deterministic events until the next visible one.
+pub(crate) fn defers_nd(p: Protocol) -> bool {
+    matches!(p, Protocol::Cbndvs | Protocol::CbndvsLog)
 }
 
 #[cfg(test)]
@@ -188,6 +192,9 @@ mod tests {
             "cbndvs_log".parse::<Protocol>().unwrap(),
             Protocol::CbndvsLog
         );
+        for p in Protocol::ALL {
+            assert_eq!(Protocol::from_u8(p.as_u8()), p);
+        }
         assert!("sometimes".parse::<Protocol>().is_err());
     }
 }

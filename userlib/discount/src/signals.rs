@@ -10,15 +10,14 @@
 //! Periodic checkpoints use a POSIX timer (`timer_create`, CLOCK_MONOTONIC) on a
 //! real-time signal ([`crate::Config::timer_signal`], default 62), leaving SIGALRM and the
 //! program's own interval timers alone. If the timer fires while Discount Checking's own
-//! code runs, the checkpoint is deferred to when that code returns.
+//! code runs, the checkpoint is deferred to when that code returns. The handler itself
+//! is an entry point and lives with the others in [`crate::intercept`].
 
 use std::cell::UnsafeCell;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::sys::{self, check, sc, sc4, KSigaction};
-use crate::vol;
 
 const ALT_LEN: usize = 256 << 10;
 
@@ -54,32 +53,8 @@ pub fn on_altstack(sp: usize) -> bool {
     sp >= s && sp < e
 }
 
-extern "C" fn on_timer(_sig: libc::c_int, _info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
-    // SAFETY: reading the thread's errno slot.
-    let saved = unsafe { *libc::__errno_location() };
-    let v = vol::get();
-    if v.active.load(Ordering::Acquire)
-        && !v.busy.load(Ordering::Acquire)
-        && v.in_dc.load(Ordering::Acquire) == 0
-    {
-        // SAFETY: SA_SIGINFO handlers receive the interrupted context.
-        let rsp =
-            unsafe { (*(uc as *const libc::ucontext_t)).uc_mcontext.gregs[libc::REG_RSP as usize] }
-                as usize;
-        crate::protocol::timer_checkpoint(crate::vol::handler_low_hint(rsp));
-    } else {
-        v.pending.store(true, Ordering::Release);
-    }
-    // SAFETY: restoring errno.
-    unsafe { *libc::__errno_location() = saved };
-}
-
 /// Installs our handler for `sig` (raw, bypassing the `sigaction` wrapper).
-pub fn install_handler(
-    sig: i32,
-    f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void),
-    extra_mask: u64,
-) -> Result<()> {
+pub fn install_handler(sig: i32, f: Handler, extra_mask: u64) -> Result<()> {
     let act = KSigaction {
         handler: f as *const () as usize,
         flags: (libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_RESTART) as u64,
@@ -89,8 +64,12 @@ pub fn install_handler(
     sys::rt_sigaction(sig, Some(&act), None).map_err(|e| Error::sys("rt_sigaction", e))
 }
 
-/// Starts the periodic checkpoint timer.
-pub fn start_timer(sig: i32, every: Duration) -> Result<()> {
+/// A signal handler as `SA_SIGINFO` calls it.
+pub type Handler = extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void);
+
+/// Starts the periodic checkpoint timer: `on_timer` (the interception layer's timer entry
+/// point, which takes the checkpoint) runs on `sig` every `every`.
+pub fn start_timer(sig: i32, every: Duration, on_timer: Handler) -> Result<()> {
     if !(libc::SIGRTMIN()..=libc::SIGRTMAX()).contains(&sig) && sig != libc::SIGALRM {
         return Err(Error::Config(format!(
             "timer signal {sig} is not a real-time signal"

@@ -88,6 +88,32 @@ pub fn libc_ret(r: isize) -> isize {
     }
 }
 
+/// Lowest descriptor number Discount Checking uses for itself.
+pub const FD_FLOOR: i32 = 800;
+
+/// Moves `fd` to a number >= [`FD_FLOOR`] (close-on-exec); returns the new number.
+pub fn move_high(fd: i32) -> i32 {
+    if fd >= FD_FLOOR {
+        return fd;
+    }
+    // SAFETY: fcntl(F_DUPFD_CLOEXEC) and close on a descriptor we own.
+    unsafe {
+        let r = sc(
+            libc::SYS_fcntl,
+            fd as usize,
+            libc::F_DUPFD_CLOEXEC as usize,
+            FD_FLOOR as usize,
+        );
+        match check(r) {
+            Ok(n) => {
+                sc(libc::SYS_close, fd as usize, 0, 0);
+                n as i32
+            }
+            Err(_) => fd,
+        }
+    }
+}
+
 /// Writes all of `buf` to `fd` with raw `write` calls (diagnostics; ignores errors).
 pub fn write_all_raw(fd: i32, mut buf: &[u8]) {
     while !buf.is_empty() {

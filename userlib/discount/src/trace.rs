@@ -12,19 +12,20 @@
 //! | `V <fd> <len> <hash>` | a visible event (output written to fd) |
 //! | `E` | normal exit |
 
+use std::path::Path;
+use std::sync::atomic::Ordering;
+
+use crate::error::{Error, Result};
 use crate::sys::{check, sc4, write_all_raw};
 
-/// Opens the trace file if tracing is configured.
-pub fn open() -> crate::error::Result<()> {
-    let Some(rt) = crate::ckpt::rt() else {
-        return Ok(());
-    };
-    let Some(path) = rt.cfg.trace.clone() else {
+/// Opens the trace file `path` (if tracing is configured) for this process.
+pub fn open(path: Option<&Path>) -> Result<()> {
+    let Some(path) = path else {
         return Ok(());
     };
     let mut p = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()).to_vec();
     p.push(0);
-    // SAFETY: p is NUL-terminated.
+    // SAFETY: p is a NUL-terminated path that outlives the call; openat only reads it.
     let fd = check(unsafe {
         sc4(
             libc::SYS_openat,
@@ -34,20 +35,24 @@ pub fn open() -> crate::error::Result<()> {
             0o644,
         )
     })
-    .map_err(|e| crate::error::Error::sys("open trace", e))?;
-    rt.trace_fd = crate::kstate::move_high(fd as i32);
+    .map_err(|e| Error::sys("open trace", e))?;
+    crate::vol::get()
+        .trace_fd
+        .store(crate::sys::move_high(fd as i32), Ordering::Release);
     Ok(())
 }
 
+/// Appends one line. Needs no runtime, so it is safe from anywhere, signal handlers
+/// included: the line is formatted on the stack and written with one `write` to an
+/// `O_APPEND` descriptor.
 fn emit(kind: &str, args: std::fmt::Arguments<'_>) {
-    let Some(rt) = crate::ckpt::rt() else { return };
-    if rt.trace_fd < 0 {
+    let fd = crate::vol::get().trace_fd.load(Ordering::Acquire);
+    if fd < 0 {
         return;
     }
     let mut w = crate::sys::StackWriter::new();
     let _ = std::fmt::Write::write_fmt(&mut w, format_args!("{kind} {args}\n"));
-    rt.trace_seq += 1;
-    write_all_raw(rt.trace_fd, w.as_str().as_bytes());
+    write_all_raw(fd, w.as_str().as_bytes());
 }
 
 /// Records an event with a text argument.

@@ -18,6 +18,10 @@
 
 use crate::error::{Error, Result};
 use crate::sys::{check, sc, sc4};
+use vista::uffd_abi::{
+    UffdioApi, UffdioRange, UffdioRegister, UFFDIO_API, UFFDIO_REGISTER, UFFDIO_REGISTER_MODE_WP,
+    UFFD_API, UFFD_FEATURE_WP_ASYNC, UFFD_USER_MODE_ONLY,
+};
 
 /// How dirty pages are found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,26 +74,6 @@ const PAGEMAP_SCAN: usize = 0xC060_6610; // _IOWR('f', 16, struct pm_scan_arg)
 const PM_SCAN_WP_MATCHING: u64 = 1;
 const PAGE_IS_WRITTEN: u64 = 2;
 
-#[repr(C)]
-struct UffdioApi {
-    api: u64,
-    features: u64,
-    ioctls: u64,
-}
-#[repr(C)]
-struct UffdioRegister {
-    start: u64,
-    len: u64,
-    mode: u64,
-    ioctls: u64,
-}
-const UFFDIO_API: usize = 0xC018_AA3F;
-const UFFDIO_REGISTER: usize = 0xC020_AA00;
-const UFFD_API: u64 = 0xAA;
-const UFFD_FEATURE_WP_ASYNC: u64 = 1 << 15;
-const UFFDIO_REGISTER_MODE_WP: u64 = 1 << 1;
-const UFFD_USER_MODE_ONLY: usize = 1;
-
 const PAGE: usize = 4096;
 const VEC: usize = 128;
 
@@ -136,9 +120,17 @@ impl Tracker {
             t.pagemap = open_raw(b"/proc/self/pagemap\0", libc::O_RDONLY)?;
             let flags = (libc::O_CLOEXEC | libc::O_NONBLOCK) as usize;
             // SAFETY: userfaultfd takes only flags.
-            let mut r = unsafe { sc(libc::SYS_userfaultfd, flags | UFFD_USER_MODE_ONLY, 0, 0) };
+            let mut r = unsafe {
+                sc(
+                    libc::SYS_userfaultfd,
+                    flags | UFFD_USER_MODE_ONLY as usize,
+                    0,
+                    0,
+                )
+            };
             if r < 0 {
-                // SAFETY: as above.
+                // SAFETY: userfaultfd takes only flags (here without UFFD_USER_MODE_ONLY,
+                // which kernels before 5.11 refuse).
                 r = unsafe { sc(libc::SYS_userfaultfd, flags, 0, 0) };
             }
             t.uffd = check(r).map_err(|e| {
@@ -157,7 +149,7 @@ impl Tracker {
                 sc(
                     libc::SYS_ioctl,
                     t.uffd as usize,
-                    UFFDIO_API,
+                    UFFDIO_API as usize,
                     &mut api as *mut _ as usize,
                 )
             };
@@ -182,8 +174,10 @@ impl Tracker {
             return Ok(());
         }
         let mut reg = UffdioRegister {
-            start: start as u64,
-            len: (end - start) as u64,
+            range: UffdioRange {
+                start: start as u64,
+                len: (end - start) as u64,
+            },
             mode: UFFDIO_REGISTER_MODE_WP,
             ioctls: 0,
         };
@@ -192,7 +186,7 @@ impl Tracker {
             sc(
                 libc::SYS_ioctl,
                 self.uffd as usize,
-                UFFDIO_REGISTER,
+                UFFDIO_REGISTER as usize,
                 &mut reg as *mut _ as usize,
             )
         };

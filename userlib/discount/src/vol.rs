@@ -8,9 +8,9 @@
 //! is the problem the thesis (5.2.4) met with Vista's globals: recovery would otherwise
 //! "restore" them to the crashed process's values.
 
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU8, AtomicUsize};
 
-use crate::alloc::Arena;
+use crate::arena::Arena;
 
 /// The volatile state (one or more whole pages).
 #[repr(C, align(4096))]
@@ -28,8 +28,21 @@ pub struct Vol {
     pub active: AtomicBool,
     /// Recovery or checkpoint in progress (no reentry).
     pub busy: AtomicBool,
-    /// The runtime (volatile arena).
-    pub rt: AtomicPtr<crate::ckpt::Runtime>,
+    /// The runtime (volatile arena). Read and written only by `ckpt` (`ckpt::Ctx`, the
+    /// one owner of the runtime, and `publish`); everything else reaches the runtime through
+    /// a context passed down from its entry point.
+    /// (Type-erased: `ckpt::Runtime`, so that this page depends on nothing above it.)
+    pub(crate) rt: AtomicPtr<()>,
+    /// The trace file of this process (-1: not tracing). Here rather than in the runtime
+    /// because any code may trace, signal handlers included.
+    pub trace_fd: AtomicI32,
+    /// The commit protocol, [`crate::Protocol`] as `u8` (set when the runtime is
+    /// published; `Manual` before). Here so that signal handlers can read it without the
+    /// runtime.
+    pub protocol: AtomicU8,
+    /// The periodic timer's signal, 0 when there is no timer (the `sigaction` wrapper
+    /// refuses to let the program take it).
+    pub timer_sig: AtomicI32,
     /// Someone is reserving the volatile arena.
     pub vreserving: AtomicBool,
     /// `init` was called with `DC_DISABLE` set: checkpoints are no-ops.
@@ -52,6 +65,9 @@ pub static VOL: Vol = Vol {
     active: AtomicBool::new(false),
     busy: AtomicBool::new(false),
     rt: AtomicPtr::new(std::ptr::null_mut()),
+    trace_fd: AtomicI32::new(-1),
+    protocol: AtomicU8::new(0),
+    timer_sig: AtomicI32::new(0),
     vreserving: AtomicBool::new(false),
     disabled: AtomicBool::new(false),
     stack_lo: AtomicUsize::new(0),

@@ -58,6 +58,7 @@ mod store;
 mod tx;
 pub mod typed;
 mod uffd;
+pub mod uffd_abi;
 
 pub use backing::{Backing, Durability, Locking};
 pub use engine::Recovery;

@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use discount::oracle;
 
 /// Output of one run.
 #[derive(Debug, Clone)]
@@ -17,6 +18,39 @@ pub struct Run {
     pub out: Vec<u8>,
     /// Exit code (None: killed).
     pub code: Option<i32>,
+    /// The events this run appended to the trace ([`Target::trace`]; empty without one).
+    pub trace: Vec<oracle::Event>,
+}
+
+impl Run {
+    /// Ended by a signal (our SIGKILL), not by exiting.
+    pub fn killed(&self) -> bool {
+        self.code.is_none()
+    }
+
+    /// For [`oracle::check_resumed`].
+    pub fn record(&self) -> oracle::RunRecord<'_> {
+        oracle::RunRecord {
+            out: &self.out,
+            trace: &self.trace,
+            killed: self.killed(),
+        }
+    }
+}
+
+/// Reads the trace from byte `from` on: the part one run appended.
+fn trace_since(trace: Option<&Path>, from: u64) -> Result<(Vec<oracle::Event>, u64)> {
+    let Some(p) = trace else {
+        return Ok((Vec::new(), 0));
+    };
+    let bytes = match std::fs::read(p) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e).with_context(|| format!("read {}", p.display())),
+    };
+    let tail = bytes.get(from as usize..).unwrap_or(&[]);
+    let events = oracle::parse(&String::from_utf8_lossy(tail))?;
+    Ok((events, bytes.len() as u64))
 }
 
 /// A small deterministic RNG for kill plans.
@@ -140,6 +174,7 @@ impl Proc {
         Ok(Run {
             out: self.buf,
             code: st.code(),
+            trace: Vec::new(),
         })
     }
 
@@ -169,6 +204,32 @@ pub struct Target<'a> {
     pub env: &'a [(String, String)],
     pub cwd: &'a Path,
     pub stderr: &'a Path,
+    /// The program's event trace (`DC_TRACE`): each [`Run`] gets the part it appended.
+    pub trace: Option<&'a Path>,
+    /// Called after each kill, before the next run (the negative control throws the
+    /// checkpoint image away there).
+    pub after_kill: Option<&'a dyn Fn() -> Result<()>>,
+}
+
+impl Target<'_> {
+    fn spawn(&self) -> Result<Proc> {
+        Proc::spawn(self.bin, self.args, self.env, self.cwd, self.stderr)
+    }
+
+    fn killed(&self) -> Result<()> {
+        match self.after_kill {
+            Some(f) => f(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Where to kill a run of a program that is not interactive: once it has written
+/// `after_bytes` bytes (0: at once), `delay_ms` later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kill {
+    pub after_bytes: usize,
+    pub delay_ms: u64,
 }
 
 /// The prompt number if `out` ends with `kv[N]> `.
@@ -191,12 +252,12 @@ pub fn drive_kv(
     kills: &[(usize, u64)],
     deadline: Duration,
 ) -> Result<Vec<Run>> {
-    let (bin, args, env, cwd, stderr) = (t.bin, t.args, t.env, t.cwd, t.stderr);
     let end = Instant::now() + deadline;
     let mut runs = Vec::new();
     let mut pending: Vec<(usize, u64)> = kills.to_vec();
+    let (_, mut traced) = trace_since(t.trace, u64::MAX)?;
     'runs: loop {
-        let mut p = Proc::spawn(bin, args, env, cwd, stderr)?;
+        let mut p = t.spawn()?;
         let mut answered_len = usize::MAX;
         loop {
             if Instant::now() > end {
@@ -208,12 +269,23 @@ pub fn drive_kv(
             }
             p.pump();
             if p.try_done()? {
-                runs.push(p.finish()?);
-                let last = runs.last().map(|r| r.code);
-                if last == Some(Some(0)) {
+                let mut r = p.finish()?;
+                r.trace = trace_since(t.trace, traced)?.0;
+                let code = r.code;
+                runs.push(r);
+                if code == Some(0) && pending.is_empty() {
                     return Ok(runs);
                 }
-                bail!("run ended with {:?}; stderr in {}", last, stderr.display());
+                if code == Some(0) {
+                    bail!(
+                        "the run ended before the planned kills {pending:?} (at input numbers) landed"
+                    );
+                }
+                bail!(
+                    "run ended with {:?}; stderr in {}",
+                    code,
+                    t.stderr.display()
+                );
             }
             // Blocked reading stdin means everything it printed before is in the pipe:
             // drain it again, then answer the prompt it ends with.
@@ -231,7 +303,10 @@ pub fn drive_kv(
                         if let Some(i) = pending.iter().position(|&(k, _)| k == n) {
                             let (_, delay) = pending.remove(i);
                             std::thread::sleep(Duration::from_millis(delay));
-                            runs.push(p.kill()?);
+                            let mut r = p.kill()?;
+                            (r.trace, traced) = trace_since(t.trace, traced)?;
+                            runs.push(r);
+                            t.killed()?;
                             continue 'runs;
                         }
                     }
@@ -242,22 +317,19 @@ pub fn drive_kv(
     }
 }
 
-/// Runs a program to completion, killing it after the given delays (ms since its start),
-/// one delay per run, restarting it after each kill.
-pub fn run_with_kills(
-    t: &Target<'_>,
-    kill_after_ms: &[u64],
-    deadline: Duration,
-) -> Result<Vec<Run>> {
-    let (bin, args, env, cwd, stderr) = (t.bin, t.args, t.env, t.cwd, t.stderr);
+/// Runs a program to completion, killing it as `kills` says, one kill per run (each
+/// relative to the start of its run), restarting it after each kill. Fails if a run ends
+/// by itself before its kill.
+pub fn run_with_kills(t: &Target<'_>, kills: &[Kill], deadline: Duration) -> Result<Vec<Run>> {
     let end = Instant::now() + deadline;
     let mut runs = Vec::new();
-    let mut plan = kill_after_ms.iter();
+    let mut plan = kills.iter();
+    let (_, mut traced) = trace_since(t.trace, u64::MAX)?;
     loop {
-        let mut p = Proc::spawn(bin, args, env, cwd, stderr)?;
+        let mut p = t.spawn()?;
         p.close_stdin();
-        let start = Instant::now();
-        let kill_at = plan.next().map(|&ms| start + Duration::from_millis(ms));
+        let kill = plan.next().copied();
+        let mut kill_at: Option<Instant> = None;
         loop {
             if Instant::now() > end {
                 let _ = p.kill();
@@ -265,16 +337,32 @@ pub fn run_with_kills(
             }
             p.pump();
             if p.try_done()? {
-                let r = p.finish()?;
+                let mut r = p.finish()?;
+                r.trace = trace_since(t.trace, traced)?.0;
                 let code = r.code;
                 runs.push(r);
-                if code == Some(0) {
-                    return Ok(runs);
+                if code != Some(0) {
+                    bail!("run ended with {code:?}; stderr in {}", t.stderr.display());
                 }
-                bail!("run ended with {code:?}; stderr in {}", stderr.display());
+                if let Some(k) = kill {
+                    bail!(
+                        "run {} ended by itself before its kill {k:?} landed ({} bytes written)",
+                        runs.len() - 1,
+                        runs.last().map_or(0, |r| r.out.len())
+                    );
+                }
+                return Ok(runs);
             }
-            if kill_at.is_some_and(|k| Instant::now() >= k) {
-                runs.push(p.kill()?);
+            if let Some(k) = kill {
+                if kill_at.is_none() && p.output().len() >= k.after_bytes {
+                    kill_at = Some(Instant::now() + Duration::from_millis(k.delay_ms));
+                }
+            }
+            if kill_at.is_some_and(|at| Instant::now() >= at) {
+                let mut r = p.kill()?;
+                (r.trace, traced) = trace_since(t.trace, traced)?;
+                runs.push(r);
+                t.killed()?;
                 break;
             }
             std::thread::sleep(Duration::from_millis(1));

@@ -1,0 +1,251 @@
+//! The configuration: [`Config`] (built by hand or from `DC_*` environment variables) and
+//! where the image is kept ([`StoreKind`]).
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::image;
+use crate::protocol::Protocol;
+#[cfg(feature = "rio")]
+use crate::rio_store;
+use crate::track::TrackerKind;
+use vista::Durability;
+
+/// Where the checkpoint image is kept.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum StoreKind {
+    /// Plain files in [`Config::dir`] ([`image::FileStore`]): durable across process
+    /// crashes (with [`Durability::Msync`], across power loss).
+    #[default]
+    Files,
+    /// Rio objects `<prefix>.m<N>.vista` and `<prefix>.log.vista` of `/dev/rio`
+    /// ([`rio_store::RioStore`], feature `rio`): durable across kernel crashes. The plain
+    /// files (`exec`, `members`, `grave/`, `trace`) stay in [`Config::dir`], which must be
+    /// on a file system mounted `-o sync` (ext4 on a Rio block device).
+    Rio {
+        /// Object name prefix (1 to 53 printable ASCII characters, no `/`).
+        prefix: String,
+    },
+}
+
+impl FromStr for StoreKind {
+    type Err = Error;
+
+    /// `files`, or `rio:<prefix>` (the `DC_STORE` syntax).
+    fn from_str(s: &str) -> Result<StoreKind> {
+        match s.split_once(':') {
+            None if s == "files" => Ok(StoreKind::Files),
+            Some(("rio", prefix)) => Ok(StoreKind::Rio {
+                prefix: prefix.to_string(),
+            }),
+            _ => Err(Error::Config(format!(
+                "DC_STORE={s:?} (files, or rio:<object prefix>)"
+            ))),
+        }
+    }
+}
+
+/// How Discount Checking runs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// State directory (plain files: for [`StoreKind::Files`] the image too).
+    pub dir: PathBuf,
+    /// Where the image is kept.
+    pub store: StoreKind,
+    /// Commit protocol.
+    pub protocol: Protocol,
+    /// Periodic checkpoints (any protocol).
+    pub interval: Option<Duration>,
+    /// Dirty-page tracking.
+    pub tracker: TrackerKind,
+    /// Bytes of virtual address space for the persistent heap.
+    pub heap_size: usize,
+    /// Bytes of stack the image can hold.
+    pub stack_size: usize,
+    /// Vista undo log capacity: one checkpoint's dirty pages must fit (4 KB + 24 B each).
+    pub log_capacity: usize,
+    /// File undo log capacity (before-images of overwritten file data).
+    pub fundo_capacity: usize,
+    /// Input log capacity (-LOG protocols).
+    pub input_capacity: usize,
+    /// Vista durability of the image files.
+    pub durability: Durability,
+    /// Event trace file.
+    pub trace: Option<PathBuf>,
+    /// Real-time signal for the periodic timer.
+    pub timer_signal: i32,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            dir: PathBuf::from(".dc"),
+            store: StoreKind::Files,
+            protocol: Protocol::Manual,
+            interval: None,
+            tracker: TrackerKind::Uffd,
+            heap_size: 16 << 30,
+            stack_size: 64 << 20,
+            log_capacity: 1 << 30,
+            fundo_capacity: 64 << 20,
+            input_capacity: 16 << 20,
+            durability: Durability::Memory,
+            trace: None,
+            timer_signal: 62,
+        }
+    }
+}
+
+fn env_num(name: &str) -> Result<Option<u64>> {
+    match std::env::var(name) {
+        Ok(v) => v
+            .trim()
+            .parse::<u64>()
+            .map(Some)
+            .map_err(|_| Error::Config(format!("{name}={v:?} is not a number"))),
+        Err(_) => Ok(None),
+    }
+}
+
+impl Config {
+    /// Defaults for the Rio store ([`StoreKind::Rio`]) with objects `<prefix>.*` and the
+    /// plain files in `dir`. Every byte of a Rio object is resident in the arena, so the
+    /// image is sized for a small one (about 17 MiB for a small static program): 8 MiB of
+    /// heap, 1 MiB of stack, a 4 MiB undo log, 1 MiB each for the file undo and input logs.
+    pub fn rio(prefix: impl Into<String>, dir: impl Into<PathBuf>) -> Config {
+        Config {
+            dir: dir.into(),
+            store: StoreKind::Rio {
+                prefix: prefix.into(),
+            },
+            heap_size: 8 << 20,
+            stack_size: 1 << 20,
+            log_capacity: 4 << 20,
+            fundo_capacity: 1 << 20,
+            input_capacity: 1 << 20,
+            ..Config::default()
+        }
+    }
+
+    /// Defaults overridden by environment variables: `DC_STORE` (`files`, the default, or
+    /// `rio:<prefix>`: the image in Rio objects, starting from [`Config::rio`]'s sizes),
+    /// `DC_DIR` (default `./.dc-<program>`),
+    /// `DC_PROTOCOL` (manual, cand, cpvs, cbndvs, cand-log, cbndvs-log), `DC_INTERVAL_MS`,
+    /// `DC_TRACKER` (uffd, compare), `DC_HEAP_MB`, `DC_STACK_MB`, `DC_LOG_MB`,
+    /// `DC_FUNDO_MB`, `DC_INPUT_MB`, `DC_DURABILITY` (memory, msync), `DC_TRACE` (a path,
+    /// or `1` for `<dir>/trace`), `DC_TIMER_SIG`.
+    pub fn from_env() -> Result<Config> {
+        let dir = match std::env::var_os("DC_DIR") {
+            Some(d) => PathBuf::from(d),
+            None => {
+                let name = std::env::current_exe()
+                    .ok()
+                    .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                    .unwrap_or_else(|| "program".into());
+                PathBuf::from(format!(".dc-{name}"))
+            }
+        };
+        let mut c = match std::env::var("DC_STORE") {
+            Ok(s) => match s.parse::<StoreKind>()? {
+                StoreKind::Rio { prefix } => Config::rio(prefix, dir),
+                StoreKind::Files => Config {
+                    dir,
+                    ..Config::default()
+                },
+            },
+            Err(_) => Config {
+                dir,
+                ..Config::default()
+            },
+        };
+        if let Ok(p) = std::env::var("DC_PROTOCOL") {
+            c.protocol = p.parse()?;
+        }
+        if let Some(ms) = env_num("DC_INTERVAL_MS")? {
+            c.interval = (ms > 0).then(|| Duration::from_millis(ms));
+        }
+        if let Ok(t) = std::env::var("DC_TRACKER") {
+            c.tracker = t.parse()?;
+        }
+        if let Some(v) = env_num("DC_HEAP_MB")? {
+            c.heap_size = (v as usize) << 20;
+        }
+        if let Some(v) = env_num("DC_STACK_MB")? {
+            c.stack_size = (v as usize) << 20;
+        }
+        if let Some(v) = env_num("DC_LOG_MB")? {
+            c.log_capacity = (v as usize) << 20;
+        }
+        if let Some(v) = env_num("DC_FUNDO_MB")? {
+            c.fundo_capacity = (v as usize) << 20;
+        }
+        if let Some(v) = env_num("DC_INPUT_MB")? {
+            c.input_capacity = (v as usize) << 20;
+        }
+        if let Ok(d) = std::env::var("DC_DURABILITY") {
+            c.durability = match d.as_str() {
+                "memory" => Durability::Memory,
+                "msync" => Durability::Msync,
+                _ => {
+                    return Err(Error::Config(format!(
+                        "DC_DURABILITY={d:?} (memory, msync)"
+                    )))
+                }
+            };
+        }
+        if let Ok(t) = std::env::var("DC_TRACE") {
+            c.trace = Some(if t == "1" {
+                c.dir.join("trace")
+            } else {
+                PathBuf::from(t)
+            });
+        }
+        if let Some(v) = env_num("DC_TIMER_SIG")? {
+            c.timer_signal = v as i32;
+        }
+        Ok(c)
+    }
+
+    pub(crate) fn check(&self) -> Result<()> {
+        if self.heap_size < (1 << 20) || self.heap_size % 4096 != 0 {
+            return Err(Error::Config(
+                "heap_size must be a multiple of 4096, >= 1 MiB".into(),
+            ));
+        }
+        if self.stack_size < (1 << 20) {
+            return Err(Error::Config("stack_size must be >= 1 MiB".into()));
+        }
+        if self.log_capacity < (1 << 20) {
+            return Err(Error::Config("log_capacity must be >= 1 MiB".into()));
+        }
+        if let StoreKind::Rio { prefix } = &self.store {
+            #[cfg(feature = "rio")]
+            rio_store::check_prefix(prefix)?;
+            #[cfg(not(feature = "rio"))]
+            {
+                let _ = prefix;
+                return Err(Error::Unsupported(
+                    "the Rio store",
+                    "discount was built without its `rio` feature".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens the store the configuration names.
+    pub(crate) fn open_store(&self) -> Result<Box<dyn image::Store>> {
+        match &self.store {
+            StoreKind::Files => Ok(Box::new(image::FileStore::new(&self.dir, self.durability)?)),
+            #[cfg(feature = "rio")]
+            StoreKind::Rio { prefix } => Ok(Box::new(rio_store::RioStore::new(prefix, &self.dir)?)),
+            #[cfg(not(feature = "rio"))]
+            StoreKind::Rio { .. } => Err(Error::Unsupported(
+                "the Rio store",
+                "discount was built without its `rio` feature".into(),
+            )),
+        }
+    }
+}
