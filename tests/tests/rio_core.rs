@@ -174,6 +174,7 @@ fn clean_unload_and_reload_keeps_data() {
 #[test]
 fn protection_turns_a_wild_store_into_an_oops_and_data_survives() {
     let mut t = boot("wild-on");
+    t.allow_crash();
     let vm = t.vm();
     load(vm, "allow_wild_store=1");
     write(vm, "victim", 3, 256 << 10);

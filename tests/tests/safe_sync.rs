@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use rio_qemu_tests::*;
 
-fn with_disk(name: &str) -> (VmConfig, tempfile::TempDir) {
+fn with_disk(name: &str) -> (VmConfig, TestDir) {
     let (mut cfg, dir) = config(name);
     let disk = dir.path().join("backing.img");
     riovm::create_disk(&disk, 80 << 20).unwrap();

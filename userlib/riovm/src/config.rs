@@ -170,6 +170,9 @@ pub struct VmConfig {
     pub boot_timeout: Duration,
     /// Exit QEMU instead of rebooting (after a panic or `reboot`).
     pub no_reboot: bool,
+    /// Make every write to disk `.0` (an index into `disks`) that touches 512-byte sector
+    /// `.1` fail with EIO, through QEMU's blkdebug driver: a disk that breaks on purpose.
+    pub fail_writes_at: Option<(usize, u64)>,
 }
 
 impl VmConfig {
@@ -189,6 +192,7 @@ impl VmConfig {
             workdir,
             boot_timeout: Duration::from_secs(60),
             no_reboot: false,
+            fail_writes_at: None,
         }
     }
 

@@ -479,11 +479,23 @@ fn qemu_args(cfg: &VmConfig, qmp: &Path, agent: &Path, console: &Path) -> Vec<St
         format!("unix:{},server=on,wait=off", qmp.display()),
     ];
     for (i, d) in cfg.disks.iter().enumerate() {
+        let file = match cfg.fail_writes_at {
+            // blkdebug: the raw driver reports each write as a `write_aio` event to the
+            // blkdebug layer under it, which fails those that touch the sector.
+            Some((disk, sector)) if disk == i => {
+                let rules = cfg.workdir.join(format!("blkdebug-{i}.conf"));
+                let text = format!(
+                    "[inject-error]\nevent = \"write_aio\"\nerrno = \"5\"\nsector = \"{sector}\"\nonce = \"off\"\n"
+                );
+                if let Err(e) = std::fs::write(&rules, text) {
+                    eprintln!("riovm: cannot write {}: {e}", rules.display());
+                }
+                format!("blkdebug:{}:{}", rules.display(), d.path.display())
+            }
+            _ => d.path.display().to_string(),
+        };
         a.push("-drive".into());
-        a.push(format!(
-            "file={},if=none,id=disk{i},format=raw,cache=writeback",
-            d.path.display()
-        ));
+        a.push(format!("file={file},if=none,id=disk{i},format=raw,cache=writeback"));
         a.push("-device".into());
         a.push(format!("virtio-blk-pci,drive=disk{i}"));
     }

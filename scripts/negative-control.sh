@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Negative control of the rio.ko hardening tests: builds rio.ko with every fix undone
+# (tests/negative/break-hardening.py) against the debug kernel, packs it into
+# build/initramfs-broken.cpio.gz, and runs tests/tests/rio_security.rs on it. Every test
+# but the golden-bytes one must fail; the script prints the verdicts. Needs `make
+# initramfs-debug` first. Not part of `make test` (it is meant to fail).
+set -uo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=scripts/env.sh
+. "$here/scripts/env.sh"
+KBUILD="$CACHE/kbuild-debug-current"
+dir="$here/build/mod-broken"
+mkdir -p "$dir/sys"
+find "$dir" -name '*.rs' -delete
+cp "$here"/rio_mod/*.rs "$here/rio_mod/Kbuild" "$dir/" && cp "$here"/rio_mod/sys/*.rs "$dir/sys/"
+python3 "$here/tests/negative/break-hardening.py" "$dir" || exit 1
+make -s -C "$KSRC_ORIG" O="$KBUILD" M="$dir" LLVM=-19 -j"$(nproc)" modules || exit 1
+bash "$here/qemu/mkinitramfs.sh" "$KBUILD" -broken "$dir" || exit 1
+cd "$here/tests" && RIO_KERNEL_FLAVOUR=debug RIO_INITRAMFS="$here/build/initramfs-broken.cpio.gz" \
+    timeout 1800 cargo test --test rio_security -- --test-threads=2 2>&1 | grep -E '^test |test result'
