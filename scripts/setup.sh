@@ -17,7 +17,8 @@ SUDO=""
 
 # ---- 1. host packages from the machine's own (bookworm) archive --------------------------
 PKGS=(clang-19 lld-19 llvm-19 libclang-19-dev flex bison bc libelf-dev libssl-dev cpio
-      qemu-system-x86 busybox-static e2fsprogs xz-utils python3 libc6-dev)
+      qemu-system-x86 busybox-static e2fsprogs xz-utils python3 libc6-dev
+      build-essential make file)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -43,6 +44,10 @@ APTOPTS=(-o Dir::Etc::sourcelist="$APTDIR/sources.list" -o Dir::Etc::sourceparts
          -o Dir::Cache::pkgcache="$APTDIR/pkgcache.bin" -o Dir::Cache::srcpkgcache="$APTDIR/srcpkgcache.bin"
          -o APT::Get::List-Cleanup=0 -o Debug::NoLocking=1 -o APT::Sandbox::User=root)
 private_update() {
+    if [ "${1:-}" = refresh ]; then
+        log "refreshing the trixie package lists (what is wanted is not in the old ones)"
+        rm -f "$APTDIR/updated"
+    fi
     if [ ! -f "$APTDIR/updated" ]; then
         log "reading the trixie package lists (private apt configuration)"
         apt-get "${APTOPTS[@]}" update -qq || die "apt-get update for trixie failed"
@@ -57,6 +62,7 @@ private_download() { # name=version
 KSRC_DIR="$CACHE/linux-source-$KSERIES"
 if [ ! -f "$KSRC_DIR/.unpacked" ]; then
     private_update
+    apt-cache "${APTOPTS[@]}" show "linux-source-$KSERIES" >/dev/null 2>&1 || private_update refresh
     if ! apt-cache "${APTOPTS[@]}" show "linux-source-$KSERIES" >/dev/null 2>&1; then
         seen=$(apt-cache "${APTOPTS[@]}" search --names-only '^linux-source-[0-9.]+$' 2>/dev/null | awk '{print $1}' | sort -V | tr '\n' ' ')
         die "linux-source-$KSERIES is no longer in the archive; series seen: ${seen:-none}. Set RIO_KERNEL_SERIES or update the project."
@@ -79,8 +85,15 @@ RUSTC_VER=$(rustc --version | awk '{print $2}')
 RSRC_DIR="$CACHE/rust-src-$RUSTC_VER"
 if [ ! -d "$RSRC_DIR/usr/src/rustc-$RUSTC_VER/library" ]; then
     private_update
-    ver=$(apt-cache "${APTOPTS[@]}" madison rust-src 2>/dev/null | awk -F'|' '{gsub(/ /,"",$2); print $2}' \
-          | grep -E "^([0-9]+:)?${RUSTC_VER//./\\.}\+" | head -n1 || true)
+    rust_src_version() {
+        apt-cache "${APTOPTS[@]}" madison rust-src 2>/dev/null | awk -F'|' '{gsub(/ /,"",$2); print $2}' \
+            | grep -E "^([0-9]+:)?${RUSTC_VER//./\\.}\+" | head -n1 || true
+    }
+    ver=$(rust_src_version)
+    if [ -z "$ver" ]; then
+        private_update refresh
+        ver=$(rust_src_version)
+    fi
     [ -n "$ver" ] || die "no rust-src for rustc $RUSTC_VER in trixie; have: $(apt-cache "${APTOPTS[@]}" madison rust-src | awk -F'|' '{print $2}' | tr -d ' ' | tr '\n' ' ')"
     log "downloading rust-src $ver (rustc is $RUSTC_VER)"
     rm -f "$APTDIR/debs"/rust-src_*.deb
