@@ -210,7 +210,12 @@ pub const RIO_IOC_CREATE: u32 = ioc(IOC_WRITE, RIO_IOC_MAGIC, 0x03, size_of::<Ri
 pub const RIO_IOC_OPEN: u32 = ioc(IOC_WRITE, RIO_IOC_MAGIC, 0x04, size_of::<RioOpen>());
 pub const RIO_IOC_RESIZE: u32 = ioc(IOC_WRITE, RIO_IOC_MAGIC, 0x05, size_of::<RioResize>());
 pub const RIO_IOC_DELETE: u32 = ioc(IOC_WRITE, RIO_IOC_MAGIC, 0x06, size_of::<RioName>());
-pub const RIO_IOC_LIST: u32 = ioc(IOC_READ | IOC_WRITE, RIO_IOC_MAGIC, 0x07, size_of::<RioList>());
+pub const RIO_IOC_LIST: u32 = ioc(
+    IOC_READ | IOC_WRITE,
+    RIO_IOC_MAGIC,
+    0x07,
+    size_of::<RioList>(),
+);
 pub const RIO_IOC_STAT: u32 = ioc(IOC_READ, RIO_IOC_MAGIC, 0x08, size_of::<RioObjInfo>());
 pub const RIO_IOC_STATS: u32 = ioc(IOC_READ, RIO_IOC_MAGIC, 0x09, size_of::<RioStats>());
 pub const RIO_IOC_SYNC: u32 = ioc(IOC_NONE, RIO_IOC_MAGIC, 0x0a, 0);

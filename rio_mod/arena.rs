@@ -57,7 +57,10 @@ impl Window {
         let mut slots = KVec::with_capacity(SLOTS, GFP_KERNEL)?;
         for i in 0..SLOTS {
             let pte = SlotPte::new(map.as_ptr() as usize + i * PAGE_SIZE)?;
-            slots.push(KBox::pin_init(new_spinlock!(Slot { pte }), GFP_KERNEL)?, GFP_KERNEL)?;
+            slots.push(
+                KBox::pin_init(new_spinlock!(Slot { pte }), GFP_KERNEL)?,
+                GFP_KERNEL,
+            )?;
         }
         Ok(Self {
             slots,
@@ -186,7 +189,11 @@ impl Arena {
 fn check_page(page: usize, pages: usize) -> Result {
     if page >= pages {
         // Callers index with validated registry data; reaching here is a rio.ko bug.
-        pr_err!("internal error: arena page {} out of range ({} pages)\n", page, pages);
+        pr_err!(
+            "internal error: arena page {} out of range ({} pages)\n",
+            page,
+            pages
+        );
         return Err(EIO);
     }
     Ok(())

@@ -17,8 +17,8 @@ use kernel::prelude::*;
 
 use crate::format::{
     disk_bytes_needed, encode_name, first_fit, DiskEntry, DiskSuper, FormatError, Geometry,
-    ObjectSlot, DISK_DATA_START, DISK_ENTRY_SIZE, DISK_TABLE_BLOCKS, DISK_TABLE_START,
-    MAX_OBJECTS, OBJ_IN_USE, OBJ_MAPPED, PAGE_SIZE, SB_SIZE,
+    ObjectSlot, DISK_DATA_START, DISK_ENTRY_SIZE, DISK_TABLE_BLOCKS, DISK_TABLE_START, MAX_OBJECTS,
+    OBJ_IN_USE, OBJ_MAPPED, PAGE_SIZE, SB_SIZE,
 };
 use crate::store::{Slot, Store};
 use crate::sys::BlockFile;
@@ -81,7 +81,12 @@ impl Backing {
     pub(crate) fn open(major: u32, minor: u32, geo: &Geometry) -> Result<(Self, DiskState)> {
         let holder = core::ptr::addr_of!(HOLDER).cast_mut().cast();
         let file = BlockFile::open(major, minor, holder).inspect_err(|e| {
-            pr_err!("cannot open backing device {}:{}: error {}\n", major, minor, e.to_errno());
+            pr_err!(
+                "cannot open backing device {}:{}: error {}\n",
+                major,
+                minor,
+                e.to_errno()
+            );
         })?;
         let size = file.size()?;
         let need = disk_bytes_needed(geo);
@@ -131,7 +136,11 @@ impl Backing {
         self.quarantined = KVec::from_elem(false, self.entries.len(), GFP_KERNEL)?;
         let quarantine = |q: &mut KVec<bool>, i: usize, why: &str| {
             if !q[i] {
-                pr_err!("backing disk: object entry {} {}; quarantined (not restored, left as found)\n", i, why);
+                pr_err!(
+                    "backing disk: object entry {} {}; quarantined (not restored, left as found)\n",
+                    i,
+                    why
+                );
                 q[i] = true;
             }
         };
@@ -142,7 +151,11 @@ impl Backing {
             }
             if encode_name(e.slot.name()).is_none() {
                 quarantine(&mut self.quarantined, i, "has an invalid name");
-            } else if e.start.checked_add(e.blocks).is_none_or(|end| end > self.data_blocks) {
+            } else if e
+                .start
+                .checked_add(e.blocks)
+                .is_none_or(|end| end > self.data_blocks)
+            {
                 quarantine(&mut self.quarantined, i, "points past the end of the disk");
             } else if e.slot.pages() > geo.data_pages {
                 quarantine(&mut self.quarantined, i, "is larger than the arena");
@@ -151,7 +164,11 @@ impl Backing {
                 .enumerate()
                 .any(|(j, f)| f.in_use() && !self.quarantined[j] && f.slot.name == e.slot.name)
             {
-                quarantine(&mut self.quarantined, i, "repeats the name of an earlier entry");
+                quarantine(
+                    &mut self.quarantined,
+                    i,
+                    "repeats the name of an earlier entry",
+                );
             }
         }
         // Overlapping extents: one object's writeback would overwrite the other's data, and
@@ -162,7 +179,9 @@ impl Backing {
                 if !a.in_use() || !b.in_use() || self.quarantined[i] || self.quarantined[j] {
                     continue;
                 }
-                if a.start < b.start.saturating_add(b.blocks) && b.start < a.start.saturating_add(a.blocks) {
+                if a.start < b.start.saturating_add(b.blocks)
+                    && b.start < a.start.saturating_add(a.blocks)
+                {
                     quarantine(&mut self.quarantined, i, "overlaps another entry's extent");
                     quarantine(&mut self.quarantined, j, "overlaps another entry's extent");
                 }
@@ -173,7 +192,11 @@ impl Backing {
 
     /// The slots whose disk entries are quarantined.
     pub(crate) fn quarantined_slots(&self) -> impl Iterator<Item = usize> + '_ {
-        self.quarantined.iter().enumerate().filter(|(_, q)| **q).map(|(i, _)| i)
+        self.quarantined
+            .iter()
+            .enumerate()
+            .filter(|(_, q)| **q)
+            .map(|(i, _)| i)
     }
 
     /// Makes the disk blank (its superblock zeroed and synced), as the first step of a
@@ -237,8 +260,10 @@ impl Backing {
     fn write_entry(&self, idx: usize, e: &DiskEntry) -> Result {
         let mut buf = [0u8; DISK_ENTRY_SIZE];
         e.encode(&mut buf);
-        self.file
-            .write_at(&buf, block_pos(DISK_TABLE_START) + (idx * DISK_ENTRY_SIZE) as u64)
+        self.file.write_at(
+            &buf,
+            block_pos(DISK_TABLE_START) + (idx * DISK_ENTRY_SIZE) as u64,
+        )
     }
 
     /// Writes every dirty page (every page of objects mapped writable) to the disk, then
@@ -254,7 +279,11 @@ impl Backing {
             let quarantined = self.quarantined.get(idx).copied().unwrap_or(false);
             // A quarantined entry is not ours to reuse: treat it as absent (its extent
             // stays out of first fit below).
-            let old = if quarantined { DiskEntry::EMPTY } else { self.entries[idx] };
+            let old = if quarantined {
+                DiskEntry::EMPTY
+            } else {
+                self.entries[idx]
+            };
             let o = match &store.slots[idx] {
                 Slot::Used(o) if !o.damaged && only_uid.is_none_or(|u| u == o.slot.uid) => o,
                 Slot::Empty { .. } if only_uid.is_none() && old.in_use() => {
@@ -277,7 +306,10 @@ impl Backing {
                     used.push((e.start, e.blocks), GFP_KERNEL)?;
                 }
                 let Some(start) = first_fit(&mut used, need, self.data_blocks) else {
-                    pr_err!("backing disk is too fragmented for {} blocks; writeback postponed\n", need);
+                    pr_err!(
+                        "backing disk is too fragmented for {} blocks; writeback postponed\n",
+                        need
+                    );
                     return Err(ENOSPC);
                 };
                 DiskEntry {
@@ -286,7 +318,10 @@ impl Backing {
                     blocks: need,
                 }
             } else {
-                DiskEntry { slot: o.slot, ..old }
+                DiskEntry {
+                    slot: o.slot,
+                    ..old
+                }
             };
             for (i, &p) in o.pages.iter().enumerate() {
                 let dirty = store.reg(p).map(|e| e.dirty).unwrap_or(true);
@@ -296,7 +331,8 @@ impl Backing {
                 // A snapshot first: the page may change under us (mappings, block devices),
                 // and the disk write must not read memory others write.
                 store.arena.read(store.arena_page(p), 0, &mut bounce)?;
-                self.file.write_at(&bounce, data_pos(entry.start, i as u64)?)?;
+                self.file
+                    .write_at(&bounce, data_pos(entry.start, i as u64)?)?;
                 written += 1;
                 // A page of an object mapped writable can change at any time: it stays
                 // dirty (the mark goes, and every page becomes dirty in the registry, when
@@ -340,7 +376,10 @@ impl Backing {
     /// Quarantined entries are skipped (their slots reserved); any other failure (a read
     /// error, objects that together no longer fit) stops it with the index of the entry.
     /// The disk is only read.
-    pub(crate) fn restore(&mut self, store: &mut Store) -> core::result::Result<u32, (usize, Error)> {
+    pub(crate) fn restore(
+        &mut self,
+        store: &mut Store,
+    ) -> core::result::Result<u32, (usize, Error)> {
         let mut buf = KVec::from_elem(0u8, PAGE_SIZE, GFP_KERNEL).map_err(|e| (0, e.into()))?;
         let mut n = 0;
         for idx in 0..self.entries.len() {
@@ -354,10 +393,18 @@ impl Backing {
             }
             let s = e.slot;
             let fail = |err: Error| (idx, err);
-            store.create_at(idx, s.name(), s.size, s.uid, s.gid, s.mode).map_err(fail)?;
+            store
+                .create_at(idx, s.name(), s.size, s.uid, s.gid, s.mode)
+                .map_err(fail)?;
             let count = store.object(idx).map_err(fail)?.pages.len();
             for i in 0..count {
-                let p = *store.object(idx).map_err(fail)?.pages.get(i).ok_or(EIO).map_err(fail)?;
+                let p = *store
+                    .object(idx)
+                    .map_err(fail)?
+                    .pages
+                    .get(i)
+                    .ok_or(EIO)
+                    .map_err(fail)?;
                 let pos = data_pos(e.start, i as u64).map_err(fail)?;
                 self.file.read_at(&mut buf, pos).map_err(fail)?;
                 store

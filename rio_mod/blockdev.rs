@@ -56,7 +56,8 @@ impl BlkData {
                 // a user's O_DIRECT buffer): raw copies, no slices.
                 if write {
                     let src = buf.slice(done, n)?.as_shared();
-                    self.arena.write_page(page, |dst| dst.copy_from(off, src))??;
+                    self.arena
+                        .write_page(page, |dst| dst.copy_from(off, src))??;
                 } else {
                     let src = self.arena.page(page)?.slice(off, n)?;
                     buf.copy_from(done, src)?;
@@ -72,7 +73,11 @@ impl BlkData {
 impl Operations for RioBlk {
     type QueueData = Arc<BlkData>;
 
-    fn queue_rq(data: ArcBorrow<'_, BlkData>, rq: ARef<mq::Request<Self>>, _is_last: bool) -> Result {
+    fn queue_rq(
+        data: ArcBorrow<'_, BlkData>,
+        rq: ARef<mq::Request<Self>>,
+        _is_last: bool,
+    ) -> Result {
         let raw = RawRequest::new(&rq);
         data.disk.store(sys::request_disk(&raw), Ordering::Relaxed);
         match raw.op() {

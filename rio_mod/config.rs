@@ -64,7 +64,11 @@ impl ArenaConfig {
             return Err(EINVAL);
         }
         let Some(end) = phys.checked_add(size) else {
-            pr_err!("arena {:#x}+{:#x} wraps around the address space\n", phys, size);
+            pr_err!(
+                "arena {:#x}+{:#x} wraps around the address space\n",
+                phys,
+                size
+            );
             return Err(EINVAL);
         };
         if sys::system_ram_overlap(phys, size) != Overlap::Disjoint {

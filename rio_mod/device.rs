@@ -22,7 +22,7 @@ use kernel::{
     uaccess::{UserSlice, UserSliceReader, UserSliceWriter},
 };
 
-use crate::format::{PAGE_SIZE, NAME_MAX};
+use crate::format::{NAME_MAX, PAGE_SIZE};
 use crate::service::{ArenaState, Rio};
 use crate::store::{Slot, Store};
 use crate::sys::Caller;
@@ -96,7 +96,11 @@ fn permitted(slot: &crate::format::ObjectSlot, who: &Caller, write: bool) -> boo
     if who.admin {
         return true;
     }
-    let bits = if who.uid == slot.uid { (slot.mode >> 6) & 7 } else { slot.mode & 7 };
+    let bits = if who.uid == slot.uid {
+        (slot.mode >> 6) & 7
+    } else {
+        slot.mode & 7
+    };
     let need = if write { 0o6 } else { 0o4 };
     bits & need == need
 }
@@ -170,7 +174,9 @@ fn piece(store: &Store, slot: usize, at: u64, left: usize) -> Result<Option<Piec
     }
     let at_us = usize::try_from(at).map_err(|_| EINVAL)?;
     let off = at_us % PAGE_SIZE;
-    let n = left.min(PAGE_SIZE - off).min((o.slot.size - at).min(PAGE_SIZE as u64) as usize);
+    let n = left
+        .min(PAGE_SIZE - off)
+        .min((o.slot.size - at).min(PAGE_SIZE as u64) as usize);
     let p = *o.pages.get(at_us / PAGE_SIZE).ok_or(EIO)?;
     if p == u32::MAX {
         return Err(EIO);
@@ -217,7 +223,13 @@ impl RioFile {
         let store = ready(&mut st.arena)?;
         let used = store.usage(who.uid);
         let pages = u64::from(crate::format::pages_for(req.size));
-        within_limits(&self.rio, store, &who, used.objects + 1, used.pages.saturating_add(pages))?;
+        within_limits(
+            &self.rio,
+            store,
+            &who,
+            used.objects + 1,
+            used.pages.saturating_add(pages),
+        )?;
         store.create(name, req.size, who.uid, 0, req.mode)?;
         Ok(0)
     }
@@ -274,8 +286,17 @@ impl RioFile {
             // Growth counts against the owner's limits (a writer who is not the owner
             // spends the owner's share, as with a file in someone else's quota).
             let used = store.usage(owner);
-            let as_owner = Caller { uid: owner, admin: who.admin };
-            within_limits(&self.rio, store, &as_owner, used.objects, used.pages - old + new)?;
+            let as_owner = Caller {
+                uid: owner,
+                admin: who.admin,
+            };
+            within_limits(
+                &self.rio,
+                store,
+                &as_owner,
+                used.objects,
+                used.pages - old + new,
+            )?;
         }
         store.resize(b.slot, req.size)?;
         Ok(0)
@@ -301,7 +322,10 @@ impl RioFile {
         let who = crate::sys::caller();
         let cap = req.capacity as usize;
         let size = core::mem::size_of::<RioObjInfo>();
-        let out = UserSlice::new(UserPtr::from_addr(req.buf as usize), cap.checked_mul(size).ok_or(EINVAL)?);
+        let out = UserSlice::new(
+            UserPtr::from_addr(req.buf as usize),
+            cap.checked_mul(size).ok_or(EINVAL)?,
+        );
         // Collected under the lock, copied out after it (the copy may fault).
         let mut infos = KVec::with_capacity(cap.min(crate::format::MAX_OBJECTS), GFP_KERNEL)?;
         let mut count = 0usize;
@@ -355,7 +379,11 @@ impl RioFile {
                 data_pages: u64::from(store.geo.data_pages),
                 pages_in_use: store.pages_in_use(),
                 dirty_pages: store.dirty_pages,
-                windows_opened: store.arena.stats.windows.load(kernel::sync::atomic::Relaxed),
+                windows_opened: store
+                    .arena
+                    .stats
+                    .windows
+                    .load(kernel::sync::atomic::Relaxed),
                 bytes_written: store.bytes_written,
                 bytes_written_back: written_back,
                 writebacks,
@@ -390,7 +418,11 @@ impl RioFile {
             "debug: wild store of {:#x} at arena offset {:#x} (protection {})\n",
             req.value as u8,
             offset,
-            if arena.protected() { "on: this must oops" } else { "off" }
+            if arena.protected() {
+                "on: this must oops"
+            } else {
+                "off"
+            }
         );
         arena.wild_store(offset, req.value as u8);
         Ok(0)
@@ -414,7 +446,11 @@ impl RioFile {
         if !b.writable {
             return Err(EBADF);
         }
-        let slot = self.rio.state.lock().add_blockdev(b.slot, self.rio.options.module)?;
+        let slot = self
+            .rio
+            .state
+            .lock()
+            .add_blockdev(b.slot, self.rio.options.module)?;
         Ok(slot as isize)
     }
 
@@ -444,7 +480,11 @@ impl crate::sys::MapTracker for RioFile {
         let mut st = self.rio.state.lock();
         if let ArenaState::Ready(store) = &mut st.arena {
             if let Err(e) = store.map_opened(b.slot, writable) {
-                pr_err!("could not count a copy of a mapping of slot {}: error {}\n", b.slot, e.to_errno());
+                pr_err!(
+                    "could not count a copy of a mapping of slot {}: error {}\n",
+                    b.slot,
+                    e.to_errno()
+                );
             }
         }
     }
@@ -456,7 +496,11 @@ impl crate::sys::MapTracker for RioFile {
         let mut st = self.rio.state.lock();
         if let ArenaState::Ready(store) = &mut st.arena {
             if let Err(e) = store.map_closed(b.slot, writable) {
-                pr_err!("could not settle slot {} after its last mapping: error {}\n", b.slot, e.to_errno());
+                pr_err!(
+                    "could not settle slot {} after its last mapping: error {}\n",
+                    b.slot,
+                    e.to_errno()
+                );
             }
         }
     }
@@ -580,13 +624,11 @@ impl MiscDevice for RioFile {
                     };
                     store.mark_dirty(pc.data)?;
                     let copied = match crate::sys::ubuf_next(iov) {
-                        Some(src) => store
-                            .arena
-                            .write_page(pc.page, |w| {
-                                w.slice(pc.off, pc.n)
-                                    .and_then(|dst| crate::sys::copy_from_user_nofault(dst, src))
-                                    .is_ok()
-                            })?,
+                        Some(src) => store.arena.write_page(pc.page, |w| {
+                            w.slice(pc.off, pc.n)
+                                .and_then(|dst| crate::sys::copy_from_user_nofault(dst, src))
+                                .is_ok()
+                        })?,
                         None => false,
                     };
                     if copied {
@@ -631,7 +673,9 @@ impl MiscDevice for RioFile {
                         return Ok(0);
                     };
                     store.mark_dirty(pc.data)?;
-                    store.arena.write_page(pc.page, |w| w.write(pc.off, &buf[..pc.n]))??;
+                    store
+                        .arena
+                        .write_page(pc.page, |w| w.write(pc.off, &buf[..pc.n]))??;
                     store.bytes_written += pc.n as u64;
                     store.slow_writes += 1;
                     Ok(pc.n)
@@ -680,7 +724,10 @@ impl MiscDevice for RioFile {
         let mut st = me.rio.state.lock();
         let store = ready(&mut st.arena)?;
         let o = store.object(b.slot)?;
-        if first.checked_add(npages).is_none_or(|end| end > o.pages.len()) {
+        if first
+            .checked_add(npages)
+            .is_none_or(|end| end > o.pages.len())
+        {
             return Err(ENXIO);
         }
         let base = store.arena.first_pfn();
@@ -689,7 +736,11 @@ impl MiscDevice for RioFile {
             if p == u32::MAX {
                 return Err(EIO);
             }
-            crate::sys::remap_page(vma, start + i * PAGE_SIZE, base + store.arena_page(p) as u64)?;
+            crate::sys::remap_page(
+                vma,
+                start + i * PAGE_SIZE,
+                base + store.arena_page(p) as u64,
+            )?;
         }
         // Counted before the stores can start (the mapping becomes visible when this
         // returns): a writable mapping marks the object, so that a crash from here on treats

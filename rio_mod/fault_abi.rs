@@ -26,7 +26,8 @@ pub struct FaultReq {
 /// The ioctl type byte for `/dev/riofault`.
 pub const RIOFAULT_MAGIC: u32 = 0xb8;
 /// `_IOW(0xb8, 0x01, struct FaultReq)`.
-pub const RIOFAULT_INJECT: u32 = (1 << 30) | ((size_of::<FaultReq>() as u32) << 16) | (RIOFAULT_MAGIC << 8) | 1;
+pub const RIOFAULT_INJECT: u32 =
+    (1 << 30) | ((size_of::<FaultReq>() as u32) << 16) | (RIOFAULT_MAGIC << 8) | 1;
 
 /// Flip a bit in kernel text.
 pub const TEXT: u32 = 0;

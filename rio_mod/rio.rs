@@ -110,7 +110,8 @@ impl kernel::InPlaceModule for RioModule {
             let options = service::Options {
                 protect: *module_parameters::protect.value_ref(),
                 allow_wild_store: *module_parameters::allow_wild_store.value_ref(),
-                backing: (major != 0).then(|| (major, *module_parameters::backing_minor.value_ref())),
+                backing: (major != 0)
+                    .then(|| (major, *module_parameters::backing_minor.value_ref())),
                 module,
                 crash_kernel: *module_parameters::crash_kernel.value_ref(),
                 max_user_objects: *module_parameters::max_user_objects.value_ref(),

@@ -58,7 +58,12 @@ mod raw {
     extern "C" {
         // mm/vmalloc.c, exported; see rio_mod/sys.rs for why these are declared by hand
         // (and why `struct page **` is spelled `void **`).
-        pub(super) fn vmap(pages: *mut *mut core::ffi::c_void, count: u32, flags: u64, prot: pgprot_t) -> *mut core::ffi::c_void;
+        pub(super) fn vmap(
+            pages: *mut *mut core::ffi::c_void,
+            count: u32,
+            flags: u64,
+            prot: pgprot_t,
+        ) -> *mut core::ffi::c_void;
         pub(super) fn vunmap(addr: *const core::ffi::c_void);
     }
 }
@@ -113,7 +118,12 @@ fn random_ram_address(rng: &mut Rng, ram_top: u64) -> usize {
         // Only System RAM: holes and the arena (reserved) are not in the direct map.
         // SAFETY: region_intersects reads the resource tree under its own lock.
         let r = unsafe {
-            bindings::region_intersects(phys, 4096, bindings::IORESOURCE_SYSTEM_RAM as usize, bindings::IORES_DESC_NONE as usize)
+            bindings::region_intersects(
+                phys,
+                4096,
+                bindings::IORESOURCE_SYSTEM_RAM as usize,
+                bindings::IORES_DESC_NONE as usize,
+            )
         };
         if r == bindings::REGION_INTERSECTS as i32 {
             return base as usize + phys as usize + (rng.next() % 4096) as usize;
@@ -163,7 +173,8 @@ fn sleeping_stack_address(rng: &mut Rng) -> Option<(i32, usize)> {
             )
         };
         let sleeping = state & (bindings::TASK_INTERRUPTIBLE | bindings::TASK_UNINTERRUPTIBLE) != 0;
-        let found = if sleeping && exit == 0 && stack != 0 && sp > stack && sp < stack + THREAD_SIZE {
+        let found = if sleeping && exit == 0 && stack != 0 && sp > stack && sp < stack + THREAD_SIZE
+        {
             let addr = sp + (rng.next() % (stack + THREAD_SIZE - sp) as u64) as usize;
             let bit = rng.next() % 8;
             // SAFETY: deliberate corruption. `addr` is in the live part of the stack of a task
@@ -221,7 +232,11 @@ fn inject(req: &FaultReq) -> Result {
         }
         STACK => {
             let (pid, addr) = sleeping_stack_address(&mut rng).ok_or(ESRCH)?;
-            pr_warn!("injecting: bit flip in the kernel stack of pid {} at {:#x}\n", pid, addr);
+            pr_warn!(
+                "injecting: bit flip in the kernel stack of pid {} at {:#x}\n",
+                pid,
+                addr
+            );
             Ok(())
         }
         WILD => {
@@ -245,7 +260,12 @@ fn inject(req: &FaultReq) -> Result {
             pr_warn!("injecting: panic in {} ms\n", delay);
             // SAFETY: thread function and data (the delay) are valid; the thread panics.
             let t = unsafe {
-                bindings::kthread_create_on_node(Some(panic_thread), delay as usize as *mut _, -1, c"riofault-panic".as_char_ptr())
+                bindings::kthread_create_on_node(
+                    Some(panic_thread),
+                    delay as usize as *mut _,
+                    -1,
+                    c"riofault-panic".as_char_ptr(),
+                )
             };
             let t = kernel::error::from_err_ptr(t)?;
             // SAFETY: `t` is a fresh kthread.
@@ -285,9 +305,10 @@ impl MiscDevice for FaultFile {
         if cmd != RIOFAULT_INJECT {
             return Err(ENOTTY);
         }
-        let req: FaultReq = UserSlice::new(UserPtr::from_addr(arg), core::mem::size_of::<FaultReq>())
-            .reader()
-            .read()?;
+        let req: FaultReq =
+            UserSlice::new(UserPtr::from_addr(arg), core::mem::size_of::<FaultReq>())
+                .reader()
+                .read()?;
         inject(&req)?;
         Ok(0)
     }

@@ -45,7 +45,11 @@ impl ArenaState {
     pub(crate) fn code(&self) -> u32 {
         match self {
             ArenaState::Ready(_) => uapi::STATE_READY,
-            ArenaState::Refused { why: Refusal::Blank, .. } | ArenaState::Gone => uapi::STATE_UNFORMATTED,
+            ArenaState::Refused {
+                why: Refusal::Blank,
+                ..
+            }
+            | ArenaState::Gone => uapi::STATE_UNFORMATTED,
             ArenaState::Refused { .. } => uapi::STATE_CORRUPT,
         }
     }
@@ -86,7 +90,11 @@ impl Inner {
     /// The device writes without the store's lock, so the object counts as mapped (every
     /// page dirty) and stays open (it cannot be deleted or shrunk) while the device exists.
     /// The object remembers it has a device, and the next load re-creates it.
-    pub(crate) fn add_blockdev(&mut self, slot: usize, module: &'static ThisModule) -> Result<usize> {
+    pub(crate) fn add_blockdev(
+        &mut self,
+        slot: usize,
+        module: &'static ThisModule,
+    ) -> Result<usize> {
         if self.blockdevs.iter().any(|d| d.slot == slot) {
             return Err(EEXIST);
         }
@@ -105,7 +113,10 @@ impl Inner {
         self.blockdevs.reserve(1, GFP_KERNEL)?;
         let dev = crate::blockdev::BlockDev::new(module, slot, store.arena.clone(), pages, bytes)?;
         // From here on nothing may fail without undoing: the device exists.
-        if let Err(e) = store.set_flags(slot, OBJ_BLOCKDEV, 0).and_then(|()| store.map_opened(slot, true)) {
+        if let Err(e) = store
+            .set_flags(slot, OBJ_BLOCKDEV, 0)
+            .and_then(|()| store.map_opened(slot, true))
+        {
             drop(dev);
             return Err(e);
         }
@@ -118,7 +129,11 @@ impl Inner {
 
     /// Removes the device of the object in `slot` (refused while it is open or mounted).
     pub(crate) fn remove_blockdev(&mut self, slot: usize) -> Result {
-        let i = self.blockdevs.iter().position(|d| d.slot == slot).ok_or(ENODEV)?;
+        let i = self
+            .blockdevs
+            .iter()
+            .position(|d| d.slot == slot)
+            .ok_or(ENODEV)?;
         if self.blockdevs[i].is_open() {
             return Err(EBUSY);
         }
@@ -139,14 +154,20 @@ impl Inner {
         };
         let mut want = KVec::new();
         for (i, s) in store.slots.iter().enumerate() {
-            if matches!(s, Slot::Used(o) if o.slot.flags & OBJ_BLOCKDEV != 0) && want.push(i, GFP_KERNEL).is_err() {
+            if matches!(s, Slot::Used(o) if o.slot.flags & OBJ_BLOCKDEV != 0)
+                && want.push(i, GFP_KERNEL).is_err()
+            {
                 return;
             }
         }
         for slot in want {
             match self.add_blockdev(slot, module) {
                 Ok(_) => pr_info!("block device /dev/riob{} is back\n", slot),
-                Err(e) => pr_err!("could not re-create /dev/riob{}: error {}\n", slot, e.to_errno()),
+                Err(e) => pr_err!(
+                    "could not re-create /dev/riob{}: error {}\n",
+                    slot,
+                    e.to_errno()
+                ),
             }
         }
     }
@@ -241,7 +262,10 @@ impl Rio {
             Some((major, minor)) => Some(Backing::open(major, minor, &geo)?),
             None => None,
         };
-        let arena = Arc::new(Arena::map(config.phys, config.size, options.protect)?, GFP_KERNEL)?;
+        let arena = Arc::new(
+            Arena::map(config.phys, config.size, options.protect)?,
+            GFP_KERNEL,
+        )?;
         let state = match Store::load(arena, config.size) {
             Ok(mut store) => {
                 report(&store.report, &store);
@@ -267,7 +291,12 @@ impl Rio {
                     }
                     let pages = b.writeback(&mut store, None)?;
                     if pages > 0 {
-                        pr_info!("wrote {} dirty pages back to {}:{}\n", pages, b.dev.0, b.dev.1);
+                        pr_info!(
+                            "wrote {} dirty pages back to {}:{}\n",
+                            pages,
+                            b.dev.0,
+                            b.dev.1
+                        );
                     }
                 }
                 ArenaState::Ready(store)
@@ -303,7 +332,10 @@ impl Rio {
                 }
                 _ => {
                     explain(&Refusal::Blank, &config);
-                    ArenaState::Refused { arena, why: Refusal::Blank }
+                    ArenaState::Refused {
+                        arena,
+                        why: Refusal::Blank,
+                    }
                 }
             },
             Err((arena, why)) => {
@@ -337,19 +369,28 @@ impl Rio {
         let mut inner = self.state.lock();
         let st = &mut inner.arena;
         match &*st {
-            ArenaState::Refused { why: Refusal::Blank, .. } => {}
+            ArenaState::Refused {
+                why: Refusal::Blank,
+                ..
+            } => {}
             _ if force => {}
             ArenaState::Ready(s) if s.object_count() == 0 => {}
             _ => return Err(ENOTEMPTY),
         }
         if let ArenaState::Ready(s) = &*st {
-            if s.slots.iter().any(|x| matches!(x, crate::store::Slot::Used(o) if o.open_count > 0)) {
+            if s.slots
+                .iter()
+                .any(|x| matches!(x, crate::store::Slot::Used(o) if o.open_count > 0))
+            {
                 return Err(EBUSY);
             }
         }
         if let Some(b) = inner.backing.as_mut() {
             b.blank().inspect_err(|e| {
-                pr_err!("format refused: cannot write the backing device (error {}); nothing changed\n", e.to_errno());
+                pr_err!(
+                    "format refused: cannot write the backing device (error {}); nothing changed\n",
+                    e.to_errno()
+                );
             })?;
         }
         let st = &mut inner.arena;

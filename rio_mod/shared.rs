@@ -33,7 +33,12 @@ fn check(len: usize, off: usize, n: usize) -> Result {
     match off.checked_add(n) {
         Some(end) if end <= len => Ok(()),
         _ => {
-            pr_err!("internal error: shared copy {}+{} outside {} bytes\n", off, n, len);
+            pr_err!(
+                "internal error: shared copy {}+{} outside {} bytes\n",
+                off,
+                n,
+                len
+            );
             Err(EIO)
         }
     }

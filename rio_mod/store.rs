@@ -120,10 +120,16 @@ pub(crate) struct Usage {
 
 impl Store {
     /// Validates the arena and recovers it. On refusal the arena is returned untouched.
-    pub(crate) fn load(arena: Arc<Arena>, size: u64) -> core::result::Result<Store, (Arc<Arena>, Refusal)> {
+    pub(crate) fn load(
+        arena: Arc<Arena>,
+        size: u64,
+    ) -> core::result::Result<Store, (Arc<Arena>, Refusal)> {
         let mut page0 = [0u8; SB_COPY_B + SB_SIZE];
         if arena.read(0, 0, &mut page0).is_err() {
-            return Err((arena, Refusal::Corrupt(crate::format::FormatError::BadGeometry)));
+            return Err((
+                arena,
+                Refusal::Corrupt(crate::format::FormatError::BadGeometry),
+            ));
         }
         let (sb, sb_copy) = match Superblock::pick(&page0) {
             Ok(x) => x,
@@ -150,7 +156,10 @@ impl Store {
         };
         match store.recover() {
             Ok(()) => Ok(store),
-            Err(_) => Err((store.arena, Refusal::Corrupt(crate::format::FormatError::BadGeometry))),
+            Err(_) => Err((
+                store.arena,
+                Refusal::Corrupt(crate::format::FormatError::BadGeometry),
+            )),
         }
     }
 
@@ -168,7 +177,8 @@ impl Store {
         for i in 0..nslots {
             let at = i * 2 * SLOT_COPY_SIZE;
             let mut both = [0u8; 2 * SLOT_COPY_SIZE];
-            self.arena.read(table + at / PAGE_SIZE, at % PAGE_SIZE, &mut both)?;
+            self.arena
+                .read(table + at / PAGE_SIZE, at % PAGE_SIZE, &mut both)?;
             let slot = match ObjectSlot::pick(&both) {
                 Ok((s, _)) if s.in_use() && s.pages() > self.geo.data_pages => {
                     pr_err!(
@@ -179,7 +189,13 @@ impl Store {
                     rep.bad_slots += 1;
                     Slot::Quarantined
                 }
-                Ok((s, _)) if s.in_use() && self.slots.iter().any(|x| matches!(x, Slot::Used(o) if o.slot.name == s.name)) => {
+                Ok((s, _))
+                    if s.in_use()
+                        && self
+                            .slots
+                            .iter()
+                            .any(|x| matches!(x, Slot::Used(o) if o.slot.name == s.name)) =>
+                {
                     pr_err!("object slot {}: a second object of the same name; slot quarantined, its pages kept\n", i);
                     rep.bad_slots += 1;
                     Slot::Quarantined
@@ -315,8 +331,15 @@ impl Store {
     /// backing disk that could not finish: the next load sees a blank arena, not a valid
     /// one that would let writeback overwrite the disk's objects with empty entries.
     pub(crate) fn unformat(self) -> Arc<Arena> {
-        if let Err(e) = self.arena.write_page(0, |b| b.fill(0, PAGE_SIZE, 0)).and_then(|r| r) {
-            pr_err!("could not blank the arena's superblock: error {}\n", e.to_errno());
+        if let Err(e) = self
+            .arena
+            .write_page(0, |b| b.fill(0, PAGE_SIZE, 0))
+            .and_then(|r| r)
+        {
+            pr_err!(
+                "could not blank the arena's superblock: error {}\n",
+                e.to_errno()
+            );
         }
         self.arena
     }
@@ -344,7 +367,10 @@ impl Store {
 
     fn reg_location(&self, p: u32) -> (usize, usize) {
         let at = p as usize * 8;
-        (self.geo.registry_start as usize + at / PAGE_SIZE, at % PAGE_SIZE)
+        (
+            self.geo.registry_start as usize + at / PAGE_SIZE,
+            at % PAGE_SIZE,
+        )
     }
 
     fn reg_raw(&self, p: u32) -> Result<u64> {
@@ -387,7 +413,9 @@ impl Store {
 
     /// Finds an object by name.
     pub(crate) fn find(&self, name: &[u8]) -> Option<usize> {
-        self.slots.iter().position(|s| matches!(s, Slot::Used(o) if o.slot.name() == name))
+        self.slots
+            .iter()
+            .position(|s| matches!(s, Slot::Used(o) if o.slot.name() == name))
     }
 
     /// The object in slot `idx`.
@@ -419,7 +447,8 @@ impl Store {
                 return Err(ENOSPC);
             };
             got.push(p, GFP_KERNEL)?;
-            self.arena.write_page(self.arena_page(p), |b| b.fill(0, PAGE_SIZE, 0))??;
+            self.arena
+                .write_page(self.arena_page(p), |b| b.fill(0, PAGE_SIZE, 0))??;
             self.set_reg(
                 p,
                 RegEntry {
@@ -446,7 +475,14 @@ impl Store {
     }
 
     /// Creates an object in the first free slot.
-    pub(crate) fn create(&mut self, name: &[u8], size: u64, uid: u32, gid: u32, mode: u32) -> Result<usize> {
+    pub(crate) fn create(
+        &mut self,
+        name: &[u8],
+        size: u64,
+        uid: u32,
+        gid: u32,
+        mode: u32,
+    ) -> Result<usize> {
         encode_name(name).ok_or(EINVAL)?;
         if self.find(name).is_some() {
             return Err(EEXIST);
@@ -462,7 +498,15 @@ impl Store {
 
     /// Creates an object in slot `idx`, which must be empty (restore puts objects back in
     /// the slots they had).
-    pub(crate) fn create_at(&mut self, idx: usize, name: &[u8], size: u64, uid: u32, gid: u32, mode: u32) -> Result {
+    pub(crate) fn create_at(
+        &mut self,
+        idx: usize,
+        name: &[u8],
+        size: u64,
+        uid: u32,
+        gid: u32,
+        mode: u32,
+    ) -> Result {
         let field = encode_name(name).ok_or(EINVAL)?;
         if self.find(name).is_some() {
             return Err(EEXIST);
@@ -528,7 +572,13 @@ impl Store {
             return Err(EBUSY);
         }
         let (empty, copy) = self.commit_slot(idx, ObjectSlot::EMPTY)?;
-        let old = core::mem::replace(&mut self.slots[idx], Slot::Empty { copy, seq: empty.seq });
+        let old = core::mem::replace(
+            &mut self.slots[idx],
+            Slot::Empty {
+                copy,
+                seq: empty.seq,
+            },
+        );
         if let Slot::Used(o) = old {
             let mut pages = o.pages;
             pages.retain(|p| *p != u32::MAX);
@@ -587,8 +637,9 @@ impl Store {
             if tail != 0 {
                 if let Some(&last) = self.object(idx)?.pages.last().filter(|&&p| p != u32::MAX) {
                     self.mark_dirty(last)?;
-                    self.arena
-                        .write_page(self.arena_page(last), |b| b.fill(tail, PAGE_SIZE - tail, 0))??;
+                    self.arena.write_page(self.arena_page(last), |b| {
+                        b.fill(tail, PAGE_SIZE - tail, 0)
+                    })??;
                 }
             }
         }
@@ -732,6 +783,9 @@ impl Store {
 
     /// Objects in the table.
     pub(crate) fn object_count(&self) -> u64 {
-        self.slots.iter().filter(|s| matches!(s, Slot::Used(_))).count() as u64
+        self.slots
+            .iter()
+            .filter(|s| matches!(s, Slot::Used(_)))
+            .count() as u64
     }
 }

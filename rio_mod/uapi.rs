@@ -19,4 +19,15 @@ macro_rules! plain_data {
         unsafe impl FromBytes for $t {}
     )*};
 }
-plain_data!(RioInfo, RioFormat, RioCreate, RioOpen, RioName, RioResize, RioObjInfo, RioList, RioStats, RioWildStore);
+plain_data!(
+    RioInfo,
+    RioFormat,
+    RioCreate,
+    RioOpen,
+    RioName,
+    RioResize,
+    RioObjInfo,
+    RioList,
+    RioStats,
+    RioWildStore
+);

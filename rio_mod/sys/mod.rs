@@ -34,9 +34,7 @@ fn region(start: u64, size: u64, flags: u64, desc: u64) -> Overlap {
     // SAFETY: `region_intersects` only walks the iomem resource tree under its own read
     // lock; it accepts any start, size, flags and descriptor values and dereferences nothing
     // of ours.
-    let r = unsafe {
-        bindings::region_intersects(start, size, flags as usize, desc as usize)
-    };
+    let r = unsafe { bindings::region_intersects(start, size, flags as usize, desc as usize) };
     if r == bindings::REGION_DISJOINT as i32 {
         Overlap::Disjoint
     } else if r == bindings::REGION_INTERSECTS as i32 {
@@ -210,7 +208,12 @@ impl VMapping {
         // SAFETY: `frames` holds `count` valid `struct page` pointers; vmap only reads the
         // array and maps each page at a fresh vmalloc-area address with 4 KiB PTEs.
         let addr = unsafe {
-            ffi::vmap(frames.as_mut_ptr().cast(), count, VM_MAP, kernel_prot(writable))
+            ffi::vmap(
+                frames.as_mut_ptr().cast(),
+                count,
+                VM_MAP,
+                kernel_prot(writable),
+            )
         };
         let addr = core::ptr::NonNull::new(addr.cast::<u8>()).ok_or(ENOMEM)?;
         Ok(Self { addr })
@@ -418,7 +421,10 @@ unsafe impl Sync for FsyncFops {}
 impl FsyncFops {
     /// Installs it on `misc`, which must be registered and outlive nothing of this value.
     pub(crate) fn install(misc: *mut bindings::miscdevice) -> Result<Self> {
-        let ops = KBox::new(kernel::types::Opaque::<bindings::file_operations>::uninit(), GFP_KERNEL)?;
+        let ops = KBox::new(
+            kernel::types::Opaque::<bindings::file_operations>::uninit(),
+            GFP_KERNEL,
+        )?;
         // SAFETY: `misc` is a registered miscdevice (so `fops` points to a valid table that
         // lives as long as the module); `ops` is fresh memory of the same type. The pointer
         // store is one aligned word, so a concurrent `misc_open` sees the old table or the
@@ -426,7 +432,10 @@ impl FsyncFops {
         unsafe {
             core::ptr::copy_nonoverlapping((*misc).fops, ops.get(), 1);
             (*ops.get()).fsync = Some(bindings::noop_fsync);
-            core::ptr::write_volatile(core::ptr::addr_of_mut!((*misc).fops), ops.get().cast_const());
+            core::ptr::write_volatile(
+                core::ptr::addr_of_mut!((*misc).fops),
+                ops.get().cast_const(),
+            );
         }
         Ok(Self { _ops: ops })
     }
@@ -460,7 +469,9 @@ impl BlockFile {
         let dev = (major << 20) | minor;
         // SAFETY: `dev` is any device number; `holder` is an opaque non-null cookie; no
         // holder ops.
-        let file = unsafe { bindings::bdev_file_open_by_dev(dev, BLK_OPEN_READ_WRITE, holder, core::ptr::null()) };
+        let file = unsafe {
+            bindings::bdev_file_open_by_dev(dev, BLK_OPEN_READ_WRITE, holder, core::ptr::null())
+        };
         let file = kernel::error::from_err_ptr(file)?;
         Ok(Self { file })
     }
@@ -476,7 +487,9 @@ impl BlockFile {
     pub(crate) fn read_at(&self, buf: &mut [u8], pos: u64) -> Result {
         let mut off = i64::try_from(pos).map_err(|_| EINVAL)?;
         // SAFETY: `buf` is valid for writes of its length; `off` is a local.
-        let n = unsafe { bindings::kernel_read(self.file, buf.as_mut_ptr().cast(), buf.len(), &mut off) };
+        let n = unsafe {
+            bindings::kernel_read(self.file, buf.as_mut_ptr().cast(), buf.len(), &mut off)
+        };
         if n < 0 {
             return Err(Error::from_errno(n as i32));
         }
@@ -490,7 +503,8 @@ impl BlockFile {
     pub(crate) fn write_at(&self, buf: &[u8], pos: u64) -> Result {
         let mut off = i64::try_from(pos).map_err(|_| EINVAL)?;
         // SAFETY: `buf` is valid for reads of its length; `off` is a local.
-        let n = unsafe { bindings::kernel_write(self.file, buf.as_ptr().cast(), buf.len(), &mut off) };
+        let n =
+            unsafe { bindings::kernel_write(self.file, buf.as_ptr().cast(), buf.len(), &mut off) };
         if n < 0 {
             return Err(Error::from_errno(n as i32));
         }
@@ -550,7 +564,12 @@ impl<T: ThreadWork> Kthread<T> {
         // the thread or `drop` releases it; `name` is a NUL-terminated string without format
         // directives; NUMA_NO_NODE is -1.
         let task = unsafe {
-            bindings::kthread_create_on_node(Some(thread_main::<T>), data.cast_mut().cast(), -1, name.as_char_ptr())
+            bindings::kthread_create_on_node(
+                Some(thread_main::<T>),
+                data.cast_mut().cast(),
+                -1,
+                name.as_char_ptr(),
+            )
         };
         match kernel::error::from_err_ptr(task) {
             Ok(task) => {
@@ -634,7 +653,11 @@ pub(crate) fn copy_from_user_nofault(dst: SharedMut, src: usize) -> Result {
     // copy_from_user_nofault checks that `src..src + len` is a user range, disables page
     // faults around the copy and returns non-zero instead of faulting.
     let r = unsafe {
-        bindings::copy_from_user_nofault(dst.as_mut_ptr().cast(), src as *const core::ffi::c_void, dst.len())
+        bindings::copy_from_user_nofault(
+            dst.as_mut_ptr().cast(),
+            src as *const core::ffi::c_void,
+            dst.len(),
+        )
     };
     if r == 0 {
         Ok(())
@@ -649,7 +672,11 @@ pub(crate) fn copy_to_user_nofault(dst: usize, src: Shared) -> Result {
     // SAFETY: `src` is readable kernel memory of its length; copy_to_user_nofault checks
     // that `dst..dst + len` is a user range and fails instead of faulting.
     let r = unsafe {
-        bindings::copy_to_user_nofault(dst as *mut core::ffi::c_void, src.as_ptr().cast(), src.len())
+        bindings::copy_to_user_nofault(
+            dst as *mut core::ffi::c_void,
+            src.as_ptr().cast(),
+            src.len(),
+        )
     };
     if r == 0 {
         Ok(())
@@ -682,7 +709,9 @@ pub(crate) struct RawRequest(*mut bindings::request);
 
 impl RawRequest {
     /// The request behind `rq`.
-    pub(crate) fn new<T: kernel::block::mq::Operations>(rq: &kernel::block::mq::Request<T>) -> Self {
+    pub(crate) fn new<T: kernel::block::mq::Operations>(
+        rq: &kernel::block::mq::Request<T>,
+    ) -> Self {
         // `Request<T>` is `repr(transparent)` over `Opaque<bindings::request>`.
         Self(core::ptr::from_ref(rq).cast_mut().cast())
     }

@@ -233,7 +233,11 @@ fn run(cli: Cli) -> Result<bool> {
             seconds,
         } => {
             let writable = write || (exclusive && !read_only);
-            let flags = if exclusive { rio_client::uapi::OPEN_EXCLUSIVE } else { 0 };
+            let flags = if exclusive {
+                rio_client::uapi::OPEN_EXCLUSIVE
+            } else {
+                0
+            };
             let obj = rio()?.open_object_raw(&name, writable, flags)?;
             let _map = if map {
                 let len = usize::try_from(obj.size()?)?.div_ceil(4096) * 4096;
@@ -384,7 +388,9 @@ fn race_mmap(rio: &Rio, name: &str, seconds: u64) -> Result<bool> {
             reads += 1;
         }
         stop.store(true, Ordering::Relaxed);
-        let maps = mapper.join().map_err(|_| anyhow::anyhow!("the mapping thread panicked"))??;
+        let maps = mapper
+            .join()
+            .map_err(|_| anyhow::anyhow!("the mapping thread panicked"))??;
         Ok((reads, maps))
     })?;
     println!("race-mmap: {reads} reads into fresh buffers, {maps} maps, no hang");

@@ -134,7 +134,9 @@ fn classify(op: &'static str, name: &str, e: std::io::Error) -> Error {
         libc::EUCLEAN => Error::NotReady("blank or refused"),
         libc::ENOTEMPTY if op == "format" => Error::NotBlank,
         libc::EPERM if op == "wild store" => Error::WildStoreDisabled,
-        libc::EPERM if op == "format" || op == "add block device" || op == "remove block device" => {
+        libc::EPERM
+            if op == "format" || op == "add block device" || op == "remove block device" =>
+        {
             Error::NotPrivileged(op)
         }
         libc::EDQUOT => Error::QuotaExceeded(n),
@@ -370,7 +372,11 @@ impl Rio {
 
     /// Opens an object on a new file descriptor.
     pub fn open_object(&self, name: &str, mode: OpenMode) -> Result<Object> {
-        let flags = if mode == OpenMode::Exclusive { OPEN_EXCLUSIVE } else { 0 };
+        let flags = if mode == OpenMode::Exclusive {
+            OPEN_EXCLUSIVE
+        } else {
+            0
+        };
         self.open_object_raw(name, mode != OpenMode::ReadOnly, flags)
     }
 

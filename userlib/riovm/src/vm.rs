@@ -495,7 +495,9 @@ fn qemu_args(cfg: &VmConfig, qmp: &Path, agent: &Path, console: &Path) -> Vec<St
             _ => d.path.display().to_string(),
         };
         a.push("-drive".into());
-        a.push(format!("file={file},if=none,id=disk{i},format=raw,cache=writeback"));
+        a.push(format!(
+            "file={file},if=none,id=disk{i},format=raw,cache=writeback"
+        ));
         a.push("-device".into());
         a.push(format!("virtio-blk-pci,drive=disk{i}"));
     }
