@@ -6,7 +6,7 @@ export RIO_ROOT := $(CURDIR)
 GUEST_TARGET := x86_64-unknown-linux-gnu
 CARGO_GUEST := cd userlib && RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --target $(GUEST_TARGET)
 
-.PHONY: all setup kernel module guest initramfs test demo shell bench-rio bench-vista bench-fs campaign bench-vista-rio bench-dc clean help
+.PHONY: all setup kernel kernel-debug module module-debug guest initramfs initramfs-debug test demo shell bench-rio bench-vista bench-fs campaign bench-vista-rio bench-dc fuzz clean help
 
 all: initramfs
 
@@ -15,6 +15,7 @@ help:
 	@echo "make test       every test: cargo tests of userlib, then the QEMU tests"
 	@echo "make setup      install toolchain and sources (Debian packages, crates.io); idempotent"
 	@echo "make kernel     build (or reuse) the cached Rust-enabled test kernel"
+	@echo "make kernel-debug  the same with lockdep, KASAN and Rust debug checks (qemu/kernel-debug.config)"
 	@echo "make module     build rio.ko out of tree"
 	@echo "make initramfs  pack busybox, rio.ko and the guest programs"
 	@echo "make shell      boot the guest with a shell on this terminal"
@@ -23,24 +24,35 @@ help:
 	@echo "make bench-vista-rio Vista on Rio vs SQLite, redb, LMDB on ext4 and tmpfs (guest)"
 	@echo "make bench-fs   ext4 on Rio vs ext4 write-through, ext4 default and tmpfs (guest)"
 	@echo "make bench-dc   Discount Checking: checkpoint latency, cost per page, overheads (host)"
+	@echo "make fuzz       fuzz /dev/rio from several users against a model, on the debug kernel (DURATION=seconds, SEED, PANIC_EVERY)"
 	@echo "make campaign   crash campaign: COUNT runs per fault class and configuration (default 50), JOBS guests at once (default 2)"
 
 setup:
 	@bash scripts/setup.sh
 
 kernel: setup
-	@bash scripts/kernel.sh >/dev/null
+	@bash scripts/kernel.sh fast >/dev/null
+
+kernel-debug: setup
+	@bash scripts/kernel.sh debug >/dev/null
 
 module: kernel
-	@bash scripts/module.sh
+	@bash scripts/module.sh fast
+
+module-debug: kernel-debug
+	@bash scripts/module.sh debug
 
 guest:
-	@$(CARGO_GUEST) -q -p rio-agent -p rio-cli -p rio-check -p rio-bench -p fs-bench -p vista-rio -p dc-demos
+	@$(CARGO_GUEST) -q -p rio-agent -p rio-cli -p rio-check -p rio-bench -p fs-bench -p vista-rio -p dc-demos -p rio-fuzz
 
 initramfs: module guest
 	@bash qemu/mkinitramfs.sh $(RIO_CACHE)/kbuild-current
 
-test: setup initramfs
+# The debug kernel's initramfs (build/initramfs-debug.cpio.gz): same programs, its own rio.ko.
+initramfs-debug: module-debug guest
+	@bash qemu/mkinitramfs.sh $(RIO_CACHE)/kbuild-debug-current -debug $(CURDIR)/build/mod-debug
+
+test: setup initramfs initramfs-debug
 	@bash scripts/test.sh
 
 demo: setup initramfs
@@ -65,6 +77,15 @@ FAILURES ?= build/campaign-failures
 campaign: setup initramfs
 	@cd userlib && cargo build -q --release -p rio-campaign
 	@userlib/target/release/rio-campaign --count $(COUNT) --jobs $(JOBS) $(if $(CONFIGS),--configs $(CONFIGS)) --results results/campaign.jsonl --table results/campaign.md --keep-failures $(FAILURES)
+
+# Fuzz /dev/rio against the model (rio-fuzz) on the debug kernel (lockdep, KASAN):
+# DURATION seconds of seeded runs from SEED; every PANIC_EVERY-th seed ends in a kernel
+# panic, a warm reboot, recovery and a check of every object against the model.
+DURATION ?= 300
+SEED ?= 1
+PANIC_EVERY ?= 4
+fuzz: setup initramfs-debug
+	@cd userlib && cargo build -q --release -p rio-fuzz && RIO_KERNEL_FLAVOUR=debug target/release/rio-fuzz-host --duration $(DURATION) --seed-start $(SEED) --panic-every $(PANIC_EVERY)
 
 bench-dc: setup
 	@bash scripts/bench-dc.sh

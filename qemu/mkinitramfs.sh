@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # make initramfs: busybox-static, rio.ko and the static guest programs, packed with the
 # kernel's own gen_init_cpio (no root needed) into build/initramfs.cpio.gz.
+# mkinitramfs.sh KBUILD_DIR [SUFFIX MODULE_DIR]: the debug flavour passes SUFFIX "-debug"
+# (build/initramfs-debug.cpio.gz) and the directory its rio.ko was built in.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-KBUILD=${1:?usage: mkinitramfs.sh KBUILD_DIR}
-out="$root/build/initramfs.cpio.gz"
+KBUILD=${1:?usage: mkinitramfs.sh KBUILD_DIR [SUFFIX MODULE_DIR]}
+suffix=${2:-}
+moddir=${3:-$root/rio_mod}
+out="$root/build/initramfs$suffix.cpio.gz"
 guest="$root/userlib/target/x86_64-unknown-linux-gnu/release"
-list="$root/build/initramfs.list"
+list="$root/build/initramfs$suffix.list"
 mkdir -p "$root/build"
 
 busybox=$(command -v busybox || true)
@@ -14,8 +18,8 @@ busybox=$(command -v busybox || true)
 [ -x "$busybox" ] || { echo "mkinitramfs: busybox-static is not installed: run 'make setup'" >&2; exit 1; }
 # The static guest programs (built by `make guest`). dc-kv and dc-compute are Discount
 # Checking demos: static builds work (the libc interposition replaces glibc's weak symbols).
-GUEST_BINS="rio-agent rio rio-check rio-bench fs-bench vista-rio dc-kv dc-compute"
-for f in "$root/rio_mod/rio.ko" $(for b in $GUEST_BINS; do echo "$guest/$b"; done); do
+GUEST_BINS="rio-agent rio rio-check rio-bench fs-bench vista-rio dc-kv dc-compute rio-fuzz"
+for f in "$moddir/rio.ko" $(for b in $GUEST_BINS; do echo "$guest/$b"; done); do
     [ -f "$f" ] || { echo "mkinitramfs: missing $f: run 'make module guest'" >&2; exit 1; }
 done
 
@@ -34,8 +38,8 @@ done
     for b in $GUEST_BINS; do
         echo "file /bin/$b $guest/$b 0755 0 0"
     done
-    echo "file /lib/modules/rio.ko $root/rio_mod/rio.ko 0644 0 0"
-    echo "file /lib/modules/riofault.ko $root/rio_mod/riofault.ko 0644 0 0"
+    echo "file /lib/modules/rio.ko $moddir/rio.ko 0644 0 0"
+    echo "file /lib/modules/riofault.ko $moddir/riofault.ko 0644 0 0"
     # Host programs the file-system tests need, with their shared libraries.
     libs=""
     for prog in /sbin/mke2fs /sbin/e2fsck; do
@@ -65,7 +69,7 @@ done
 } > "$list"
 
 # The crash kernel's initramfs (safe sync at panic time): busybox, rio.ko, its init.
-crash="$root/build/crash-initramfs.cpio.gz"
+crash="$root/build/crash-initramfs$suffix.cpio.gz"
 {
     echo "dir /dev 0755 0 0"
     echo "nod /dev/console 0600 0 0 c 5 1"
@@ -73,9 +77,9 @@ crash="$root/build/crash-initramfs.cpio.gz"
     echo "file /bin/busybox $busybox 0755 0 0"
     echo "slink /bin/sh busybox 0777 0 0"
     echo "file /init $root/qemu/crash-init 0755 0 0"
-    echo "file /lib/modules/rio.ko $root/rio_mod/rio.ko 0644 0 0"
-} > "$root/build/crash-initramfs.list"
-"$KBUILD/usr/gen_init_cpio" "$root/build/crash-initramfs.list" | gzip -1 > "$crash"
+    echo "file /lib/modules/rio.ko $moddir/rio.ko 0644 0 0"
+} > "$root/build/crash-initramfs$suffix.list"
+"$KBUILD/usr/gen_init_cpio" "$root/build/crash-initramfs$suffix.list" | gzip -1 > "$crash"
 {
     echo "dir /boot 0755 0 0"
     echo "file /boot/bzImage $KBUILD/arch/x86/boot/bzImage 0644 0 0"

@@ -221,6 +221,10 @@ impl RioFile {
         let who = crate::sys::caller();
         let mut st = self.rio.state.lock();
         let store = ready(&mut st.arena)?;
+        // A name in use is that, whatever the caller's quota.
+        if store.find(name).is_some() {
+            return Err(EEXIST);
+        }
         let used = store.usage(who.uid);
         let pages = u64::from(crate::format::pages_for(req.size));
         within_limits(

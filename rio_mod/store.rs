@@ -17,8 +17,9 @@ use kernel::sync::Arc;
 
 use crate::arena::Arena;
 use crate::format::{
-    encode_name, other_copy, pages_for, Geometry, ObjectSlot, RegEntry, Superblock, OBJ_IN_USE,
-    OBJ_MAPPED, PAGE_SIZE, SB_COPY_B, SB_SIZE, SLOT_COPY_SIZE, STATE_ACTIVE, STATE_CLEAN,
+    encode_name, other_copy, pages_for, Geometry, ObjectSlot, RegEntry, Superblock, OBJ_BLOCKDEV,
+    OBJ_IN_USE, OBJ_MAPPED, PAGE_SIZE, SB_COPY_B, SB_SIZE, SLOT_COPY_SIZE, STATE_ACTIVE,
+    STATE_CLEAN,
 };
 
 /// An object as the running module tracks it.
@@ -593,6 +594,11 @@ impl Store {
         // A live mapping (or block device) keeps its frames in page tables that rio.ko
         // does not rewrite: freeing them would hand another object's data to it.
         if (o.maps > 0 || o.wmaps > 0) && pages_for(size) < o.slot.pages() {
+            return Err(EBUSY);
+        }
+        // A block device's capacity was fixed when it was made: its object cannot shrink
+        // at all (not even within its last page, whose tail a shrink would zero).
+        if o.slot.flags & OBJ_BLOCKDEV != 0 && size < o.slot.size {
             return Err(EBUSY);
         }
         let max = u64::from(self.geo.data_pages) * PAGE_SIZE as u64;

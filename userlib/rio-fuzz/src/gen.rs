@@ -1,0 +1,248 @@
+//! The op generator: a random history from a seed, steered by the model so that most ops
+//! touch live handles, mappings and objects.
+
+use crate::model::{Config, Model, PAGE};
+use crate::ops::{Op, OpKind, OpenHow, ProcId, BASE_ACTORS, NAMES};
+use crate::prng::Rng;
+
+/// Modes that `create` uses.
+pub const MODES: [u32; 5] = [0o600, 0o644, 0o666, 0o640, 0o604];
+
+/// Largest object the ops create or resize to.
+pub const MAX_SIZE: u64 = 256 << 10;
+
+fn gen_size(r: &mut Rng) -> u64 {
+    match r.below(10) {
+        0 => 0,
+        1 => r.range(1, 100),
+        2..=5 => PAGE * r.range(1, MAX_SIZE / PAGE),
+        _ => r.range(1, MAX_SIZE),
+    }
+}
+
+fn pick<T: Clone>(r: &mut Rng, v: &[T]) -> Option<T> {
+    if v.is_empty() {
+        None
+    } else {
+        Some(v[r.below(v.len() as u64) as usize].clone())
+    }
+}
+
+/// Generates `n` ops for `seed` under `cfg` (the same arguments give the same ops).
+pub fn generate(seed: u64, n: u32, cfg: &Config) -> Vec<Op> {
+    let mut r = Rng::stream(seed, 1);
+    let mut m = Model::new(cfg.clone(), seed);
+    let mut ops = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let op = choose(&mut r, &m, cfg);
+        // Keep the model in step (ops that do not apply are skipped here as in a run).
+        let _ = m.step(i, &op);
+        ops.push(op);
+    }
+    ops
+}
+
+fn choose(r: &mut Rng, m: &Model, cfg: &Config) -> Op {
+    let procs: Vec<ProcId> = m.procs.keys().copied().collect();
+    let weights: Vec<u64> = procs
+        .iter()
+        .map(|&p| if p < BASE_ACTORS { 4 } else { 2 })
+        .collect();
+    let p = procs[r.weighted(&weights).unwrap_or(0)];
+    let fds = m.fds(p);
+    let maps = m.maps(p);
+    let existing: Vec<u8> = NAMES
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| m.objs.contains_key(**n))
+        .map(|(i, _)| i as u8)
+        .collect();
+    let any_name = |r: &mut Rng| -> u8 {
+        if !existing.is_empty() && r.chance(4, 5) {
+            pick(r, &existing).unwrap_or(0)
+        } else {
+            r.below(NAMES.len() as u64) as u8
+        }
+    };
+    let admin = m.identity(p).is_some_and(|i| i.admin);
+    let is_base = p < BASE_ACTORS;
+    // Too many descriptors or mappings: close or unmap first.
+    if fds.len() > 6 && r.chance(1, 2) {
+        return Op {
+            proc: p,
+            kind: OpKind::Close {
+                h: pick(r, &fds).unwrap_or(0),
+            },
+        };
+    }
+    if maps.len() > 4 && r.chance(1, 2) {
+        return Op {
+            proc: p,
+            kind: OpKind::Munmap {
+                m: pick(r, &maps).map_or(0, |x| x.0),
+            },
+        };
+    }
+    #[rustfmt::skip]
+    let table: [(u64, u8); 23] = [
+        (7, 0),   // create
+        (12, 1),  // open
+        (5, 2),   // close
+        (12, 3),  // pread
+        (12, 4),  // pwrite
+        (6, 5),   // mmap
+        (8, 6),   // store
+        (4, 7),   // load
+        (4, 8),   // munmap
+        (5, 9),   // resize
+        (5, 10),  // delete
+        (2, 11),  // list
+        (2, 12),  // stat
+        (1, 13),  // stats
+        (1, 14),  // info
+        (1, 15),  // sync
+        (if admin { 3 } else { 1 }, 16), // blkdev add
+        (if admin { 3 } else { 1 }, 17), // blkdev remove
+        (if is_base { 2 } else { 0 }, 18), // fork
+        (if is_base && !m.children(p).is_empty() { 3 } else { 0 }, 19), // exit
+        (1, 20),  // rebind
+        (if admin { 0 } else { 1 }, 21), // format
+        (if cfg.wild_store_allowed { 0 } else { 1 }, 22), // wild store
+    ];
+    let w: Vec<u64> = table.iter().map(|t| t.0).collect();
+    let what = table[r.weighted(&w).unwrap_or(1)].1;
+    let h = pick(r, &fds);
+    let mp = pick(r, &maps);
+    let size_of = |h: u32| {
+        m.binding(h)
+            .and_then(|(n, _)| m.objs.get(n))
+            .map_or(0, |o| o.size)
+    };
+    let kind = match (what, h, mp) {
+        (0, _, _) => OpKind::Create {
+            name: r.below(NAMES.len() as u64) as u8,
+            size: gen_size(r),
+            mode: pick(r, &MODES).unwrap_or(0o600),
+        },
+        (2, Some(h), _) => OpKind::Close { h },
+        (3, Some(h), _) => {
+            let size = size_of(h);
+            let off = if r.chance(1, 8) {
+                size + r.below(3 * PAGE)
+            } else {
+                r.below(size + 1)
+            };
+            OpKind::Pread {
+                h,
+                off,
+                len: r.range(1, 3 * PAGE + 100) as u32,
+            }
+        }
+        (4, Some(h), _) => {
+            let size = size_of(h);
+            let len = r.range(1, 4 * PAGE) as u32;
+            let off = match r.below(10) {
+                0 => size + r.below(PAGE),                    // past the end
+                1 => size.saturating_sub(u64::from(len) / 2), // across the end
+                _ => r.below(size.saturating_sub(u64::from(len)) + 1),
+            };
+            OpKind::Pwrite { h, off, len }
+        }
+        (5, Some(h), _) => {
+            let pages = size_of(h).div_ceil(PAGE) as u32;
+            let (page_off, n) = if r.chance(1, 8) || pages == 0 {
+                (
+                    r.below(u64::from(pages) + 1) as u32,
+                    r.range(1, u64::from(pages) + 2) as u32,
+                )
+            } else {
+                let off = r.below(u64::from(pages)) as u32;
+                (off, r.range(1, u64::from(pages - off)) as u32)
+            };
+            let writable = m.binding(h).is_some_and(|(_, w)| w);
+            let write = if writable {
+                r.chance(3, 4)
+            } else {
+                r.chance(1, 6)
+            };
+            OpKind::Mmap {
+                h,
+                page_off,
+                pages: n,
+                write,
+                private: r.chance(1, 15),
+            }
+        }
+        (6 | 7, _, Some((id, obj, bytes, _))) => {
+            let first = m.map_range(p, id).map_or(0, |x| x.1);
+            let size = m.objs.get(&obj).map_or(0, |o| o.size);
+            let room = bytes.min(size.saturating_sub(first));
+            let len = r.range(1, room.clamp(1, 2 * PAGE));
+            let off = r.below(room.saturating_sub(len) + 1);
+            if what == 6 {
+                OpKind::Store {
+                    m: id,
+                    off: off as u32,
+                    len: len as u32,
+                }
+            } else {
+                OpKind::MapRead {
+                    m: id,
+                    off: off as u32,
+                    len: len as u32,
+                }
+            }
+        }
+        (8, _, Some((id, ..))) => OpKind::Munmap { m: id },
+        (9, Some(h), _) => {
+            let size = size_of(h);
+            let new = match r.below(4) {
+                0 => size + r.range(1, 3 * PAGE),
+                1 => size.saturating_sub(r.range(1, 3 * PAGE)),
+                _ => gen_size(r),
+            };
+            OpKind::Resize {
+                h,
+                size: new.min(MAX_SIZE + 8 * PAGE),
+            }
+        }
+        (10, _, _) => OpKind::Delete { name: any_name(r) },
+        (11, _, _) => OpKind::List,
+        (12, Some(h), _) => OpKind::Stat { h },
+        (13, _, _) => OpKind::Stats,
+        (14, _, _) => OpKind::Info,
+        (15, _, _) => OpKind::Sync,
+        (16, Some(h), _) => OpKind::BlkAdd { h },
+        (17, Some(h), _) => OpKind::BlkRemove { h },
+        (18, _, _) => OpKind::Fork,
+        (19, _, _) => OpKind::Exit {
+            child: pick(r, &m.children(p)).unwrap_or(0),
+        },
+        (20, Some(h), _) => OpKind::Rebind {
+            h,
+            name: any_name(r),
+        },
+        (21, _, _) => OpKind::Format,
+        (22, _, _) => OpKind::WildStore,
+        // Needs a handle or mapping this process does not have: open something instead.
+        _ => {
+            let how = match r.below(10) {
+                0..=3 => OpenHow::ReadOnly,
+                4..=7 => OpenHow::ReadWrite,
+                8 => OpenHow::Exclusive,
+                _ => {
+                    if r.chance(1, 2) {
+                        OpenHow::ExclusiveReadOnly
+                    } else {
+                        OpenHow::Exclusive
+                    }
+                }
+            };
+            OpKind::Open {
+                name: any_name(r),
+                how,
+            }
+        }
+    };
+    Op { proc: p, kind }
+}

@@ -1,0 +1,6 @@
+//! The guest program: actors, the coordinator, the noise threads, verify.
+
+pub mod actor;
+pub mod coord;
+pub mod noise;
+pub mod sys;

@@ -1,0 +1,305 @@
+//! The operations of a fuzz run. A run is a list of [`Op`]s generated from a seed; any
+//! subset of it (for shrinking) is also a valid run: an op whose handle, mapping or process
+//! does not exist in the model when its turn comes is skipped.
+//!
+//! Handles, mappings and child processes are named by the index of the op that made them
+//! (the `open`, `mmap` or `fork`), so the names stay meaningful in any subset.
+
+use std::fmt;
+
+/// A process that does operations: the four base actors, or a child forked by one.
+pub type ProcId = u32;
+
+/// A bound `/dev/rio` descriptor: the index of the `open` that bound it.
+pub type Handle = u32;
+
+/// A mapping: the index of the `mmap` that made it.
+pub type MapId = u32;
+
+/// The base actors, by [`ProcId`]: root (the admin), uid 1000, uid 1001, and uid 1002 that
+/// is root of its own user namespace.
+pub const BASE_ACTORS: u32 = 4;
+
+/// The first [`ProcId`] of children: `CHILD_BASE + index of the fork`.
+pub const CHILD_BASE: u32 = 1_000_000;
+
+/// The object names that the ops use.
+pub const NAMES: [&str; 6] = ["o0", "o1", "o2", "o3", "o4", "o5"];
+
+/// How `open` opens the device and binds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpenHow {
+    /// `O_RDONLY`, plain bind.
+    ReadOnly,
+    /// `O_RDWR`, plain bind.
+    ReadWrite,
+    /// `O_RDWR`, `OPEN_EXCLUSIVE`.
+    Exclusive,
+    /// `O_RDONLY`, `OPEN_EXCLUSIVE` (must be refused).
+    ExclusiveReadOnly,
+}
+
+impl OpenHow {
+    /// The device fd is opened for writing.
+    pub fn fd_writable(self) -> bool {
+        matches!(self, OpenHow::ReadWrite | OpenHow::Exclusive)
+    }
+    /// The bind asks for exclusivity.
+    pub fn exclusive(self) -> bool {
+        matches!(self, OpenHow::Exclusive | OpenHow::ExclusiveReadOnly)
+    }
+}
+
+/// What an op does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OpKind {
+    /// `CREATE` of `NAMES[name]`.
+    Create { name: u8, size: u64, mode: u32 },
+    /// A new fd, then `OPEN` of `NAMES[name]`; on success the fd is handle `index`.
+    Open { name: u8, how: OpenHow },
+    /// `OPEN` again on bound handle `h` (must be refused).
+    Rebind { h: Handle, name: u8 },
+    /// `close` of handle `h`.
+    Close { h: Handle },
+    /// `pread` of `len` bytes at `off`.
+    Pread { h: Handle, off: u64, len: u32 },
+    /// `pwrite` of `len` payload bytes at `off`.
+    Pwrite { h: Handle, off: u64, len: u32 },
+    /// `mmap` of `pages` pages from page `page_off`; on success mapping `index`.
+    Mmap {
+        h: Handle,
+        page_off: u32,
+        pages: u32,
+        write: bool,
+        private: bool,
+    },
+    /// Stores of `len` payload bytes at byte `off` of the mapping.
+    Store { m: MapId, off: u32, len: u32 },
+    /// Loads of `len` bytes at byte `off` of the mapping.
+    MapRead { m: MapId, off: u32, len: u32 },
+    /// `munmap`.
+    Munmap { m: MapId },
+    /// `RESIZE` on handle `h`.
+    Resize { h: Handle, size: u64 },
+    /// `DELETE` of `NAMES[name]`.
+    Delete { name: u8 },
+    /// `LIST`.
+    List,
+    /// `STAT` on handle `h`.
+    Stat { h: Handle },
+    /// `STATS`.
+    Stats,
+    /// `INFO`.
+    Info,
+    /// `SYNC`.
+    Sync,
+    /// `BLKDEV_ADD` on handle `h`.
+    BlkAdd { h: Handle },
+    /// `BLKDEV_REMOVE` on handle `h`.
+    BlkRemove { h: Handle },
+    /// `fork`: the child (process `CHILD_BASE + index`) inherits fds and mappings.
+    Fork,
+    /// The child exits (sent to its parent, which kills and reaps it).
+    Exit { child: ProcId },
+    /// `FORMAT` without force (generated for non-admins only: must be refused).
+    Format,
+    /// `WILD_STORE` (generated only when the module refuses it for everyone).
+    WildStore,
+}
+
+/// One operation: who does what.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Op {
+    /// The process that does it.
+    pub proc: ProcId,
+    /// What it does.
+    pub kind: OpKind,
+}
+
+/// A process's name in reports.
+pub fn proc_name(p: ProcId) -> String {
+    match p {
+        0 => "root".into(),
+        1 => "u1000".into(),
+        2 => "u1001".into(),
+        3 => "nsroot".into(),
+        p if p >= CHILD_BASE => format!("child{}", p - CHILD_BASE),
+        p => format!("proc{p}"),
+    }
+}
+
+fn name(n: u8) -> &'static str {
+    NAMES.get(usize::from(n)).copied().unwrap_or("?")
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: ", proc_name(self.proc))?;
+        match &self.kind {
+            OpKind::Create {
+                name: n,
+                size,
+                mode,
+            } => {
+                write!(f, "create {} size={size} mode={mode:o}", name(*n))
+            }
+            OpKind::Open { name: n, how } => write!(f, "open {} {how:?}", name(*n)),
+            OpKind::Rebind { h, name: n } => write!(f, "rebind h{h} to {}", name(*n)),
+            OpKind::Close { h } => write!(f, "close h{h}"),
+            OpKind::Pread { h, off, len } => write!(f, "pread h{h} off={off} len={len}"),
+            OpKind::Pwrite { h, off, len } => write!(f, "pwrite h{h} off={off} len={len}"),
+            OpKind::Mmap {
+                h,
+                page_off,
+                pages,
+                write,
+                private,
+            } => write!(
+                f,
+                "mmap h{h} page_off={page_off} pages={pages} {} {}",
+                if *write { "rw" } else { "ro" },
+                if *private { "private" } else { "shared" }
+            ),
+            OpKind::Store { m, off, len } => write!(f, "store m{m} off={off} len={len}"),
+            OpKind::MapRead { m, off, len } => write!(f, "load m{m} off={off} len={len}"),
+            OpKind::Munmap { m } => write!(f, "munmap m{m}"),
+            OpKind::Resize { h, size } => write!(f, "resize h{h} size={size}"),
+            OpKind::Delete { name: n } => write!(f, "delete {}", name(*n)),
+            OpKind::List => write!(f, "list"),
+            OpKind::Stat { h } => write!(f, "stat h{h}"),
+            OpKind::Stats => write!(f, "stats"),
+            OpKind::Info => write!(f, "info"),
+            OpKind::Sync => write!(f, "sync"),
+            OpKind::BlkAdd { h } => write!(f, "blkdev add h{h}"),
+            OpKind::BlkRemove { h } => write!(f, "blkdev remove h{h}"),
+            OpKind::Fork => write!(f, "fork"),
+            OpKind::Exit { child } => write!(f, "exit {}", proc_name(*child)),
+            OpKind::Format => write!(f, "format (no force)"),
+            OpKind::WildStore => write!(f, "wild store"),
+        }
+    }
+}
+
+impl OpKind {
+    /// The op's kind as one word (for failure signatures).
+    pub fn word(&self) -> &'static str {
+        match self {
+            OpKind::Create { .. } => "create",
+            OpKind::Open { .. } => "open",
+            OpKind::Rebind { .. } => "rebind",
+            OpKind::Close { .. } => "close",
+            OpKind::Pread { .. } => "pread",
+            OpKind::Pwrite { .. } => "pwrite",
+            OpKind::Mmap { .. } => "mmap",
+            OpKind::Store { .. } => "store",
+            OpKind::MapRead { .. } => "load",
+            OpKind::Munmap { .. } => "munmap",
+            OpKind::Resize { .. } => "resize",
+            OpKind::Delete { .. } => "delete",
+            OpKind::List => "list",
+            OpKind::Stat { .. } => "stat",
+            OpKind::Stats => "stats",
+            OpKind::Info => "info",
+            OpKind::Sync => "sync",
+            OpKind::BlkAdd { .. } => "blkdev-add",
+            OpKind::BlkRemove { .. } => "blkdev-remove",
+            OpKind::Fork => "fork",
+            OpKind::Exit { .. } => "exit",
+            OpKind::Format => "format",
+            OpKind::WildStore => "wild-store",
+        }
+    }
+}
+
+/// A set of op indices, written `1,4-9,12`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IndexSet(pub std::collections::BTreeSet<u32>);
+
+/// A malformed index list.
+#[derive(Debug, thiserror::Error)]
+#[error("bad op index list {0:?}: expected numbers and ranges like 1,4-9,12")]
+pub struct BadIndexList(pub String);
+
+impl std::str::FromStr for IndexSet {
+    type Err = BadIndexList;
+    fn from_str(s: &str) -> Result<IndexSet, BadIndexList> {
+        let bad = || BadIndexList(s.to_string());
+        let mut set = std::collections::BTreeSet::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match part.split_once('-') {
+                Some((a, b)) => {
+                    let a: u32 = a.parse().map_err(|_| bad())?;
+                    let b: u32 = b.parse().map_err(|_| bad())?;
+                    if a > b || b - a > 10_000_000 {
+                        return Err(bad());
+                    }
+                    set.extend(a..=b);
+                }
+                None => {
+                    set.insert(part.parse().map_err(|_| bad())?);
+                }
+            }
+        }
+        Ok(IndexSet(set))
+    }
+}
+
+impl fmt::Display for IndexSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let v: Vec<u32> = self.0.iter().copied().collect();
+        let mut i = 0;
+        let mut first = true;
+        while i < v.len() {
+            let mut j = i;
+            while j + 1 < v.len() && v[j + 1] == v[j] + 1 {
+                j += 1;
+            }
+            if !first {
+                write!(f, ",")?;
+            }
+            first = false;
+            if j > i {
+                write!(f, "{}-{}", v[i], v[j])?;
+            } else {
+                write!(f, "{}", v[i])?;
+            }
+            i = j + 1;
+        }
+        Ok(())
+    }
+}
+
+/// Which ops of the generated list a run executes.
+#[derive(Clone, Debug, Default)]
+pub struct Selection {
+    /// Only these (all if `None`).
+    pub only: Option<IndexSet>,
+    /// Never these.
+    pub skip: IndexSet,
+}
+
+impl Selection {
+    /// Whether op `i` runs.
+    pub fn runs(&self, i: u32) -> bool {
+        self.only.as_ref().is_none_or(|o| o.0.contains(&i)) && !self.skip.0.contains(&i)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_lists_round_trip() {
+        let s: IndexSet = "1,4-9, 12,13".parse().unwrap();
+        assert_eq!(s.0.len(), 9);
+        assert_eq!(s.to_string(), "1,4-9,12-13");
+        assert!("3-1".parse::<IndexSet>().is_err());
+        assert!("x".parse::<IndexSet>().is_err());
+        let sel = Selection {
+            only: Some(s),
+            skip: "5".parse().unwrap(),
+        };
+        assert!(sel.runs(4) && !sel.runs(5) && !sel.runs(2));
+    }
+}

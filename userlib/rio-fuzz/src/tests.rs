@@ -1,0 +1,1289 @@
+//! Unit tests of the model, the generator, the checker and verify.
+
+use crate::gen::generate;
+use crate::host::{find_splat, parse_acks, parse_mismatch};
+use crate::model::*;
+use crate::ops::*;
+use crate::verify::{compare, Recovered};
+
+fn model() -> Model {
+    Model::new(Config::defaults(16000), 42)
+}
+
+fn op(proc: ProcId, kind: OpKind) -> Op {
+    Op { proc, kind }
+}
+
+/// Steps op `i` and returns what the model expects.
+fn ex(m: &mut Model, i: u32, o: Op) -> Expect {
+    m.step(i, &o)
+        .map(|p| p.expect)
+        .unwrap_or_else(|| panic!("op {i} ({o}) does not apply"))
+}
+
+const ROOT: ProcId = 0;
+const U1000: ProcId = 1;
+const U1001: ProcId = 2;
+const NS: ProcId = 3;
+
+#[test]
+fn owner_and_other_bits_decide_and_group_bits_do_not() {
+    let mut m = model();
+    assert_eq!(
+        ex(
+            &mut m,
+            0,
+            op(
+                U1000,
+                OpKind::Create {
+                    name: 0,
+                    size: 100,
+                    mode: 0o640
+                }
+            )
+        ),
+        Expect::Ok(0)
+    );
+    // Owner: rw.
+    assert_eq!(
+        ex(
+            &mut m,
+            1,
+            op(
+                U1000,
+                OpKind::Open {
+                    name: 0,
+                    how: OpenHow::ReadWrite
+                }
+            )
+        ),
+        Expect::Ok(0)
+    );
+    // Other: no bits (group bits 4 are not used).
+    assert_eq!(
+        ex(
+            &mut m,
+            2,
+            op(
+                U1001,
+                OpKind::Open {
+                    name: 0,
+                    how: OpenHow::ReadOnly
+                }
+            )
+        ),
+        Expect::Err(libc::EACCES)
+    );
+    // The namespaced root is not admin.
+    assert_eq!(
+        ex(
+            &mut m,
+            3,
+            op(
+                NS,
+                OpKind::Open {
+                    name: 0,
+                    how: OpenHow::ReadOnly
+                }
+            )
+        ),
+        Expect::Err(libc::EACCES)
+    );
+    // The real root is.
+    assert_eq!(
+        ex(
+            &mut m,
+            4,
+            op(
+                ROOT,
+                OpKind::Open {
+                    name: 0,
+                    how: OpenHow::ReadWrite
+                }
+            )
+        ),
+        Expect::Ok(0)
+    );
+    // 0604: others may read, not write.
+    assert_eq!(
+        ex(
+            &mut m,
+            5,
+            op(
+                U1001,
+                OpKind::Create {
+                    name: 1,
+                    size: 10,
+                    mode: 0o604
+                }
+            )
+        ),
+        Expect::Ok(0)
+    );
+    assert_eq!(
+        ex(
+            &mut m,
+            6,
+            op(
+                U1000,
+                OpKind::Open {
+                    name: 1,
+                    how: OpenHow::ReadOnly
+                }
+            )
+        ),
+        Expect::Ok(0)
+    );
+    assert_eq!(
+        ex(
+            &mut m,
+            7,
+            op(
+                U1000,
+                OpKind::Open {
+                    name: 1,
+                    how: OpenHow::ReadWrite
+                }
+            )
+        ),
+        Expect::Err(libc::EACCES)
+    );
+    // Delete: owner or admin only; busy while open.
+    assert_eq!(
+        ex(&mut m, 8, op(U1000, OpKind::Delete { name: 1 })),
+        Expect::Err(libc::EACCES)
+    );
+    assert_eq!(
+        ex(&mut m, 9, op(U1001, OpKind::Delete { name: 1 })),
+        Expect::Err(libc::EBUSY)
+    );
+    assert_eq!(
+        ex(&mut m, 10, op(U1000, OpKind::Close { h: 6 })),
+        Expect::Ok(0)
+    );
+    assert_eq!(
+        ex(&mut m, 11, op(U1001, OpKind::Delete { name: 1 })),
+        Expect::Ok(0)
+    );
+}
+
+#[test]
+fn namespaced_actor_owns_as_1002_and_sees_ids_in_its_namespace() {
+    let mut m = model();
+    ex(
+        &mut m,
+        0,
+        op(
+            NS,
+            OpKind::Create {
+                name: 0,
+                size: 5000,
+                mode: 0o600,
+            },
+        ),
+    );
+    ex(
+        &mut m,
+        1,
+        op(
+            ROOT,
+            OpKind::Create {
+                name: 1,
+                size: 0,
+                mode: 0o644,
+            },
+        ),
+    );
+    assert_eq!(m.objs["o0"].owner, 1002);
+    let Expect::Objs(v) = ex(&mut m, 2, op(NS, OpKind::List)) else {
+        panic!()
+    };
+    assert_eq!((v[0].uid, v[1].uid), (0, OVERFLOW_UID));
+    let Expect::Objs(v) = ex(&mut m, 3, op(ROOT, OpKind::List)) else {
+        panic!()
+    };
+    assert_eq!((v[0].uid, v[1].uid), (1002, 0));
+    assert_eq!(v[0].pages, 2);
+    // Not admin: no block devices, no format.
+    ex(
+        &mut m,
+        4,
+        op(
+            NS,
+            OpKind::Open {
+                name: 0,
+                how: OpenHow::ReadWrite,
+            },
+        ),
+    );
+    assert_eq!(
+        ex(&mut m, 5, op(NS, OpKind::BlkAdd { h: 4 })),
+        Expect::Err(libc::EPERM)
+    );
+    assert_eq!(
+        ex(&mut m, 6, op(NS, OpKind::Format)),
+        Expect::Err(libc::EPERM)
+    );
+    assert_eq!(
+        ex(&mut m, 7, op(NS, OpKind::WildStore)),
+        Expect::Err(libc::EPERM)
+    );
+}
+
+#[test]
+fn exclusive_opens_and_rebinding() {
+    let mut m = model();
+    ex(
+        &mut m,
+        0,
+        op(
+            U1000,
+            OpKind::Create {
+                name: 0,
+                size: 10,
+                mode: 0o666,
+            },
+        ),
+    );
+    assert_eq!(
+        ex(
+            &mut m,
+            1,
+            op(
+                U1000,
+                OpKind::Open {
+                    name: 0,
+                    how: OpenHow::ExclusiveReadOnly
+                }
+            )
+        ),
+        Expect::Err(libc::EACCES)
+    );
+    assert_eq!(
+        ex(
+            &mut m,
+            2,
+            op(
+                U1000,
+                OpKind::Open {
+                    name: 0,
+                    how: OpenHow::Exclusive
+                }
+            )
+        ),
+        Expect::Ok(0)
+    );
+    assert_eq!(
+        ex(
+            &mut m,
+            3,
+            op(
+                U1001,
+                OpKind::Open {
+                    name: 0,
+                    how: OpenHow::ReadOnly
+                }
+            )
+        ),
+        Expect::Err(libc::EBUSY)
+    );
+    assert_eq!(
+        ex(
+            &mut m,
+            4,
+            op(
+                ROOT,
+                OpKind::Open {
+                    name: 0,
+                    how: OpenHow::ReadOnly
+                }
+            )
+        ),
+        Expect::Err(libc::EBUSY)
+    );
+    assert_eq!(
+        ex(&mut m, 5, op(U1000, OpKind::Rebind { h: 2, name: 0 })),
+        Expect::Err(libc::EBUSY)
+    );
+    // A child inherits the exclusive fd: closing it in the parent keeps it open.
+    assert_eq!(ex(&mut m, 6, op(U1000, OpKind::Fork)), Expect::AnyOk);
+    ex(&mut m, 7, op(U1000, OpKind::Close { h: 2 }));
+    assert_eq!(
+        ex(
+            &mut m,
+            8,
+            op(
+                U1001,
+                OpKind::Open {
+                    name: 0,
+                    how: OpenHow::ReadOnly
+                }
+            )
+        ),
+        Expect::Err(libc::EBUSY)
+    );
+    assert_eq!(
+        ex(
+            &mut m,
+            9,
+            op(
+                U1000,
+                OpKind::Exit {
+                    child: CHILD_BASE + 6
+                }
+            )
+        ),
+        Expect::Ok(0)
+    );
+    assert_eq!(
+        ex(
+            &mut m,
+            10,
+            op(
+                U1001,
+                OpKind::Open {
+                    name: 0,
+                    how: OpenHow::ReadOnly
+                }
+            )
+        ),
+        Expect::Ok(0)
+    );
+    assert_eq!(
+        ex(
+            &mut m,
+            11,
+            op(
+                U1000,
+                OpKind::Open {
+                    name: 0,
+                    how: OpenHow::Exclusive
+                }
+            )
+        ),
+        Expect::Err(libc::EBUSY)
+    );
+}
+
+#[test]
+fn mappings_hold_the_object_and_block_shrinking() {
+    let mut m = model();
+    ex(
+        &mut m,
+        0,
+        op(
+            U1000,
+            OpKind::Create {
+                name: 0,
+                size: 5 * PAGE,
+                mode: 0o644,
+            },
+        ),
+    );
+    ex(
+        &mut m,
+        1,
+        op(
+            U1000,
+            OpKind::Open {
+                name: 0,
+                how: OpenHow::ReadWrite,
+            },
+        ),
+    );
+    ex(
+        &mut m,
+        2,
+        op(
+            U1001,
+            OpKind::Open {
+                name: 0,
+                how: OpenHow::ReadOnly,
+            },
+        ),
+    );
+    // Read-only fd: no writable mapping, no private one, nothing past the end.
+    assert_eq!(
+        ex(
+            &mut m,
+            3,
+            op(
+                U1001,
+                OpKind::Mmap {
+                    h: 2,
+                    page_off: 0,
+                    pages: 1,
+                    write: true,
+                    private: false
+                }
+            )
+        ),
+        Expect::Err(libc::EACCES)
+    );
+    assert_eq!(
+        ex(
+            &mut m,
+            4,
+            op(
+                U1001,
+                OpKind::Mmap {
+                    h: 2,
+                    page_off: 0,
+                    pages: 1,
+                    write: false,
+                    private: true
+                }
+            )
+        ),
+        Expect::Err(libc::EINVAL)
+    );
+    assert_eq!(
+        ex(
+            &mut m,
+            5,
+            op(
+                U1001,
+                OpKind::Mmap {
+                    h: 2,
+                    page_off: 4,
+                    pages: 2,
+                    write: false,
+                    private: false
+                }
+            )
+        ),
+        Expect::Err(libc::ENXIO)
+    );
+    // Someone else's read-only mapping of pages 2..4 blocks shrinking below 4 pages.
+    assert_eq!(
+        ex(
+            &mut m,
+            6,
+            op(
+                U1001,
+                OpKind::Mmap {
+                    h: 2,
+                    page_off: 2,
+                    pages: 2,
+                    write: false,
+                    private: false
+                }
+            )
+        ),
+        Expect::Ok(0)
+    );
+    ex(&mut m, 7, op(U1001, OpKind::Close { h: 2 }));
+    assert_eq!(
+        ex(
+            &mut m,
+            8,
+            op(
+                U1000,
+                OpKind::Resize {
+                    h: 1,
+                    size: 3 * PAGE
+                }
+            )
+        ),
+        Expect::Err(libc::EBUSY)
+    );
+    assert_eq!(
+        ex(
+            &mut m,
+            9,
+            op(
+                U1000,
+                OpKind::Resize {
+                    h: 1,
+                    size: 3 * PAGE + 1
+                }
+            )
+        ),
+        // Any live mapping refuses a shrink to fewer pages, whatever range it covers.
+        Expect::Err(libc::EBUSY)
+    );
+    assert_eq!(
+        ex(
+            &mut m,
+            9,
+            op(
+                U1000,
+                OpKind::Resize {
+                    h: 1,
+                    size: 5 * PAGE - 100
+                }
+            )
+        ),
+        // Within the last page: the page count stays, and so do the mappings.
+        Expect::Ok(0)
+    );
+    // The mapping keeps the closed fd's binding open: delete is busy.
+    ex(&mut m, 10, op(U1000, OpKind::Close { h: 1 }));
+    assert_eq!(
+        ex(&mut m, 11, op(U1000, OpKind::Delete { name: 0 })),
+        Expect::Err(libc::EBUSY)
+    );
+    ex(&mut m, 12, op(U1001, OpKind::Munmap { m: 6 }));
+    assert_eq!(
+        ex(&mut m, 13, op(U1000, OpKind::Delete { name: 0 })),
+        Expect::Ok(0)
+    );
+}
+
+#[test]
+fn pread_pwrite_store_and_resize_keep_exact_contents() {
+    let mut m = model();
+    ex(
+        &mut m,
+        0,
+        op(
+            U1000,
+            OpKind::Create {
+                name: 0,
+                size: 3 * PAGE,
+                mode: 0o600,
+            },
+        ),
+    );
+    ex(
+        &mut m,
+        1,
+        op(
+            U1000,
+            OpKind::Open {
+                name: 0,
+                how: OpenHow::ReadWrite,
+            },
+        ),
+    );
+    assert_eq!(
+        ex(
+            &mut m,
+            2,
+            op(
+                U1000,
+                OpKind::Pwrite {
+                    h: 1,
+                    off: 3 * PAGE - 10,
+                    len: 100
+                }
+            )
+        ),
+        Expect::Ok(10)
+    );
+    assert_eq!(
+        ex(
+            &mut m,
+            3,
+            op(
+                U1000,
+                OpKind::Pwrite {
+                    h: 1,
+                    off: 3 * PAGE,
+                    len: 1
+                }
+            )
+        ),
+        Expect::Err(libc::EFBIG)
+    );
+    let w = crate::prng::payload(42, 2, 10);
+    assert_eq!(
+        ex(
+            &mut m,
+            4,
+            op(
+                U1000,
+                OpKind::Pread {
+                    h: 1,
+                    off: 3 * PAGE - 10,
+                    len: 50
+                }
+            )
+        ),
+        Expect::Data(w)
+    );
+    assert_eq!(
+        ex(
+            &mut m,
+            5,
+            op(
+                U1000,
+                OpKind::Pread {
+                    h: 1,
+                    off: 5 * PAGE,
+                    len: 50
+                }
+            )
+        ),
+        Expect::Data(vec![])
+    );
+    ex(
+        &mut m,
+        6,
+        op(
+            U1000,
+            OpKind::Mmap {
+                h: 1,
+                page_off: 1,
+                pages: 2,
+                write: true,
+                private: false,
+            },
+        ),
+    );
+    ex(
+        &mut m,
+        7,
+        op(
+            U1000,
+            OpKind::Store {
+                m: 6,
+                off: 5,
+                len: 3,
+            },
+        ),
+    );
+    let s = crate::prng::payload(42, 7, 3);
+    assert_eq!(
+        ex(
+            &mut m,
+            8,
+            op(
+                U1000,
+                OpKind::Pread {
+                    h: 1,
+                    off: PAGE + 5,
+                    len: 3
+                }
+            )
+        ),
+        Expect::Data(s.clone())
+    );
+    assert_eq!(
+        ex(
+            &mut m,
+            9,
+            op(
+                U1000,
+                OpKind::MapRead {
+                    m: 6,
+                    off: 5,
+                    len: 3
+                }
+            )
+        ),
+        Expect::Data(s)
+    );
+    // Shrink (within the mapping's pages) and grow: the new bytes read as zero.
+    ex(
+        &mut m,
+        10,
+        op(
+            U1000,
+            OpKind::Resize {
+                h: 1,
+                size: 3 * PAGE - 20,
+            },
+        ),
+    );
+    ex(
+        &mut m,
+        11,
+        op(
+            U1000,
+            OpKind::Resize {
+                h: 1,
+                size: 3 * PAGE,
+            },
+        ),
+    );
+    assert_eq!(
+        ex(
+            &mut m,
+            12,
+            op(
+                U1000,
+                OpKind::Pread {
+                    h: 1,
+                    off: 3 * PAGE - 20,
+                    len: 20
+                }
+            )
+        ),
+        Expect::Data(vec![0; 20])
+    );
+    // A store outside the object does not apply (the op is skipped).
+    assert!(m
+        .step(
+            13,
+            &op(
+                U1000,
+                OpKind::Store {
+                    m: 6,
+                    off: 2 * PAGE as u32 - 1,
+                    len: 2
+                }
+            )
+        )
+        .is_none());
+    // Read-only binding: no pwrite, no resize.
+    ex(
+        &mut m,
+        14,
+        op(
+            U1000,
+            OpKind::Open {
+                name: 0,
+                how: OpenHow::ReadOnly,
+            },
+        ),
+    );
+    assert_eq!(
+        ex(
+            &mut m,
+            15,
+            op(
+                U1000,
+                OpKind::Pwrite {
+                    h: 14,
+                    off: 0,
+                    len: 1
+                }
+            )
+        ),
+        Expect::Err(libc::EBADF)
+    );
+    assert_eq!(
+        ex(&mut m, 16, op(U1000, OpKind::Resize { h: 14, size: 1 })),
+        Expect::Err(libc::EBADF)
+    );
+}
+
+#[test]
+fn block_devices_are_admin_only_and_pin_their_object() {
+    let mut m = model();
+    ex(
+        &mut m,
+        0,
+        op(
+            ROOT,
+            OpKind::Create {
+                name: 0,
+                size: 2 * PAGE,
+                mode: 0o666,
+            },
+        ),
+    );
+    ex(
+        &mut m,
+        1,
+        op(
+            U1000,
+            OpKind::Open {
+                name: 0,
+                how: OpenHow::ReadWrite,
+            },
+        ),
+    );
+    ex(
+        &mut m,
+        2,
+        op(
+            ROOT,
+            OpKind::Open {
+                name: 0,
+                how: OpenHow::ReadWrite,
+            },
+        ),
+    );
+    ex(
+        &mut m,
+        3,
+        op(
+            ROOT,
+            OpKind::Open {
+                name: 0,
+                how: OpenHow::ReadOnly,
+            },
+        ),
+    );
+    assert_eq!(
+        ex(&mut m, 4, op(U1000, OpKind::BlkAdd { h: 1 })),
+        Expect::Err(libc::EPERM)
+    );
+    assert_eq!(
+        ex(&mut m, 5, op(ROOT, OpKind::BlkAdd { h: 3 })),
+        Expect::Err(libc::EBADF)
+    );
+    assert_eq!(
+        ex(&mut m, 6, op(ROOT, OpKind::BlkRemove { h: 3 })),
+        Expect::Err(libc::ENODEV)
+    );
+    assert_eq!(
+        ex(&mut m, 7, op(ROOT, OpKind::BlkAdd { h: 2 })),
+        Expect::AnyOk
+    );
+    assert_eq!(
+        ex(&mut m, 8, op(ROOT, OpKind::BlkAdd { h: 2 })),
+        Expect::Err(libc::EEXIST)
+    );
+    assert_eq!(
+        ex(&mut m, 9, op(U1000, OpKind::Resize { h: 1, size: PAGE })),
+        Expect::Err(libc::EBUSY)
+    );
+    for (i, h) in [(10, 1), (11, 2), (12, 3)] {
+        ex(
+            &mut m,
+            i,
+            op(if h == 1 { U1000 } else { ROOT }, OpKind::Close { h }),
+        );
+    }
+    assert_eq!(m.open_count("o0"), 1);
+    assert_eq!(
+        ex(&mut m, 13, op(ROOT, OpKind::Delete { name: 0 })),
+        Expect::Err(libc::EBUSY)
+    );
+    assert_eq!(
+        ex(
+            &mut m,
+            14,
+            op(
+                ROOT,
+                OpKind::Open {
+                    name: 0,
+                    how: OpenHow::Exclusive
+                }
+            )
+        ),
+        Expect::Err(libc::EBUSY)
+    );
+    ex(
+        &mut m,
+        15,
+        op(
+            ROOT,
+            OpKind::Open {
+                name: 0,
+                how: OpenHow::ReadOnly,
+            },
+        ),
+    );
+    assert_eq!(
+        ex(&mut m, 16, op(ROOT, OpKind::BlkRemove { h: 15 })),
+        Expect::Ok(0)
+    );
+}
+
+#[test]
+fn per_user_limits_give_edquot_but_not_to_the_admin() {
+    let mut cfg = Config::defaults(100);
+    cfg.max_user_objects = 2;
+    cfg.max_user_pages = 10;
+    let mut m = Model::new(cfg, 1);
+    assert_eq!(
+        ex(
+            &mut m,
+            0,
+            op(
+                U1000,
+                OpKind::Create {
+                    name: 0,
+                    size: 8 * PAGE,
+                    mode: 0o600
+                }
+            )
+        ),
+        Expect::Ok(0)
+    );
+    assert_eq!(
+        ex(
+            &mut m,
+            1,
+            op(
+                U1000,
+                OpKind::Create {
+                    name: 1,
+                    size: 3 * PAGE,
+                    mode: 0o600
+                }
+            )
+        ),
+        Expect::Err(libc::EDQUOT)
+    );
+    assert_eq!(
+        ex(
+            &mut m,
+            2,
+            op(
+                U1000,
+                OpKind::Create {
+                    name: 1,
+                    size: 2 * PAGE,
+                    mode: 0o600
+                }
+            )
+        ),
+        Expect::Ok(0)
+    );
+    assert_eq!(
+        ex(
+            &mut m,
+            3,
+            op(
+                U1000,
+                OpKind::Create {
+                    name: 2,
+                    size: 0,
+                    mode: 0o600
+                }
+            )
+        ),
+        Expect::Err(libc::EDQUOT)
+    );
+    assert_eq!(
+        ex(
+            &mut m,
+            4,
+            op(
+                NS,
+                OpKind::Create {
+                    name: 2,
+                    size: 0,
+                    mode: 0o600
+                }
+            )
+        ),
+        Expect::Ok(0)
+    );
+    assert_eq!(
+        ex(
+            &mut m,
+            5,
+            op(
+                ROOT,
+                OpKind::Create {
+                    name: 3,
+                    size: 80 * PAGE,
+                    mode: 0o600
+                }
+            )
+        ),
+        Expect::Ok(0)
+    );
+    assert_eq!(
+        ex(
+            &mut m,
+            6,
+            op(
+                ROOT,
+                OpKind::Create {
+                    name: 4,
+                    size: 11 * PAGE,
+                    mode: 0o600
+                }
+            )
+        ),
+        Expect::Err(libc::ENOSPC)
+    );
+    ex(
+        &mut m,
+        7,
+        op(
+            U1000,
+            OpKind::Open {
+                name: 0,
+                how: OpenHow::ReadWrite,
+            },
+        ),
+    );
+    assert_eq!(
+        ex(
+            &mut m,
+            8,
+            op(
+                U1000,
+                OpKind::Resize {
+                    h: 7,
+                    size: 9 * PAGE
+                }
+            )
+        ),
+        Expect::Err(libc::EDQUOT)
+    );
+    assert_eq!(
+        ex(
+            &mut m,
+            9,
+            op(
+                U1000,
+                OpKind::Resize {
+                    h: 7,
+                    size: 7 * PAGE
+                }
+            )
+        ),
+        Expect::Ok(0)
+    );
+}
+
+#[test]
+fn the_checker_catches_a_wrong_answer() {
+    // A deliberately wrong answer for each kind of expectation must be caught.
+    assert!(check(&Expect::Err(libc::EACCES), &Reply::Ok(0)).is_err());
+    assert!(check(&Expect::Err(libc::EACCES), &Reply::Err(libc::EBUSY)).is_err());
+    assert!(check(&Expect::Ok(10), &Reply::Ok(9)).is_err());
+    assert!(check(&Expect::Data(vec![1, 2, 3]), &Reply::Data(vec![1, 2, 4])).is_err());
+    assert!(check(&Expect::Data(vec![1, 2, 3]), &Reply::Data(vec![1, 2])).is_err());
+    let v = ObjView {
+        name: "o0".into(),
+        size: 1,
+        uid: 0,
+        mode: 0o600,
+        pages: 1,
+        open_count: 0,
+        blockdev: false,
+        damaged: false,
+    };
+    let mut w = v.clone();
+    w.uid = 1002;
+    assert!(check(&Expect::Objs(vec![v.clone()]), &Reply::Objs(vec![w])).is_err());
+    assert!(check(&Expect::Objs(vec![v.clone()]), &Reply::Objs(vec![])).is_err());
+    assert!(check(&Expect::Objs(vec![]), &Reply::Objs(vec![v.clone()])).is_err());
+    // And right answers pass.
+    assert!(check(&Expect::Objs(vec![v.clone()]), &Reply::Objs(vec![v])).is_ok());
+    assert!(check(&Expect::AnyOk, &Reply::Ok(3)).is_ok());
+    assert!(check(&Expect::Err(libc::EBUSY), &Reply::Err(libc::EBUSY)).is_ok());
+}
+
+/// The old module's rule (root of any user namespace is admin): a "kernel" answering by it
+/// must be caught by the checker on a generated history. This is the failure the fuzzer is
+/// named for, shown once on the host.
+#[test]
+fn a_kernel_that_treats_the_namespaced_root_as_admin_is_caught() {
+    let cfg = Config::defaults(16000);
+    let mut caught = None;
+    'seeds: for seed in 0..50 {
+        let ops = generate(seed, 300, &cfg);
+        let mut spec = Model::new(cfg.clone(), seed);
+        let mut wrong = Model::new(cfg.clone(), seed);
+        for (i, o) in ops.iter().enumerate() {
+            let Some(e) = spec.step(i as u32, o) else {
+                continue;
+            };
+            // The wrong kernel: the same op, done as the real root when nsroot asks.
+            let mut o2 = o.clone();
+            if o2.proc == NS {
+                o2.proc = ROOT;
+            }
+            let reply = match wrong.step(i as u32, &o2).map(|p| p.expect) {
+                Some(Expect::Ok(v)) => Reply::Ok(v),
+                Some(Expect::AnyOk) => Reply::Ok(0),
+                Some(Expect::Err(e)) => Reply::Err(e),
+                Some(Expect::Data(d)) => Reply::Data(d),
+                Some(Expect::Objs(v)) => Reply::Objs(v),
+                Some(Expect::Stats {
+                    objects,
+                    pages_in_use,
+                }) => Reply::Stats {
+                    objects,
+                    pages_in_use,
+                },
+                Some(Expect::Info { abi, state }) => Reply::Info { abi, state },
+                None => Reply::Err(libc::EBADF),
+            };
+            if check(&e.expect, &reply).is_err() {
+                caught = Some((seed, i, o.to_string()));
+                break 'seeds;
+            }
+        }
+    }
+    let (seed, i, o) = caught.expect("a history where the namespaced root acts as admin is caught");
+    assert!(
+        o.starts_with("nsroot:"),
+        "caught at seed {seed} op {i}: {o}"
+    );
+}
+
+#[test]
+fn generation_is_deterministic_and_varied() {
+    let cfg = Config::defaults(16000);
+    let a = generate(7, 400, &cfg);
+    assert_eq!(a, generate(7, 400, &cfg));
+    assert_ne!(a, generate(8, 400, &cfg));
+    // Every kind of op shows up in a few seeds, and most ops apply.
+    let mut words = std::collections::BTreeSet::new();
+    let mut applied = 0;
+    for seed in 0..5 {
+        let ops = generate(seed, 400, &cfg);
+        let mut m = Model::new(cfg.clone(), seed);
+        for (i, o) in ops.iter().enumerate() {
+            words.insert(o.kind.word());
+            if m.step(i as u32, o).is_some() {
+                applied += 1;
+            }
+        }
+    }
+    for w in [
+        "create",
+        "open",
+        "close",
+        "pread",
+        "pwrite",
+        "mmap",
+        "store",
+        "load",
+        "munmap",
+        "resize",
+        "delete",
+        "list",
+        "stat",
+        "stats",
+        "sync",
+        "blkdev-add",
+        "blkdev-remove",
+        "fork",
+        "exit",
+        "rebind",
+    ] {
+        assert!(words.contains(w), "no {w} in 5 seeds: {words:?}");
+    }
+    assert!(applied > 1900, "only {applied} of 2000 ops apply");
+}
+
+#[test]
+fn any_subset_of_a_history_runs_in_the_model() {
+    let cfg = Config::defaults(16000);
+    let ops = generate(3, 300, &cfg);
+    let mut m = Model::new(cfg, 3);
+    for (i, o) in ops.iter().enumerate() {
+        if i % 3 != 1 {
+            let _ = m.step(i as u32, o);
+        }
+    }
+}
+
+fn rec(name: &str, size: u64, uid: u32, mode: u32, data: Vec<u8>) -> Recovered {
+    Recovered {
+        name: name.into(),
+        size,
+        uid,
+        mode,
+        damaged: false,
+        data,
+    }
+}
+
+#[test]
+fn verify_accepts_old_or_new_and_torn_writes_only_within_their_range() {
+    let mut m = model();
+    ex(
+        &mut m,
+        0,
+        op(
+            U1000,
+            OpKind::Create {
+                name: 0,
+                size: 100,
+                mode: 0o600,
+            },
+        ),
+    );
+    ex(
+        &mut m,
+        1,
+        op(
+            U1000,
+            OpKind::Open {
+                name: 0,
+                how: OpenHow::ReadWrite,
+            },
+        ),
+    );
+    let acked = m.clone();
+    let w = op(
+        U1000,
+        OpKind::Pwrite {
+            h: 1,
+            off: 10,
+            len: 20,
+        },
+    );
+    let mut after = m.clone();
+    after.step(2, &w);
+    let old = vec![0u8; 100];
+    let new = after.objs["o0"].data.clone().unwrap();
+    let none = |_: &str| false;
+    assert!(compare(
+        &acked,
+        Some((&after, &w)),
+        &[rec("o0", 100, 1000, 0o600, old.clone())],
+        none
+    )
+    .is_empty());
+    assert!(compare(
+        &acked,
+        Some((&after, &w)),
+        &[rec("o0", 100, 1000, 0o600, new.clone())],
+        none
+    )
+    .is_empty());
+    let mut torn = old.clone();
+    torn[10..15].copy_from_slice(&new[10..15]);
+    assert!(compare(
+        &acked,
+        Some((&after, &w)),
+        &[rec("o0", 100, 1000, 0o600, torn.clone())],
+        none
+    )
+    .is_empty());
+    // A changed byte outside the write's range is caught; so is a torn write with no write
+    // in flight, a lost object, a wrong owner and an object the model does not have.
+    let mut bad = torn.clone();
+    bad[50] = 1;
+    assert!(!compare(
+        &acked,
+        Some((&after, &w)),
+        &[rec("o0", 100, 1000, 0o600, bad)],
+        none
+    )
+    .is_empty());
+    assert!(!compare(&acked, None, &[rec("o0", 100, 1000, 0o600, torn)], none).is_empty());
+    assert!(!compare(&acked, None, &[], none).is_empty());
+    assert!(!compare(&acked, None, &[rec("o0", 100, 0, 0o600, old.clone())], none).is_empty());
+    assert!(!compare(
+        &acked,
+        None,
+        &[
+            rec("o0", 100, 1000, 0o600, old.clone()),
+            rec("x", 1, 0, 0o600, vec![0])
+        ],
+        none
+    )
+    .is_empty());
+    assert!(compare(
+        &acked,
+        None,
+        &[
+            rec("o0", 100, 1000, 0o600, old),
+            rec("noise0", 1, 0, 0o600, vec![0])
+        ],
+        |n: &str| n.starts_with("noise")
+    )
+    .is_empty());
+}
+
+#[test]
+fn host_parsers() {
+    let report = "MISMATCH seed 5 op 17: nsroot: blkdev add h3\n  expected: EPERM\n  got:      Ok(2)\n  detail: x\n  signature: blkdev-add:nsroot/base:EPERM->ok\n";
+    assert_eq!(
+        parse_mismatch(report),
+        Some((17, "blkdev-add:nsroot/base:EPERM->ok".into()))
+    );
+    assert_eq!(parse_acks("M x\r\nA 0\r\nA 2\r\nA 5\r\n"), (3, Some(5)));
+    assert_eq!(parse_acks(""), (0, None));
+    assert!(
+        find_splat("ok\n[ 1.0] BUG: sleeping function called\nmore\n")
+            .is_some_and(|s| s.starts_with("[ 1.0] BUG"))
+    );
+    assert!(find_splat("all fine\n").is_none());
+}
