@@ -300,7 +300,10 @@ impl SlotPte {
     ///
     /// As for [`Self::open`]: called on the same CPU, still holding the slot.
     pub(crate) unsafe fn close(&self) {
-        // SAFETY: as in `open`.
+        // SAFETY: `self.pte` is this slot's own PTE (found in `new`, kept mapped by the
+        // window's VMapping), and the caller still holds the slot exclusively with
+        // preemption off, so no other CPU or task writes it meanwhile; `closed` is the
+        // read-only dummy entry read in `new`.
         unsafe {
             core::ptr::write_volatile(self.pte, kernel::bindings::pte_t { pte: self.closed })
         };
@@ -415,7 +418,8 @@ pub(crate) struct FsyncFops {
 // SAFETY: the table is written once in `install`, before the device can use it, and is only
 // read afterwards (by the VFS, from any thread).
 unsafe impl Send for FsyncFops {}
-// SAFETY: as above: immutable after `install`.
+// SAFETY: shared references only reach the table through the VFS, which reads it; it is
+// never written after `install`, so concurrent readers on any CPU are fine.
 unsafe impl Sync for FsyncFops {}
 
 impl FsyncFops {
@@ -545,7 +549,8 @@ pub(crate) struct Kthread<T: ThreadWork> {
 
 // SAFETY: the handle is only used to stop the thread, from any thread.
 unsafe impl<T: ThreadWork> Send for Kthread<T> {}
-// SAFETY: as above.
+// SAFETY: `&Kthread` gives access to nothing (no method takes `&self`); the task pointer is
+// used only by `drop`, which needs `&mut self`.
 unsafe impl<T: ThreadWork> Sync for Kthread<T> {}
 
 unsafe extern "C" fn thread_main<T: ThreadWork>(data: *mut core::ffi::c_void) -> core::ffi::c_int {
@@ -634,7 +639,8 @@ pub(crate) fn ubuf_next(iov: &mut kernel::iov::IovIterSource<'_>) -> Option<usiz
 /// its next byte goes to.
 pub(crate) fn ubuf_next_dest(iov: &mut kernel::iov::IovIterDest<'_>) -> Option<usize> {
     let raw = iov.as_raw();
-    // SAFETY: as in `ubuf_next`: the live iov_iter of this call, read as lib/iov_iter.c
+    // SAFETY: `raw` is the live iov_iter of this call (we hold its only `&mut`); for
+    // ITER_UBUF its union holds `__ubuf_iovec`, read as lib/iov_iter.c
     // reads an ITER_UBUF one.
     unsafe {
         if (*raw).iter_type != bindings::iter_type_ITER_UBUF as u8 {
@@ -801,7 +807,8 @@ pub(crate) struct ModuleRef(*mut bindings::module);
 
 // SAFETY: module references may be taken and dropped on any thread.
 unsafe impl Send for ModuleRef {}
-// SAFETY: as above; the pointer is only passed to module_put.
+// SAFETY: `&ModuleRef` exposes nothing; the pointer is only passed to module_put by `drop`,
+// which needs `&mut self`.
 unsafe impl Sync for ModuleRef {}
 
 impl ModuleRef {

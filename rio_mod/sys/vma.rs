@@ -65,8 +65,10 @@ unsafe extern "C" fn vma_open<T: MapTracker>(vma: *mut bindings::vm_area_struct)
 ///
 /// Called by the kernel as `vm_ops->close` of a VMA that [`track_vma`] set up.
 unsafe extern "C" fn vma_close<T: MapTracker>(vma: *mut bindings::vm_area_struct) {
-    // SAFETY: as in `vma_open`: the kernel calls `close` on a live VMA with `mmap_lock`
-    // held, before it drops the VMA's file reference, so the tracker is still alive.
+    // SAFETY: the kernel calls `close` on a live VMA with `mmap_lock` held (what
+    // `may_write` needs), before it drops the VMA's file reference; `vm_private_data` was
+    // set by `track_vma` (or copied by `open` from such a VMA) to the tracker, which the
+    // file keeps alive, so the reference is valid for the call.
     unsafe {
         let tracker = &*(*vma).vm_private_data.cast::<T>();
         tracker.vma_closed(may_write(vma));
