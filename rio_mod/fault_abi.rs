@@ -41,6 +41,13 @@ pub const WILD: u32 = 3;
 pub const POINTER: u32 = 4;
 /// Panic from a kernel thread after a random delay of up to 1 s.
 pub const PANIC: u32 = 5;
+/// (6 is `arena` in `rio-check inject`: rio.ko's own wild store, not a riofault class.)
+/// Hang one CPU with interrupts off: a kernel thread spins forever in
+/// `spin_lock_irq` on a lock it already holds. Only the hard-lockup detector sees it.
+pub const HANG_IRQ: u32 = 7;
+/// Hang one CPU with preemption off (interrupts on): a kernel thread spins forever in
+/// `spin_lock` on a lock it already holds. The soft-lockup detector sees it.
+pub const HANG: u32 = 8;
 
 const _: () = {
     assert!(size_of::<FaultReq>() == 32);

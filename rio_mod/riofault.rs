@@ -34,7 +34,7 @@ module! {
 }
 
 mod fault_abi;
-use fault_abi::{FaultReq, HEAP, PANIC, POINTER, RIOFAULT_INJECT, STACK, TEXT, WILD};
+use fault_abi::{FaultReq, HANG, HANG_IRQ, HEAP, PANIC, POINTER, RIOFAULT_INJECT, STACK, TEXT, WILD};
 
 // SAFETY: `FaultReq` is `repr(C)` with integer fields and an explicit padding field (its
 // layout is asserted in fault_abi.rs), so every bit pattern is a valid value.
@@ -205,6 +205,31 @@ unsafe extern "C" fn panic_thread(data: *mut core::ffi::c_void) -> core::ffi::c_
     unsafe { bindings::panic(c"riofault: injected panic".as_char_ptr()) }
 }
 
+/// `data` is 1 for a hang with interrupts off, 0 for one with only preemption off.
+unsafe extern "C" fn hang_thread(data: *mut core::ffi::c_void) -> core::ffi::c_int {
+    // A lock of this thread's own, taken twice: the second acquisition spins forever with
+    // preemption (and, for `HANG_IRQ`, interrupts) disabled. Deliberate: a hung CPU for the
+    // lockup detectors to find. The lock lives on this thread's stack, which never returns.
+    let mut lock = core::mem::MaybeUninit::<bindings::spinlock_t>::zeroed();
+    let lock = lock.as_mut_ptr();
+    let key = kernel::sync::static_lock_class!();
+    // SAFETY: `lock` points to zeroed memory the size of a `spinlock_t` on our stack, which
+    // `__spin_lock_init` initialises; the name and the lock class key are static.
+    unsafe { bindings::__spin_lock_init(lock, c"riofault-hang".as_char_ptr(), key.as_ptr()) };
+    // SAFETY: `lock` is an initialised spinlock that nothing else knows of; taking it twice
+    // from one thread deadlocks on purpose (this function never returns).
+    unsafe {
+        if data.is_null() {
+            bindings::spin_lock(lock);
+            bindings::spin_lock(lock);
+        } else {
+            bindings::spin_lock_irq_disable(lock);
+            bindings::spin_lock_irq_disable(lock);
+        }
+    }
+    0
+}
+
 fn inject(req: &FaultReq) -> Result {
     let mut rng = Rng(req.seed);
     if matches!(req.class, HEAP | WILD | POINTER) && req.end < (32 << 20) {
@@ -265,6 +290,26 @@ fn inject(req: &FaultReq) -> Result {
                     delay as usize as *mut _,
                     -1,
                     c"riofault-panic".as_char_ptr(),
+                )
+            };
+            let t = kernel::error::from_err_ptr(t)?;
+            // SAFETY: `t` is a fresh kthread.
+            unsafe { bindings::wake_up_process(t) };
+            Ok(())
+        }
+        HANG | HANG_IRQ => {
+            let irq = req.class == HANG_IRQ;
+            pr_warn!(
+                "injecting: a CPU hung with {} off\n",
+                if irq { "interrupts" } else { "preemption" }
+            );
+            // SAFETY: thread function and data (a flag) are valid; the thread hangs.
+            let t = unsafe {
+                bindings::kthread_create_on_node(
+                    Some(hang_thread),
+                    usize::from(irq) as *mut _,
+                    -1,
+                    c"riofault-hang".as_char_ptr(),
                 )
             };
             let t = kernel::error::from_err_ptr(t)?;

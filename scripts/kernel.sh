@@ -23,9 +23,17 @@ debug) fragments=("$here/qemu/kernel.config" "$here/qemu/kernel-debug.config"); 
 *) die "unknown kernel flavour '$flavour' (fast or debug)" ;;
 esac
 kver=$(make -s -C "$KSRC_ORIG" kernelversion 2>/dev/null)
-key=$( { echo "$kver"; cat "${fragments[@]}"; rustc --version; clang-19 --version | head -n1;
-         bindgen --version; } | sha256sum | cut -c1-16)
+toolchain=$( { rustc --version; clang-19 --version | head -n1; bindgen --version; } )
+key=$( { echo "$kver"; cat "${fragments[@]}"; echo "$toolchain"; } | sha256sum | cut -c1-16)
 B="$CACHE/$prefix-$kver-$key"
+prev=$(readlink "$CACHE/$link" || true)
+# A changed config fragment with the same kernel and toolchain: start from the previous
+# build of this flavour, so that make rebuilds only what the changed options touch.
+if [ ! -d "$B" ] && [ -n "$prev" ] && [ -f "$prev/.rio-built" ] && [ "$prev" != "$B" ] \
+    && [ "$(cat "$prev/.rio-toolchain" 2>/dev/null)" = "$kver $toolchain" ]; then
+    log "starting from the previous $flavour build ($prev): only what the config change touches is rebuilt"
+    cp -a "$prev" "$B.tmp" && rm -f "$B.tmp/.rio-built" && mv "$B.tmp" "$B"
+fi
 ln -sfn "$B" "$CACHE/$link"
 
 if [ -f "$B/.rio-built" ] && [ -f "$B/arch/x86/boot/bzImage" ]; then
@@ -59,6 +67,7 @@ set -e
 [ -f "$B/arch/x86/boot/bzImage" ] || die "the build did not produce a bzImage"
 [ -f "$B/rust/libkernel.rmeta" ] || [ -n "$(ls "$B"/rust/libkernel* 2>/dev/null)" ] || die "no Rust kernel crate metadata in $B/rust"
 log "built in $(( $(date +%s) - start )) s"
+echo "$kver $toolchain" > "$B/.rio-toolchain"
 touch "$B/.rio-built"
 # Keep the cache to one kernel: remove builds of other configurations.
 for old in "$CACHE/$prefix"-[0-9]*; do

@@ -120,6 +120,11 @@ impl TestDir {
         self.allowed.borrow_mut().extend_from_slice(DELIBERATE_CRASH);
     }
 
+    /// This test causes console lines containing one of `lines` on purpose.
+    pub fn allow(&self, lines: &[&'static str]) {
+        self.allowed.borrow_mut().extend_from_slice(lines);
+    }
+
     /// This test injects random kernel faults (the campaign): any splat may follow, and
     /// the test judges the outcome itself.
     pub fn expect_splats(&self) {

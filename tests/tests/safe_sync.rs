@@ -74,3 +74,32 @@ fn after_a_safe_sync_the_next_boot_says_so() {
     sh(&mut vm, "rio-check verify a --seed 31 --size 1500000");
     sh(&mut vm, "rio-check verify m --seed 32 --size 300000");
 }
+
+/// A hang is a crash too: a CPU spinning with preemption off (a soft lockup, reported after
+/// 2 x `watchdog_thresh` = 40 s) or with interrupts off (a hard lockup, which the buddy CPU
+/// reports after 20 s) panics the kernel (`qemu/kernel.config`), the panic boots the crash
+/// kernel, and it writes every dirty page back: a power cut right after loses nothing.
+/// Before the detectors were configured, such a guest hung until the harness reset it, and
+/// with the RAM gone every write since the last writeback was lost.
+#[test]
+fn a_hung_cpu_becomes_a_panic_that_the_crash_kernel_saves() {
+    for (class, report) in [("hang", "soft lockup"), ("hang-irq", "hard LOCKUP")] {
+        let (cfg, dir) = with_disk(&format!("safe-sync-{class}"));
+        // The lockup report, and what the hung CPU makes others print while it lasts.
+        dir.allow(&[report, "Kernel panic", "INFO: task", "blocked for more than"]);
+        let mut vm = Vm::start(cfg).unwrap();
+        arm(&mut vm);
+        vm.spawn(&format!("rio-check inject {class} --seed 1")).unwrap();
+        vm.wait_console("rio-crash: saved", Duration::from_secs(240))
+            .unwrap_or_else(|e| panic!("{class}: the hang did not end in safe sync: {e}"));
+        let console = vm.console();
+        assert!(console.contains(report), "{class}: {}", vm.console_tail(60));
+        let cfg = vm.kill().unwrap();
+        riovm::discard_ram(&cfg).unwrap();
+        let mut vm = Vm::start(cfg).unwrap();
+        sh(&mut vm, "rio-load backing=/dev/vda");
+        assert!(sh(&mut vm, "dmesg").contains("restored 2 objects from backing device"));
+        sh(&mut vm, "rio-check verify a --seed 31 --size 1500000");
+        sh(&mut vm, "rio-check verify m --seed 32 --size 300000");
+    }
+}

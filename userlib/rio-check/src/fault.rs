@@ -2,10 +2,14 @@
 
 use std::os::fd::AsRawFd;
 
-use anyhow::{bail, Context, Result};
+use crate::{Error, Result};
 
-/// The fault classes, as riofault.ko numbers them (`arena` is rio.ko's wild store).
-pub const CLASSES: [&str; 7] = ["text", "heap", "stack", "wild", "pointer", "panic", "arena"];
+/// The fault classes, as riofault.ko numbers them (`arena` is rio.ko's wild store; the
+/// two hangs are a CPU spinning with interrupts or preemption off, for the lockup
+/// detectors).
+pub const CLASSES: [&str; 9] = [
+    "text", "heap", "stack", "wild", "pointer", "panic", "arena", "hang-irq", "hang",
+];
 
 #[path = "../../../rio_mod/fault_abi.rs"]
 mod fault_abi;
@@ -14,20 +18,23 @@ use fault_abi::FaultReq;
 const RIOFAULT_INJECT: libc::c_ulong = fault_abi::RIOFAULT_INJECT as libc::c_ulong;
 
 fn kallsyms(name: &str) -> Result<u64> {
-    let text = std::fs::read_to_string("/proc/kallsyms").context("reading /proc/kallsyms")?;
+    let text =
+        std::fs::read_to_string("/proc/kallsyms").map_err(Error::io("reading /proc/kallsyms"))?;
     for line in text.lines() {
         let mut it = line.split_whitespace();
         if let (Some(a), Some(_), Some(n)) = (it.next(), it.next(), it.next()) {
             if n == name {
-                return Ok(u64::from_str_radix(a, 16)?);
+                return u64::from_str_radix(a, 16).map_err(|e| {
+                    Error::KernelInfo(format!("/proc/kallsyms: bad address {a:?} of {name}: {e}"))
+                });
             }
         }
     }
-    bail!("{name} not in /proc/kallsyms")
+    Err(Error::KernelInfo(format!("{name} not in /proc/kallsyms")))
 }
 
 fn ram_top() -> Result<u64> {
-    let text = std::fs::read_to_string("/proc/iomem").context("reading /proc/iomem")?;
+    let text = std::fs::read_to_string("/proc/iomem").map_err(Error::io("reading /proc/iomem"))?;
     let mut top = 0;
     for line in text
         .lines()
@@ -39,11 +46,14 @@ fn ram_top() -> Result<u64> {
             .next()
             .and_then(|r| r.trim().split_once('-'))
         {
-            top = top.max(u64::from_str_radix(end.trim(), 16)? + 1);
+            let end = u64::from_str_radix(end.trim(), 16).map_err(|e| {
+                Error::KernelInfo(format!("/proc/iomem: bad address in {line:?}: {e}"))
+            })?;
+            top = top.max(end + 1);
         }
     }
     if top == 0 {
-        bail!("no System RAM in /proc/iomem");
+        return Err(Error::KernelInfo("no System RAM in /proc/iomem".into()));
     }
     Ok(top)
 }
@@ -65,12 +75,15 @@ pub fn inject(class: &str, seed: u64) -> Result<()> {
     let num = CLASSES
         .iter()
         .position(|c| *c == class)
-        .with_context(|| format!("unknown class {class:?}; one of {}", CLASSES.join(", ")))?;
+        .ok_or_else(|| Error::UnknownClass {
+            class: class.into(),
+        })?;
     if class == "arena" {
         let rio = rio_client::Rio::open()?;
         let info = rio.info()?;
         let stats = rio.stats()?;
-        let g = rio_format::Geometry::for_size(info.arena_size).context("arena geometry")?;
+        let g = rio_format::Geometry::for_size(info.arena_size)
+            .ok_or(Error::Geometry(info.arena_size))?;
         let data = u64::from(g.data_start) * 4096;
         // Aimed, as in the Rio paper: half at the metadata (superblock, object table,
         // registry), half at the data pages in use.
@@ -86,9 +99,10 @@ pub fn inject(class: &str, seed: u64) -> Result<()> {
     if !std::path::Path::new("/dev/riofault").exists() {
         let st = std::process::Command::new("insmod")
             .arg("/lib/modules/riofault.ko")
-            .status()?;
+            .status()
+            .map_err(Error::io("running insmod riofault.ko"))?;
         if !st.success() {
-            bail!("insmod riofault.ko failed");
+            return Err(Error::Insmod(st));
         }
     }
     // Looked up once per process: a run injects many faults, and reading /proc/kallsyms
@@ -111,7 +125,7 @@ pub fn inject(class: &str, seed: u64) -> Result<()> {
             *cell.get_or_init(|| r)
         }
     };
-    let dev = std::fs::File::open("/dev/riofault").context("opening /dev/riofault")?;
+    let dev = std::fs::File::open("/dev/riofault").map_err(Error::io("opening /dev/riofault"))?;
     let req = FaultReq {
         class: num as u32,
         _pad: 0,
@@ -123,7 +137,10 @@ pub fn inject(class: &str, seed: u64) -> Result<()> {
     // SAFETY: RIOFAULT_INJECT reads exactly one FaultReq from the pointer.
     let r = unsafe { libc::ioctl(dev.as_raw_fd(), RIOFAULT_INJECT, &req as *const FaultReq) };
     if r < 0 {
-        bail!("RIOFAULT_INJECT: {}", std::io::Error::last_os_error());
+        return Err(Error::Io {
+            what: format!("RIOFAULT_INJECT ({class}, seed {seed})"),
+            source: std::io::Error::last_os_error(),
+        });
     }
     Ok(())
 }

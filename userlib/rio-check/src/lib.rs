@@ -4,6 +4,51 @@
 pub mod fault;
 pub mod memtest;
 
+/// What can go wrong in the workload and the fault injection. Each variant's message says
+/// what was being done; the OS or driver error is its `source()` (print the chain, as
+/// anyhow's `{:#}` does).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file or device operation failed.
+    #[error("{what}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// rio.ko refused or failed a request.
+    #[error(transparent)]
+    Rio(#[from] rio_client::Error),
+    /// `rio-check inject` got a class riofault.ko does not know.
+    #[error("unknown fault class {class:?}; one of {}", fault::CLASSES.join(", "))]
+    UnknownClass {
+        /// The class asked for.
+        class: String,
+    },
+    /// A kernel file (`/proc/kallsyms`, `/proc/iomem`) lacks what injection needs.
+    #[error("{0}")]
+    KernelInfo(String),
+    /// The arena size rio.ko reports has no valid geometry.
+    #[error("arena of {0} bytes has no geometry")]
+    Geometry(u64),
+    /// `insmod riofault.ko` ran and failed.
+    #[error("insmod riofault.ko failed ({0})")]
+    Insmod(std::process::ExitStatus),
+}
+
+impl Error {
+    /// For `map_err`: an I/O error while doing `what`.
+    pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+        let what = what.into();
+        move |source| Error::Io { what, source }
+    }
+}
+
+/// The result of this library's functions.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
 /// The pattern: xorshift64* bytes, a pure function of (seed, offset / 8).
 pub fn pattern(seed: u64, offset: u64, out: &mut [u8]) {
     for (i, b) in out.iter_mut().enumerate() {

@@ -52,7 +52,7 @@ enum Cmd {
     },
     /// Inject faults into the running kernel (riofault.ko; `arena` uses rio.ko).
     Inject {
-        /// text, heap, stack, wild, pointer, panic or arena.
+        /// text, heap, stack, wild, pointer, panic, arena, hang-irq or hang.
         class: String,
         /// Seed: the same seed gives the same faults.
         #[arg(long)]
@@ -111,6 +111,21 @@ enum Cmd {
         /// How long to hold it.
         #[arg(long, default_value_t = 3600)]
         seconds: u64,
+    },
+    /// Tries one mmap(2) of an object (read and write, on a read-write descriptor) and
+    /// unmaps it: fails, with the kernel's error, if the module refuses the mapping.
+    Map {
+        /// Object name.
+        name: String,
+        /// Bytes to map.
+        #[arg(long)]
+        len: usize,
+        /// Byte offset in the object (a multiple of the page size).
+        #[arg(long, default_value_t = 0)]
+        offset: i64,
+        /// MAP_PRIVATE (copy-on-write) instead of MAP_SHARED.
+        #[arg(long)]
+        private: bool,
     },
     /// Two threads of one process for `seconds`: one `pread`s an object into freshly mapped
     /// (never touched) anonymous buffers, the other maps and unmaps the object. A module that
@@ -261,6 +276,40 @@ fn run(cli: Cli) -> Result<bool> {
             Ok(true)
         }
         Cmd::RaceMmap { name, seconds } => race_mmap(&rio()?, &name, seconds),
+        Cmd::Map {
+            name,
+            len,
+            offset,
+            private,
+        } => {
+            use std::os::fd::{AsFd, AsRawFd};
+            let obj = rio()?.open_object(&name, OpenMode::ReadWrite)?;
+            let kind = if private {
+                libc::MAP_PRIVATE
+            } else {
+                libc::MAP_SHARED
+            };
+            // SAFETY: a new mapping at an address the kernel picks (no existing memory is
+            // replaced) of a descriptor `obj` keeps open; it is unmapped below, unused.
+            let p = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    kind,
+                    obj.as_fd().as_raw_fd(),
+                    offset,
+                )
+            };
+            if p == libc::MAP_FAILED {
+                bail!("mmap: {}", std::io::Error::last_os_error());
+            }
+            // SAFETY: `p` is the `len`-byte mapping made above, which nothing references.
+            unsafe { libc::munmap(p, len) };
+            let what = if private { "MAP_PRIVATE" } else { "MAP_SHARED" };
+            println!("mapped {len} bytes of {name} at offset {offset} ({what})");
+            Ok(true)
+        }
         Cmd::Zero { name, offset, len } => {
             let obj = rio()?.open_object(&name, OpenMode::ReadWrite)?;
             // SAFETY: a fresh private anonymous mapping; only read (by the kernel) below.

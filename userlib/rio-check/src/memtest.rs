@@ -16,10 +16,9 @@ use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 
-use anyhow::{Context, Result};
 use rio_client::{OpenMode, Rio};
 
-use crate::pattern;
+use crate::{pattern, Error, Result};
 
 /// Where the workload writes.
 pub enum Target {
@@ -53,8 +52,9 @@ pub fn plan(seed: u64, seq: u64, files: u64, file_size: u64) -> (u64, u64, u64) 
 /// of a write before it is issued (`B`), and an `A` it never received was never
 /// acknowledged to it. Without the drain, a crash loses whatever the tty still buffers.
 fn log_line(log: &mut File, line: std::fmt::Arguments<'_>) -> Result<()> {
-    log.write_fmt(line)?;
-    log.write_all(b"\n")?;
+    log.write_fmt(line)
+        .and_then(|()| log.write_all(b"\n"))
+        .map_err(Error::io("writing the workload log"))?;
     // SAFETY: tcdrain on an open fd; for a non-tty it fails with ENOTTY, which is fine
     // (a plain file needs no drain).
     unsafe { libc::tcdrain(log.as_raw_fd()) };
@@ -73,7 +73,7 @@ pub fn run(
     let mut log = OpenOptions::new()
         .write(true)
         .open(log)
-        .with_context(|| format!("opening {log}"))?;
+        .map_err(Error::io(format!("opening {log}")))?;
     enum W {
         Rio(Vec<rio_client::Object>),
         Files(Vec<File>, bool),
@@ -100,12 +100,16 @@ pub fn run(
                     .write(true)
                     .create(true)
                     .truncate(true)
-                    .open(format!("{dir}/mt{i}"))?;
-                f.set_len(file_size)?;
-                f.sync_all()?;
+                    .open(format!("{dir}/mt{i}"))
+                    .map_err(Error::io(format!("creating {dir}/mt{i}")))?;
+                f.set_len(file_size)
+                    .and_then(|()| f.sync_all())
+                    .map_err(Error::io(format!("sizing {dir}/mt{i}")))?;
                 fs.push(f);
             }
-            File::open(dir)?.sync_all()?;
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(Error::io(format!("syncing {dir}")))?;
             W::Files(fs, *fsync)
         }
     };
@@ -123,9 +127,13 @@ pub fn run(
         match &w {
             W::Rio(objs) => objs[f as usize].write_all_at(data, off)?,
             W::Files(fs, fsync) => {
-                fs[f as usize].write_all_at(data, off)?;
+                fs[f as usize]
+                    .write_all_at(data, off)
+                    .map_err(Error::io(format!("writing mt{f}")))?;
                 if *fsync {
-                    fs[f as usize].sync_data()?;
+                    fs[f as usize]
+                        .sync_data()
+                        .map_err(Error::io(format!("fdatasync of mt{f}")))?;
                 }
             }
         }
