@@ -6,13 +6,14 @@ export RIO_ROOT := $(CURDIR)
 GUEST_TARGET := x86_64-unknown-linux-gnu
 CARGO_GUEST := cd userlib && RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --target $(GUEST_TARGET)
 
-.PHONY: all setup kernel kernel-debug module module-debug guest initramfs initramfs-debug test demo shell bench-rio bench-vista bench-fs campaign bench-vista-rio bench-dc fuzz clean help
+.PHONY: all setup kernel kernel-debug module module-debug guest initramfs initramfs-debug test lint demo shell bench-rio bench-vista bench-fs campaign bench-vista-rio bench-dc fuzz clean help
 
 all: initramfs
 
 help:
 	@echo "make demo       boot the guest, load rio.ko, show it working (runs setup first)"
-	@echo "make test       every test: cargo tests of userlib, then the QEMU tests"
+	@echo "make test       every test: make lint, cargo tests of userlib, then the QEMU tests"
+	@echo "make lint       cargo fmt --check and clippy -D warnings (userlib, tests), rustfmt --check of rio_mod"
 	@echo "make setup      install toolchain and sources (Debian packages, crates.io); idempotent"
 	@echo "make kernel     build (or reuse) the cached Rust-enabled test kernel"
 	@echo "make kernel-debug  the same with lockdep, KASAN and Rust debug checks (qemu/kernel-debug.config)"
@@ -54,6 +55,19 @@ initramfs-debug: module-debug guest
 
 test: setup initramfs initramfs-debug
 	@bash scripts/test.sh
+
+# Every check runs; the target fails if any found a problem. rio_mod is checked with the
+# kernel's own .rustfmt.toml (the kernel source setup unpacked).
+lint:
+	@fail=0; \
+	check() { echo "=== lint: $$*"; "$$@" || { echo "=== lint FAILED: $$*"; fail=1; }; }; \
+	check bash -c 'cd userlib && cargo fmt --check'; \
+	check bash -c 'cd tests && cargo fmt --check'; \
+	check bash -c 'cd userlib && cargo clippy -q --workspace --all-targets -- -D warnings -W clippy::undocumented_unsafe_blocks'; \
+	check bash -c 'cd tests && cargo clippy -q --all-targets -- -D warnings'; \
+	check bash -c '. scripts/env.sh && rustfmt --edition 2021 --check --config-path "$$KSRC_ORIG/.rustfmt.toml" rio_mod/rio.rs rio_mod/riofault.rs'; \
+	[ $$fail -eq 0 ] && echo "=== lint: clean"; \
+	exit $$fail
 
 demo: setup initramfs
 	@cd userlib && cargo run -q --release -p riovm --bin riovm -- demo

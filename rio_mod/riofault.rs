@@ -34,7 +34,9 @@ module! {
 }
 
 mod fault_abi;
-use fault_abi::{FaultReq, HANG, HANG_IRQ, HEAP, PANIC, POINTER, RIOFAULT_INJECT, STACK, TEXT, WILD};
+use fault_abi::{
+    FaultReq, HANG, HANG_IRQ, HEAP, PANIC, POINTER, RIOFAULT_INJECT, STACK, TEXT, WILD,
+};
 
 // SAFETY: `FaultReq` is `repr(C)` with integer fields and an explicit padding field (its
 // layout is asserted in fault_abi.rs), so every bit pattern is a valid value.

@@ -21,7 +21,7 @@ for a in "$@"; do
     esac
 done
 
-cargo bench -p vista --features compare --bench compare
+cargo bench -p vista-compare --bench compare
 
 if [ "$crash" = 1 ]; then
     echo

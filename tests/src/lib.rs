@@ -96,7 +96,10 @@ pub fn assert_no_splat(dir: &Path, allowed: &[&str]) {
         let at = all.find(first.as_str()).unwrap_or(0);
         let from = all[..at].rfind("\n[").map_or(0, |i| i + 1);
         let context: String = all[from..].lines().take(40).collect::<Vec<_>>().join("\n");
-        panic!("the guest kernel reported a bug ({} splat lines); first:\n{context}", found.len());
+        panic!(
+            "the guest kernel reported a bug ({} splat lines); first:\n{context}",
+            found.len()
+        );
     }
 }
 
@@ -117,7 +120,9 @@ impl TestDir {
 
     /// This test crashes the kernel on purpose: its oops lines are not splats.
     pub fn allow_crash(&self) {
-        self.allowed.borrow_mut().extend_from_slice(DELIBERATE_CRASH);
+        self.allowed
+            .borrow_mut()
+            .extend_from_slice(DELIBERATE_CRASH);
     }
 
     /// This test causes console lines containing one of `lines` on purpose.
@@ -176,7 +181,8 @@ pub fn flavour() -> Flavour {
 /// A default configuration (512 MiB, default arena) in a fresh temporary directory, on
 /// the kernel of this run's flavour.
 pub fn config(name: &str) -> (VmConfig, TestDir) {
-    let artifacts = Artifacts::locate().expect("kernel and initramfs are built (make initramfs initramfs-debug)");
+    let artifacts = Artifacts::locate()
+        .expect("kernel and initramfs are built (make initramfs initramfs-debug)");
     let dir = tempfile::Builder::new()
         .prefix(&format!("rio-test-{name}-"))
         .tempdir()

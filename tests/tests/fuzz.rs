@@ -8,9 +8,18 @@ use std::time::Duration;
 use rio_fuzz::host::{FuzzConfig, RunSpec, Session, Verdict};
 
 fn session(name: &str) -> (Session, tempfile::TempDir, FuzzConfig) {
-    let artifacts = riovm::Artifacts::locate().expect("kernel and initramfs are built (make initramfs)");
-    let dir = tempfile::Builder::new().prefix(&format!("rio-test-{name}-")).tempdir().expect("temporary directory");
-    let fc = FuzzConfig { ops: 300, noise: true, run_timeout: Duration::from_secs(240), ..FuzzConfig::default() };
+    let artifacts =
+        riovm::Artifacts::locate().expect("kernel and initramfs are built (make initramfs)");
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("rio-test-{name}-"))
+        .tempdir()
+        .expect("temporary directory");
+    let fc = FuzzConfig {
+        ops: 300,
+        noise: true,
+        run_timeout: Duration::from_secs(240),
+        ..FuzzConfig::default()
+    };
     (Session::new(artifacts, dir.path(), fc.clone()), dir, fc)
 }
 
@@ -37,8 +46,16 @@ fn fuzz_two_seeds_one_crashing_mid_run_then_verify() {
     let flags = b.flags(&fc);
     let vm = s.guest().expect("the guest is up after a passing run");
     let out = vm
-        .run_timeout(&format!("rio-fuzz verify {flags} --last-acked 0"), Duration::from_secs(120))
+        .run_timeout(
+            &format!("rio-fuzz verify {flags} --last-acked 0"),
+            Duration::from_secs(120),
+        )
         .expect("verify runs");
-    assert_eq!(out.status, 1, "verify accepted a wrong point of the history: {}", out.stdout_str());
+    assert_eq!(
+        out.status,
+        1,
+        "verify accepted a wrong point of the history: {}",
+        out.stdout_str()
+    );
     assert!(out.stdout_str().contains("verify:"), "{}", out.stdout_str());
 }

@@ -95,11 +95,47 @@ fn mmap_stores_survive_a_kernel_panic() {
     vm.wait_reboot(Duration::from_secs(90)).unwrap();
     sh(vm, "rio-load");
     assert_intact(vm, "mapped", 21, 2 * MIB + 5);
-    // A private or out-of-range mapping is refused.
+    // A shared mapping of a one-page object works and, once unmapped, leaves it resizable.
     let out = vm
         .run("rio-check write small --seed 1 --size 4096 --mmap && rio resize small 4096")
         .unwrap();
     assert_eq!(out.status, 0, "{}", out.stderr_str());
+    sh(vm, "rio-check map small --len 4096");
+    // A private (copy-on-write) mapping is refused (EINVAL), and so is one that reaches past
+    // the object's last page (ENXIO).
+    for (cmd, want) in [
+        (
+            "rio-check map small --len 4096 --private",
+            "Invalid argument",
+        ),
+        (
+            "rio-check map small --len 8192",
+            "No such device or address",
+        ),
+        (
+            "rio-check map small --len 4096 --offset 4096",
+            "No such device or address",
+        ),
+    ] {
+        let out = vm.run(cmd).unwrap();
+        assert_ne!(out.status, 0, "{cmd} must fail: {}", out.stdout_str());
+        assert!(
+            out.stderr_str().contains(want),
+            "{cmd}: want {want:?}, got {:?}",
+            out.stderr_str()
+        );
+    }
+    assert_intact(vm, "small", 1, 4096);
+}
+
+/// `slow-path writes` of `rio stats`: pieces of pwrite copied through a bounce page.
+fn slow_path_writes(vm: &mut Vm) -> u64 {
+    let stats = sh(vm, "rio stats");
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix("slow-path writes"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no slow-path writes counter in rio stats:\n{stats}"))
 }
 
 #[test]
@@ -109,8 +145,15 @@ fn writes_from_non_resident_user_pages_take_the_slow_path_correctly() {
     load(vm, "");
     write(vm, "z", 13, 200_000);
     // The source pages are not resident, so the no-sleep copy into the window fails and
-    // the write goes through a bounce page; the result must be the same.
+    // the write goes through a bounce page (rio.ko counts each such piece); the result
+    // must be the same.
+    let before = slow_path_writes(vm);
     sh(vm, "rio-check zero z --offset 5000 --len 70000");
+    let after = slow_path_writes(vm);
+    assert!(
+        after > before,
+        "the write from an untouched mapping did not take the slow path ({before} -> {after} slow-path writes)"
+    );
     sh(
         vm,
         "rio-check verify z --seed 13 --size 200000 --zeroed 5000:70000",
@@ -284,8 +327,19 @@ fn bad_input_gets_clear_errors_and_loses_nothing() {
         "{}",
         out.stderr_str()
     );
-    // A busy object cannot be deleted.
-    vm.spawn("exec 3</dev/rio; sleep 1000").unwrap();
+    // A busy (open) object cannot be deleted; once closed, it can.
+    vm.spawn("rio-check hold first").unwrap();
+    sh(
+        vm,
+        "until rio ls -l | grep -q ' 1 open'; do sleep 0.1; done",
+    );
+    let out = vm.run("rio rm first").unwrap();
+    assert_ne!(out.status, 0, "rio rm of an open object must fail");
+    assert!(out.stderr_str().contains("busy"), "{}", out.stderr_str());
+    sh(
+        vm,
+        "killall rio-check; while rio ls -l | grep -q ' 1 open'; do sleep 0.1; done",
+    );
     sh(vm, "rio rm first");
     // Nothing was lost.
     assert_intact(vm, "precious", 11, 200_000);

@@ -86,10 +86,16 @@ fn a_hung_cpu_becomes_a_panic_that_the_crash_kernel_saves() {
     for (class, report) in [("hang", "soft lockup"), ("hang-irq", "hard LOCKUP")] {
         let (cfg, dir) = with_disk(&format!("safe-sync-{class}"));
         // The lockup report, and what the hung CPU makes others print while it lasts.
-        dir.allow(&[report, "Kernel panic", "INFO: task", "blocked for more than"]);
+        dir.allow(&[
+            report,
+            "Kernel panic",
+            "INFO: task",
+            "blocked for more than",
+        ]);
         let mut vm = Vm::start(cfg).unwrap();
         arm(&mut vm);
-        vm.spawn(&format!("rio-check inject {class} --seed 1")).unwrap();
+        vm.spawn(&format!("rio-check inject {class} --seed 1"))
+            .unwrap();
         vm.wait_console("rio-crash: saved", Duration::from_secs(240))
             .unwrap_or_else(|e| panic!("{class}: the hang did not end in safe sync: {e}"));
         let console = vm.console();

@@ -174,7 +174,9 @@ fn committed_transactions_survive_crashes_and_interrupted_ones_roll_back() {
     let c = check(vm, name, false, "after a clean run");
     assert_eq!((c.state.clone(), c.records), (last.clone(), 0), "{}", c.out);
 
-    let mut rolled_back = 0;
+    // Rollbacks of the free-running rounds: reported, not asserted (whether the panic finds
+    // a transaction open is chance). Rounds 0 and 2 assert theirs each.
+    let mut free_running_rolled_back = 0;
     for round in 0..4 {
         match round {
             // A kernel panic (and, in round 2, a hard reset) while a transaction is open
@@ -195,10 +197,9 @@ fn committed_transactions_survive_crashes_and_interrupted_ones_roll_back() {
                 assert_eq!(c.state, held, "{}", c.out);
                 assert!(
                     c.records > 0,
-                    "the open transaction was rolled back: {}",
+                    "the open transaction was not rolled back: {}",
                     c.out
                 );
-                rolled_back += 1;
                 last = held;
             }
             // A panic at an arbitrary moment of a free-running workload (round 1: most
@@ -236,13 +237,13 @@ fn committed_transactions_survive_crashes_and_interrupted_ones_roll_back() {
                     assert_eq!(c.state, j, "{}", c.out);
                 }
                 if c.records > 0 {
-                    rolled_back += 1;
+                    free_running_rolled_back += 1;
                 }
                 last = c.state;
             }
         }
     }
-    assert!(rolled_back >= 2, "recovery rolled back {rolled_back} times");
+    eprintln!("free-running rounds: recovery rolled back an open transaction in {free_running_rolled_back} of 2");
 
     // The segment goes on from the recovered state.
     let out = sh(

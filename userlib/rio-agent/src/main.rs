@@ -1,13 +1,24 @@
 //! rio-agent: started by the guest's init on the agent serial port; runs what the host asks.
 //!
-//! Usage: `rio-agent [/dev/ttyS1]`. See the crate docs for the protocol.
+//! Usage: `rio-agent [PORT]` (default `/dev/ttyS1`). See the crate docs for the protocol.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
 
+use clap::Parser;
 use rio_agent::Message;
+
+/// The guest agent: runs the host's commands, read from a serial port, and sends back their
+/// output and status.
+#[derive(Parser)]
+#[command(name = "rio-agent", version, about)]
+struct Cli {
+    /// The serial port the host speaks on (qemu/init passes the second one).
+    #[arg(default_value = "/dev/ttyS1")]
+    port: String,
+}
 
 /// Puts the serial line into raw mode: no echo, no line editing, no CR/LF translation.
 fn make_raw(port: &File) -> std::io::Result<()> {
@@ -50,9 +61,7 @@ fn status_code(status: std::process::ExitStatus) -> i32 {
 }
 
 fn main() {
-    let path = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "/dev/ttyS1".to_string());
+    let path = Cli::parse().port;
     let port = match OpenOptions::new().read(true).write(true).open(&path) {
         Ok(p) => p,
         Err(e) => {

@@ -6,9 +6,63 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
-use riovm::{Disk, Vm, VmConfig};
+use riovm::{Disk, Vm, VmConfig, VmError};
 use serde::{Deserialize, Serialize};
+
+/// What can stop a run from producing an [`Outcome`] (a harness problem, not a finding:
+/// data lost or a failed recovery are part of the outcome).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The VM runner failed (start, command, QMP, a wait that ran out).
+    #[error(transparent)]
+    Vm(#[from] VmError),
+    /// A host file operation failed.
+    #[error("{what}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The guest workload did not report its first acknowledged writes in time.
+    #[error("the workload did not start")]
+    WorkloadDidNotStart,
+    /// The workload log does not start with the workload's header line.
+    #[error("the workload log has no header")]
+    NoLogHeader,
+    /// A guest command that reads a workload file failed.
+    #[error("`{command}` failed (status {status}): {stderr}")]
+    Fetch {
+        /// The command.
+        command: String,
+        /// Its exit status.
+        status: i32,
+        /// Its standard error.
+        stderr: String,
+    },
+}
+
+impl Error {
+    fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+        let what = what.into();
+        move |source| Error::Io { what, source }
+    }
+}
+
+/// The result of this library's functions.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// `e` and its sources, `: `-separated (as anyhow's `{:#}` prints them).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s += &format!(": {c}");
+        cur = c.source();
+    }
+    s
+}
 
 /// A storage configuration under test.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -187,11 +241,11 @@ fn fetch(vm: &mut Vm, config: Config) -> Result<Vec<Vec<u8>>> {
         let out = vm.run_timeout(&cmd, HANG_TIMEOUT)?;
         // A file that cannot be read is not a file that lost its writes: say which.
         if out.status != 0 {
-            bail!(
-                "`{cmd}` failed (status {}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
+            return Err(Error::Fetch {
+                command: cmd,
+                status: out.status,
+                stderr: String::from_utf8_lossy(&out.stderr).trim().into(),
+            });
         }
         files.push(out.stdout);
     }
@@ -203,7 +257,7 @@ fn fetch(vm: &mut Vm, config: Config) -> Result<Vec<Vec<u8>>> {
 fn save_fetched(log: &Path, files: &[Vec<u8>]) -> Result<()> {
     for (i, f) in files.iter().enumerate() {
         let p = log.with_file_name(format!("got-mt{i}.img"));
-        std::fs::write(&p, f).with_context(|| format!("writing {}", p.display()))?;
+        std::fs::write(&p, f).map_err(Error::io(format!("writing {}", p.display())))?;
     }
     Ok(())
 }
@@ -249,13 +303,28 @@ fn score(out: &mut Outcome, exp: &rio_check::memtest::Expected, files: &[Vec<u8>
     out.oldest_loss_ms = lost.iter().filter_map(|&i| exp.age_ms(i)).max();
 }
 
-/// Runs one crash: boots in `workdir`, which it leaves behind for inspection.
+/// Runs one crash: boots in `workdir`, which it leaves behind for inspection. A random
+/// class gets [`faults_for`] faults (the campaign's budget).
 pub fn run_one(
     base: &VmConfig,
     workdir: &Path,
     config: Config,
     class: &str,
     index: u64,
+) -> Result<Outcome> {
+    run_one_with_budget(base, workdir, config, class, index, faults_for(class))
+}
+
+/// [`run_one`] with at most `faults` faults for the injected classes (ignored for the
+/// host's `reset` and `power`). The faults are the same seeded sequence: a larger budget
+/// only adds faults after the campaign's last one.
+pub fn run_one_with_budget(
+    base: &VmConfig,
+    workdir: &Path,
+    config: Config,
+    class: &str,
+    index: u64,
+    faults: u32,
 ) -> Result<Outcome> {
     let mut cfg = base.clone();
     cfg.workdir = workdir.to_path_buf();
@@ -292,7 +361,7 @@ pub fn run_one(
         < 20
     {
         if t.elapsed() > Duration::from_secs(30) {
-            bail!("the workload did not start");
+            return Err(Error::WorkloadDidNotStart);
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -318,7 +387,7 @@ pub fn run_one(
         }
         _ => {
             // The delay lets the agent's STARTED reply out before the kernel may die.
-            let n = faults_for(class);
+            let n = faults;
             vm.spawn(&format!(
                 "sleep 0.2; rio-check inject {class} --seed {seed} --count {n} \
                  --interval-ms {FAULT_INTERVAL_MS} > /dev/console 2>&1"
@@ -327,19 +396,19 @@ pub fn run_one(
             let found = wait_for_crash(&mut vm, window);
             out.faults = faults_seen(&vm.console());
             match found {
-                Ok(()) => {
+                true => {
                     out.crashed = true;
                     if !reboots(&mut vm)? {
                         out.note = HUNG.into();
                     }
                 }
-                Err(_) => {
+                false => {
                     // No panic. A guest that no longer answers has hung, which the Rio
                     // paper counted as a crash: reset it (RAM kept) and recover as after
                     // a panic.
                     let files = match vm
                         .run_timeout("killall rio-check; sleep 0.5", HANG_TIMEOUT)
-                        .map_err(anyhow::Error::from)
+                        .map_err(Error::from)
                         .and_then(|_| fetch(&mut vm, config))
                     {
                         Ok(files) => files,
@@ -356,9 +425,9 @@ pub fn run_one(
                     // The guest lives on: check for silent damage (a fault that corrupts
                     // without crashing is the worst kind).
                     out.note = "no crash".into();
-                    let text = std::fs::read_to_string(&log).context("reading the workload log")?;
-                    let exp = rio_check::memtest::expected(&text)
-                        .context("the workload log has no header")?;
+                    let text = std::fs::read_to_string(&log)
+                        .map_err(Error::io("reading the workload log"))?;
+                    let exp = rio_check::memtest::expected(&text).ok_or(Error::NoLogHeader)?;
                     score(&mut out, &exp, &files);
                     save_fetched(&log, &files)?;
                     return Ok(out);
@@ -386,18 +455,19 @@ fn reboots(vm: &mut Vm) -> Result<bool> {
     Ok(false)
 }
 
-/// Waits until the console shows the kernel died: a panic, or a new kernel booting (an
-/// oops goes straight to the crash kernel, without a "Kernel panic" line).
-fn wait_for_crash(vm: &mut Vm, timeout: Duration) -> Result<()> {
+/// Waits until the console shows the kernel died (true): a panic, or a new kernel booting
+/// (an oops goes straight to the crash kernel, without a "Kernel panic" line). False: no
+/// crash within `timeout`.
+fn wait_for_crash(vm: &mut Vm, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
         let c = vm.console();
         // A second "Linux version": a new kernel (the crash kernel, or a reboot) is up.
         if c.contains("Kernel panic") || c.matches("Linux version").count() > 1 {
-            return Ok(());
+            return true;
         }
         if Instant::now() >= deadline {
-            bail!("no crash within {timeout:?}");
+            return false;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -421,14 +491,14 @@ fn finish(mut vm: Vm, mut out: Outcome, config: Config, log: &Path, boot: &str) 
         riovm::discard_ram(&cfg)?;
         vm = Vm::start(cfg)?;
     }
-    let text = std::fs::read_to_string(log).context("reading the workload log")?;
-    let exp = rio_check::memtest::expected(&text).context("the workload log has no header")?;
+    let text = std::fs::read_to_string(log).map_err(Error::io("reading the workload log"))?;
+    let exp = rio_check::memtest::expected(&text).ok_or(Error::NoLogHeader)?;
     out.acked_writes = exp.acked.len() as u32;
     let (path, files) = match recover(&mut vm, config) {
         Ok(x) => x,
         Err(e) => {
             out.recovery = "failed".into();
-            out.note = format!("recovery failed: {e}");
+            out.note = format!("recovery failed: {}", chain(&e));
             out.corrupted_files = FILES as u32;
             out.lost_writes = out.acked_writes;
             return Ok(out);

@@ -78,7 +78,7 @@ fn run_cell(cli: &Cli, artifacts: &Artifacts, c: Config, k: &str, i: u64) -> Res
             lost_writes: 0,
             acked_writes: 0,
             recovery: String::new(),
-            note: format!("harness error: {e:#}"),
+            note: format!("harness error: {:#}", anyhow::Error::from(e)),
             faults: 0,
             oldest_loss_ms: None,
         },

@@ -1,6 +1,6 @@
 //! `vista-rio bench`: Vista on Rio against SQLite, redb and LMDB, in one guest run.
 //!
-//! The workloads are `vista::compare`'s (the same code as the host benchmark
+//! The workloads are `vista_compare`'s (the same code as the host benchmark
 //! `make bench-vista`): small updates of 8 and 64 bytes, debit-credit (TPC-B-like) and
 //! order-entry (TPC-C-like), through one key-value interface. Vista on Rio runs them in a
 //! segment in a Rio object (`Durability::Memory`: durable at every store, no system call
@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::Args;
 use rio_client::Rio;
-use vista::compare::{
+use vista::{Durability, Segment, SegmentConfig};
+use vista_compare::{
     debit_credit, fmt_time, order_entry, raw_small, small, vista_addr, HeedKv, Kv, RedbKv,
     SqliteKv, VistaKv,
 };
-use vista::{Durability, Segment, SegmentConfig};
 
 /// Options of `vista-rio bench`.
 #[derive(Args)]
@@ -376,7 +376,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         "Small update: 100,000 records of 64 B, one random record rewritten per transaction \
          (latency). Debit-credit (TPC-B-like) and order-entry (TPC-C-like: new-order, \
          payment, delivery) run serially (throughput). Everything is the code of \
-         `vista::compare`, as in the host benchmark.\n"
+         `vista_compare`, as in the host benchmark.\n"
     );
     let mut header = String::from("| system | where | committed tx survives a kernel crash |");
     let mut sep = String::from("|---|---|---|");

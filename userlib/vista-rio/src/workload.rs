@@ -20,8 +20,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use bytemuck::{Pod, Zeroable};
 use rio_client::{OpenMode, Rio};
-use vista::compare::Rng;
 use vista::{PPtr, PSlice, Segment, SegmentConfig};
+use vista_compare::Rng;
 
 /// Where the crash segment's data is mapped.
 pub const ADDR: usize = 0x5a00_0000_0000;

@@ -457,7 +457,9 @@ impl Engine {
                 });
             }
             LogMode::ImplicitUffd => {
-                // SAFETY: as above; the tracker's thread is joined when it is dropped.
+                // SAFETY: the log is boxed and owned by this engine, which drops the tracker
+                // (joining its handler thread, the only other user of `log_ptr`) before the
+                // log.
                 m.uffd = Some(unsafe {
                     crate::uffd::Tracker::new(m.data.addr(), m.data.len(), log_ptr, seg as u16)?
                 });

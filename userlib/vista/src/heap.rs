@@ -63,12 +63,15 @@ impl Heap {
     }
 
     fn start_word(&self, w: usize) -> u64 {
-        // SAFETY: as in alloc_word.
+        // SAFETY: w < n_gran.div_ceil(64), so word 2w+1 is inside the bitmap of
+        // 2 * n_gran.div_ceil(64) words the constructor's contract provides.
         unsafe { self.bits.add(2 * w + 1).read() }
     }
 
     fn set_words(&mut self, w: usize, alloc: u64, start: u64) {
-        // SAFETY: as in alloc_word; `&mut self` serializes writers.
+        // SAFETY: w < n_gran.div_ceil(64), so words 2w and 2w+1 are inside the bitmap the
+        // constructor's contract provides (writable, outliving the heap); `&mut self`
+        // serializes writers.
         unsafe {
             self.bits.add(2 * w).write(alloc);
             self.bits.add(2 * w + 1).write(start);

@@ -86,7 +86,8 @@ fn install() -> Result<()> {
         new.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_NODEFER;
         // SAFETY: sa_mask is a valid sigset_t inside `new`.
         unsafe { libc::sigemptyset(&mut new.sa_mask) };
-        // SAFETY: as above for `old`.
+        // SAFETY: sigaction is plain C data; all-zero is a valid value, which the
+        // sigaction call below overwrites with the previous handler.
         let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
         // SAFETY: both pointers are to valid sigaction structs.
         let rc = unsafe { libc::sigaction(libc::SIGSEGV, &new, &mut old) };

@@ -42,8 +42,6 @@
 
 mod backing;
 mod checksum;
-#[cfg(feature = "compare")]
-pub mod compare;
 mod engine;
 mod error;
 pub mod heap;

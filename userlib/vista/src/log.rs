@@ -217,8 +217,10 @@ pub(crate) struct LogCore {
 // the LogCore; all mutation goes through atomics or through `&mut Engine`-serialized paths
 // (plus the fault handler, which runs on the thread that owns the transaction).
 unsafe impl Send for LogCore {}
-// SAFETY: see above; shared access is only used by the fault handler and the userfaultfd
-// thread while the owning thread is blocked in the faulting store.
+// SAFETY: `&LogCore` from two threads at once happens only for the fault handler and the
+// userfaultfd thread, which append while the owning thread is blocked in the faulting
+// store; the counters they share (`reserved`) are atomic, and the pointed-to mapping lives
+// as long as the engine that owns the LogCore.
 unsafe impl Sync for LogCore {}
 
 impl LogCore {
@@ -623,7 +625,8 @@ mod tests {
             log.append(2, AREA_DATA, 100, data.as_ptr(), data.len())
                 .unwrap()
         };
-        // SAFETY: as above.
+        // SAFETY: the first 8 bytes of `data`, a local array, are readable and not in the
+        // log's buffer.
         let p1 = unsafe { log.append(0, AREA_META, 8, data.as_ptr(), 8).unwrap() };
         assert_eq!(p0, 0);
         assert_eq!(p1, record_size(13));
@@ -716,12 +719,13 @@ mod tests {
         // SAFETY: data is readable and disjoint from the log.
         unsafe { log.append(0, AREA_DATA, 0, data.as_ptr(), 100).unwrap() };
         assert!(matches!(
-            // SAFETY: as above.
+            // SAFETY: `data`, a local array of 100 bytes, is readable and not in the log's
+            // buffer.
             unsafe { log.append(0, AREA_DATA, 0, data.as_ptr(), 100) },
             Err(Error::LogFull { .. })
         ));
         // The reservation is usable by append_reserved.
-        // SAFETY: as above.
+        // SAFETY: 40 bytes of `data`, a local array, are readable and not in the log's buffer.
         unsafe {
             log.append_reserved(0, AREA_META, 0, data.as_ptr(), 40)
                 .unwrap()

@@ -190,7 +190,8 @@ mod tests {
             .unwrap()
         };
         log.begin();
-        // SAFETY: as above.
+        // SAFETY: `table` is 4 * ENTRY writable, 8-aligned bytes (a Vec<u64>) and outlives
+        // `r`, as Roots::new requires.
         let mut r = unsafe { Roots::new(table.as_mut_ptr().cast(), 0, 4) };
         let e = RootEntry {
             offset: 0x1000,

@@ -146,7 +146,8 @@ impl Segment {
         let m = Member::open(backing, addr, false)?;
         let (base, len) = m.embedded_log();
         let dur = m.backing.durability();
-        // SAFETY: as in finish_create.
+        // SAFETY: the embedded log area lies inside the member's metadata mapping, which
+        // the engine keeps alive as long as the LogCore.
         let log = unsafe { LogCore::open(base, len, dur.syncs_records())? };
         Ok(Segment {
             eng: Engine::new(log, dur, vec![m], LogHome::Embedded),
@@ -161,7 +162,8 @@ impl Segment {
         }
         let (base, len) = m.embedded_log();
         let dur = m.backing.durability();
-        // SAFETY: as in finish_create.
+        // SAFETY: the embedded log area lies inside the member's metadata mapping, which
+        // the engine keeps alive as long as the LogCore.
         let log = unsafe { LogCore::open(base, len, dur.syncs_records())? };
         let id = m.layout.seg_id;
         if log.info().log_id != id || log.info().members != [id] {
@@ -363,7 +365,8 @@ impl Group {
     pub fn open(mut log: Backing, members: Vec<(Backing, usize)>) -> Result<Group> {
         let map = map_log(&mut log)?;
         let dur = log.durability();
-        // SAFETY: as in `create`.
+        // SAFETY: the mapping is exclusively ours and is kept in the engine's LogHome
+        // (dropped after the LogCore).
         let core = unsafe { LogCore::open(map.ptr(), map.len(), dur.syncs_records())? };
         let info = core.info().clone();
         let mut slots: Vec<Option<Member>> = (0..info.members.len()).map(|_| None).collect();

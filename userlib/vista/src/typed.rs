@@ -201,7 +201,8 @@ impl<T> fmt::Debug for PSlice<T> {
 }
 // SAFETY: two u64 fields in repr(C), no padding; all-zero is valid.
 unsafe impl<T: 'static> Zeroable for PSlice<T> {}
-// SAFETY: as above: any bit pattern is valid, Copy and 'static.
+// SAFETY: two u64 fields in repr(C) with no padding, so any bit pattern is a valid value;
+// the type is Copy and (with T: 'static) 'static, as Pod requires.
 unsafe impl<T: 'static> Pod for PSlice<T> {}
 
 /// Checks that `n` values of `T` at `addr` lie in a segment of `eng` and are aligned.
@@ -237,7 +238,9 @@ pub(crate) fn get_slice<T: Pod>(eng: &Engine, s: PSlice<T>) -> Result<&[T]> {
         return Ok(&[]);
     }
     check::<T>(eng, s.addr(), s.len())?;
-    // SAFETY: as in `get`, for `len` consecutive values.
+    // SAFETY: `check` proved the `len` values lie inside a live, readable segment mapping
+    // and are aligned; T is Pod so any bytes are valid; the slice borrows the engine, so no
+    // mutation (which needs &mut Engine) can happen while it lives.
     Ok(unsafe { std::slice::from_raw_parts(s.addr() as *const T, s.len()) })
 }
 
@@ -337,7 +340,10 @@ impl Tx<'_> {
         }
         check::<T>(self.eng, addr, n)?;
         self.eng.set_range(addr, n * size_of::<T>())?;
-        // SAFETY: as in `update`, for n consecutive values.
+        // SAFETY: `check` proved the n values in-segment and aligned, and `set_range` logged
+        // them just above; T is Pod. The &mut slice lives only during `f`, which cannot
+        // reach the engine (we hold &mut self), and no shared reference from the segment can
+        // exist while the transaction borrows it.
         Ok(f(unsafe {
             std::slice::from_raw_parts_mut(addr as *mut T, n)
         }))

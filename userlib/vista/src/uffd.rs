@@ -67,7 +67,9 @@ struct Shared {
 // engine drops trackers, joining their threads, before the log). The handler thread only
 // appends while the owning thread is blocked in the fault it is resolving.
 unsafe impl Send for Shared {}
-// SAFETY: as above.
+// SAFETY: shared between the owning thread and the handler thread: every field but `log`
+// is atomic or immutable after construction, and `log` is only appended to by the handler
+// while the owning thread is blocked in the fault it resolves (see Send above).
 unsafe impl Sync for Shared {}
 
 /// A userfaultfd write-protect tracker for one segment.
@@ -113,7 +115,7 @@ impl Tracker {
         };
         if fd < 0 {
             // Kernels before 5.11 do not know UFFD_USER_MODE_ONLY.
-            // SAFETY: as above.
+            // SAFETY: the userfaultfd syscall takes only flags and touches no memory of ours.
             fd =
                 unsafe { libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC | libc::O_NONBLOCK) };
         }

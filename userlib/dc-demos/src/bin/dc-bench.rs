@@ -283,9 +283,9 @@ fn ckpt(n: usize, min_only: bool) -> Result<()> {
 // ---------------------------------------------------------------------------------------
 
 fn child_cpu() -> f64 {
-    // SAFETY: getrusage into a zeroed struct.
+    // SAFETY: rusage is plain C data; all-zero is a valid value.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
+    // SAFETY: `ru` is a valid, writable rusage for getrusage to fill.
     unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     tv(ru.ru_utime) + tv(ru.ru_stime)

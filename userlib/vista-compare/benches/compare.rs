@@ -1,7 +1,6 @@
 //! Vista against the stores a user would otherwise pick, on a disk directory and on tmpfs.
 //!
-//! Run with `scripts/bench-vista.sh` (or `cargo bench -p vista --features compare --bench
-//! compare`). Prints markdown tables on stdout, progress on stderr.
+//! Run with `scripts/bench-vista.sh` (or `cargo bench -p vista-compare --bench compare`). Prints markdown tables on stdout, progress on stderr.
 //!
 //! Environment:
 //! * `VISTA_BENCH_SCALE` (default 1): multiplies the measuring time of every cell.
@@ -9,7 +8,7 @@
 //!   stores live; the first is reported as "disk", the second as "tmpfs".
 //! * `VISTA_BENCH_ONLY`: comma-separated substrings; only systems whose name matches run.
 //!
-//! Method (the workloads live in `vista::compare`, shared with the guest program
+//! Method (the workloads live in the `vista_compare` library, shared with the guest program
 //! `vista-rio`): every workload runs through one small key-value interface (fixed-size
 //! records in numbered tables, keys dense from 0), so each system does the same logical
 //! work: a read of a record is a `get`, an update is a `put` of the whole record. Vista
@@ -22,11 +21,11 @@ use std::error::Error;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use vista::compare::{
+use vista::{Backing, Durability, LogMode, Segment, SegmentConfig};
+use vista_compare::{
     debit_credit, fmt_time, measure, order_entry, raw_small, small, vista_addr, HeedKv, Kv, RedbKv,
     Rng, SqliteKv, VistaKv,
 };
-use vista::{Backing, Durability, LogMode, Segment, SegmentConfig};
 
 type R<T> = Result<T, Box<dyn Error>>;
 

@@ -1,6 +1,6 @@
-//! Benchmark workloads (feature `compare`), shared by `benches/compare.rs` (Vista on files
-//! against SQLite, redb and LMDB) and the guest program `vista-rio` (Vista on Rio against
-//! the same stores).
+//! Benchmark workloads, shared by `benches/compare.rs` (Vista on files against SQLite, redb
+//! and LMDB) and the guest program `vista-rio` (Vista on Rio against the same stores). Not
+//! part of Vista: this crate uses only Vista's public API.
 //!
 //! Every workload runs through one small key-value interface ([`Kv`], [`KvTx`]): fixed-size
 //! records in numbered tables, keys dense from 0, so each system does the same logical
@@ -10,20 +10,23 @@
 //! `set_range`, store, commit). Each measurement is the median of 7 timed rounds after a
 //! warm-up ([`measure`]).
 
+#![deny(missing_docs)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bytemuck::{Pod, Zeroable};
 use redb::ReadableTable;
 
-use crate::{Durability, PSlice, Segment, SegmentConfig};
+use vista::{Durability, PSlice, Segment, SegmentConfig};
 
 /// What can go wrong in a benchmark.
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
     /// Vista failed.
     #[error("vista: {0}")]
-    Vista(#[from] crate::Error),
+    Vista(#[from] vista::Error),
     /// SQLite failed.
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
@@ -197,7 +200,7 @@ pub struct VistaKv {
 }
 
 struct VistaTx<'a, 'b> {
-    tx: &'a mut crate::Tx<'b>,
+    tx: &'a mut vista::Tx<'b>,
     tables: &'a [(usize, usize, u64)],
 }
 
