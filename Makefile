@@ -6,7 +6,7 @@ export RIO_ROOT := $(CURDIR)
 GUEST_TARGET := x86_64-unknown-linux-gnu
 CARGO_GUEST := cd userlib && RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --target $(GUEST_TARGET)
 
-.PHONY: all setup kernel kernel-debug module module-debug guest initramfs initramfs-debug test lint demo shell bench-rio bench-vista bench-fs campaign bench-vista-rio bench-dc fuzz clean help
+.PHONY: test-long all setup kernel kernel-debug module module-debug guest initramfs initramfs-debug test lint demo shell bench-rio bench-vista bench-fs campaign bench-vista-rio bench-dc fuzz clean help
 
 all: initramfs
 
@@ -55,6 +55,10 @@ initramfs-debug: module-debug guest
 
 test: setup initramfs initramfs-debug
 	@bash scripts/test.sh
+
+# The long QEMU suites (the campaign smoke), kept out of make test's 15 minutes.
+test-long: setup initramfs
+	@bash scripts/test.sh --long
 
 # Every check runs; the target fails if any found a problem. rio_mod is checked with the
 # kernel's own .rustfmt.toml (the kernel source setup unpacked).

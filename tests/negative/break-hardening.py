@@ -67,8 +67,8 @@ edit("backing.rs", """fn data_pos(start: u64, i: u64) -> Result<u64> {
     DISK_DATA_START""")
 edit("store.rs", "                Ok((s, _)) if s.in_use() && s.pages() > self.geo.data_pages => {",
      "                Ok((s, _)) if s.in_use() && s.pages() > self.geo.data_pages && s.size == 0 => {")
-edit("store.rs", "                Ok((s, _)) if s.in_use() && self.slots.iter()",
-     "                Ok((s, _)) if s.size == u64::MAX && s.in_use() && self.slots.iter()")
+edit("store.rs", "                    if s.in_use()\n                        && self",
+     "                    if s.size == u64::MAX && s.in_use()\n                        && self")
 # 7: format the arena first, then fail on the disk, leaving no state.
 edit("service.rs", """        if let Some(b) = inner.backing.as_mut() {
             b.blank().inspect_err""", """        if let Some(b) = inner.backing.as_mut().filter(|_| force && !force) {
