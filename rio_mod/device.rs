@@ -476,6 +476,23 @@ enum ReadStep {
     Bounced(usize),
 }
 
+/// The end of a transfer: the bytes moved, or the error that stopped it before any moved;
+/// the file position advances by what moved.
+fn finish(
+    kiocb: &mut Kiocb<'_, Pin<KBox<RioFile>>>,
+    pos: u64,
+    done: usize,
+    error: Option<Error>,
+) -> Result<usize> {
+    if done == 0 {
+        if let Some(e) = error {
+            return Err(e);
+        }
+    }
+    *kiocb.ki_pos_mut() = pos.saturating_add(done as u64) as i64;
+    Ok(done)
+}
+
 impl crate::sys::MapTracker for RioFile {
     fn vma_opened(&self, writable: bool) {
         let Ok(b) = self.bound() else {
@@ -585,13 +602,7 @@ impl MiscDevice for RioFile {
                 }
             }
         }
-        if done == 0 {
-            if let Some(e) = error {
-                return Err(e);
-            }
-        }
-        *kiocb.ki_pos_mut() = pos.saturating_add(done as u64) as i64;
-        Ok(done)
+        finish(&mut kiocb, pos, done, error)
     }
 
     /// Page by page, as `read_iter`: the fast path copies from the user's buffer straight
@@ -700,13 +711,7 @@ impl MiscDevice for RioFile {
                 }
             }
         }
-        if done == 0 {
-            if let Some(e) = error {
-                return Err(e);
-            }
-        }
-        *kiocb.ki_pos_mut() = pos.saturating_add(done as u64) as i64;
-        Ok(done)
+        finish(&mut kiocb, pos, done, error)
     }
 
     fn mmap(me: Pin<&RioFile>, _file: &File, vma: &VmaNew) -> Result {

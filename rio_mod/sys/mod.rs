@@ -619,13 +619,15 @@ pub(crate) fn sleep_interruptible(ms: u32) {
 
 // ---- copying from user memory without sleeping ------------------------------------------------
 
-/// If `iov` is a single user buffer (what `write` and `pwrite` produce), the user address
-/// of its next byte.
-pub(crate) fn ubuf_next(iov: &mut kernel::iov::IovIterSource<'_>) -> Option<usize> {
-    let raw = iov.as_raw();
-    // SAFETY: `raw` is the live iov_iter of this call. For ITER_UBUF the union holds
-    // `__ubuf_iovec` (base and length), and the next byte is `base + iov_offset`, exactly as
-    // lib/iov_iter.c computes it.
+/// The user address of the next byte of `raw` if it is a single user buffer (ITER_UBUF).
+///
+/// # Safety
+///
+/// `raw` is a live `iov_iter` that the caller holds exclusively for the call.
+unsafe fn ubuf_next_raw(raw: *mut bindings::iov_iter) -> Option<usize> {
+    // SAFETY: per the contract `raw` is live and not written meanwhile. For ITER_UBUF the
+    // union holds `__ubuf_iovec` (base and length), and the next byte is
+    // `base + iov_offset`, exactly as lib/iov_iter.c computes it.
     unsafe {
         if (*raw).iter_type != bindings::iter_type_ITER_UBUF as u8 {
             return None;
@@ -635,20 +637,19 @@ pub(crate) fn ubuf_next(iov: &mut kernel::iov::IovIterSource<'_>) -> Option<usiz
     }
 }
 
+/// If `iov` is a single user buffer (what `write` and `pwrite` produce), the user address
+/// of its next byte.
+pub(crate) fn ubuf_next(iov: &mut kernel::iov::IovIterSource<'_>) -> Option<usize> {
+    // SAFETY: `as_raw` gives the live iov_iter of this call, which our `&mut` holds
+    // exclusively.
+    unsafe { ubuf_next_raw(iov.as_raw()) }
+}
+
 /// If `iov` is a single user buffer (what `read` and `pread` produce), the user address
 /// its next byte goes to.
 pub(crate) fn ubuf_next_dest(iov: &mut kernel::iov::IovIterDest<'_>) -> Option<usize> {
-    let raw = iov.as_raw();
-    // SAFETY: `raw` is the live iov_iter of this call (we hold its only `&mut`); for
-    // ITER_UBUF its union holds `__ubuf_iovec`, read as lib/iov_iter.c
-    // reads an ITER_UBUF one.
-    unsafe {
-        if (*raw).iter_type != bindings::iter_type_ITER_UBUF as u8 {
-            return None;
-        }
-        let base = (*raw).__bindgen_anon_1.__ubuf_iovec.as_ref().iov_base as usize;
-        Some(base + (*raw).iov_offset)
-    }
+    // SAFETY: as for a source: the live iov_iter of this call, held through our `&mut`.
+    unsafe { ubuf_next_raw(iov.as_raw()) }
 }
 
 /// Copies `dst.len()` bytes from user address `src` into `dst` without sleeping (safe with

@@ -198,6 +198,16 @@ pub fn config(name: &str) -> (VmConfig, TestDir) {
     (cfg, dir)
 }
 
+/// A default configuration with one fresh, zeroed virtio disk of `mib` MiB (`/dev/vda` in
+/// the guest), kept in the test's directory as `backing.img`.
+pub fn config_with_disk(name: &str, mib: u64) -> (VmConfig, TestDir) {
+    let (mut cfg, dir) = config(name);
+    let disk = dir.path().join("backing.img");
+    riovm::create_disk(&disk, mib << 20).expect("create the disk image");
+    cfg.disks.push(riovm::Disk { path: disk });
+    (cfg, dir)
+}
+
 /// Wraps a started VM and its directory (checked for splats on drop).
 pub fn test_vm(vm: Vm, dir: TestDir) -> TestVm {
     TestVm { vm: Some(vm), dir }

@@ -10,11 +10,7 @@ use rio_qemu_tests::*;
 const MIB: u64 = 1 << 20;
 
 fn with_disk(name: &str, disk_mib: u64) -> (VmConfig, TestDir) {
-    let (mut cfg, dir) = config(name);
-    let disk = dir.path().join("backing.img");
-    riovm::create_disk(&disk, disk_mib * MIB).unwrap();
-    cfg.disks.push(riovm::Disk { path: disk });
-    (cfg, dir)
+    config_with_disk(name, disk_mib)
 }
 
 fn load(vm: &mut Vm, params: &str) {

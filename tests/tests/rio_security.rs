@@ -42,11 +42,7 @@ fn verify(vm: &mut Vm, name: &str, seed: u64, size: u64) {
 }
 
 fn with_disk(name: &str, disk_mib: u64) -> (VmConfig, TestDir) {
-    let (mut cfg, dir) = config(name);
-    let disk = dir.path().join("backing.img");
-    riovm::create_disk(&disk, disk_mib * MIB).unwrap();
-    cfg.disks.push(riovm::Disk { path: disk });
-    (cfg, dir)
+    config_with_disk(name, disk_mib)
 }
 
 /// Point 1. One thread `pread`s into freshly mapped (not yet faulted) buffers while
