@@ -36,9 +36,9 @@ pub(crate) struct Object {
     pub(crate) exclusive: bool,
     /// Recovery could not account for all of its pages: it cannot be opened.
     pub(crate) damaged: bool,
-    /// Live user mappings (VMAs) of it, read-only or writable.
+    /// Live user mappings (VMAs) of it, read-only or writable, plus one for a block device.
     pub(crate) maps: u32,
-    /// Of those, the ones that may be written, plus one for a block device.
+    /// Of those, the ones that may be written (a block device is one).
     pub(crate) wmaps: u32,
 }
 
@@ -593,7 +593,7 @@ impl Store {
         let o = self.object(idx)?;
         // A live mapping (or block device) keeps its frames in page tables that rio.ko
         // does not rewrite: freeing them would hand another object's data to it.
-        if (o.maps > 0 || o.wmaps > 0) && pages_for(size) < o.slot.pages() {
+        if o.maps > 0 && pages_for(size) < o.slot.pages() {
             return Err(EBUSY);
         }
         // A block device's capacity was fixed when it was made: its object cannot shrink

@@ -147,18 +147,7 @@ impl ArenaMapping {
         let start = self.addr.as_ptr() as usize;
         let mut va = start;
         while va < start + self.len {
-            let mut level: core::ffi::c_uint = 0;
-            // SAFETY: `va` is inside our live mapping; lookup_address only walks the tables.
-            let pte = unsafe { bindings::lookup_address(va, &mut level) };
-            if pte.is_null() {
-                return Err(EFAULT);
-            }
-            let size: usize = match level {
-                l if l == bindings::pg_level_PG_LEVEL_4K => 1 << 12,
-                l if l == bindings::pg_level_PG_LEVEL_2M => 1 << 21,
-                l if l == bindings::pg_level_PG_LEVEL_1G => 1 << 30,
-                _ => return Err(EFAULT),
-            };
+            let (pte, size) = leaf(va).ok_or(EFAULT)?;
             // SAFETY: `pte` is the leaf entry (at any level the RW bit is bit 1) mapping `va`
             // in our own mapping, which nothing else uses yet.
             unsafe {
@@ -317,8 +306,9 @@ struct FlushRange {
     len: usize,
 }
 
-/// The size of the leaf page-table entry that maps `va` (4 KiB, 2 MiB or 1 GiB), if any.
-fn leaf_size(va: usize) -> Option<usize> {
+/// The leaf page-table entry that maps kernel address `va`, and the size it maps (4 KiB,
+/// 2 MiB or 1 GiB); `None` if `va` is unmapped or mapped at another level.
+fn leaf(va: usize) -> Option<(*mut bindings::pte_t, usize)> {
     let mut level: core::ffi::c_uint = 0;
     // SAFETY: lookup_address only walks the kernel page tables for `va` (no locks, no
     // allocation: usable in IPI context) and writes the level to our local.
@@ -326,12 +316,13 @@ fn leaf_size(va: usize) -> Option<usize> {
     if pte.is_null() {
         return None;
     }
-    match level {
-        l if l == bindings::pg_level_PG_LEVEL_4K => Some(1 << 12),
-        l if l == bindings::pg_level_PG_LEVEL_2M => Some(1 << 21),
-        l if l == bindings::pg_level_PG_LEVEL_1G => Some(1 << 30),
-        _ => None,
-    }
+    let size = match level {
+        l if l == bindings::pg_level_PG_LEVEL_4K => 1 << 12,
+        l if l == bindings::pg_level_PG_LEVEL_2M => 1 << 21,
+        l if l == bindings::pg_level_PG_LEVEL_1G => 1 << 30,
+        _ => return None,
+    };
+    Some((pte, size))
 }
 
 unsafe extern "C" fn flush_range_local(info: *mut core::ffi::c_void) {
@@ -340,7 +331,7 @@ unsafe extern "C" fn flush_range_local(info: *mut core::ffi::c_void) {
     let r = unsafe { &*info.cast::<FlushRange>() };
     let mut va = r.start;
     while va < r.start + r.len {
-        let size = leaf_size(va).unwrap_or(1 << 12);
+        let size = leaf(va).map_or(1 << 12, |(_, size)| size);
         invlpg(va);
         va = (va & !(size - 1)) + size;
     }

@@ -81,7 +81,7 @@ edit("service.rs", """                    if let Err(e) = b.initialize(uuid) {
                         pr_err!(""")
 # 8: VM_SHARED (refuses read-only maps), the sticky flag decides shrinking, no settling.
 edit("device.rs", "        if flags & vm_flags::MAYSHARE == 0 {", "        if flags & vm_flags::SHARED == 0 {")
-edit("store.rs", "        if (o.maps > 0 || o.wmaps > 0) && pages_for(size) < o.slot.pages() {",
+edit("store.rs", "        if o.maps > 0 && pages_for(size) < o.slot.pages() {",
      "        if o.slot.flags & OBJ_MAPPED != 0 && pages_for(size) < o.slot.pages() {")
 edit("store.rs", """        if o.slot.flags & OBJ_MAPPED == 0 || o.wmaps > 0 {
             return Ok(());

@@ -312,22 +312,8 @@ impl Drop for Tracker {
 mod tests {
     use super::*;
 
-    /// Records that the running test could not do what it is named for here: prints
-    /// `SKIPPED: <test>: <reason>` and appends it to the file `RIO_SKIP_LOG` names, which
-    /// `scripts/test.sh` counts as skipped rather than passed.
     fn skipped(test: &str, reason: &str) {
-        use std::io::Write;
-        let line = format!("SKIPPED: {test}: {reason}\n");
-        eprint!("{line}");
-        if let Some(p) = std::env::var_os("RIO_SKIP_LOG") {
-            let mut f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&p)
-                .unwrap_or_else(|e| panic!("cannot open RIO_SKIP_LOG {p:?}: {e}"));
-            f.write_all(line.as_bytes())
-                .unwrap_or_else(|e| panic!("cannot write RIO_SKIP_LOG {p:?}: {e}"));
-        }
+        vista::testing::record_skip(test, reason).expect("record the skip in RIO_SKIP_LOG");
     }
 
     fn collect(t: &mut Tracker, s: usize, e: usize, delta: isize) -> Vec<(usize, usize)> {
