@@ -69,7 +69,7 @@ lint:
 	check bash -c 'cd tests && cargo fmt --check'; \
 	check bash -c 'cd userlib && cargo clippy -q --workspace --all-targets -- -D warnings -W clippy::undocumented_unsafe_blocks'; \
 	check bash -c 'cd tests && cargo clippy -q --all-targets -- -D warnings'; \
-	check bash -c '. scripts/env.sh && rustfmt --edition 2021 --check --config-path "$$KSRC_ORIG/.rustfmt.toml" rio_mod/rio.rs rio_mod/riofault.rs'; \
+	check bash -c '. scripts/env.sh && rustfmt --edition 2021 --check --config-path "$$KSRC_ORIG/.rustfmt.toml" rio_mod/rio_main.rs rio_mod/riofault.rs'; \
 	[ $$fail -eq 0 ] && echo "=== lint: clean"; \
 	exit $$fail
 

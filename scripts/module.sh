@@ -13,11 +13,12 @@ fast) dir="$here/rio_mod" ;;
 debug)
     KBUILD="$CACHE/kbuild-debug-current"
     dir="$here/build/mod-debug"
-    mkdir -p "$dir/sys"
+    mkdir -p "$dir/sys" "$dir/riofs"
     # Sources only; stale copies of removed files go.
-    find "$dir" -name '*.rs' -delete
-    cp "$here"/rio_mod/*.rs "$here/rio_mod/Kbuild" "$dir/"
+    find "$dir" \( -name '*.rs' -o -name '*.c' \) -delete
+    cp "$here"/rio_mod/*.rs "$here"/rio_mod/*.c "$here/rio_mod/Kbuild" "$dir/"
     cp "$here"/rio_mod/sys/*.rs "$dir/sys/"
+    cp "$here"/rio_mod/riofs/*.rs "$dir/riofs/"
     ;;
 *) echo "[module] error: unknown flavour '$flavour' (fast or debug)" >&2; exit 1 ;;
 esac

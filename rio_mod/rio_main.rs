@@ -13,6 +13,8 @@
 //! - [`writeback`]: the background writeback thread;
 //! - [`service`]: the arena's state (in service or refused), format, clean shutdown;
 //! - [`device`]: `/dev/rio`, the miscdevice users talk to;
+//! - [`riofs`]: the Rio file system (`mount -t riofs`), one object holding a whole POSIX
+//!   file system (its VFS glue is the C file `riofs_vfs.c`);
 //! - [`abi`]: the ioctl ABI, the one definition (also compiled by `userlib/rio-client`);
 //!   [`uapi`] adds the kernel's byte-view traits to it;
 //! - [`shared`]: memory others write concurrently (arena frames, request pages), reached
@@ -32,6 +34,7 @@ mod blockdev;
 mod config;
 mod device;
 mod format;
+mod riofs;
 mod service;
 mod shared;
 mod store;
@@ -91,6 +94,8 @@ module! {
 
 #[pin_data(PinnedDrop)]
 struct RioModule {
+    // Dropped first of all: unregisters riofs (no mount can exist: each pins the module).
+    _riofs: riofs::Registration,
     // Dropped first: stops the writeback thread (which holds a reference on the store).
     _writeback: Option<sys::Kthread<writeback::Writeback>>,
     // Dropped next: deregisters /dev/rio (no file can be open: each holds a module ref).
@@ -132,9 +137,11 @@ impl kernel::InPlaceModule for RioModule {
             } else {
                 None
             };
+            let riofs = riofs::Registration::new(rio.clone())?;
             let dev = KBox::pin_init(device::Registration::new(rio), GFP_KERNEL)?;
             let fops = sys::FsyncFops::install(dev.misc_raw())?;
             Ok(try_pin_init!(Self {
+                _riofs: riofs,
                 _writeback: writeback,
                 dev,
                 _fops: fops,
