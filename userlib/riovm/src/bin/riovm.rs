@@ -123,6 +123,11 @@ fn demo(mut cfg: VmConfig, workdir: &std::path::Path) -> Result<()> {
         &mut vm,
         "rio-check write mapped --seed 43 --size 1048576 --mmap --no-unmap",
     )?;
+    step("riofs: ordinary files in the arena, written by ordinary programs, never synced");
+    show(
+        &mut vm,
+        "mount -t riofs -o size=16M files /mnt && echo 'written with plain echo, never synced' > /mnt/note && mkdir /mnt/bin && cp /bin/busybox /mnt/bin/ && ls -l /mnt /mnt/bin",
+    )?;
     show(&mut vm, "rio ls -l")?;
     step("a buggy kernel store aimed at the arena: protection turns it into an oops, and oops=panic crashes the kernel");
     let off = 49 * 4096 + 100;
@@ -156,7 +161,12 @@ fn demo(mut cfg: VmConfig, workdir: &std::path::Path) -> Result<()> {
         &mut vm,
         "rio stats | grep -e recoveries -e 'written back' -e 'dirty pages'",
     )?;
-    println!("\nthe data survived a kernel crash without a single sync");
+    step("riofs comes back: the mount recovers the file system (it undoes an operation a crash interrupted)");
+    show(
+        &mut vm,
+        "mount -t riofs files /mnt && cat /mnt/note && md5sum /mnt/bin/busybox /bin/busybox && dmesg | grep 'riofs: mounted' | tail -n 1 && umount /mnt",
+    )?;
+    println!("\nthe data and the files survived a kernel crash without a single sync");
     dc_demo(&mut vm)?;
     vm.shutdown()?;
     println!("\ndemo complete: the data, and then a running program, survived kernel crashes");
