@@ -201,7 +201,9 @@ impl Super {
             return None;
         }
         let log_blocks = (blocks / 64).clamp(16, 1024);
-        let inodes = (blocks / 2).max(64).next_multiple_of(INODES_PER_BLOCK as u32);
+        let inodes = (blocks / 2)
+            .max(64)
+            .next_multiple_of(INODES_PER_BLOCK as u32);
         let itable_blocks = inodes / INODES_PER_BLOCK as u32;
         let bitmap_blocks = div_up(blocks, (BLOCK * 8) as u32);
         let log_start = 1;
@@ -669,7 +671,10 @@ mod tests {
         let s = Super::for_blocks(4096, [1; 16], 5).expect("geometry");
         let mut b = [0u8; REC_HDR];
         RecHdr { off: 0, len: 8 }.encode(&mut b);
-        assert!(RecHdr::decode(&b, &s).is_none(), "the superblock is never undone");
+        assert!(
+            RecHdr::decode(&b, &s).is_none(),
+            "the superblock is never undone"
+        );
         let off = u64::from(s.itable_start) * BLOCK as u64;
         RecHdr { off, len: 8 }.encode(&mut b);
         assert_eq!(RecHdr::decode(&b, &s), Some(RecHdr { off, len: 8 }));

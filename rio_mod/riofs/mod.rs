@@ -69,7 +69,11 @@ fn release_object(rio: &Rio, slot: usize, delete: bool) {
             o.exclusive = false;
         }
         if let Err(e) = store.map_closed(slot, true) {
-            pr_err!("riofs: releasing object slot {}: error {}\n", slot, e.to_errno());
+            pr_err!(
+                "riofs: releasing object slot {}: error {}\n",
+                slot,
+                e.to_errno()
+            );
         }
         if delete {
             let _ = store.delete(slot);
@@ -80,7 +84,12 @@ fn release_object(rio: &Rio, slot: usize, delete: bool) {
 impl Volume {
     /// Mounts object `name`, creating a `size`-byte one if there is none (`size` 0: do not
     /// create), formatting it if it is blank, recovering it otherwise.
-    pub(crate) fn mount(rio: Arc<Rio>, name: &[u8], size: u64, now: Time) -> Result<(Arc<Volume>, MountReport)> {
+    pub(crate) fn mount(
+        rio: Arc<Rio>,
+        name: &[u8],
+        size: u64,
+        now: Time,
+    ) -> Result<(Arc<Volume>, MountReport)> {
         let (object, arena, pages, created) = {
             let mut inner = rio.state.lock();
             let ArenaState::Ready(store) = &mut inner.arena else {
@@ -94,9 +103,14 @@ impl Volume {
                     return Err(ENOENT);
                 }
                 None => {
-                    let bytes = size.checked_next_multiple_of(PAGE_SIZE as u64).ok_or(EINVAL)?;
+                    let bytes = size
+                        .checked_next_multiple_of(PAGE_SIZE as u64)
+                        .ok_or(EINVAL)?;
                     if bytes / PAGE_SIZE as u64 > u64::from(format::MAX_BLOCKS) {
-                        pr_err!("riofs: size too large (at most {} blocks)\n", format::MAX_BLOCKS);
+                        pr_err!(
+                            "riofs: size too large (at most {} blocks)\n",
+                            format::MAX_BLOCKS
+                        );
                         return Err(EINVAL);
                     }
                     (store.create(name, bytes, 0, 0, 0o600)?, true)
@@ -168,7 +182,11 @@ impl Volume {
         }
     }
 
-    fn open(arena: Arc<crate::arena::Arena>, pages: KVec<usize>, now: Time) -> Result<(Vol, MountReport)> {
+    fn open(
+        arena: Arc<crate::arena::Arena>,
+        pages: KVec<usize>,
+        now: Time,
+    ) -> Result<(Vol, MountReport)> {
         let first = *pages.first().ok_or(EINVAL)?;
         let mut b0 = [0u8; format::SUPER_SIZE];
         arena.read(first, 0, &mut b0)?;

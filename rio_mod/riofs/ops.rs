@@ -12,8 +12,8 @@
 use kernel::prelude::*;
 
 use super::format::{
-    dtype_of, Dirent, Inode, Time, BLOCK, DIRENTS_PER_BLOCK, DIRENT_SIZE, MAX_FILE_SIZE,
-    ROOT_INO, S_IFDIR, S_IFLNK, S_IFMT,
+    dtype_of, Dirent, Inode, Time, BLOCK, DIRENTS_PER_BLOCK, DIRENT_SIZE, MAX_FILE_SIZE, ROOT_INO,
+    S_IFDIR, S_IFLNK, S_IFMT,
 };
 use super::volume::{Vol, MAX_TX_ALLOC};
 
@@ -135,7 +135,10 @@ impl Vol {
         match Dirent::decode(&b) {
             Ok(d) => Ok(d),
             Err(()) => {
-                pr_err!("riofs: corrupt directory entry (slot {}); run 'riofs-fsck'\n", slot);
+                pr_err!(
+                    "riofs: corrupt directory entry (slot {}); run 'riofs-fsck'\n",
+                    slot
+                );
                 Err(EUCLEAN)
             }
         }
@@ -306,8 +309,7 @@ impl Vol {
             let slot = v.add_entry(dir, &mut d, &e)?;
             d.mtime = now;
             d.ctime = now;
-            v.iput(dir, &d)
-                .map(|()| slot)
+            v.iput(dir, &d).map(|()| slot)
         })
     }
 
@@ -459,13 +461,22 @@ impl Vol {
                 i.gid = a.gid;
             }
             if valid & SET_ATIME != 0 {
-                i.atime = Time { sec: a.atime_sec, nsec: a.atime_nsec };
+                i.atime = Time {
+                    sec: a.atime_sec,
+                    nsec: a.atime_nsec,
+                };
             }
             if valid & SET_MTIME != 0 {
-                i.mtime = Time { sec: a.mtime_sec, nsec: a.mtime_nsec };
+                i.mtime = Time {
+                    sec: a.mtime_sec,
+                    nsec: a.mtime_nsec,
+                };
             }
             if valid & SET_CTIME != 0 {
-                i.ctime = Time { sec: a.ctime_sec, nsec: a.ctime_nsec };
+                i.ctime = Time {
+                    sec: a.ctime_sec,
+                    nsec: a.ctime_nsec,
+                };
             }
             v.iput(ino, &i)
         })
@@ -537,7 +548,13 @@ impl Vol {
     /// size. Each step is one transaction: appends of any size in steps of
     /// [`MAX_TX_ALLOC`] blocks, overwrites in steps of the log's data limit. A step that
     /// fails is rolled back; the steps before it stay (a short write).
-    pub(crate) fn write_file(&mut self, ino: u32, pos: u64, src: &[u8], now: Time) -> Result<(usize, u64)> {
+    pub(crate) fn write_file(
+        &mut self,
+        ino: u32,
+        pos: u64,
+        src: &[u8],
+        now: Time,
+    ) -> Result<(usize, u64)> {
         let end = pos.checked_add(src.len() as u64).ok_or(EFBIG)?;
         if end > MAX_FILE_SIZE {
             return Err(EFBIG);
@@ -690,7 +707,10 @@ impl Vol {
             let w = used.get_mut((b / 64) as usize).ok_or(EIO)?;
             let bit = 1u64 << (b % 64);
             if *w & bit != 0 {
-                pr_err!("riofs: corrupt metadata: block {} is used twice; run 'riofs-fsck'\n", b);
+                pr_err!(
+                    "riofs: corrupt metadata: block {} is used twice; run 'riofs-fsck'\n",
+                    b
+                );
                 return Err(EUCLEAN);
             }
             *w |= bit;

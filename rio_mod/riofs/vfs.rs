@@ -156,7 +156,11 @@ pub(crate) unsafe extern "C" fn riofs_rs_unmount(vol: *const c_void) {
 ///
 /// `vol` as for [`volume`]; `a` is writable.
 #[no_mangle]
-pub(crate) unsafe extern "C" fn riofs_rs_getattr(vol: *const c_void, ino: u32, a: *mut RiofsAttr) -> c_int {
+pub(crate) unsafe extern "C" fn riofs_rs_getattr(
+    vol: *const c_void,
+    ino: u32,
+    a: *mut RiofsAttr,
+) -> c_int {
     // SAFETY: by the function's contract.
     let v = unsafe { volume(vol) };
     code((|| {
@@ -340,10 +344,17 @@ pub(crate) unsafe extern "C" fn riofs_rs_rename(
         let on = name_ok(unsafe { bytes(oname, olen) }?)?;
         // SAFETY: by the function's contract.
         let nn = name_ok(unsafe { bytes(nname, nlen) }?)?;
-        let s = v
-            .vol
-            .lock()
-            .rename(odir, on, ohint, ino, ndir, nn, nhint, target, time(sec, nsec))?;
+        let s = v.vol.lock().rename(
+            odir,
+            on,
+            ohint,
+            ino,
+            ndir,
+            nn,
+            nhint,
+            target,
+            time(sec, nsec),
+        )?;
         // SAFETY: writable by the function's contract.
         unsafe { *nslot = s };
         Ok(())
@@ -356,7 +367,12 @@ pub(crate) unsafe extern "C" fn riofs_rs_rename(
 ///
 /// `vol` as for [`volume`]; `a` readable.
 #[no_mangle]
-pub(crate) unsafe extern "C" fn riofs_rs_setattr(vol: *const c_void, ino: u32, valid: u32, a: *const RiofsAttr) -> c_int {
+pub(crate) unsafe extern "C" fn riofs_rs_setattr(
+    vol: *const c_void,
+    ino: u32,
+    valid: u32,
+    a: *const RiofsAttr,
+) -> c_int {
     // SAFETY: by the function's contract.
     let v = unsafe { volume(vol) };
     // SAFETY: `a` is readable by the function's contract; `RiofsAttr` is plain data.
@@ -371,7 +387,13 @@ pub(crate) unsafe extern "C" fn riofs_rs_setattr(vol: *const c_void, ino: u32, v
 /// `vol` as for [`volume`]; `buf..buf + len` is a kernel buffer of the glue's, writable,
 /// that nobody else uses during the call.
 #[no_mangle]
-pub(crate) unsafe extern "C" fn riofs_rs_read(vol: *const c_void, ino: u32, pos: u64, buf: *mut u8, len: u32) -> c_long {
+pub(crate) unsafe extern "C" fn riofs_rs_read(
+    vol: *const c_void,
+    ino: u32,
+    pos: u64,
+    buf: *mut u8,
+    len: u32,
+) -> c_long {
     // SAFETY: by the function's contract.
     let v = unsafe { volume(vol) };
     if buf.is_null() {
@@ -425,7 +447,12 @@ pub(crate) unsafe extern "C" fn riofs_rs_write(
 ///
 /// `vol` as for [`volume`]; `pfn` writable.
 #[no_mangle]
-pub(crate) unsafe extern "C" fn riofs_rs_fault(vol: *const c_void, ino: u32, pgoff: u64, pfn: *mut u64) -> c_int {
+pub(crate) unsafe extern "C" fn riofs_rs_fault(
+    vol: *const c_void,
+    ino: u32,
+    pgoff: u64,
+    pfn: *mut u64,
+) -> c_int {
     // SAFETY: by the function's contract.
     let v = unsafe { volume(vol) };
     code((|| {
@@ -446,7 +473,11 @@ pub(crate) unsafe extern "C" fn riofs_rs_evict(vol: *const c_void, ino: u32) {
     // SAFETY: by the function's contract.
     let v = unsafe { volume(vol) };
     if let Err(e) = v.vol.lock().evict(ino) {
-        pr_err!("riofs: freeing inode {} failed (error {}); the next mount frees it\n", ino, e.to_errno());
+        pr_err!(
+            "riofs: freeing inode {} failed (error {}); the next mount frees it\n",
+            ino,
+            e.to_errno()
+        );
     }
 }
 
@@ -476,7 +507,12 @@ pub(crate) unsafe extern "C" fn riofs_rs_statfs(vol: *const c_void, out: *mut u6
 ///
 /// As for [`riofs_rs_read`].
 #[no_mangle]
-pub(crate) unsafe extern "C" fn riofs_rs_readlink(vol: *const c_void, ino: u32, buf: *mut u8, len: u32) -> c_int {
+pub(crate) unsafe extern "C" fn riofs_rs_readlink(
+    vol: *const c_void,
+    ino: u32,
+    buf: *mut u8,
+    len: u32,
+) -> c_int {
     // SAFETY: by the function's contract.
     let v = unsafe { volume(vol) };
     if buf.is_null() {

@@ -21,9 +21,7 @@ use kernel::sync::Arc;
 
 use crate::arena::Arena;
 
-use super::format::{
-    Inode, RecHdr, Super, BLOCK, INODE_SIZE, LOG_HDR, LOG_MAGIC, NDIRECT, PTRS,
-};
+use super::format::{Inode, RecHdr, Super, BLOCK, INODE_SIZE, LOG_HDR, LOG_MAGIC, NDIRECT, PTRS};
 
 /// Most blocks one transaction allocates (bounds its log records).
 pub(crate) const MAX_TX_ALLOC: usize = 256;
@@ -58,7 +56,11 @@ pub(crate) struct Vol {
 }
 
 fn corrupt(what: &str, n: u64) -> Error {
-    pr_err!("riofs: corrupt metadata: {} {}; run 'riofs-fsck' on an image\n", what, n);
+    pr_err!(
+        "riofs: corrupt metadata: {} {}; run 'riofs-fsck' on an image\n",
+        what,
+        n
+    );
     EUCLEAN
 }
 
@@ -112,7 +114,8 @@ impl Vol {
             let b = usize::try_from(at / BLOCK as u64).map_err(|_| EIO)?;
             let o = (at % BLOCK as u64) as usize;
             let n = (dst.len() - done).min(BLOCK - o);
-            self.arena.read(self.page_of(b)?, o, &mut dst[done..done + n])?;
+            self.arena
+                .read(self.page_of(b)?, o, &mut dst[done..done + n])?;
             done += n;
         }
         Ok(())
@@ -249,7 +252,10 @@ impl Vol {
             let len = r.len as usize;
             let mut buf = core::mem::take(&mut self.scratch);
             let res = self
-                .read(pos + (LOG_HDR + at + super::format::REC_HDR) as u64, &mut buf[..len])
+                .read(
+                    pos + (LOG_HDR + at + super::format::REC_HDR) as u64,
+                    &mut buf[..len],
+                )
                 .and_then(|()| self.write_raw(r.off, &buf[..len]));
             self.scratch = buf;
             res?;
@@ -374,33 +380,30 @@ impl Vol {
         }
         let total = self.sb.blocks;
         let start = self.blk_hint.clamp(self.sb.data_start, total - 1);
-        let mut b = start;
-        loop {
-            let word = b / 64;
-            let w = self.bitmap_word(b)?;
-            if w != u64::MAX {
-                // A free bit in this word at or after `b`?
-                let mut bit = b % 64;
-                while bit < 64 {
-                    let cand = word * 64 + bit;
+        // Whole bitmap words from the hint's, wrapping around once.
+        let words = total.div_ceil(64);
+        let mut w = start / 64;
+        for _ in 0..=words {
+            let word = self.bitmap_word(w * 64)?;
+            if word != u64::MAX {
+                for bit in 0..64 {
+                    let cand = w * 64 + bit;
                     if cand >= total {
                         break;
                     }
-                    if cand >= self.sb.data_start && w & (1u64 << bit) == 0 {
+                    if cand >= self.sb.data_start && word & (1u64 << bit) == 0 {
                         return self.take_block(cand, will_fill);
                     }
-                    bit += 1;
                 }
             }
-            b = (word + 1) * 64;
-            if b >= total {
-                b = self.sb.data_start;
-            }
-            if b / 64 == start / 64 && b <= start {
-                // Wrapped around: the counter said there was room, the bitmap disagrees.
-                return Err(corrupt("free block count", u64::from(self.free_blocks)));
-            }
+            w = if (w + 1) * 64 >= total {
+                self.sb.data_start / 64
+            } else {
+                w + 1
+            };
         }
+        // The counter said there was room; the bitmap disagrees.
+        Err(corrupt("free block count", u64::from(self.free_blocks)))
     }
 
     fn take_block(&mut self, b: u32, will_fill: bool) -> Result<u32> {
@@ -542,7 +545,12 @@ impl Vol {
     /// The data block of file block `f`, allocated (with any indirect blocks) if it is a
     /// hole; `i` is updated in memory (the caller writes it). Returns the block and
     /// whether this call allocated it.
-    pub(crate) fn bmap_alloc(&mut self, i: &mut Inode, f: u64, will_fill: bool) -> Result<(u32, bool)> {
+    pub(crate) fn bmap_alloc(
+        &mut self,
+        i: &mut Inode,
+        f: u64,
+        will_fill: bool,
+    ) -> Result<(u32, bool)> {
         let f = usize::try_from(f).map_err(|_| EFBIG)?;
         if f < NDIRECT {
             let b = self.check_ptr(i.direct[f])?;
@@ -576,7 +584,13 @@ impl Vol {
         self.slot_alloc(i, mid, g % PTRS, will_fill)
     }
 
-    fn slot_alloc(&mut self, i: &mut Inode, blk: u32, idx: usize, will_fill: bool) -> Result<(u32, bool)> {
+    fn slot_alloc(
+        &mut self,
+        i: &mut Inode,
+        blk: u32,
+        idx: usize,
+        will_fill: bool,
+    ) -> Result<(u32, bool)> {
         let b = self.ptr_at(blk, idx)?;
         if b != 0 {
             return Ok((b, false));
