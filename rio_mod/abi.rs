@@ -62,6 +62,9 @@ pub const OPEN_EXCLUSIVE: u32 = 1;
 pub const OBJ_MAPPED: u32 = 2;
 /// `RioObjInfo::flags`: the object could not be fully recovered; it cannot be opened.
 pub const OBJ_DAMAGED: u32 = 1 << 8;
+/// `statfs(2)`'s `f_type` of a riofs mount (`"RIOF"`). rio.ko hands this value to its C
+/// VFS glue at registration, so this is its one definition.
+pub const RIOFS_MAGIC: u32 = 0x5249_4f46;
 /// `RioObjInfo::flags`: the object has a block device (`/dev/riob<slot>`).
 pub const OBJ_BLKDEV: u32 = 1 << 9;
 

@@ -28,7 +28,6 @@
 #include <linux/vmalloc.h>
 #include <linux/security.h>
 
-#define RIOFS_MAGIC 0x52494f46 /* "RIOF" */
 #define RIOFS_BOUNCE (256 * 1024)
 #define RIOFS_MAX_BYTES (((u64)10 + 1024 + 1024 * 1024) * 4096)
 
@@ -77,10 +76,12 @@ void riofs_rs_statfs(const void *vol, u64 *out);
 int riofs_rs_readlink(const void *vol, u32 ino, u8 *buf, u32 len);
 
 /* Provided to Rust (riofs/vfs.rs). */
-int rio_riofs_register_fs(const void *rio);
+int rio_riofs_register_fs(const void *rio, u32 magic);
 void rio_riofs_unregister_fs(void);
 
 static const void *riofs_rio;
+/* statfs's f_type: abi.rs's RIOFS_MAGIC, handed over at registration (one definition). */
+static u32 riofs_magic;
 
 static const struct super_operations riofs_sops;
 static const struct inode_operations riofs_dir_iops;
@@ -720,7 +721,7 @@ static int riofs_statfs(struct dentry *dentry, struct kstatfs *buf)
 	u64 v[4];
 
 	riofs_rs_statfs(VOL(dentry->d_sb), v);
-	buf->f_type = RIOFS_MAGIC;
+	buf->f_type = riofs_magic;
 	buf->f_bsize = PAGE_SIZE;
 	buf->f_frsize = PAGE_SIZE;
 	buf->f_blocks = v[0];
@@ -840,7 +841,7 @@ static int riofs_fill_super(struct super_block *sb, struct fs_context *fc)
 	sb->s_maxbytes = RIOFS_MAX_BYTES;
 	sb->s_blocksize = PAGE_SIZE;
 	sb->s_blocksize_bits = PAGE_SHIFT;
-	sb->s_magic = RIOFS_MAGIC;
+	sb->s_magic = riofs_magic;
 	sb->s_op = &riofs_sops;
 	sb->s_time_gran = 1;
 	/* atime is not kept up to date (as with noatime): a read stays a read. */
@@ -904,11 +905,12 @@ static struct file_system_type riofs_type = {
 	.kill_sb = riofs_kill_sb,
 };
 
-int rio_riofs_register_fs(const void *rio)
+int rio_riofs_register_fs(const void *rio, u32 magic)
 {
 	int err;
 
 	riofs_rio = rio;
+	riofs_magic = magic;
 	err = register_filesystem(&riofs_type);
 	if (err)
 		riofs_rio = NULL;

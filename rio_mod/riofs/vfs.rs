@@ -22,7 +22,7 @@ use super::Volume;
 use crate::service::Rio;
 
 extern "C" {
-    fn rio_riofs_register_fs(rio: *const c_void) -> c_int;
+    fn rio_riofs_register_fs(rio: *const c_void, magic: u32) -> c_int;
     fn rio_riofs_unregister_fs();
 }
 
@@ -30,7 +30,7 @@ extern "C" {
 pub(super) fn register(rio: *const Rio) -> Result {
     // SAFETY: the glue stores the pointer and hands it back only to `riofs_rs_mount`, which
     // borrows the `Rio` it points to; `Registration` keeps it alive until after unregister.
-    let r = unsafe { rio_riofs_register_fs(rio.cast()) };
+    let r = unsafe { rio_riofs_register_fs(rio.cast(), crate::abi::RIOFS_MAGIC) };
     if r < 0 {
         return Err(Error::from_errno(r));
     }

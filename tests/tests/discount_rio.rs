@@ -1,6 +1,6 @@
 //! Discount Checking on the Rio backend in the guest: a program whose checkpoint image is
-//! in Rio objects (`DC_STORE=rio:<prefix>`) and whose files are on ext4 on a Rio block
-//! device mounted `-o sync` (`dc-fs`) survives a kernel panic. The guest panics at a
+//! in Rio objects (`DC_STORE=rio:<prefix>`) and whose files are on riofs (`dc-fs`)
+//! survives a kernel panic. The guest panics at a
 //! random point of the run, warm-reboots, reloads rio.ko (recovery), and the program is
 //! started again: it resumes from its last checkpoint, and the output of all its runs
 //! together must equal a failure-free run's except that output may be repeated (the
@@ -11,7 +11,7 @@
 //! The last test runs the same with the image in plain files on tmpfs (the file store):
 //! the panic loses it, the program starts over (on the files its first run left), and
 //! the same check fails, so the check can tell a survived crash from a lost state. It
-//! also shows the Rio store's errors: no rio.ko, a state directory not mounted `-o sync`,
+//! also shows the Rio store's errors: no rio.ko, a state directory not on riofs (or `-o sync`),
 //! an image too big for the arena.
 //!
 //! Crash points are random; the seed is printed (`DC_TEST_SEED=n` reproduces a plan).
@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use discount::oracle;
 use rio_qemu_tests::*;
 
-/// Where `dc-fs` mounts ext4 on Rio (`-o sync`).
+/// Where `dc-fs` mounts riofs.
 const MNT: &str = "/mnt/dc";
 
 /// Longest a whole program run may take in the guest.
@@ -284,7 +284,7 @@ fn kv_script() -> String {
         s.push_str(c);
         s.push('\n');
         if i % 2 == 1 {
-            s.push_str(&format!("set k{i} {}\nburn 120\n", i * 7));
+            s.push_str(&format!("set k{i} {}\nburn 400\n", i * 7));
         }
     }
     s.push_str("quit\n");
@@ -343,7 +343,7 @@ fn compute_loop_on_rio_survives_two_kernel_panics() {
     load(vm);
     let p = Program {
         name: "compute",
-        cmd: "dc-compute --rounds 240 --kib 256 --updates 5000 --print-every 3",
+        cmd: "dc-compute --rounds 600 --kib 256 --updates 5000 --print-every 3",
         // Commits before every output line and every 250 ms (timer): a crash between
         // two lines resumes in the middle of a round.
         env: "DC_STORE=rio:compute DC_PROTOCOL=cpvs DC_INTERVAL_MS=250 DC_TRACE=1".into(),
@@ -384,7 +384,7 @@ fn with_the_image_on_tmpfs_a_kernel_panic_loses_the_state_and_the_check_fails() 
     assert_ne!(r.status, 0);
     assert!(
         r.stderr_str()
-            .contains("not on a file system mounted with -o sync"),
+            .contains("not on riofs or a file system mounted with -o sync"),
         "{}",
         r.stderr_str()
     );

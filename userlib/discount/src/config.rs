@@ -23,7 +23,7 @@ pub enum StoreKind {
     /// Rio objects `<prefix>.m<N>.vista` and `<prefix>.log.vista` of `/dev/rio`
     /// ([`rio_store::RioStore`], feature `rio`): durable across kernel crashes. The plain
     /// files (`exec`, `members`, `grave/`, `trace`) stay in [`Config::dir`], which must be
-    /// on a file system mounted `-o sync` (ext4 on a Rio block device).
+    /// on riofs or on a file system mounted `-o sync` (ext4 on a Rio block device).
     Rio {
         /// Object name prefix (1 to 53 printable ASCII characters, no `/`).
         prefix: String,

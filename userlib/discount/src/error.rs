@@ -88,9 +88,9 @@ pub enum Error {
     },
     /// The directory for the store's plain files would not survive a kernel crash.
     #[error(
-        "{} is not on a file system mounted with -o sync: the Rio store keeps its plain \
-         files (exec, members, grave/, trace) there, and they must survive a kernel crash \
-         (use ext4 on a Rio block device, mounted -o sync)",
+        "{} is not on riofs or a file system mounted with -o sync: the Rio store keeps its \
+         plain files (exec, members, grave/, trace) there, and they must survive a kernel \
+         crash (use riofs: mount -t riofs -o size=16M NAME DIR)",
         dir.display()
     )]
     NotDurable {

@@ -9,9 +9,10 @@
 //! 8-byte store) is durable the moment it is made, without a system call.
 //!
 //! The small plain files the image keeps (`exec`, `members`, `grave/`, `trace`) stay in a
-//! directory, which must be on a file system mounted `-o sync` (checked with `statvfs`,
-//! [`Error::NotDurable`] otherwise): ext4 on a Rio block device (`rio blkdev add`) is the
-//! intended place, where every write has reached Rio when it returns. The program's own
+//! directory, which must be on a file system where every write has reached Rio when it
+//! returns (checked with `statfs`, [`Error::NotDurable`] otherwise): riofs (`mount -t
+//! riofs`, the intended place), or any file system mounted `-o sync` (ext4 on a Rio block
+//! device). The program's own
 //! files should live there too: Discount Checking undoes writes to them after a crash,
 //! which only works if the writes themselves survived it.
 //!
@@ -65,6 +66,28 @@ fn is_backing_of(prefix: &str, object: &str) -> bool {
             .is_some_and(|n| !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit()))
 }
 
+/// Whether the file system holding `dir` makes every write durable when it returns:
+/// riofs, or a file system mounted synchronously.
+fn durable_dir(dir: &Path) -> Result<bool> {
+    Ok(on_riofs(dir)? || mounted_sync(dir)?)
+}
+
+/// Whether `dir` is on riofs (`statfs`'s `f_type`).
+fn on_riofs(dir: &Path) -> Result<bool> {
+    let mut p = std::os::unix::ffi::OsStrExt::as_bytes(dir.as_os_str()).to_vec();
+    p.push(0);
+    // SAFETY: statfs is plain old data; all-zero is a valid value to be overwritten.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `p` is NUL-terminated and `st` a valid buffer for the call to fill.
+    if unsafe { libc::statfs(p.as_ptr().cast(), &mut st) } != 0 {
+        return Err(Error::Io {
+            what: "statfs state directory",
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    Ok(st.f_type as u64 == u64::from(rio_client::uapi::RIOFS_MAGIC))
+}
+
 /// Whether the file system holding `dir` is mounted synchronously.
 fn mounted_sync(dir: &Path) -> Result<bool> {
     let mut p = std::os::unix::ffi::OsStrExt::as_bytes(dir.as_os_str()).to_vec();
@@ -81,7 +104,7 @@ fn mounted_sync(dir: &Path) -> Result<bool> {
     Ok(st.f_flag & libc::ST_SYNCHRONOUS != 0)
 }
 
-/// Rio objects for the image, plain files in a synchronously mounted directory.
+/// Rio objects for the image, plain files on riofs or a synchronously mounted file system.
 pub struct RioStore {
     rio: Rio,
     device: PathBuf,
@@ -105,7 +128,7 @@ impl RioStore {
     ///
     /// Errors: [`Error::Config`] for a bad prefix, [`Error::NoRio`] if the device cannot
     /// be opened or its arena is not in service, [`Error::NotDurable`] if `dir` is not on
-    /// a file system mounted `-o sync`.
+    /// riofs or on a file system mounted `-o sync`.
     pub fn new(prefix: &str, dir: impl Into<PathBuf>) -> Result<RioStore> {
         RioStore::with_device(rio_client::DEFAULT_DEVICE, prefix, dir)
     }
@@ -130,7 +153,7 @@ impl RioStore {
             what: "create state directory",
             source: e,
         })?;
-        if !mounted_sync(&dir)? {
+        if !durable_dir(&dir)? {
             return Err(Error::NotDurable { dir });
         }
         Ok(RioStore {
@@ -284,6 +307,8 @@ mod tests {
         // check the store makes after opening the device:
         let dir = tempfile::tempdir().unwrap();
         assert!(!mounted_sync(dir.path()).unwrap());
+        assert!(!on_riofs(dir.path()).unwrap());
+        assert!(!durable_dir(dir.path()).unwrap());
         let e = Error::NotDurable {
             dir: dir.path().to_path_buf(),
         };

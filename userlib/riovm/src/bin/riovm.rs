@@ -217,7 +217,7 @@ fn dc_demo(vm: &mut Vm) -> Result<()> {
     step("Discount Checking on Rio: a running program survives a kernel crash");
     println!("A compute loop made recoverable by Discount Checking (one call at the start of");
     println!("main). Its checkpoint image is in Rio objects (DC_STORE=rio:compute); its files and");
-    println!("output are on ext4 on a Rio block device, mounted -o sync (dc-fs).");
+    println!("output are on riofs (dc-fs): ordinary files in the protected arena.");
     show(vm, "dc-fs")?;
     step("the failure-free run, for comparison (DC_DISABLE=1: no checkpoints)");
     show(
