@@ -16,8 +16,8 @@ total_skip=0
 # `cargo test ... -- --list`; raise a number when tests are added.
 declare -A MIN_TESTS=(
     [userlib]=142
-    [qemu-debug]=42 # lib 1, foundation 8, rio_core 13, rio_backing 6, rio_blockdev 3, rio_security 10, fuzz 1
-    [qemu]=8        # safe_sync 3, vista_rio 2, discount_rio 3
+    [qemu-debug]=46 # lib 1, foundation 8, rio_core 13, rio_backing 6, rio_blockdev 3, rio_security 10, fuzz 1, riofs 4
+    [qemu]=9        # safe_sync 3, vista_rio 3, discount_rio 3
     [qemu-long]=5   # campaign 5 (make test-long)
 )
 
@@ -82,11 +82,12 @@ suite userlib "$here/userlib" --workspace
 fi
 # The QEMU tests: each boots its own VM (about 2 s under TCG, 4 s on the debug kernel); two
 # at a time on 2 cores. The suites that exercise rio.ko's own paths (foundation and bad
-# input, core, backing store, block devices, the security regressions, the fuzzer smoke)
+# input, core, backing store, block devices, the security regressions, riofs, the fuzzer
+# smoke)
 # run on the debug kernel (lockdep, KASAN, Rust debug checks), where any splat on a guest
 # console fails the test; the campaign smoke, safe sync, Vista and Discount Checking run on
 # the fast kernel the campaign and the benchmarks use.
-DEBUG_SUITES=(foundation rio_core rio_backing rio_blockdev rio_security)
+DEBUG_SUITES=(foundation rio_core rio_backing rio_blockdev rio_security riofs)
 [ -f "$here/tests/tests/fuzz.rs" ] && DEBUG_SUITES+=(fuzz)
 FAST_SUITES=(safe_sync vista_rio discount_rio)
 # Long runs, in their own target (make test-long), so that a cached make test stays under

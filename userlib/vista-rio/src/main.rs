@@ -64,6 +64,10 @@ struct CrashRun {
     /// `check` to compare with after a crash.
     #[arg(long)]
     journal: bool,
+    /// Keep the segment in this file (for example on riofs) instead of Rio object NAME
+    /// (the journal, if any, stays in Rio object NAME.journal).
+    #[arg(long)]
+    file: Option<std::path::PathBuf>,
 }
 
 #[derive(Args)]
@@ -79,11 +83,17 @@ struct Check {
     /// digest) or the one after it. Only meaningful if the last run kept the journal.
     #[arg(long)]
     journal: bool,
+    /// The segment is in this file, not in Rio object NAME (see `crash-run --file`).
+    #[arg(long)]
+    file: Option<std::path::PathBuf>,
 }
 
 fn crash_run(a: &CrashRun) -> Result<()> {
     let rio = Rio::open()?;
-    let (mut store, rec) = Store::open(&rio, &a.name, a.seed, true)?;
+    let (mut store, rec) = match &a.file {
+        Some(path) => Store::open_file(path, a.seed, true)?,
+        None => Store::open(&rio, &a.name, a.seed, true)?,
+    };
     let journal = if a.journal {
         Some(Journal::open(&rio, &a.name, a.seed)?)
     } else {
@@ -149,7 +159,10 @@ fn crash_run(a: &CrashRun) -> Result<()> {
 
 fn check(a: &Check) -> Result<bool> {
     let rio = Rio::open()?;
-    let (mut store, rec) = Store::open(&rio, &a.name, a.seed, false)?;
+    let (mut store, rec) = match &a.file {
+        Some(path) => Store::open_file(path, a.seed, false)?,
+        None => Store::open(&rio, &a.name, a.seed, false)?,
+    };
     let txno = store.header()?.txno;
     let sum = store.checksum()?;
     let digest = store.digest();

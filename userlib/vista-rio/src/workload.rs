@@ -300,6 +300,29 @@ impl Store {
         Ok((Store::new(seg, seed, create)?, rec))
     }
 
+    /// Opens the segment in the file at `path` (for example on riofs, where every store
+    /// through the mapping is durable as it executes, so Vista needs no `msync`) and runs
+    /// recovery; with `create`, a missing file is created and initialized as for
+    /// [`Store::open`].
+    pub fn open_file(
+        path: &std::path::Path,
+        seed: u64,
+        create: bool,
+    ) -> Result<(Store, vista::Recovery)> {
+        let exists = path.exists();
+        if !create && !exists {
+            bail!("there is no segment file {}", path.display());
+        }
+        let seg = if exists {
+            Segment::open_file(path, ADDR, vista::Durability::Memory)
+        } else {
+            Segment::create_file(path, ADDR, &config(), vista::Durability::Memory)
+        }
+        .with_context(|| format!("opening the Vista segment in {}", path.display()))?;
+        let rec = seg.recovery();
+        Ok((Store::new(seg, seed, !exists)?, rec))
+    }
+
     /// Wraps an open segment (any backing); with `init`, an empty one is initialized.
     pub fn new(mut seg: Segment, seed: u64, init: bool) -> Result<Store> {
         let hdr = match seg.root::<Header>(ROOT)? {
