@@ -227,16 +227,19 @@ impl Super {
 
     /// Checks that the regions are in order, inside the object, and leave data blocks.
     pub fn check(&self) -> Result<(), FsError> {
+        // In u64: the fields are untrusted, and a sum of two u32 may overflow.
+        let w = u64::from;
         let ok = (MIN_BLOCKS..=MAX_BLOCKS).contains(&self.blocks)
             && self.log_start == 1
             && self.log_blocks >= 16
-            && self.itable_start == self.log_start + self.log_blocks
+            && w(self.itable_start) == w(self.log_start) + w(self.log_blocks)
             && self.inodes >= 64
             && self.inodes % INODES_PER_BLOCK as u32 == 0
-            && self.bitmap_start == self.itable_start + self.inodes / INODES_PER_BLOCK as u32
+            && w(self.bitmap_start)
+                == w(self.itable_start) + w(self.inodes / INODES_PER_BLOCK as u32)
             && self.bitmap_blocks == div_up(self.blocks, (BLOCK * 8) as u32)
-            && self.data_start == self.bitmap_start + self.bitmap_blocks
-            && self.data_start + 16 <= self.blocks;
+            && w(self.data_start) == w(self.bitmap_start) + w(self.bitmap_blocks)
+            && w(self.data_start) + 16 <= w(self.blocks);
         if ok {
             Ok(())
         } else {
@@ -583,7 +586,7 @@ impl RecHdr {
     pub fn decode(b: &[u8], sb: &Super) -> Option<RecHdr> {
         let off = get_u64(b, 0);
         let len = get_u32(b, 8);
-        if get_u32(b, 12) != Self::check(off, len) || len == 0 || len as usize > BLOCK * 2 {
+        if get_u32(b, 12) != Self::check(off, len) || len == 0 || len as usize > BLOCK {
             return None;
         }
         let lo = u64::from(sb.itable_start) * BLOCK as u64;
@@ -618,6 +621,20 @@ mod tests {
             assert_eq!(Super::decode(&b), Ok(s));
         }
         assert!(Super::for_blocks(64, [0; 16], 0).is_none());
+    }
+
+    #[test]
+    fn geometry_sums_that_overflow_are_refused_not_a_panic() {
+        let mut s = Super::for_blocks(4096, [1; 16], 5).expect("geometry");
+        s.log_blocks = u32::MAX;
+        let mut b = [0u8; SUPER_SIZE];
+        s.encode(&mut b);
+        assert_eq!(Super::decode(&b), Err(FsError::BadGeometry));
+        s.log_blocks = 64;
+        s.bitmap_start = u32::MAX;
+        s.data_start = u32::MAX;
+        s.encode(&mut b);
+        assert_eq!(Super::decode(&b), Err(FsError::BadGeometry));
     }
 
     #[test]

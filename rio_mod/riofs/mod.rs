@@ -143,7 +143,7 @@ impl Volume {
                 );
                 return Err(EINVAL);
             }
-            let mut pages = KVec::with_capacity(o.pages.len(), GFP_KERNEL)?;
+            let mut pages = KVVec::with_capacity(o.pages.len(), GFP_KERNEL)?;
             for &p in o.pages.iter() {
                 if p == u32::MAX {
                     return Err(EUCLEAN);
@@ -184,7 +184,7 @@ impl Volume {
 
     fn open(
         arena: Arc<crate::arena::Arena>,
-        pages: KVec<usize>,
+        pages: KVVec<usize>,
         now: Time,
     ) -> Result<(Vol, MountReport)> {
         let first = *pages.first().ok_or(EINVAL)?;

@@ -701,9 +701,9 @@ impl Vol {
             }
         }
         let words = (self.sb.bitmap_blocks as usize * BLOCK) / 8;
-        let mut used: KVec<u64> = KVec::with_capacity(words, GFP_KERNEL)?;
+        let mut used: KVVec<u64> = KVVec::with_capacity(words, GFP_KERNEL)?;
         used.resize(words, 0, GFP_KERNEL)?;
-        let mark = |used: &mut KVec<u64>, b: u32| -> Result {
+        let mark = |used: &mut KVVec<u64>, b: u32| -> Result {
             let w = used.get_mut((b / 64) as usize).ok_or(EIO)?;
             let bit = 1u64 << (b % 64);
             if *w & bit != 0 {

@@ -30,7 +30,7 @@ pub(crate) const MAX_TX_ALLOC: usize = 256;
 pub(crate) struct Vol {
     arena: Arc<Arena>,
     /// Arena page of each block.
-    pages: KVec<usize>,
+    pages: KVVec<usize>,
     pub(crate) sb: Super,
     /// Bytes of records in the log (0: no transaction has changed anything yet).
     used: usize,
@@ -47,7 +47,7 @@ pub(crate) struct Vol {
     blk_hint: u32,
     ino_hint: u32,
     /// Per inode: every directory slot below it is in use.
-    pub(crate) dir_hint: KVec<u32>,
+    pub(crate) dir_hint: KVVec<u32>,
     /// Counters at `begin`, restored by `abort`.
     saved: (u32, u32),
     /// Transactions committed and rolled back, since mount.
@@ -66,10 +66,10 @@ fn corrupt(what: &str, n: u64) -> Error {
 
 impl Vol {
     /// A volume over `pages` with superblock `sb`; counters are set by the mount.
-    pub(crate) fn new(arena: Arc<Arena>, pages: KVec<usize>, sb: Super) -> Result<Self> {
+    pub(crate) fn new(arena: Arc<Arena>, pages: KVVec<usize>, sb: Super) -> Result<Self> {
         let mut scratch = KVec::with_capacity(BLOCK, GFP_KERNEL)?;
         scratch.resize(BLOCK, 0, GFP_KERNEL)?;
-        let mut dir_hint = KVec::with_capacity(sb.inodes as usize, GFP_KERNEL)?;
+        let mut dir_hint = KVVec::with_capacity(sb.inodes as usize, GFP_KERNEL)?;
         dir_hint.resize(sb.inodes as usize, 0, GFP_KERNEL)?;
         Ok(Self {
             arena,
