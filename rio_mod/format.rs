@@ -60,15 +60,33 @@ pub const OBJ_MAPPED: u32 = 2;
 /// Object flag: has a block device, re-created when the arena is loaded.
 pub const OBJ_BLOCKDEV: u32 = 4;
 
-/// CRC-32C (Castagnoli), bitwise. Metadata is small; speed does not matter here.
+const fn crc_table() -> [u32; 256] {
+    let mut t = [0u32; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut c = i as u32;
+        let mut k = 0;
+        while k < 8 {
+            c = if c & 1 != 0 {
+                (c >> 1) ^ 0x82f6_3b78
+            } else {
+                c >> 1
+            };
+            k += 1;
+        }
+        t[i] = c;
+        i += 1;
+    }
+    t
+}
+
+static CRC_TABLE: [u32; 256] = crc_table();
+
+/// CRC-32C (Castagnoli), table-driven (riofs checksums an inode on every update).
 pub fn crc32c(data: &[u8]) -> u32 {
     let mut crc = !0u32;
     for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            let mask = (crc & 1).wrapping_neg();
-            crc = (crc >> 1) ^ (0x82f6_3b78 & mask);
-        }
+        crc = CRC_TABLE[((crc ^ u32::from(b)) & 0xff) as usize] ^ (crc >> 8);
     }
     !crc
 }

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! The riofs format: a whole POSIX file system inside one Rio object. Pure `core` code:
-//! rio.ko compiles it, and so does the host crate `userlib/rio-format` (by path), whose
-//! `riofs-fsck` checks images with it and whose unit tests test exactly this file.
+//! rio.ko compiles it, and so does the host crate `userlib/rio-format` (by path, as its
+//! module `riofs`, beside `format`, whose CRC it uses), with which `riofs-fsck` checks
+//! images; that crate's unit tests test exactly this file.
 //!
 //! The object is an array of 4 KiB blocks (block `b` is object bytes `b * 4096 ..`):
 //!
@@ -98,36 +99,7 @@ pub fn valid_type(mode: u32) -> bool {
     )
 }
 
-const fn crc_table() -> [u32; 256] {
-    let mut t = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 {
-                (c >> 1) ^ 0x82f6_3b78
-            } else {
-                c >> 1
-            };
-            k += 1;
-        }
-        t[i] = c;
-        i += 1;
-    }
-    t
-}
-
-static CRC_TABLE: [u32; 256] = crc_table();
-
-/// CRC-32C (Castagnoli), table-driven (inodes are checksummed on every update).
-pub fn crc32c(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in data {
-        crc = CRC_TABLE[((crc ^ u32::from(b)) & 0xff) as usize] ^ (crc >> 8);
-    }
-    !crc
-}
+pub use crate::format::crc32c;
 
 fn get_u32(b: &[u8], at: usize) -> u32 {
     let mut w = [0u8; 4];
