@@ -294,7 +294,15 @@ impl Backing {
             };
             let need = (o.pages.len() as u64).max(1);
             let mapped = o.slot.flags & OBJ_MAPPED != 0;
-            let moved = !old.in_use() || old.slot.name != o.slot.name || old.blocks < need;
+            // A mounted riofs always goes to a fresh extent, and its entry moves only
+            // after the data is on the disk: a power cut during writeback leaves the
+            // previous image whole, never a mix of two (a riofs is only consistent as a
+            // whole). It costs twice its size on the disk.
+            let riofs = o.riofs.clone();
+            let moved = !old.in_use()
+                || old.slot.name != o.slot.name
+                || old.blocks < need
+                || riofs.is_some();
             let entry = if moved {
                 // A new extent, clear of every extent an entry on disk still points at.
                 let mut used = KVec::with_capacity(self.entries.len(), GFP_KERNEL)?;
@@ -323,6 +331,8 @@ impl Backing {
                     ..old
                 }
             };
+            // Lock order: the store's mutex (held by our caller), then the volume's.
+            let _quiet = riofs.as_ref().map(|g| g.lock());
             for (i, &p) in o.pages.iter().enumerate() {
                 let dirty = store.reg(p).map(|e| e.dirty).unwrap_or(true);
                 if !(moved || mapped || dirty) {

@@ -11,7 +11,9 @@
 //!    `vm_ops` open/close);
 //! 2. [`crate::device`]'s per-file `binding` mutex;
 //! 3. [`Rio::state`], the store's mutex (everything in [`Inner`]);
-//! 4. a window slot's spinlock ([`crate::arena`]); nothing sleeps under it.
+//! 4. a mounted riofs's volume mutex ([`crate::riofs`], which writes the rest of its order
+//!    down: the VFS's locks come before it);
+//! 5. a window slot's spinlock ([`crate::arena`]); nothing sleeps under it.
 //!
 //! The rule that keeps this a DAG: **no user memory is touched while 2 or 3 is held**, because
 //! a page fault on user memory takes `mmap_lock` (1). Under the store's mutex rio.ko only

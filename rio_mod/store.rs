@@ -40,6 +40,10 @@ pub(crate) struct Object {
     pub(crate) maps: u32,
     /// Of those, the ones that may be written (a block device is one).
     pub(crate) wmaps: u32,
+    /// Mounted as a riofs: its volume's lock, which writeback holds while it copies the
+    /// object, so that the disk gets an image with at most one operation in flight (which
+    /// the undo log in the image itself undoes).
+    pub(crate) riofs: Option<Arc<crate::riofs::Gate>>,
 }
 
 /// One slot of the object table.
@@ -216,6 +220,7 @@ impl Store {
                         damaged: false,
                         maps: 0,
                         wmaps: 0,
+                        riofs: None,
                     })
                 }
                 Ok((s, copy)) => Slot::Empty { copy, seq: s.seq },
@@ -551,6 +556,7 @@ impl Store {
             damaged: false,
             maps: 0,
             wmaps: 0,
+            riofs: None,
         });
         Ok(())
     }

@@ -15,7 +15,9 @@
 //!
 //! While mounted the object is held open exclusively (nobody can open, map, resize or
 //! delete it through `/dev/rio`) and counts as writably mapped, so writeback treats all of
-//! its pages as dirty.
+//! its pages as dirty. Writeback copies it under the volume's lock (between two
+//! operations; the undo log in the copy covers the one a crash would interrupt) into a
+//! fresh extent of the disk, so that a power cut leaves the previous image whole.
 //!
 //! # Layout
 //!
@@ -30,8 +32,9 @@
 //!
 //! A directory's or file's `i_rwsem` and a mapping's `invalidate_lock` (taken by the VFS and
 //! the glue) come before the volume's mutex; the volume's mutex comes before a window slot's
-//! spinlock. The store's mutex ([`crate::service::Rio::state`]) is taken only at mount and
-//! unmount, never under the volume's mutex. No user memory is touched under the volume's
+//! spinlock. The store's mutex ([`crate::service::Rio::state`]) comes *before* the volume's:
+//! writeback holds it and takes the volume's to copy the object, and mount and unmount take
+//! it with no volume lock held. Nothing takes the store's mutex under the volume's. No user memory is touched under the volume's
 //! mutex: the glue copies between user memory and a kernel bounce buffer outside it.
 
 pub(crate) mod format;
@@ -50,14 +53,17 @@ use format::{FsError, Super, Time};
 use ops::MountReport;
 use volume::Vol;
 
+/// A mounted riofs's state behind its lock, which the store's object also holds so that
+/// writeback can copy the object between two operations.
+pub(crate) type Gate = Mutex<Vol>;
+
 /// A mounted riofs.
 #[pin_data(PinnedDrop)]
 pub(crate) struct Volume {
     rio: Arc<Rio>,
     /// The object's slot in the store.
     object: usize,
-    #[pin]
-    vol: Mutex<Vol>,
+    vol: Arc<Gate>,
 }
 
 /// Releases the object of slot `slot` that a mount claimed.
@@ -67,6 +73,9 @@ fn release_object(rio: &Rio, slot: usize, delete: bool) {
         if let Ok(o) = store.object_mut(slot) {
             o.open_count = o.open_count.saturating_sub(1);
             o.exclusive = false;
+        }
+        if let Ok(o) = store.object_mut(slot) {
+            o.riofs = None;
         }
         if let Err(e) = store.map_closed(slot, true) {
             pr_err!(
@@ -90,7 +99,7 @@ impl Volume {
         size: u64,
         now: Time,
     ) -> Result<(Arc<Volume>, MountReport)> {
-        let (object, arena, pages, created) = {
+        let (object, gate, rep) = {
             let mut inner = rio.state.lock();
             let ArenaState::Ready(store) = &mut inner.arena else {
                 pr_err!("riofs: the arena is not in service (format it with 'rio format')\n");
@@ -106,6 +115,13 @@ impl Volume {
                     let bytes = size
                         .checked_next_multiple_of(PAGE_SIZE as u64)
                         .ok_or(EINVAL)?;
+                    if bytes / (PAGE_SIZE as u64) < u64::from(format::MIN_BLOCKS) {
+                        pr_err!(
+                            "riofs: size too small (at least {} KiB)\n",
+                            format::MIN_BLOCKS as usize * PAGE_SIZE / 1024
+                        );
+                        return Err(EINVAL);
+                    }
                     if bytes / PAGE_SIZE as u64 > u64::from(format::MAX_BLOCKS) {
                         pr_err!(
                             "riofs: size too large (at most {} blocks)\n",
@@ -150,33 +166,40 @@ impl Volume {
                 }
                 pages.push(store.arena_page(p), GFP_KERNEL)?;
             }
+            // Recovery (or mkfs) runs under the store's lock: writeback must not copy the
+            // object half recovered, and nobody else may claim it meanwhile.
+            let opened = Self::open(store.arena.clone(), pages, now).and_then(|(vol, rep)| {
+                let gate = Arc::pin_init(new_mutex!(vol), GFP_KERNEL)?;
+                Ok((gate, rep))
+            });
+            let (gate, rep) = match opened {
+                Ok(x) => x,
+                Err(e) => {
+                    if created {
+                        let _ = store.delete(idx);
+                    }
+                    return Err(e);
+                }
+            };
             store.map_opened(idx, true)?;
             let o = store.object_mut(idx)?;
             o.open_count += 1;
             o.exclusive = true;
-            (idx, store.arena.clone(), pages, created)
+            o.riofs = Some(gate.clone());
+            (idx, gate, rep)
         };
-        match Self::open(arena, pages, now) {
-            Ok((vol, rep)) => {
-                let mine = rio.clone();
-                let v = Arc::pin_init(
-                    pin_init!(Volume {
-                        rio: mine,
-                        object,
-                        vol <- new_mutex!(vol),
-                    }),
-                    GFP_KERNEL,
-                );
-                match v {
-                    Ok(v) => Ok((v, rep)),
-                    Err(e) => {
-                        release_object(&rio, object, false);
-                        Err(e)
-                    }
-                }
-            }
+        let mine = rio.clone();
+        match Arc::pin_init(
+            pin_init!(Volume {
+                rio: mine,
+                object,
+                vol: gate,
+            }),
+            GFP_KERNEL,
+        ) {
+            Ok(v) => Ok((v, rep)),
             Err(e) => {
-                release_object(&rio, object, created);
+                release_object(&rio, object, false);
                 Err(e)
             }
         }
