@@ -6,7 +6,7 @@ export RIO_ROOT := $(CURDIR)
 GUEST_TARGET := x86_64-unknown-linux-gnu
 CARGO_GUEST := cd userlib && RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --target $(GUEST_TARGET)
 
-.PHONY: test-long all setup kernel kernel-debug module module-debug guest initramfs initramfs-debug test lint demo shell bench-rio bench-vista bench-fs campaign bench-vista-rio bench-dc fuzz clean help
+.PHONY: test-long all setup kernel kernel-debug module module-debug guest initramfs initramfs-debug test lint demo shell bench-rio bench-vista bench-fs bench-fio campaign bench-vista-rio bench-dc fuzz clean help
 
 all: initramfs
 
@@ -24,6 +24,7 @@ help:
 	@echo "make bench-vista Vista transactions vs SQLite, redb, LMDB on disk and tmpfs (host)"
 	@echo "make bench-vista-rio Vista on Rio vs SQLite, redb, LMDB on ext4 and tmpfs (guest)"
 	@echo "make bench-fs   ext4 on Rio vs ext4 write-through, ext4 default and tmpfs (guest)"
+	@echo "make bench-fio  fio IOPS and p50/p99: riofs (protection on/off), tmpfs, ext4 on Rio, ext4 on disk (guest; RUNS, RUNTIME, SIZE)"
 	@echo "make bench-dc   Discount Checking: checkpoint latency, cost per page, overheads (host)"
 	@echo "make fuzz       fuzz /dev/rio from several users against a model, on the debug kernel (DURATION=seconds, SEED, PANIC_EVERY)"
 	@echo "make campaign   crash campaign: COUNT runs per fault class and configuration (default 50), JOBS guests at once (default 2)"
@@ -44,7 +45,7 @@ module-debug: kernel-debug
 	@bash scripts/module.sh debug
 
 guest:
-	@$(CARGO_GUEST) -q -p rio-agent -p rio-cli -p rio-check -p rio-bench -p fs-bench -p vista-rio -p dc-demos -p rio-fuzz
+	@$(CARGO_GUEST) -q -p rio-agent -p rio-cli -p rio-check -p rio-bench -p fs-bench -p vista-rio -p dc-demos -p rio-fuzz -p riofs-fsck -p riofs-torture
 
 initramfs: module guest
 	@bash qemu/mkinitramfs.sh $(RIO_CACHE)/kbuild-current
@@ -84,6 +85,9 @@ bench-rio: setup initramfs
 
 bench-fs: setup initramfs
 	@bash scripts/bench-fs.sh
+
+bench-fio: setup initramfs
+	@bash scripts/bench-fio.sh
 
 COUNT ?= 50
 # Guests at once: each takes about one host core under TCG.

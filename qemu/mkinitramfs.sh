@@ -18,7 +18,7 @@ busybox=$(command -v busybox || true)
 [ -x "$busybox" ] || { echo "mkinitramfs: busybox-static is not installed: run 'make setup'" >&2; exit 1; }
 # The static guest programs (built by `make guest`). dc-kv and dc-compute are Discount
 # Checking demos: static builds work (the libc interposition replaces glibc's weak symbols).
-GUEST_BINS="rio-agent rio rio-check rio-bench fs-bench vista-rio dc-kv dc-compute rio-fuzz"
+GUEST_BINS="rio-agent rio rio-check rio-bench fs-bench vista-rio dc-kv dc-compute rio-fuzz riofs-fsck riofs-torture"
 for f in "$moddir/rio.ko" $(for b in $GUEST_BINS; do echo "$guest/$b"; done); do
     [ -f "$f" ] || { echo "mkinitramfs: missing $f: run 'make module guest'" >&2; exit 1; }
 done
@@ -47,6 +47,64 @@ done
         echo "file /sbin/$(basename "$prog") $prog 0755 0 0"
         libs="$libs $(ldd "$prog" | awk '/=>/ {print $3} /ld-linux/ {print $1}')"
     done
+    # Real programs as oracles on riofs (tests/tests/riofs_apps.rs), Debian's, when installed
+    # (make setup): sqlite3 and git here (git's builtins need no helpers but an exec path).
+    for prog in /usr/bin/sqlite3 /usr/bin/git; do
+        [ -x "$prog" ] || continue
+        echo "file $prog $prog 0755 0 0"
+        libs="$libs $(ldd "$prog" | awk '/=>/ {print $3} /ld-linux/ {print $1}')"
+    done
+    if [ -x /usr/bin/git ]; then
+        printf 'dir /usr/lib 0755 0 0\ndir /usr/lib/git-core 0755 0 0\n'
+        echo "slink /usr/lib/git-core/git /usr/bin/git 0777 0 0"
+    fi
+    # fio's libraries (ceph, gluster, ICU, ...) are ~85 MB: not in every guest's RAM but in
+    # an overlay archive that fio's users append (the kernel unpacks concatenated archives).
+    # The test kernel has no SysV IPC, where fio keeps its job table; /usr/bin/fio runs it
+    # with a shim that gives it an anonymous shared mapping instead (shared with its jobs).
+    fio_ovl="$root/build/initramfs-fio$suffix.cpio.gz"
+    if [ ! -x /usr/bin/fio ]; then
+        rm -f "$fio_ovl"
+    else
+        fio_libs=$(ldd /usr/bin/fio | awk '/=>/ {print $3} /ld-linux/ {print $1}' | sort -u)
+        cc -O2 -shared -fPIC -o "$root/build/fio-shm.so.$$" -x c - <<'SHIM'
+#include <errno.h>
+#include <stddef.h>
+#include <sys/mman.h>
+static struct { void *p; size_t n; } seg[64];
+int shmget(int key, size_t n, int flags) {
+    (void)key; (void)flags;
+    for (int i = 0; i < 64; i++) if (!seg[i].p) {
+        void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED) { errno = ENOMEM; return -1; }
+        seg[i].p = p; seg[i].n = n; return i;
+    }
+    errno = ENOSPC; return -1;
+}
+void *shmat(int id, const void *at, int flags) {
+    (void)at; (void)flags;
+    if (id < 0 || id >= 64 || !seg[id].p) { errno = EINVAL; return (void *)-1; }
+    return seg[id].p;
+}
+int shmdt(const void *at) { (void)at; return 0; }
+int shmctl(int id, int cmd, void *buf) { (void)id; (void)cmd; (void)buf; return 0; }
+SHIM
+        mv "$root/build/fio-shm.so.$$" "$root/build/fio-shm.so"
+        printf '#!/bin/sh\nLD_PRELOAD=/usr/lib/fio-guest/fio-shm.so exec /usr/lib/fio-guest/fio "$@"\n' > "$root/build/fio-wrapper.$$"
+        mv "$root/build/fio-wrapper.$$" "$root/build/fio-wrapper"
+        {
+            printf 'dir /usr/lib 0755 0 0\ndir /usr/lib/fio-guest 0755 0 0\n'
+            echo "file /usr/lib/fio-guest/fio /usr/bin/fio 0755 0 0"
+            echo "file /usr/lib/fio-guest/fio-shm.so $root/build/fio-shm.so 0755 0 0"
+            echo "file /usr/bin/fio $root/build/fio-wrapper 0755 0 0"
+            for lib in $fio_libs; do dirname "$lib"; done | sort -u | while read -r d; do
+                p=""; for c in ${d//\// }; do p="$p/$c"; echo "dir $p 0755 0 0"; done
+            done | awk '!seen[$0]++'
+            for lib in $fio_libs; do echo "file $lib $(readlink -f "$lib") 0755 0 0"; done
+        } > "$root/build/initramfs-fio$suffix.list"
+        "$KBUILD/usr/gen_init_cpio" "$root/build/initramfs-fio$suffix.list" | gzip -1 > "$fio_ovl.tmp"
+        mv "$fio_ovl.tmp" "$fio_ovl"
+    fi
     echo "slink /sbin/mkfs.ext4 mke2fs 0777 0 0"
     echo "slink /sbin/fsck.ext4 e2fsck 0777 0 0"
     echo "dir /lib64 0755 0 0"

@@ -18,7 +18,8 @@ SUDO=""
 # ---- 1. host packages from the machine's own (bookworm) archive --------------------------
 PKGS=(clang-19 lld-19 llvm-19 libclang-19-dev flex bison bc libelf-dev libssl-dev cpio
       qemu-system-x86 busybox-static e2fsprogs xz-utils python3 libc6-dev
-      build-essential make file)
+      build-essential make file
+      sqlite3 git fio) # Debian's programs as oracles on riofs (tests/tests/riofs_apps.rs, make bench-fio)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

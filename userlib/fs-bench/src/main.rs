@@ -4,6 +4,11 @@
 //! - `cp`/`rm`: `cp -r` of a source tree (built once in tmpfs) onto the file system, then
 //!   `rm -r` of the copy (with a final `sync`, as a user waiting for durability would);
 //! - `sqlite`: small transactions (one UPDATE each) in WAL mode with synchronous=FULL.
+//!
+//! Also for `make bench-fio` (`fio-record`, `fio-report`: fio's JSON to a table) and for
+//! crash tests (`log`: a line the host is sure to have before the next step starts).
+
+mod fio;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -59,6 +64,58 @@ enum Cmd {
         /// Results file.
         out: PathBuf,
     },
+    /// Append one line to `path` (the host's log port, /dev/ttyS2) and return only when the
+    /// port has sent it (tcdrain): a crash right after cannot lose it.
+    Log {
+        /// The log: a serial port, or a plain file.
+        path: PathBuf,
+        /// The words of the line.
+        #[arg(required = true, trailing_var_arg = true)]
+        message: Vec<String>,
+    },
+    /// Append what one fio run measured (its --output-format=json file) to a results file.
+    FioRecord {
+        /// Name of the file system.
+        #[arg(long)]
+        label: String,
+        /// Name of the workload.
+        #[arg(long)]
+        workload: String,
+        /// fio's JSON output.
+        #[arg(long)]
+        json: PathBuf,
+        /// Results file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print the markdown table of a fio results file: medians, IOPS against two baselines.
+    FioReport {
+        /// Results file.
+        out: PathBuf,
+        /// First baseline (a label).
+        #[arg(long, default_value = "tmpfs")]
+        base: String,
+        /// Second baseline (a label).
+        #[arg(long, default_value = "ext4 on disk")]
+        base2: String,
+    },
+}
+
+fn log_line(path: &Path, message: &[String]) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    f.write_all(format!("{}\n", message.join(" ")).as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
+    // SAFETY: tcdrain on a file descriptor this function owns and keeps open; on a plain
+    // file it fails with ENOTTY, which is fine (there is nothing to drain).
+    unsafe { libc::tcdrain(f.as_raw_fd()) };
+    Ok(())
 }
 
 fn make_tree(dir: &Path) -> Result<()> {
@@ -194,17 +251,19 @@ fn report(out: &Path) -> Result<()> {
             .collect();
         println!("| {l} | {} | {} |", cells.join(" | "), ratios.join(" / "));
     }
-    if let (Some(rio), Some(tmp)) = (r.get("ext4 on Rio"), r.get("tmpfs")) {
-        let v: Vec<String> = workloads
-            .iter()
-            .filter_map(|w| {
-                Some(format!(
-                    "{w} {:+.0} %",
-                    (rio.get(*w)? / tmp.get(*w)? - 1.0) * 100.0
-                ))
-            })
-            .collect();
-        println!("\next4 on Rio against tmpfs (time): {}", v.join(", "));
+    for name in ["ext4 on Rio", "riofs"] {
+        if let (Some(rio), Some(tmp)) = (r.get(name), r.get("tmpfs")) {
+            let v: Vec<String> = workloads
+                .iter()
+                .filter_map(|w| {
+                    Some(format!(
+                        "{w} {:+.0} %",
+                        (rio.get(*w)? / tmp.get(*w)? - 1.0) * 100.0
+                    ))
+                })
+                .collect();
+            println!("\n{name} against tmpfs (time): {}", v.join(", "));
+        }
     }
     Ok(())
 }
@@ -213,6 +272,24 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         Cmd::MakeTree { dir } => make_tree(&dir),
         Cmd::Report { out } => report(&out),
+        Cmd::Log { path, message } => log_line(&path, &message),
+        Cmd::FioRecord {
+            label,
+            workload,
+            json,
+            out,
+        } => {
+            let s = fio::record(&label, &workload, &json, &out)?;
+            eprintln!(
+                "[bench-fio] {label}, {workload}: {:.0} IOPS, p50 {:.1} us, p99 {:.1} us",
+                s.iops, s.p50, s.p99
+            );
+            Ok(())
+        }
+        Cmd::FioReport { out, base, base2 } => {
+            print!("{}", fio::report(&out, &base, &base2)?);
+            Ok(())
+        }
         Cmd::Run {
             label,
             dir,
@@ -224,12 +301,17 @@ fn main() -> Result<()> {
         } => {
             let runs = runs.max(1);
             let (mut sf, mut cp, mut rm, mut sq) = (vec![], vec![], vec![], vec![]);
-            for _ in 0..runs {
+            for run in 1..=runs {
                 sf.push(smallfile(&dir, files)?);
                 let (c, r) = cp_rm(&dir, &tree)?;
                 cp.push(c);
                 rm.push(r);
                 sq.push(sqlite(&dir, transactions)?);
+                eprintln!(
+                    "[fs-bench] {label}: run {run}/{runs}: small files {:.3} s, cp {c:.3} s, rm {r:.3} s, sqlite {:.3} s",
+                    sf[sf.len() - 1],
+                    sq[sq.len() - 1]
+                );
             }
             let mut f = fs::OpenOptions::new()
                 .create(true)

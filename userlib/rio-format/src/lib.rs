@@ -6,6 +6,14 @@ mod format;
 
 pub use format::*;
 
+/// The riofs format (a POSIX file system inside one Rio object), compiled from the module's
+/// own `rio_mod/riofs/format.rs`: one definition serves rio.ko and host tools such as
+/// `riofs-fsck`, and its unit tests run here.
+// The kernel's lint set, not the host's: the file is shared and stays as the kernel wants it.
+#[allow(clippy::manual_is_multiple_of, clippy::result_unit_err)]
+#[path = "../../../rio_mod/riofs/format.rs"]
+pub mod riofs;
+
 /// Reads object `name` out of a backing-disk image, as the host sees it after a run:
 /// `None` if the image is not a Rio disk or has no such object.
 pub fn read_disk_object(disk: &[u8], name: &str) -> Option<Vec<u8>> {
