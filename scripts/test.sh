@@ -16,8 +16,8 @@ total_skip=0
 # `cargo test ... -- --list`; raise a number when tests are added.
 declare -A MIN_TESTS=(
     [userlib]=142
-    [qemu-debug]=47 # lib 1, foundation 8, rio_core 13, rio_backing 6, rio_blockdev 3, rio_security 10, fuzz 1, riofs 5
-    [qemu]=9        # safe_sync 3, vista_rio 3, discount_rio 3
+    [qemu-debug]=49 # lib 1, foundation 8, rio_core 13, rio_backing 6, rio_blockdev 3, rio_security 10, fuzz 1, riofs 5, riofs_crash 2
+    [qemu]=15       # safe_sync 3, vista_rio 3, discount_rio 3, riofs_fsck 3, riofs_apps 3
     [qemu-long]=5   # campaign 5 (make test-long)
 )
 
@@ -87,9 +87,9 @@ fi
 # run on the debug kernel (lockdep, KASAN, Rust debug checks), where any splat on a guest
 # console fails the test; the campaign smoke, safe sync, Vista and Discount Checking run on
 # the fast kernel the campaign and the benchmarks use.
-DEBUG_SUITES=(foundation rio_core rio_backing rio_blockdev rio_security riofs)
+DEBUG_SUITES=(foundation rio_core rio_backing rio_blockdev rio_security riofs riofs_crash)
 [ -f "$here/tests/tests/fuzz.rs" ] && DEBUG_SUITES+=(fuzz)
-FAST_SUITES=(safe_sync vista_rio discount_rio)
+FAST_SUITES=(safe_sync vista_rio discount_rio riofs_fsck riofs_apps)
 # Long runs, in their own target (make test-long), so that a cached make test stays under
 # 15 minutes: the campaign smoke (every random fault class must crash, up to 1000 faults
 # each; about 6 minutes with two guests at a time).
