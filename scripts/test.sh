@@ -18,7 +18,7 @@ declare -A MIN_TESTS=(
     [userlib]=142
     [qemu-debug]=49 # lib 1, foundation 8, rio_core 13, rio_backing 6, rio_blockdev 3, rio_security 10, fuzz 1, riofs 5, riofs_crash 2
     [qemu]=15       # safe_sync 3, vista_rio 3, discount_rio 3, riofs_fsck 3, riofs_apps 3
-    [qemu-long]=5   # campaign 5 (make test-long)
+    [qemu-long]=7   # campaign 5, riofs_crash 2 (make test-long)
 )
 
 # result-sum FIELD FILE: the sum of "N FIELD" over the "test result:" lines of FILE.
@@ -93,7 +93,9 @@ FAST_SUITES=(safe_sync vista_rio discount_rio riofs_fsck riofs_apps)
 # Long runs, in their own target (make test-long), so that a cached make test stays under
 # 15 minutes: the campaign smoke (every random fault class must crash, up to 1000 faults
 # each; about 6 minutes with two guests at a time).
-LONG_SUITES=(campaign)
+# The riofs crash model runs in both: 4 rounds in make test (on the debug kernel), 24 in
+# make test-long (on the fast one).
+LONG_SUITES=(campaign riofs_crash)
 args() { local t; for t in "$@"; do printf -- '--test\n%s\n' "$t"; done; }
 mapfile -t debug_args < <(args "${DEBUG_SUITES[@]}")
 mapfile -t fast_args < <(args "${FAST_SUITES[@]}")
@@ -108,13 +110,13 @@ done
 if [ "$long" = 1 ]; then
     # make test-long: only the long suites, with the same accounting and total line.
     mapfile -t long_args < <(args "${LONG_SUITES[@]}")
-    export RIO_KERNEL_FLAVOUR=fast
+    export RIO_KERNEL_FLAVOUR=fast RIOFS_CRASH_ROUNDS=${RIOFS_CRASH_ROUNDS:-24}
     suite qemu-long "$here/tests" "${long_args[@]}" -- --test-threads="${QEMU_TEST_THREADS:-2}"
     echo "$total_pass passed, $total_fail failed, $total_skip skipped"
     [ "$total_fail" -eq 0 ]
     exit
 fi
-export RIO_KERNEL_FLAVOUR=debug
+export RIO_KERNEL_FLAVOUR=debug RIOFS_CRASH_ROUNDS=${RIOFS_CRASH_ROUNDS:-4}
 suite qemu-debug "$here/tests" --lib "${debug_args[@]}" -- --test-threads="${QEMU_TEST_THREADS:-2}"
 export RIO_KERNEL_FLAVOUR=fast
 suite qemu "$here/tests" "${fast_args[@]}" -- --test-threads="${QEMU_TEST_THREADS:-2}"
