@@ -5,5 +5,7 @@ if [ ! -f "$CACHE/env.mk" ]; then
     exit 1
 fi
 eval "$(sed -n 's/^\([A-Z_]*\) := \(.*\)$/\1="\2"/p' "$CACHE/env.mk")"
-export RUST_LIB_SRC LIBCLANG_PATH=/usr/lib/llvm-19/lib
+# shellcheck source=scripts/toolchain.sh
+. "$(dirname "${BASH_SOURCE[0]}")/toolchain.sh"
+export RUST_LIB_SRC LIBCLANG_PATH=/usr/lib/llvm-$LLVM_VERSION/lib
 KBUILD="$CACHE/kbuild-current"

@@ -23,7 +23,7 @@ debug) fragments=("$here/qemu/kernel.config" "$here/qemu/kernel-debug.config"); 
 *) die "unknown kernel flavour '$flavour' (fast or debug)" ;;
 esac
 kver=$(make -s -C "$KSRC_ORIG" kernelversion 2>/dev/null)
-toolchain=$( { rustc --version; clang-19 --version | head -n1; bindgen --version; } )
+toolchain=$( { rustc --version; clang-$LLVM_VERSION --version | head -n1; bindgen --version; } )
 key=$( { echo "$kver"; cat "${fragments[@]}"; echo "$toolchain"; } | sha256sum | cut -c1-16)
 B="$CACHE/$prefix-$kver-$key"
 prev=$(readlink "$CACHE/$link" || true)
@@ -45,7 +45,7 @@ fi
 log "building the $flavour Linux $kver with CONFIG_RUST=y in $B (fast: 6-10 minutes on 2 cores; debug: about twice that)"
 mkdir -p "$B"
 rm -f "$B/.rio-built"
-MK=(make -C "$KSRC_ORIG" O="$B" LLVM=-19 -j"$(nproc)")
+MK=(make -C "$KSRC_ORIG" O="$B" LLVM=-$LLVM_VERSION -j"$(nproc)")
 "${MK[@]}" -s tinyconfig >/dev/null
 "$KSRC_ORIG/scripts/kconfig/merge_config.sh" -m -O "$B" "$B/.config" "${fragments[@]}" >/dev/null
 "${MK[@]}" -s olddefconfig >/dev/null

@@ -23,6 +23,6 @@ debug)
 *) echo "[module] error: unknown flavour '$flavour' (fast or debug)" >&2; exit 1 ;;
 esac
 [ -f "$KBUILD/.rio-built" ] || { echo "[module] error: no built $flavour kernel at $KBUILD: run 'make kernel'" >&2; exit 1; }
-make -s -C "$KSRC_ORIG" O="$KBUILD" M="$dir" LLVM=-19 -j"$(nproc)" modules
+make -s -C "$KSRC_ORIG" O="$KBUILD" M="$dir" LLVM=-$LLVM_VERSION -j"$(nproc)" modules
 [ -f "$dir/rio.ko" ] || { echo "[module] error: no rio.ko produced in $dir" >&2; exit 1; }
 echo "[module] $dir/rio.ko"

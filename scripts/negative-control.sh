@@ -14,7 +14,7 @@ mkdir -p "$dir/sys"
 find "$dir" -name '*.rs' -delete
 cp "$here"/rio_mod/*.rs "$here/rio_mod/Kbuild" "$dir/" && cp "$here"/rio_mod/sys/*.rs "$dir/sys/"
 python3 "$here/tests/negative/break-hardening.py" "$dir" || exit 1
-make -s -C "$KSRC_ORIG" O="$KBUILD" M="$dir" LLVM=-19 -j"$(nproc)" modules || exit 1
+make -s -C "$KSRC_ORIG" O="$KBUILD" M="$dir" LLVM=-$LLVM_VERSION -j"$(nproc)" modules || exit 1
 bash "$here/qemu/mkinitramfs.sh" "$KBUILD" -broken "$dir" || exit 1
 cd "$here/tests" && RIO_KERNEL_FLAVOUR=debug RIO_INITRAMFS="$here/build/initramfs-broken.cpio.gz" \
     timeout 1800 cargo test --test rio_security -- --test-threads=2 --nocapture 2>&1 |
