@@ -31,6 +31,44 @@ pub fn read_disk_object(disk: &[u8], name: &str) -> Option<Vec<u8>> {
     })
 }
 
+/// Reads object `name` out of an arena image (the reserved memory, for example a slice
+/// of a guest RAM file): the object table's newest valid slot of that name, and its pages
+/// found through the registry. `None` if the image is not a Rio arena, has no such
+/// object, or cannot account for all of its pages.
+pub fn read_arena_object(arena: &[u8], name: &str) -> Option<Vec<u8>> {
+    let (sb, _) = Superblock::pick(arena.get(..PAGE_SIZE)?).ok()?;
+    let g = sb.geometry;
+    let table = g.table_start as usize * PAGE_SIZE;
+    let (idx, slot) = (0..MAX_OBJECTS).find_map(|i| {
+        let at = table + i * 2 * SLOT_COPY_SIZE;
+        let (s, _) = ObjectSlot::pick(arena.get(at..at + 2 * SLOT_COPY_SIZE)?).ok()?;
+        (s.in_use() && s.name() == name.as_bytes()).then_some((i, s))
+    })?;
+    let pages = slot.pages() as usize;
+    let mut out = vec![0u8; pages * PAGE_SIZE];
+    let mut found = vec![false; pages];
+    let reg = g.registry_start as usize * PAGE_SIZE;
+    for p in 0..g.data_pages {
+        let at = reg + p as usize * 8;
+        let raw = u64::from_le_bytes(arena.get(at..at + 8)?.try_into().ok()?);
+        let Ok(e) = RegEntry::decode(raw, p) else {
+            continue;
+        };
+        if e.owner != Some(idx as u16) || e.index as usize >= pages || found[e.index as usize] {
+            continue;
+        }
+        let src = (g.data_start + p) as usize * PAGE_SIZE;
+        let i = e.index as usize;
+        out[i * PAGE_SIZE..(i + 1) * PAGE_SIZE].copy_from_slice(arena.get(src..src + PAGE_SIZE)?);
+        found[i] = true;
+    }
+    if found.iter().any(|f| !f) {
+        return None;
+    }
+    out.truncate(slot.size as usize);
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,7 +10,8 @@ use clap::Parser;
 ///
 /// The input is the raw bytes of the riofs object, for example dumped in the guest after
 /// unmounting with `rio cat NAME > IMAGE`, or one object of a Rio backing-disk image
-/// (`--disk DISK --object NAME`).
+/// (`--disk DISK --object NAME`), or of an arena image (`--arena ARENA --object NAME`: the
+/// reserved memory itself, for example cut out of a guest's RAM file, as a crash left it).
 ///
 /// Every problem is one line, `error: ...` or `warning: ...`, with inode and block numbers
 /// and paths where known; the last line is `clean` or `N errors, M warnings`. Warnings are
@@ -23,17 +24,20 @@ use clap::Parser;
 #[command(name = "riofs-fsck", version, about, long_about)]
 struct Cli {
     /// The riofs image (the object's raw bytes).
-    #[arg(required_unless_present = "disk", conflicts_with = "disk")]
+    #[arg(required_unless_present_any = ["disk", "arena"], conflicts_with_all = ["disk", "arena"])]
     image: Option<PathBuf>,
     /// A Rio backing-disk image to read the object from (with --object).
-    #[arg(long, requires = "object")]
+    #[arg(long, requires = "object", conflicts_with = "arena")]
     disk: Option<PathBuf>,
-    /// The object's name on the backing disk.
-    #[arg(long, requires = "disk")]
+    /// A Rio arena image to read the object from (with --object).
+    #[arg(long, requires = "object")]
+    arena: Option<PathBuf>,
+    /// The object's name on the backing disk or in the arena.
+    #[arg(long)]
     object: Option<String>,
     /// Apply the undo log, free orphans and rebuild the bitmap, as a mount would, writing
-    /// IMAGE in place (not with --disk). Refused if there are other errors.
-    #[arg(long, conflicts_with = "disk")]
+    /// IMAGE in place (not with --disk or --arena). Refused if there are other errors.
+    #[arg(long, conflicts_with_all = ["disk", "arena"])]
     repair: bool,
     /// Print only the problems and the summary (no description of the file system).
     #[arg(short, long)]
@@ -41,6 +45,19 @@ struct Cli {
 }
 
 fn load(cli: &Cli) -> Result<(Vec<u8>, String)> {
+    if cli.object.is_some() && cli.disk.is_none() && cli.arena.is_none() {
+        bail!("--object needs --disk or --arena");
+    }
+    if let (Some(arena), Some(name)) = (&cli.arena, &cli.object) {
+        let bytes = std::fs::read(arena).with_context(|| format!("reading {}", arena.display()))?;
+        let Some(obj) = rio_format::read_arena_object(&bytes, name) else {
+            bail!(
+                "{} is not a Rio arena, has no object {name:?}, or cannot account for all of its pages",
+                arena.display()
+            );
+        };
+        return Ok((obj, format!("{}:{name}", arena.display())));
+    }
     if let (Some(disk), Some(name)) = (&cli.disk, &cli.object) {
         let bytes = std::fs::read(disk).with_context(|| format!("reading {}", disk.display()))?;
         let Some(obj) = rio_format::read_disk_object(&bytes, name) else {
