@@ -9,7 +9,7 @@
 //!
 //! ```text
 //! block 0                         superblock (written once, by mkfs; checksummed)
-//! blocks log_start ..+log_blocks  undo log: a header (used bytes) and records
+//! blocks log_start ..+log_blocks  undo log: a header (last committed transaction), records
 //! blocks itable_start ..          inode table: 32 inodes of 128 bytes per block
 //! blocks bitmap_start ..          block bitmap: one bit per block of the object
 //! blocks data_start ..            data: file contents, directories, indirect blocks
@@ -17,13 +17,20 @@
 //!
 //! # Crash consistency: an undo log (Vista's idea, in the file system)
 //!
-//! Every operation is one transaction. Before a byte range of the object is changed in
-//! place, its old contents are appended to the log as a record (`offset, length, old
-//! bytes`), then the log's `used` word (one aligned `u64`, one store) is advanced over the
-//! record, then the range is changed. The operation commits by storing `used = 0`. A crash
-//! at any point leaves either `used = 0` (nothing in flight: every completed operation is
-//! there) or the records of the one operation in flight, which mounting applies in reverse
-//! order, leaving the file system exactly as before it. Blocks the transaction allocated
+//! Every operation is one transaction, numbered: the log's header holds the number of the
+//! last committed one (one aligned `u64`), and the running one is the next. Before a byte
+//! range of the object is changed in place, its old contents are appended to the log as a
+//! record (`offset, length, transaction, check`, then the old bytes), the old bytes stored
+//! first and the header last, then the range is changed. The operation commits by storing
+//! its number in the log's header: that one store makes all its records stale. A crash at
+//! any point leaves either no record of the next transaction's number (nothing in flight:
+//! every completed operation is there) or the records of the one in flight, found by
+//! scanning from the log's start while headers are valid and carry that number, which
+//! mounting applies in reverse order, leaving the file system exactly as before it (and
+//! then commits the undo). A record whose header did not land is not found, and nothing it
+//! covers was changed yet; stale records of older transactions carry older numbers. Each
+//! change so costs two windows (the record, the range) and each operation one more (the
+//! commit). Blocks the transaction allocated
 //! need no undo (the bitmap and pointers that reach them are logged and rolled back), so
 //! appending data costs no logging; overwriting existing data logs the old bytes, which is
 //! why a single `write` that overwrites data is atomic up to [`Super::tx_data_limit`] bytes
@@ -37,12 +44,12 @@
 
 /// Block size (the arena's page size).
 pub const BLOCK: usize = 4096;
-/// `"RIOFS\0v1"`.
+/// `"RIOFS\0v1"` (the version field says which).
 pub const MAGIC: u64 = u64::from_le_bytes(*b"RIOFS\0v1");
 /// `"RIOFSLOG"`, at offset 8 of the log's first block.
 pub const LOG_MAGIC: u64 = u64::from_le_bytes(*b"RIOFSLOG");
 /// Format version.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// Encoded superblock bytes (the rest of block 0 is zero).
 pub const SUPER_SIZE: usize = 128;
 /// Bytes per inode.
@@ -65,10 +72,11 @@ pub const MAX_FILE_BLOCKS: u64 = (NDIRECT + PTRS + PTRS * PTRS) as u64;
 pub const MAX_FILE_SIZE: u64 = MAX_FILE_BLOCKS * BLOCK as u64;
 /// The root directory's inode (inode 0 is never used: 0 means "none").
 pub const ROOT_INO: u32 = 1;
-/// Bytes of the log header (the `used` word, the magic, padding).
+/// Bytes of the log header (the last committed transaction's number, the magic, padding).
 pub const LOG_HDR: usize = 64;
-/// Bytes of a log record's header: offset (u64), length (u32), check (u32).
-pub const REC_HDR: usize = 16;
+/// Bytes of a log record's header: offset (u64), length (u32), check (u32), transaction
+/// (u64).
+pub const REC_HDR: usize = 24;
 /// Smallest object riofs formats: superblock, log, inodes, bitmap and some data.
 pub const MIN_BLOCKS: u32 = 128;
 /// Largest object (the bitmap and block numbers are sized for it).
@@ -239,6 +247,11 @@ impl Super {
     /// Bytes the log can hold after its header.
     pub fn log_capacity(&self) -> usize {
         self.log_blocks as usize * BLOCK - LOG_HDR
+    }
+
+    /// Bytes of the log, header included (record positions are offsets into it).
+    pub fn log_bytes(&self) -> usize {
+        self.log_blocks as usize * BLOCK
     }
 
     /// Most bytes of existing data one transaction overwrites in place (and so logs): a
@@ -536,13 +549,16 @@ pub struct RecHdr {
     pub off: u64,
     /// Its length.
     pub len: u32,
+    /// The transaction it belongs to.
+    pub seq: u64,
 }
 
 impl RecHdr {
-    fn check(off: u64, len: u32) -> u32 {
-        let mut b = [0u8; 12];
+    fn check(off: u64, len: u32, seq: u64) -> u32 {
+        let mut b = [0u8; 20];
         put_u64(&mut b, 0, off);
         put_u32(&mut b, 8, len);
+        put_u64(&mut b, 12, seq);
         crc32c(&b) ^ 0x5249_4f46
     }
 
@@ -550,26 +566,98 @@ impl RecHdr {
     pub fn encode(&self, out: &mut [u8]) {
         put_u64(out, 0, self.off);
         put_u32(out, 8, self.len);
-        put_u32(out, 12, Self::check(self.off, self.len));
+        put_u32(out, 12, Self::check(self.off, self.len, self.seq));
+        put_u64(out, 16, self.seq);
     }
 
-    /// Decodes and checks a header: its check word, and that the range lies in the
-    /// object after the log (the superblock and the log are never undone).
-    pub fn decode(b: &[u8], sb: &Super) -> Option<RecHdr> {
+    /// Decodes a header of transaction `seq`, checking its check word and that the range
+    /// lies in the object after the log (the superblock and the log are never undone).
+    pub fn decode(b: &[u8], sb: &Super, seq: u64) -> Option<RecHdr> {
         let off = get_u64(b, 0);
         let len = get_u32(b, 8);
-        if get_u32(b, 12) != Self::check(off, len) || len == 0 || len as usize > BLOCK {
+        let s = get_u64(b, 16);
+        if s != seq
+            || get_u32(b, 12) != Self::check(off, len, s)
+            || len == 0
+            || len as usize > BLOCK
+        {
             return None;
         }
         let lo = u64::from(sb.itable_start) * BLOCK as u64;
         let hi = u64::from(sb.blocks) * BLOCK as u64;
-        (off >= lo && off.checked_add(u64::from(len))? <= hi).then_some(RecHdr { off, len })
+        (off >= lo && off.checked_add(u64::from(len))? <= hi).then_some(RecHdr { off, len, seq })
     }
 
     /// Bytes the record takes in the log (header, data, padding to 8).
     pub fn span(len: usize) -> usize {
         REC_HDR + len.next_multiple_of(8)
     }
+}
+
+/// Where the next record's header goes when the last one ended at byte `pos` of the log:
+/// there, or at the next block if the header would straddle one (so that one store of a
+/// header is never split between two pages).
+pub fn record_pos(pos: usize) -> usize {
+    let r = pos % BLOCK;
+    if r + REC_HDR > BLOCK {
+        pos + (BLOCK - r)
+    } else {
+        pos
+    }
+}
+
+/// What a scan of the log found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogScan {
+    /// This many records of the transaction, in order (0: nothing in flight).
+    Records(usize),
+    /// A valid header of the transaction at this byte of the log whose record runs past
+    /// the log's end: corrupt.
+    Corrupt(usize),
+    /// The visitor stopped the scan.
+    Stopped,
+}
+
+/// Scans the log of `sb` for the records of transaction `seq` (the one after the last
+/// committed): `header(pos)` returns the `REC_HDR` bytes at byte `pos` of the log, and
+/// `visit(pos, hdr)` is called for each record in order (its old bytes follow the header);
+/// returning `false` stops the scan. The kernel's recovery and `riofs-fsck` both use this.
+pub fn scan_log(
+    sb: &Super,
+    seq: u64,
+    mut header: impl FnMut(usize) -> Option<[u8; REC_HDR]>,
+    mut visit: impl FnMut(usize, RecHdr) -> bool,
+) -> LogScan {
+    let end = sb.log_bytes();
+    let mut pos = LOG_HDR;
+    let mut n = 0;
+    loop {
+        pos = record_pos(pos);
+        if pos + REC_HDR > end {
+            return LogScan::Records(n);
+        }
+        let Some(h) = header(pos) else {
+            return LogScan::Records(n);
+        };
+        let Some(r) = RecHdr::decode(&h, sb, seq) else {
+            return LogScan::Records(n);
+        };
+        let span = RecHdr::span(r.len as usize);
+        if pos + span > end {
+            return LogScan::Corrupt(pos);
+        }
+        if !visit(pos, r) {
+            return LogScan::Stopped;
+        }
+        n += 1;
+        pos += span;
+    }
+}
+
+/// Reads the number of the last committed transaction out of the log's header (`log` is
+/// at least `LOG_HDR` bytes of its start); `None` if the log magic is missing.
+pub fn log_committed(log: &[u8]) -> Option<u64> {
+    (get_u64(log, 8) == LOG_MAGIC).then(|| get_u64(log, 0))
 }
 
 #[cfg(test)]
@@ -656,18 +744,75 @@ mod tests {
     }
 
     #[test]
-    fn log_records_outside_the_undoable_area_are_refused() {
+    fn log_records_outside_the_undoable_area_or_of_another_transaction_are_refused() {
         let s = Super::for_blocks(4096, [1; 16], 5).expect("geometry");
         let mut b = [0u8; REC_HDR];
-        RecHdr { off: 0, len: 8 }.encode(&mut b);
+        RecHdr {
+            off: 0,
+            len: 8,
+            seq: 3,
+        }
+        .encode(&mut b);
         assert!(
-            RecHdr::decode(&b, &s).is_none(),
+            RecHdr::decode(&b, &s, 3).is_none(),
             "the superblock is never undone"
         );
         let off = u64::from(s.itable_start) * BLOCK as u64;
-        RecHdr { off, len: 8 }.encode(&mut b);
-        assert_eq!(RecHdr::decode(&b, &s), Some(RecHdr { off, len: 8 }));
+        let r = RecHdr {
+            off,
+            len: 8,
+            seq: 3,
+        };
+        r.encode(&mut b);
+        assert_eq!(RecHdr::decode(&b, &s, 3), Some(r));
+        assert!(
+            RecHdr::decode(&b, &s, 4).is_none(),
+            "a stale record of transaction 3"
+        );
         b[3] ^= 1;
-        assert!(RecHdr::decode(&b, &s).is_none());
+        assert!(RecHdr::decode(&b, &s, 3).is_none());
+    }
+
+    #[test]
+    fn a_scan_finds_the_running_transactions_records_and_stops_at_stale_ones() {
+        let s = Super::for_blocks(4096, [1; 16], 5).expect("geometry");
+        let mut log = vec![0u8; s.log_bytes()];
+        put_u64(&mut log, 8, LOG_MAGIC);
+        put_u64(&mut log, 0, 6);
+        let off = u64::from(s.itable_start) * BLOCK as u64;
+        // Three records of transaction 7 (one would straddle a block: moved to the next),
+        // then a stale one of transaction 6.
+        let mut pos = LOG_HDR;
+        let mut want = Vec::new();
+        for (i, len) in [128usize, 3840, 8, 16].iter().enumerate() {
+            pos = record_pos(pos);
+            let seq = if i < 3 { 7 } else { 6 };
+            RecHdr {
+                off,
+                len: *len as u32,
+                seq,
+            }
+            .encode(&mut log[pos..pos + REC_HDR]);
+            if i < 3 {
+                want.push(pos);
+            }
+            pos += RecHdr::span(*len);
+        }
+        assert_eq!(log_committed(&log), Some(6));
+        let hdr = |p: usize| -> Option<[u8; REC_HDR]> { log.get(p..p + REC_HDR)?.try_into().ok() };
+        let mut got = Vec::new();
+        let r = scan_log(&s, 7, hdr, |p, _| {
+            got.push(p);
+            true
+        });
+        assert_eq!(r, LogScan::Records(3));
+        assert_eq!(got, want);
+        assert_eq!(
+            want,
+            [LOG_HDR, LOG_HDR + 152, BLOCK],
+            "the third moved past the block end"
+        );
+        // Committing transaction 7 makes them all stale.
+        assert_eq!(scan_log(&s, 8, hdr, |_, _| true), LogScan::Records(0));
     }
 }

@@ -10,9 +10,10 @@
 //! # Transactions
 //!
 //! An operation calls [`Vol::begin`], changes the object with [`Vol::write_logged`] (the old
-//! bytes go to the undo log first) or [`Vol::write_fresh`] (a block allocated by this
-//! transaction: nothing to undo), then [`Vol::commit`] (one store: `used = 0`) or, on an
-//! error, [`Vol::abort`] (undo, as recovery would). Frees are deferred until after the
+//! bytes go to the undo log first, as a record of this transaction's number) or
+//! [`Vol::write_data`] on a block this transaction allocated (nothing to undo), then
+//! [`Vol::commit`] (one store: the log header's committed number) or, on an error,
+//! [`Vol::abort`] (undo, as recovery would). Frees are deferred until after the
 //! commit and are not logged: a crash between the commit and the frees leaks the blocks
 //! until the next mount, which rebuilds the bitmap from what the inodes reach.
 
@@ -21,7 +22,10 @@ use kernel::sync::Arc;
 
 use crate::arena::Arena;
 
-use super::format::{Inode, RecHdr, Super, BLOCK, INODE_SIZE, LOG_HDR, LOG_MAGIC, NDIRECT, PTRS};
+use super::format::{
+    log_committed, record_pos, scan_log, Inode, LogScan, RecHdr, Super, BLOCK, INODE_SIZE, LOG_HDR,
+    LOG_MAGIC, NDIRECT, PTRS, REC_HDR,
+};
 
 /// Most blocks one transaction allocates (bounds its log records).
 pub(crate) const MAX_TX_ALLOC: usize = 256;
@@ -32,7 +36,10 @@ pub(crate) struct Vol {
     /// Arena page of each block.
     pages: KVVec<usize>,
     pub(crate) sb: Super,
-    /// Bytes of records in the log (0: no transaction has changed anything yet).
+    /// The last committed transaction (the log header's number); the running one is next.
+    seq: u64,
+    /// Where the running transaction's next record goes (a byte of the log; `LOG_HDR`
+    /// while it has logged nothing).
     used: usize,
     /// Blocks allocated by the running transaction (writes to them are not logged).
     fresh: KVec<u32>,
@@ -40,7 +47,7 @@ pub(crate) struct Vol {
     logged_words: KVec<u32>,
     /// Blocks to free once the running transaction commits.
     pending_free: KVec<u32>,
-    /// One block of scratch space (old bytes on their way to the log).
+    /// A record's worth of scratch space (old bytes on their way to the log).
     scratch: KVec<u8>,
     pub(crate) free_blocks: u32,
     pub(crate) free_inodes: u32,
@@ -67,15 +74,17 @@ fn corrupt(what: &str, n: u64) -> Error {
 impl Vol {
     /// A volume over `pages` with superblock `sb`; counters are set by the mount.
     pub(crate) fn new(arena: Arc<Arena>, pages: KVVec<usize>, sb: Super) -> Result<Self> {
-        let mut scratch = KVec::with_capacity(BLOCK, GFP_KERNEL)?;
-        scratch.resize(BLOCK, 0, GFP_KERNEL)?;
+        // A block, and room for a record's header in front of it.
+        let mut scratch = KVec::with_capacity(BLOCK + REC_HDR, GFP_KERNEL)?;
+        scratch.resize(BLOCK + REC_HDR, 0, GFP_KERNEL)?;
         let mut dir_hint = KVVec::with_capacity(sb.inodes as usize, GFP_KERNEL)?;
         dir_hint.resize(sb.inodes as usize, 0, GFP_KERNEL)?;
         Ok(Self {
             arena,
             pages,
             sb,
-            used: 0,
+            seq: 0,
+            used: LOG_HDR,
             fresh: KVec::new(),
             logged_words: KVec::new(),
             pending_free: KVec::new(),
@@ -153,30 +162,34 @@ impl Vol {
             .write_page(self.page_of(b as usize)?, |p| p.fill(off, n, 0))?
     }
 
-    fn set_used(&mut self, used: usize) -> Result {
-        // Program order is the persistence order here: the records were stored before this
-        // word (x86 keeps stores in order; the window's page-table writes and flushes are
-        // compiler barriers as well), and the change it covers is stored after.
+    /// Stores `seq` as the last committed transaction: one aligned store, the commit point.
+    fn set_committed(&mut self, seq: u64) -> Result {
+        // Program order is the persistence order here: the records and the changes they
+        // cover were stored before this word (x86 keeps stores in order; the window's
+        // page-table writes and flushes are compiler barriers as well).
         core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
         let pos = self.sb.log_pos();
-        self.write_raw(pos, &(used as u64).to_le_bytes())?;
+        self.write_raw(pos, &seq.to_le_bytes())?;
         core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
-        self.used = used;
+        self.seq = seq;
         Ok(())
     }
 
     /// Starts a transaction.
     pub(crate) fn begin(&mut self) {
+        self.used = LOG_HDR;
         self.fresh.clear();
         self.logged_words.clear();
         self.pending_free.clear();
         self.saved = (self.free_blocks, self.free_inodes);
     }
 
-    /// Commits the running transaction (one store), then frees what it released.
+    /// Commits the running transaction (one store, if it logged anything), then frees
+    /// what it released.
     pub(crate) fn commit(&mut self) -> Result {
-        if self.used != 0 {
-            self.set_used(0)?;
+        if self.used != LOG_HDR {
+            self.set_committed(self.seq + 1)?;
+            self.used = LOG_HDR;
         }
         self.commits += 1;
         let pending = core::mem::take(&mut self.pending_free);
@@ -202,6 +215,7 @@ impl Vol {
                 e.to_errno()
             );
         }
+        self.used = LOG_HDR;
         (self.free_blocks, self.free_inodes) = self.saved;
         self.pending_free.clear();
         self.fresh.clear();
@@ -214,79 +228,101 @@ impl Vol {
         err
     }
 
-    /// Applies the log's records in reverse (recovery and abort), then empties it.
-    /// Refuses (changing nothing) if any record is not valid.
+    /// Applies the records of the transaction after the last committed one in reverse
+    /// (recovery and abort), then commits the undo. Refuses (changing nothing) a log
+    /// without its magic or with a record that runs past its end. Returns the records.
     pub(crate) fn undo(&mut self) -> Result<usize> {
         let pos = self.sb.log_pos();
-        let mut w = [0u8; 8];
-        self.read(pos, &mut w)?;
-        let used = u64::from_le_bytes(w);
-        if used == 0 {
-            self.used = 0;
-            return Ok(0);
-        }
-        let cap = self.sb.log_capacity() as u64;
-        if used > cap {
-            return Err(corrupt("undo log length", used));
-        }
-        let used = used as usize;
+        let mut head = [0u8; 16];
+        self.read(pos, &mut head)?;
+        let committed = log_committed(&head)
+            .ok_or_else(|| corrupt("undo log magic at block", u64::from(self.sb.log_start)))?;
+        self.seq = committed;
+        let cur = committed.wrapping_add(1);
         let mut recs: KVec<(usize, RecHdr)> = KVec::new();
-        let mut at = 0usize;
-        while at < used {
-            if at + super::format::REC_HDR > used {
-                return Err(corrupt("undo log record at", at as u64));
-            }
-            let mut h = [0u8; super::format::REC_HDR];
-            self.read(pos + (LOG_HDR + at) as u64, &mut h)?;
-            let r = RecHdr::decode(&h, &self.sb)
-                .ok_or_else(|| corrupt("undo log record at", at as u64))?;
-            let span = RecHdr::span(r.len as usize);
-            if at + span > used || r.len as usize > BLOCK {
-                return Err(corrupt("undo log record at", at as u64));
-            }
-            recs.push((at, r), GFP_KERNEL)?;
-            at += span;
+        let mut failed = false;
+        let scan = scan_log(
+            &self.sb,
+            cur,
+            |at| {
+                let mut h = [0u8; REC_HDR];
+                self.read(pos + at as u64, &mut h).ok().map(|()| h)
+            },
+            |at, r| {
+                failed = recs.push((at, r), GFP_KERNEL).is_err();
+                !failed
+            },
+        );
+        match scan {
+            LogScan::Records(_) => {}
+            LogScan::Corrupt(at) => return Err(corrupt("undo log record at byte", at as u64)),
+            LogScan::Stopped => return Err(ENOMEM),
         }
         let n = recs.len();
+        if n == 0 {
+            return Ok(0);
+        }
         for &(at, r) in recs.iter().rev() {
             let len = r.len as usize;
             let mut buf = core::mem::take(&mut self.scratch);
             let res = self
-                .read(
-                    pos + (LOG_HDR + at + super::format::REC_HDR) as u64,
-                    &mut buf[..len],
-                )
+                .read(pos + (at + REC_HDR) as u64, &mut buf[..len])
                 .and_then(|()| self.write_raw(r.off, &buf[..len]));
             self.scratch = buf;
             res?;
         }
-        self.set_used(0)?;
+        // The undo is done: its records become stale, as a commit's would.
+        self.set_committed(cur)?;
         Ok(n)
     }
 
-    /// Appends the current bytes of `off..off + len` (`len <= BLOCK`) to the log.
+    /// Appends the current bytes of `off..off + len` (`len <= BLOCK`) to the log as a
+    /// record of the running transaction: the old bytes first, the header last (a record
+    /// whose header did not land is not found by recovery, and its range is unchanged).
     fn log_range(&mut self, off: u64, len: usize) -> Result {
+        let at = record_pos(self.used);
         let span = RecHdr::span(len);
-        if self.used + span > self.sb.log_capacity() {
+        if at + span > self.sb.log_bytes() {
             pr_err!("riofs: internal error: a transaction outgrew the undo log\n");
             return Err(ENOSPC);
         }
         let mut buf = core::mem::take(&mut self.scratch);
         let res = (|| -> Result {
-            self.read(off, &mut buf[..len])?;
-            let mut h = [0u8; super::format::REC_HDR];
+            self.read(off, &mut buf[REC_HDR..REC_HDR + len])?;
             RecHdr {
                 off,
                 len: len as u32,
+                seq: self.seq + 1,
             }
-            .encode(&mut h);
-            let at = self.sb.log_pos() + (LOG_HDR + self.used) as u64;
-            self.write_raw(at, &h)?;
-            self.write_raw(at + super::format::REC_HDR as u64, &buf[..len])
+            .encode(&mut buf[..REC_HDR]);
+            self.write_record(self.sb.log_pos() + at as u64, &buf[..REC_HDR + len])
         })();
         self.scratch = buf;
         res?;
-        self.set_used(self.used + span)
+        self.used = at + span;
+        Ok(())
+    }
+
+    /// Writes record `rec` (header, then old bytes) at object byte `at`, the header's
+    /// block last and, within it, the header after the bytes: the header never lands
+    /// before the bytes it describes. The header does not straddle a block (`record_pos`).
+    fn write_record(&self, at: u64, rec: &[u8]) -> Result {
+        let bs = BLOCK as u64;
+        let first_len = ((bs - at % bs) as usize).min(rec.len());
+        // The bytes in the blocks after the header's (their order does not matter: all of
+        // them land before the header).
+        if rec.len() > first_len {
+            self.write_raw(at + first_len as u64, &rec[first_len..])?;
+        }
+        // The header's block: the bytes, then the header, in one window.
+        let b = usize::try_from(at / bs).map_err(|_| EIO)?;
+        let o = (at % bs) as usize;
+        let head = &rec[..first_len];
+        self.arena.write_page(self.page_of(b)?, |p| {
+            p.write(o + REC_HDR, &head[REC_HDR..])?;
+            core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
+            p.write(o, &head[..REC_HDR])
+        })?
     }
 
     /// Changes `off..off + src.len()` in place, logging the old bytes first.

@@ -6,7 +6,8 @@
 //! everything the kernel relies on:
 //!
 //! - the superblock (magic, version, checksum, geometry) and that the image has its size;
-//! - the undo log: its header, its `used` length and every record. A non-empty, valid log
+//! - the undo log: its header and the records of the transaction after the last committed
+//!   one, found as the kernel's recovery finds them. A non-empty, valid log
 //!   means an operation was in flight; the mount will undo it, so it is a warning, and the
 //!   rest of the checks run on the image *as the mount will leave it* (the log undone, in
 //!   memory);
@@ -319,58 +320,52 @@ fn decode_super(b: &[u8]) -> Result<Super, FsError> {
 enum Log {
     /// Nothing in flight.
     Empty,
-    /// Valid records: (object offset, byte offset of the old bytes in the image, length).
-    Records(Vec<(u64, usize, usize)>, u64),
+    /// Valid records of the transaction in flight: (object offset, byte offset of the old
+    /// bytes in the image, length), and the bytes of log they take.
+    Records(Vec<(u64, usize, usize)>, usize),
     /// Not valid: why.
     Corrupt(String),
 }
 
+/// The records of the transaction after the last committed one, found exactly as the
+/// kernel's recovery finds them (`scan_log`, the one definition in format.rs).
 fn read_log(img: &[u8], sb: &Super) -> Log {
     let pos = sb.log_pos() as usize;
-    let used = u64_at(img, pos);
-    if used == 0 {
+    let Some(committed) = rio_format::riofs::log_committed(&img[pos..pos + LOG_HDR]) else {
+        // The caller reports the missing magic (the mount refuses such a log); there is
+        // nothing to undo that could be trusted.
         return Log::Empty;
-    }
-    let cap = sb.log_capacity() as u64;
-    if used > cap {
-        return Log::Corrupt(format!(
-            "undo log length {used} exceeds its capacity {cap}: the mount refuses the file system"
-        ));
-    }
-    let used_n = used as usize;
+    };
     let mut recs = Vec::new();
-    let mut at = 0usize;
-    while at < used_n {
-        let bad = |at: usize| {
-            Log::Corrupt(format!(
-                "undo log record at byte {at} (of {used}) is not valid: the mount refuses the file system"
-            ))
-        };
-        if at + REC_HDR > used_n {
-            return bad(at);
-        }
-        let h = pos + LOG_HDR + at;
-        let Some(r) = RecHdr::decode(&img[h..h + REC_HDR], sb) else {
-            return bad(at);
-        };
-        let span = RecHdr::span(r.len as usize);
-        if at + span > used_n || r.len as usize > BLOCK {
-            return bad(at);
-        }
-        recs.push((r.off, h + REC_HDR, r.len as usize));
-        at += span;
+    let mut end = LOG_HDR;
+    let scan = rio_format::riofs::scan_log(
+        sb,
+        committed.wrapping_add(1),
+        |at| img.get(pos + at..pos + at + REC_HDR)?.try_into().ok(),
+        |at, r| {
+            recs.push((r.off, pos + at + REC_HDR, r.len as usize));
+            end = at + RecHdr::span(r.len as usize);
+            true
+        },
+    );
+    match scan {
+        rio_format::riofs::LogScan::Corrupt(at) => Log::Corrupt(format!(
+            "undo log record at byte {at} runs past the log's end: the mount refuses the file system"
+        )),
+        _ if recs.is_empty() => Log::Empty,
+        _ => Log::Records(recs, end - LOG_HDR),
     }
-    Log::Records(recs, used)
 }
 
-/// Applies valid records in reverse and empties the log, as the mount's recovery does.
+/// Applies valid records in reverse and commits the undo, as the mount's recovery does.
 fn apply_log(img: &mut [u8], sb: &Super, recs: &[(u64, usize, usize)]) {
     for &(off, data, len) in recs.iter().rev() {
         let off = off as usize;
         img.copy_within(data..data + len, off);
     }
     let pos = sb.log_pos() as usize;
-    img[pos..pos + 8].fill(0);
+    let committed = u64_at(img, pos);
+    img[pos..pos + 8].copy_from_slice(&committed.wrapping_add(1).to_le_bytes());
 }
 
 /// An inode record.
