@@ -22,7 +22,7 @@ help:
 	@echo "make shell      boot the guest with a shell on this terminal"
 	@echo "make bench-rio  durable-write latency: Rio (protection on/off) vs tmpfs vs disk+fdatasync"
 	@echo "make bench-vista Vista transactions vs SQLite, redb, LMDB on disk and tmpfs (host)"
-	@echo "make bench-vista-rio Vista on Rio vs SQLite, redb, LMDB on ext4 and tmpfs (guest)"
+	@echo "make bench-vista-rio Vista on Rio vs SQLite, redb, LMDB on ext4, tmpfs and riofs (guest)"
 	@echo "make bench-fs   ext4 on Rio vs ext4 write-through, ext4 default and tmpfs (guest)"
 	@echo "make bench-fio  fio IOPS and p50/p99: riofs (protection on/off), tmpfs, ext4 on Rio, ext4 on disk (guest; RUNS, RUNTIME, SIZE)"
 	@echo "make bench-dc   Discount Checking: checkpoint latency, cost per page, overheads (host)"

@@ -41,6 +41,14 @@ pub struct BenchArgs {
     /// Prefix of the Rio objects the benchmark creates (and deletes).
     #[arg(long, default_value = "vista-bench")]
     object: String,
+    /// Also run the systems on riofs, mounted here (by the benchmark, after the Rio rows,
+    /// so that the arena holds one at a time: a riofs of --riofs-size in object
+    /// `<object>-riofs`, unmounted and deleted at the end).
+    #[arg(long)]
+    riofs_dir: Option<PathBuf>,
+    /// Size of that riofs.
+    #[arg(long, default_value = "48M")]
+    riofs_size: String,
 }
 
 /// Where a system keeps its data.
@@ -49,6 +57,8 @@ enum Place {
     Rio,
     Disk,
     Tmpfs,
+    /// Ordinary files on riofs (the Rio file cache as a file system).
+    Riofs,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -68,7 +78,7 @@ struct System {
     survives: &'static str,
 }
 
-const SYSTEMS: [System; 11] = [
+const SYSTEMS: [System; 15] = [
     System {
         name: "Vista on Rio (Memory)",
         kind: Kind::VistaRio,
@@ -135,6 +145,32 @@ const SYSTEMS: [System; 11] = [
         place: Place::Tmpfs,
         survives: "no",
     },
+    // On riofs, as a user would run them: ordinary files, no special VFS; every write and
+    // every store through a mapping is in the protected arena when it returns.
+    System {
+        name: "Vista (file, Memory)",
+        kind: Kind::VistaFile(Durability::Memory),
+        place: Place::Riofs,
+        survives: "yes",
+    },
+    System {
+        name: "SQLite WAL, synchronous=FULL",
+        kind: Kind::Sqlite("FULL"),
+        place: Place::Riofs,
+        survives: "yes",
+    },
+    System {
+        name: "redb (Durability::Immediate)",
+        kind: Kind::Redb,
+        place: Place::Riofs,
+        survives: "yes",
+    },
+    System {
+        name: "LMDB via heed (default sync)",
+        kind: Kind::Lmdb,
+        place: Place::Riofs,
+        survives: "yes",
+    },
 ];
 
 /// Data bytes of the key-value segments (the largest workload, order-entry, needs about
@@ -152,10 +188,43 @@ struct Env<'a> {
 
 impl Env<'_> {
     fn dir(&self, place: Place) -> &Path {
-        match place {
-            Place::Disk => &self.args.disk_dir,
+        match (place, &self.args.riofs_dir) {
+            (Place::Disk, _) => &self.args.disk_dir,
+            (Place::Riofs, Some(d)) => d,
             _ => &self.args.tmpfs_dir,
         }
+    }
+
+    /// Mounts the riofs for the riofs rows (a fresh object).
+    fn mount_riofs(&self, dir: &Path) -> Result<()> {
+        let name = self.fresh_object("riofs")?;
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let st = std::process::Command::new("mount")
+            .args(["-t", "riofs", "-o"])
+            .arg(format!("size={}", self.args.riofs_size))
+            .arg(&name)
+            .arg(dir)
+            .status()
+            .context("running mount")?;
+        anyhow::ensure!(
+            st.success(),
+            "mount -t riofs {name} {} failed",
+            dir.display()
+        );
+        Ok(())
+    }
+
+    /// Unmounts it and deletes its object.
+    fn unmount_riofs(&self, dir: &Path) -> Result<()> {
+        let st = std::process::Command::new("umount")
+            .arg(dir)
+            .status()
+            .context("running umount")?;
+        anyhow::ensure!(st.success(), "umount {} failed", dir.display());
+        let name = format!("{}-riofs", self.args.object);
+        self.rio
+            .delete(&name)
+            .with_context(|| format!("deleting Rio object {name:?}"))
     }
 
     fn place_label(&self, place: Place) -> String {
@@ -167,6 +236,7 @@ impl Env<'_> {
                 self.args.disk_dir.display()
             ),
             Place::Tmpfs => format!("tmpfs ({})", self.args.tmpfs_dir.display()),
+            Place::Riofs => format!("riofs ({})", self.dir(place).display()),
         }
     }
 
@@ -386,9 +456,24 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     println!("{header}\n{sep}");
     let mut base: [Option<f64>; 4] = [None; 4];
+    let mut riofs_mounted = false;
     for sys in &SYSTEMS {
         if sys.kind != Kind::VistaRio && !selected(args, sys.name) {
             continue;
+        }
+        if sys.place == Place::Riofs {
+            let Some(dir) = &args.riofs_dir else {
+                continue;
+            };
+            if !riofs_mounted {
+                env.mount_riofs(dir)?;
+                riofs_mounted = true;
+                eprintln!(
+                    "[{:.0}s] riofs mounted on {}",
+                    t0.elapsed().as_secs_f64(),
+                    dir.display()
+                );
+            }
         }
         let mut row = format!(
             "| {} | {} | {} |",
@@ -420,8 +505,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         println!("{row}");
     }
     println!();
-    for p in [Place::Disk, Place::Tmpfs] {
+    for p in [Place::Disk, Place::Tmpfs, Place::Riofs] {
         let _ = std::fs::remove_dir_all(env.dir(p).join("kv"));
+    }
+    if let (true, Some(dir)) = (riofs_mounted, &args.riofs_dir) {
+        env.unmount_riofs(dir)?;
     }
     println!("Total time: {:.0} s", t0.elapsed().as_secs_f64());
     Ok(())
