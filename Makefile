@@ -26,7 +26,7 @@ help:
 	@echo "make bench-fs   ext4 on Rio vs ext4 write-through, ext4 default and tmpfs (guest)"
 	@echo "make bench-fio  fio IOPS and p50/p99: riofs (protection on/off), tmpfs, ext4 on Rio, ext4 on disk (guest; RUNS, RUNTIME, SIZE)"
 	@echo "make bench-dc   Discount Checking: checkpoint latency, cost per page, overheads (host)"
-	@echo "make fuzz       fuzz /dev/rio from several users against a model, on the debug kernel (DURATION=seconds, SEED, PANIC_EVERY)"
+	@echo "make fuzz       fuzz /dev/rio (and with RIOFS=1 riofs system calls) from several users against a model, on the debug kernel (DURATION=seconds, SEED, PANIC_EVERY)"
 	@echo "make campaign   crash campaign: COUNT runs per fault class and configuration (default 50), JOBS guests at once (default 2)"
 
 setup:
@@ -106,8 +106,10 @@ campaign: setup initramfs
 DURATION ?= 300
 SEED ?= 1
 PANIC_EVERY ?= 4
+# RIOFS=1: half the operations are riofs system calls on a riofs the run mounts.
+RIOFS ?=
 fuzz: setup initramfs-debug
-	@cd userlib && cargo build -q --release -p rio-fuzz && RIO_KERNEL_FLAVOUR=debug target/release/rio-fuzz-host --duration $(DURATION) --seed-start $(SEED) --panic-every $(PANIC_EVERY)
+	@cd userlib && cargo build -q --release -p rio-fuzz && RIO_KERNEL_FLAVOUR=debug target/release/rio-fuzz-host --duration $(DURATION) --seed-start $(SEED) --panic-every $(PANIC_EVERY) $(if $(RIOFS),--riofs)
 
 bench-dc: setup
 	@bash scripts/bench-dc.sh

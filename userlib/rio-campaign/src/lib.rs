@@ -2,6 +2,11 @@
 //! the guest, run a workload that reports every acknowledged write, inject the fault, wait
 //! for the crash, reboot (warm, or cold for power loss), recover, and check every file
 //! against what the host knows was acknowledged.
+//!
+//! The `riofs` configuration (module [`riofs`]) runs a POSIX workload on a riofs file
+//! system instead, and judges the recovered tree with the riofs crash model.
+
+pub mod riofs;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -75,6 +80,10 @@ pub enum Config {
     RioUnprotected,
     /// Rio objects, protection on.
     RioProtected,
+    /// riofs in a protected Rio object (backing disk, as rio-protected), under
+    /// `riofs-torture`'s random POSIX operations, judged by the riofs crash model (see
+    /// [`riofs`]; not in the default campaign: `--configs`).
+    Riofs,
     /// Rio objects, protection on, the crash kernel loaded and no background writeback;
     /// after the crash the RAM is discarded, so only what safe sync wrote comes back. It
     /// measures the safe-sync path alone (not in the default campaign: `--configs`).
@@ -91,11 +100,12 @@ impl Config {
     ];
 
     /// Every configuration, in table order (the default ones, then the extras).
-    pub const EVERY: [Config; 5] = [
+    pub const EVERY: [Config; 6] = [
         Config::Ext4Sync,
         Config::Ext4Default,
         Config::RioUnprotected,
         Config::RioProtected,
+        Config::Riofs,
         Config::RioSafeSync,
     ];
 
@@ -106,6 +116,7 @@ impl Config {
             Config::Ext4Default => "ext4-default",
             Config::RioUnprotected => "rio-unprotected",
             Config::RioProtected => "rio-protected",
+            Config::Riofs => "riofs",
             Config::RioSafeSync => "rio-safe-sync",
         }
     }
@@ -114,7 +125,7 @@ impl Config {
     pub fn is_rio(self) -> bool {
         matches!(
             self,
-            Config::RioUnprotected | Config::RioProtected | Config::RioSafeSync
+            Config::RioUnprotected | Config::RioProtected | Config::RioSafeSync | Config::Riofs
         )
     }
 }
@@ -176,7 +187,7 @@ const CRASH_GRACE: Duration = Duration::from_secs(6);
 /// The note of a run whose guest hung (counted as a crash, reset, recovered).
 pub const HUNG: &str = "hung: reset";
 /// A guest that takes longer than this to answer a trivial command has hung.
-const HANG_TIMEOUT: Duration = Duration::from_secs(20);
+pub(crate) const HANG_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Faults of `class` one run injects: a panic is one fault; the random classes are
 /// injected until a crash, at most [`FAULTS_PER_RUN`].
@@ -221,6 +232,10 @@ fn setup(vm: &mut Vm, config: Config) -> Result<String> {
             sh(vm, "rio-load backing=/dev/vda protect=1 allow_wild_store=1 writeback_ms=0 && rio format && rio crashkernel load --backing /dev/vda")?;
             "--target rio".into()
         }
+        Config::Riofs => {
+            sh(vm, &riofs::setup_command())?;
+            String::new()
+        }
         Config::RioUnprotected | Config::RioProtected => {
             let p = if config == Config::RioProtected { 1 } else { 0 };
             sh(vm, &format!("rio-load backing=/dev/vda protect={p} allow_wild_store=1 writeback_ms=1000 && rio format"))?;
@@ -262,19 +277,24 @@ fn save_fetched(log: &Path, files: &[Vec<u8>]) -> Result<()> {
     Ok(())
 }
 
+/// How rio.ko, just loaded, got the data back (its messages say).
+fn rio_recovery_path(vm: &mut Vm) -> Result<&'static str> {
+    let dmesg = sh(vm, "dmesg | grep 'rio: '")?;
+    Ok(if dmesg.contains("restored") {
+        "backing disk"
+    } else if dmesg.contains("saved by the crash kernel") {
+        "crash kernel"
+    } else if dmesg.contains("recovered arena after a crash") {
+        "warm reboot"
+    } else {
+        "none needed"
+    })
+}
+
 fn recover(vm: &mut Vm, config: Config) -> Result<(String, Vec<Vec<u8>>)> {
     let path = if config.is_rio() {
         sh(vm, "rio-load backing=/dev/vda writeback_ms=0")?;
-        let dmesg = sh(vm, "dmesg | grep 'rio: '")?;
-        if dmesg.contains("restored") {
-            "backing disk"
-        } else if dmesg.contains("saved by the crash kernel") {
-            "crash kernel"
-        } else if dmesg.contains("recovered arena after a crash") {
-            "warm reboot"
-        } else {
-            "none needed"
-        }
+        rio_recovery_path(vm)?
     } else {
         sh(vm, "mount /dev/vda /mnt")?;
         "ext4 journal"
@@ -350,16 +370,30 @@ pub fn run_one_with_budget(
     let mut vm = Vm::start(cfg)?;
     let target = setup(&mut vm, config)?;
     let seed = 0x5eed_0000 + index;
-    vm.spawn(&format!(
-        "rio-check memtest {target} --seed {seed} --files {FILES} --file-size {FILE_SIZE}"
-    ))?;
+    let mut fs = None;
+    if config == Config::Riofs {
+        let root_mode = riofs::root_mode(&mut vm).map_err(|e| Error::Fetch {
+            command: "riofs-torture dump (of the fresh file system)".into(),
+            status: -1,
+            stderr: e,
+        })?;
+        vm.spawn(&riofs::workload_command(seed))?;
+        fs = Some(Fs {
+            root_mode,
+            clock: riofs::AckClock::start(log.clone()),
+        });
+    } else {
+        vm.spawn(&format!(
+            "rio-check memtest {target} --seed {seed} --files {FILES} --file-size {FILE_SIZE}"
+        ))?;
+    }
+    let acks = |l: &str| match config {
+        Config::Riofs => riofs::acks(l),
+        _ => l.matches("\nA ").count(),
+    };
     // Let the workload get going: wait for a few acknowledged writes.
     let t = Instant::now();
-    while std::fs::read_to_string(&log)
-        .map(|l| l.matches("\nA ").count())
-        .unwrap_or(0)
-        < 20
-    {
+    while std::fs::read_to_string(&log).map(|l| acks(&l)).unwrap_or(0) < 20 {
         if t.elapsed() > Duration::from_secs(30) {
             return Err(Error::WorkloadDidNotStart);
         }
@@ -374,12 +408,14 @@ pub fn run_one_with_budget(
     let boot = vm.boot_id().to_string();
     let vm = match class {
         "reset" => {
+            fs.as_mut().map(Fs::crashed);
             vm.qmp("system_reset", None)?;
             out.crashed = true;
             vm.wait_reboot(Duration::from_secs(120))?;
             vm
         }
         "power" => {
+            fs.as_mut().map(Fs::crashed);
             let cfg = vm.kill()?;
             riovm::discard_ram(&cfg)?;
             out.crashed = true;
@@ -394,6 +430,7 @@ pub fn run_one_with_budget(
             ))?;
             let window = Duration::from_millis(u64::from(n) * FAULT_INTERVAL_MS) + CRASH_GRACE;
             let found = wait_for_crash(&mut vm, window);
+            fs.as_mut().map(Fs::crashed);
             out.faults = faults_seen(&vm.console());
             match found {
                 true => {
@@ -406,6 +443,21 @@ pub fn run_one_with_budget(
                     // No panic. A guest that no longer answers has hung, which the Rio
                     // paper counted as a crash: reset it (RAM kept) and recover as after
                     // a panic.
+                    if let Some(f) = &mut fs {
+                        let checked = riofs::stop_workload(&mut vm)
+                            .and_then(|()| riofs::check(&mut vm, true));
+                        let Ok(rec) = checked else {
+                            out.crashed = true;
+                            out.note = HUNG.into();
+                            vm.qmp("system_reset", None)?;
+                            vm.wait_reboot(Duration::from_secs(120))?;
+                            return finish(vm, out, config, &log, &boot, fs);
+                        };
+                        out.note = "no crash".into();
+                        let times = f.clock.stop();
+                        riofs::score(&mut out, &log, f.root_mode, &rec, &times)?;
+                        return Ok(out);
+                    }
                     let files = match vm
                         .run_timeout("killall rio-check; sleep 0.5", HANG_TIMEOUT)
                         .map_err(Error::from)
@@ -419,7 +471,7 @@ pub fn run_one_with_budget(
                             out.note = HUNG.into();
                             vm.qmp("system_reset", None)?;
                             vm.wait_reboot(Duration::from_secs(120))?;
-                            return finish(vm, out, config, &log, &boot);
+                            return finish(vm, out, config, &log, &boot, fs);
                         }
                     };
                     // The guest lives on: check for silent damage (a fault that corrupts
@@ -436,7 +488,20 @@ pub fn run_one_with_budget(
             vm
         }
     };
-    finish(vm, out, config, &log, &boot)
+    finish(vm, out, config, &log, &boot, fs)
+}
+
+/// A riofs run's state: the model's initial root mode, and the clock of its ACK lines.
+struct Fs {
+    root_mode: u32,
+    clock: riofs::AckClock,
+}
+
+impl Fs {
+    /// The guest died (or is about to): no acknowledgement comes after this.
+    fn crashed(&mut self) {
+        self.clock.stop();
+    }
 }
 
 /// How long a crashed guest may take to come back by itself: the panic's own reboot
@@ -474,9 +539,43 @@ fn wait_for_crash(vm: &mut Vm, timeout: Duration) -> bool {
 }
 
 /// After the crash and reboot: recover, fetch and score.
-fn finish(mut vm: Vm, mut out: Outcome, config: Config, log: &Path, boot: &str) -> Result<Outcome> {
+fn finish(
+    mut vm: Vm,
+    mut out: Outcome,
+    config: Config,
+    log: &Path,
+    boot: &str,
+    fs: Option<Fs>,
+) -> Result<Outcome> {
     if vm.boot_id() == boot {
         out.note = "did not reboot".into();
+    }
+    if let Some(mut f) = fs {
+        let times = f.clock.stop();
+        // Loaded as before the crash; then the mount recovers the file system.
+        let rec = match sh(&mut vm, riofs::LOAD).and_then(|_| rio_recovery_path(&mut vm)) {
+            Ok(path) => {
+                out.recovery = path.into();
+                riofs::check(&mut vm, false)
+            }
+            Err(e) => Err(e),
+        };
+        match rec {
+            Ok(rec) => riofs::score(&mut out, log, f.root_mode, &rec, &times)?,
+            Err(e) => {
+                out.recovery = "failed".into();
+                out.note = format!("recovery failed: {}", chain(&e));
+                out.corrupted_files = 1;
+                riofs::score(
+                    &mut out,
+                    log,
+                    f.root_mode,
+                    &riofs::Recovered::default(),
+                    &times,
+                )?;
+            }
+        }
+        return Ok(out);
     }
     // Safe sync alone: the power fails as soon as the machine is back, so only what the
     // crash kernel wrote to the disk survives.

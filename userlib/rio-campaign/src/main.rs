@@ -21,7 +21,9 @@ struct Cli {
     #[arg(long, default_value_t = 5)]
     count: u64,
     /// Configurations (default: the first four): ext4-sync, ext4-default, rio-unprotected,
-    /// rio-protected, rio-safe-sync (protection, crash kernel, RAM lost after the crash).
+    /// rio-protected, riofs (a riofs file system in a protected object, under random POSIX
+    /// operations, judged by the riofs crash model), rio-safe-sync (protection, crash
+    /// kernel, RAM lost after the crash).
     #[arg(long, value_delimiter = ',')]
     configs: Vec<String>,
     /// Fault classes (default: all): text, heap, stack, wild, pointer, panic, arena, reset, power.
@@ -89,7 +91,10 @@ fn run_cell(cli: &Cli, artifacts: &Artifacts, c: Config, k: &str, i: u64) -> Res
         // Losses that break a promise: not those of delayed writes (ext4 defaults) or of
         // a power cut (everything newer than the last writeback may go).
         let promised = c != Config::Ext4Default && k != "power";
+        // riofs promises a whole prefix state even after a power cut.
+        let whole = c == Config::Riofs;
         let bad = (o.crashed && promised && (o.lost_writes > 0 || o.corrupted_files > 0))
+            || (o.crashed && whole && o.corrupted_files > 0)
             || o.note.starts_with("harness error")
             || o.note.starts_with("recovery failed");
         if bad {
@@ -99,7 +104,12 @@ fn run_cell(cli: &Cli, artifacts: &Artifacts, c: Config, k: &str, i: u64) -> Res
             for e in std::fs::read_dir(tmp.path())?.flatten() {
                 let name = e.file_name();
                 let n = name.to_string_lossy();
-                if n.ends_with(".log") || n.ends_with(".img") {
+                // riofs runs: the dump of the recovered tree and the model's verdict too.
+                if n.ends_with(".log")
+                    || n.ends_with(".img")
+                    || n.ends_with(".jsonl")
+                    || n.ends_with(".txt")
+                {
                     std::fs::copy(e.path(), dest.join(&name))
                         .with_context(|| format!("keeping {n}"))?;
                 }

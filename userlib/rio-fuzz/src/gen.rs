@@ -1,8 +1,9 @@
 //! The op generator: a random history from a seed, steered by the model so that most ops
 //! touch live handles, mappings and objects.
 
+use crate::fsmodel::{LEAVES, LINK_TARGETS, MAX_FILE, MAX_WRITE, TOPS};
 use crate::model::{Config, Model, PAGE};
-use crate::ops::{Op, OpKind, OpenHow, ProcId, BASE_ACTORS, NAMES};
+use crate::ops::{OFlags, Op, OpKind, OpenHow, ProcId, BASE_ACTORS, NAMES};
 use crate::prng::Rng;
 
 /// Modes that `create` uses.
@@ -66,6 +67,11 @@ fn choose(r: &mut Rng, m: &Model, cfg: &Config) -> Op {
     };
     let admin = m.identity(p).is_some_and(|i| i.admin);
     let is_base = p < BASE_ACTORS;
+    if cfg.riofs && r.chance(1, 2) {
+        if let Some(kind) = choose_fs(r, m, p) {
+            return Op { proc: p, kind };
+        }
+    }
     // Too many descriptors or mappings: close or unmap first.
     if fds.len() > 6 && r.chance(1, 2) {
         return Op {
@@ -245,4 +251,227 @@ fn choose(r: &mut Rng, m: &Model, cfg: &Config) -> Op {
         }
     };
     Op { proc: p, kind }
+}
+
+/// Modes of files that riofs ops create or set.
+pub const FILE_MODES: [u32; 9] = [
+    0o644, 0o600, 0o666, 0o640, 0o604, 0o400, 0o200, 0o000, 0o660,
+];
+/// Modes of directories that riofs ops make or set.
+pub const DIR_MODES: [u32; 7] = [0o755, 0o700, 0o777, 0o1777, 0o555, 0o750, 0o1770];
+
+fn random_path(r: &mut Rng) -> String {
+    let mut c: Vec<&str> = Vec::new();
+    if r.chance(7, 8) {
+        c.push(TOPS[r.below(TOPS.len() as u64) as usize].0);
+    }
+    for _ in 0..r.below(3) {
+        c.push(if r.chance(1, 2) { "d0" } else { "d1" });
+    }
+    c.push(LEAVES[r.below(LEAVES.len() as u64) as usize]);
+    c.join("/")
+}
+
+/// A riofs op for process `p` (`None`: none fits, do something else).
+fn choose_fs(r: &mut Rng, m: &Model, p: ProcId) -> Option<OpKind> {
+    let fs = m.fs.as_ref()?;
+    let who = m.identity(p)?;
+    let rfds = m.rfds(p);
+    if rfds.len() > 5 && r.chance(1, 2) {
+        return Some(OpKind::FClose { h: pick(r, &rfds)? });
+    }
+    let paths = fs.paths();
+    let dirs: Vec<String> = std::iter::once(String::new())
+        .chain(paths.iter().filter(|x| x.1).map(|x| x.0.clone()))
+        .collect();
+    // Mostly paths that exist; the top directories less often (so that the tree keeps
+    // its shape for a while).
+    let deep: Vec<&String> = paths
+        .iter()
+        .map(|x| &x.0)
+        .filter(|x| x.contains('/'))
+        .collect();
+    // Half the time, only what the actor can reach or create in (more successes).
+    let mine: Vec<&String> = deep
+        .iter()
+        .copied()
+        .filter(|x| fs.reachable(&who, x))
+        .collect();
+    let my_files: Vec<String> = paths
+        .iter()
+        .filter(|x| !x.1 && fs.reachable(&who, &x.0))
+        .map(|x| x.0.clone())
+        .collect();
+    let my_dirs: Vec<&String> = dirs.iter().filter(|d| fs.can_create_in(&who, d)).collect();
+    let any_path = |r: &mut Rng| -> String {
+        if !mine.is_empty() && r.chance(1, 2) {
+            mine[r.below(mine.len() as u64) as usize].clone()
+        } else if !deep.is_empty() && r.chance(2, 3) {
+            deep[r.below(deep.len() as u64) as usize].clone()
+        } else if !paths.is_empty() && r.chance(1, 2) {
+            paths[r.below(paths.len() as u64) as usize].0.clone()
+        } else {
+            random_path(r)
+        }
+    };
+    let new_path = |r: &mut Rng, leaves: &[&str]| -> String {
+        if r.chance(1, 8) {
+            return random_path(r);
+        }
+        let d = if !my_dirs.is_empty() && r.chance(2, 3) {
+            my_dirs[r.below(my_dirs.len() as u64) as usize]
+        } else {
+            &dirs[r.below(dirs.len() as u64) as usize]
+        };
+        let leaf = leaves[r.below(leaves.len() as u64) as usize];
+        if d.is_empty() {
+            leaf.to_string()
+        } else {
+            format!("{d}/{leaf}")
+        }
+    };
+    let file_mode = |r: &mut Rng| FILE_MODES[r.below(FILE_MODES.len() as u64) as usize];
+    let dir_mode = |r: &mut Rng| DIR_MODES[r.below(DIR_MODES.len() as u64) as usize];
+    let has = !rfds.is_empty();
+    #[rustfmt::skip]
+    let table: [(u64, u8); 16] = [
+        (14, 0),  // open
+        (if has { 4 } else { 0 }, 1),   // close
+        (if has { 10 } else { 0 }, 2),  // pread
+        (if has { 16 } else { 0 }, 3),  // pwrite
+        (if has { 3 } else { 0 }, 4),   // ftruncate
+        (if has { 2 } else { 0 }, 5),   // fstat
+        (3, 6),   // truncate
+        (6, 7),   // unlink
+        (5, 8),   // mkdir
+        (4, 9),   // rmdir
+        (8, 10),  // rename
+        (4, 11),  // link
+        (3, 12),  // symlink
+        (4, 13),  // chmod
+        (3, 14),  // chown
+        (5, 15),  // stat
+    ];
+    let w: Vec<u64> = table.iter().map(|t| t.0).collect();
+    let what = table[r.weighted(&w)?].1;
+    let h = pick(r, &rfds);
+    let size_of = |h: u32| fs.size_of(h);
+    Some(match (what, h) {
+        (1, Some(h)) => OpKind::FClose { h },
+        (2, Some(h)) => {
+            let size = size_of(h);
+            OpKind::FRead {
+                h,
+                off: if r.chance(1, 8) {
+                    size + r.below(100)
+                } else {
+                    r.below(size + 1)
+                },
+                len: r.range(1, u64::from(MAX_WRITE) + 100) as u32,
+            }
+        }
+        (3, Some(h)) => {
+            let size = size_of(h);
+            let len = r.range(1, u64::from(MAX_WRITE)) as u32;
+            let off = match r.below(6) {
+                0 => size + r.below(5000), // past the end: a hole
+                1 => size,
+                _ => r.below(size + 1),
+            };
+            OpKind::FWrite {
+                h,
+                off: off.min(MAX_FILE),
+                len,
+            }
+        }
+        (4, Some(h)) => OpKind::FTruncate {
+            h,
+            size: r.below(MAX_FILE / 2),
+        },
+        (5, Some(h)) => OpKind::FStat { h },
+        (6, _) => OpKind::Truncate {
+            path: any_path(r),
+            size: r.below(MAX_FILE / 2),
+        },
+        (7, _) => OpKind::Unlink { path: any_path(r) },
+        (8, _) => OpKind::Mkdir {
+            path: new_path(r, &["d0", "d1"]),
+            mode: dir_mode(r),
+        },
+        (9, _) => OpKind::Rmdir {
+            path: if r.chance(2, 3) {
+                let d: Vec<&String> = dirs.iter().filter(|d| !d.is_empty()).collect();
+                pick(r, &d).cloned().unwrap_or_else(|| random_path(r))
+            } else {
+                any_path(r)
+            },
+        },
+        (10, _) => OpKind::Rename {
+            from: any_path(r),
+            to: if r.chance(1, 2) {
+                any_path(r)
+            } else {
+                new_path(r, &LEAVES)
+            },
+        },
+        (11, _) => OpKind::Link {
+            from: any_path(r),
+            to: new_path(r, &["f0", "f1", "f2", "l0"]),
+        },
+        (12, _) => OpKind::Symlink {
+            path: new_path(r, &["l0", "f2"]),
+            target: r.below(LINK_TARGETS.len() as u64) as u8,
+        },
+        (13, _) => OpKind::Chmod {
+            path: any_path(r),
+            mode: if r.chance(1, 2) {
+                file_mode(r)
+            } else {
+                dir_mode(r)
+            },
+        },
+        (14, _) => {
+            // The namespaced actor can name only its own uid (others are not mapped).
+            let uids: &[u32] = if who.ns_root_of.is_some() {
+                &[1000, 1001, 1002]
+            } else {
+                &[0, 1000, 1001, 1002]
+            };
+            OpKind::Chown {
+                path: any_path(r),
+                uid: uids[r.below(uids.len() as u64) as usize],
+            }
+        }
+        (15, _) => OpKind::PStat {
+            path: any_path(r),
+            follow: r.chance(1, 4),
+        },
+        _ => {
+            let (read, write) = match r.below(10) {
+                0..=3 => (true, false),
+                4..=5 => (false, true),
+                _ => (true, true),
+            };
+            let creat = r.chance(1, 2);
+            let flags = OFlags {
+                read,
+                write,
+                creat,
+                excl: creat && r.chance(1, 4),
+                trunc: write && r.chance(1, 6),
+                append: write && r.chance(1, 6),
+            };
+            OpKind::FOpen {
+                path: if creat && r.chance(1, 2) {
+                    new_path(r, &["f0", "f1", "f2"])
+                } else if !my_files.is_empty() && r.chance(1, 2) {
+                    pick(r, &my_files).unwrap_or_default()
+                } else {
+                    any_path(r)
+                },
+                flags,
+                mode: file_mode(r),
+            }
+        }
+    })
 }

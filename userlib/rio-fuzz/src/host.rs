@@ -104,8 +104,15 @@ impl RunSpec {
             only: None,
             noise: fc.noise,
             backing: seed % 2 == 1,
-            // Runs of 300 ops take one to a few seconds under TCG.
-            panic_after: panic.then(|| 150 + r.below(u64::from(fc.ops) * 5)),
+            // Runs of 300 ops take one to a few seconds under TCG; with riofs, mounting and
+            // the setup take a second or two more, and the ops are slower.
+            panic_after: panic.then(|| {
+                if fc.fuzz_flags.contains("--riofs") {
+                    1500 + r.below(u64::from(fc.ops) * 15)
+                } else {
+                    150 + r.below(u64::from(fc.ops) * 5)
+                }
+            }),
         }
     }
 

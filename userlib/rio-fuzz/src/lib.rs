@@ -4,11 +4,13 @@
 //! - [`ops`]: the operations and op-index lists;
 //! - [`model`]: the exact model of what rio.ko must answer, with the security rules in one
 //!   place ([`model::Rules`]), and the checker ([`model::check`]);
+//! - [`fsmodel`]: the model of riofs (a POSIX tree and the VFS's permission rules);
 //! - [`gen`]: the op generator;
 //! - [`verify`]: what a recovered arena must hold after a crash;
 //! - [`guest`]: the guest program (actors under four identities, the coordinator, noise);
 //! - [`host`]: the host driver (boot, load, fuzz, crash, recover, verify, shrink).
 
+pub mod fsmodel;
 pub mod gen;
 pub mod guest;
 pub mod host;

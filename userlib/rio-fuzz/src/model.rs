@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::fsmodel::{self, Answer, FileStat, Fs};
 use crate::ops::{Handle, MapId, Op, OpKind, OpenHow, ProcId, BASE_ACTORS, CHILD_BASE, NAMES};
 use crate::prng::payload;
 
@@ -87,6 +88,8 @@ pub struct Config {
     pub wild_store_allowed: bool,
     /// Objects of the noise threads: root's, mode 0600, contents not modelled.
     pub noise: Vec<(String, u64)>,
+    /// A riofs is mounted (its object is like a noise object) and riofs ops are fuzzed.
+    pub riofs: bool,
 }
 
 impl Config {
@@ -100,6 +103,7 @@ impl Config {
             backing: false,
             wild_store_allowed: false,
             noise: Vec::new(),
+            riofs: false,
         }
     }
 }
@@ -145,6 +149,8 @@ pub enum Expect {
     Stats { objects: u64, pages_in_use: u64 },
     /// INFO: this ABI version and the ready state.
     Info { abi: u32, state: u32 },
+    /// A riofs `stat`.
+    FStat(FileStat),
 }
 
 /// What an actor answered.
@@ -162,6 +168,8 @@ pub enum Reply {
     Stats { objects: u64, pages_in_use: u64 },
     /// INFO.
     Info { abi: u32, state: u32 },
+    /// A riofs `stat`.
+    FStat(FileStat),
 }
 
 /// An object in the model.
@@ -210,6 +218,7 @@ pub struct Proc {
     pub slot: u32,
     fds: BTreeSet<Handle>,
     maps: BTreeMap<MapId, Mapping>,
+    rfds: BTreeSet<Handle>,
 }
 
 /// Where the coordinator sends an op and with which argument.
@@ -235,6 +244,8 @@ pub struct Model {
     ofds: BTreeMap<Handle, Ofd>,
     /// Processes.
     pub procs: BTreeMap<ProcId, Proc>,
+    /// The riofs (with `cfg.riofs`).
+    pub fs: Option<Fs>,
 }
 
 /// The ABI version the fuzzer speaks.
@@ -469,7 +480,10 @@ impl Model {
     /// A fresh model: the four base actors, no objects but the noise objects.
     pub fn new(cfg: Config, seed: u64) -> Model {
         let mut objs = BTreeMap::new();
-        for (name, size) in &cfg.noise {
+        let fs_object = cfg
+            .riofs
+            .then(|| (fsmodel::FS_OBJECT.to_string(), fsmodel::FS_SIZE));
+        for (name, size) in cfg.noise.iter().chain(fs_object.iter()) {
             objs.insert(
                 name.clone(),
                 Obj {
@@ -491,16 +505,19 @@ impl Model {
                         slot: 0,
                         fds: BTreeSet::new(),
                         maps: BTreeMap::new(),
+                        rfds: BTreeSet::new(),
                     },
                 )
             })
             .collect();
+        let fs = cfg.riofs.then(Fs::new);
         Model {
             cfg,
             seed,
             objs,
             ofds: BTreeMap::new(),
             procs,
+            fs,
         }
     }
 
@@ -569,6 +586,14 @@ impl Model {
         self.procs
             .get(&p)
             .map(|p| p.fds.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// riofs handles of process `p`.
+    pub fn rfds(&self, p: ProcId) -> Vec<Handle> {
+        self.procs
+            .get(&p)
+            .map(|p| p.rfds.iter().copied().collect())
             .unwrap_or_default()
     }
 
@@ -850,12 +875,18 @@ impl Model {
                 for m in parent.maps.values() {
                     self.ofds.get_mut(&m.ofd)?.refs += 1;
                 }
+                if let Some(fs) = self.fs.as_mut() {
+                    for h in &parent.rfds {
+                        fs.files.get_mut(h)?.refs += 1;
+                    }
+                }
                 let child = Proc {
                     actor: parent.actor,
                     parent: Some(p),
                     slot,
                     fds: parent.fds,
                     maps: parent.maps,
+                    rfds: parent.rfds,
                 };
                 self.procs.insert(CHILD_BASE + index, child);
                 Some(Planned {
@@ -876,6 +907,11 @@ impl Model {
                 for m in c.maps.values() {
                     self.unref(m.ofd);
                 }
+                if let Some(fs) = self.fs.as_mut() {
+                    for h in &c.rfds {
+                        fs.unref(*h);
+                    }
+                }
                 Some(Planned {
                     expect: Expect::Ok(0),
                     target: p,
@@ -894,7 +930,74 @@ impl Model {
                 }
                 plain(result(self.rule_wild_store(&who), Expect::Ok(0)))
             }
+            k => plain(self.fs_step(index, p, &who, k)?),
         }
+    }
+
+    /// A riofs op (see [`Fs`] for the rules).
+    fn fs_step(&mut self, index: u32, p: ProcId, who: &Identity, k: &OpKind) -> Option<Expect> {
+        let seed = self.seed;
+        let proc = self.procs.get_mut(&p)?;
+        let fs = self.fs.as_mut()?;
+        // The open file description of a handle op (which does not apply without one).
+        let f = match k {
+            OpKind::FClose { h }
+            | OpKind::FRead { h, .. }
+            | OpKind::FWrite { h, .. }
+            | OpKind::FTruncate { h, .. }
+            | OpKind::FStat { h } => {
+                if !proc.rfds.contains(h) {
+                    return None;
+                }
+                Some(fs.files.get(h)?.clone())
+            }
+            _ => None,
+        };
+        let file = |_: &Handle| f.clone();
+        let r = match k {
+            OpKind::FOpen { path, flags, mode } => fs.open(who, path, *flags, *mode),
+            OpKind::FClose { h } => {
+                file(h)?;
+                proc.rfds.remove(h);
+                fs.unref(*h);
+                Ok(Answer::Ok(0))
+            }
+            OpKind::FRead { h, off, len } => fs.pread(&file(h)?, *off, *len),
+            OpKind::FWrite { h, off, len } => {
+                let f = file(h)?;
+                fs.pwrite(&f, *off, &payload(seed, index, *len as usize))
+            }
+            OpKind::FTruncate { h, size } => {
+                let f = file(h)?;
+                fs.ftruncate(&f, *size)
+            }
+            OpKind::FStat { h } => fs.fstat(who, &file(h)?),
+            OpKind::Truncate { path, size } => fs.truncate(who, path, *size),
+            OpKind::Unlink { path } => fs.unlink(who, path),
+            OpKind::Mkdir { path, mode } => fs.mkdir(who, path, *mode),
+            OpKind::Rmdir { path } => fs.rmdir(who, path),
+            OpKind::Rename { from, to } => fs.rename(who, from, to),
+            OpKind::Link { from, to } => fs.link(who, from, to),
+            OpKind::Symlink { path, target } => {
+                let t = fsmodel::LINK_TARGETS.get(usize::from(*target))?;
+                fs.symlink(who, path, t)
+            }
+            OpKind::Chmod { path, mode } => fs.chmod(who, path, *mode),
+            OpKind::Chown { path, uid } => fs.chown(who, path, *uid),
+            OpKind::PStat { path, follow } => fs.stat(who, path, *follow),
+            _ => return None,
+        };
+        Some(match r {
+            Err(e) => Expect::Err(e),
+            Ok(Answer::Ok(v)) => Expect::Ok(v),
+            Ok(Answer::Data(d)) => Expect::Data(d),
+            Ok(Answer::Stat(s)) => Expect::FStat(s),
+            Ok(Answer::Opened(f)) => {
+                fs.files.insert(index, f);
+                proc.rfds.insert(index);
+                Expect::Ok(0)
+            }
+        })
     }
 }
 
@@ -964,6 +1067,17 @@ pub fn check(expect: &Expect, reply: &Reply) -> Result<(), String> {
         {
             Ok(())
         }
+        (Expect::FStat(a), Reply::FStat(b)) => {
+            let mut b = b.clone();
+            if b.mode & 0o170000 == fsmodel::S_IFDIR {
+                b.size = 0;
+            }
+            if *a == b {
+                Ok(())
+            } else {
+                Err(format!("stat: expected {a:?}, got {b:?}"))
+            }
+        }
         (e, r) => Err(format!(
             "expected {}, got {}",
             describe_expect(e),
@@ -997,6 +1111,12 @@ pub fn errno_name(e: i32) -> String {
         libc::EDQUOT => "EDQUOT",
         libc::ETIMEDOUT => "ETIMEDOUT (no answer)",
         libc::ENOMEM => "ENOMEM",
+        libc::ENOTDIR => "ENOTDIR",
+        libc::EISDIR => "EISDIR",
+        libc::EOVERFLOW => "EOVERFLOW",
+        libc::ELOOP => "ELOOP",
+        libc::EXDEV => "EXDEV",
+        libc::EMLINK => "EMLINK",
         _ => return format!("errno {e}"),
     };
     n.to_string()
@@ -1015,6 +1135,7 @@ pub fn describe_expect(e: &Expect) -> String {
             pages_in_use,
         } => format!("stats objects={objects} pages_in_use={pages_in_use}"),
         Expect::Info { abi, state } => format!("info abi={abi} state={state}"),
+        Expect::FStat(s) => format!("{s:?}"),
     }
 }
 
@@ -1030,6 +1151,7 @@ pub fn describe_reply(r: &Reply) -> String {
             pages_in_use,
         } => format!("stats objects={objects} pages_in_use={pages_in_use}"),
         Reply::Info { abi, state } => format!("info abi={abi} state={state}"),
+        Reply::FStat(s) => format!("{s:?}"),
     }
 }
 

@@ -50,6 +50,67 @@ impl OpenHow {
     }
 }
 
+/// How a riofs `open` opens a path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OFlags {
+    /// `O_RDONLY` / `O_WRONLY` / `O_RDWR`: (read, write).
+    pub read: bool,
+    /// See `read`.
+    pub write: bool,
+    /// `O_CREAT`.
+    pub creat: bool,
+    /// `O_EXCL` (with `O_CREAT`).
+    pub excl: bool,
+    /// `O_TRUNC` (only with write access).
+    pub trunc: bool,
+    /// `O_APPEND`.
+    pub append: bool,
+}
+
+impl OFlags {
+    /// The `open(2)` flags.
+    pub fn bits(self) -> i32 {
+        let mut f = match (self.read, self.write) {
+            (true, true) => libc::O_RDWR,
+            (false, true) => libc::O_WRONLY,
+            _ => libc::O_RDONLY,
+        };
+        for (on, b) in [
+            (self.creat, libc::O_CREAT),
+            (self.excl, libc::O_EXCL),
+            (self.trunc, libc::O_TRUNC),
+            (self.append, libc::O_APPEND),
+        ] {
+            if on {
+                f |= b;
+            }
+        }
+        f
+    }
+}
+
+impl fmt::Display for OFlags {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let acc = match (self.read, self.write) {
+            (true, true) => "O_RDWR",
+            (false, true) => "O_WRONLY",
+            _ => "O_RDONLY",
+        };
+        write!(f, "{acc}")?;
+        for (on, n) in [
+            (self.creat, "|O_CREAT"),
+            (self.excl, "|O_EXCL"),
+            (self.trunc, "|O_TRUNC"),
+            (self.append, "|O_APPEND"),
+        ] {
+            if on {
+                write!(f, "{n}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// What an op does.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum OpKind {
@@ -105,6 +166,43 @@ pub enum OpKind {
     Format,
     /// `WILD_STORE` (generated only when the module refuses it for everyone).
     WildStore,
+    // ---- riofs (paths are relative to the mount point) ----
+    /// `open(path, flags, mode)`; on success the fd is riofs handle `index`.
+    FOpen {
+        path: String,
+        flags: OFlags,
+        mode: u32,
+    },
+    /// `close` of riofs handle `h`.
+    FClose { h: Handle },
+    /// `pread` on riofs handle `h`.
+    FRead { h: Handle, off: u64, len: u32 },
+    /// `pwrite` of `len` payload bytes on riofs handle `h`.
+    FWrite { h: Handle, off: u64, len: u32 },
+    /// `ftruncate` on riofs handle `h`.
+    FTruncate { h: Handle, size: u64 },
+    /// `fstat` on riofs handle `h`.
+    FStat { h: Handle },
+    /// `truncate(path)`.
+    Truncate { path: String, size: u64 },
+    /// `unlink`.
+    Unlink { path: String },
+    /// `mkdir`.
+    Mkdir { path: String, mode: u32 },
+    /// `rmdir`.
+    Rmdir { path: String },
+    /// `rename`.
+    Rename { from: String, to: String },
+    /// `link` (does not follow a symbolic link `from`).
+    Link { from: String, to: String },
+    /// `symlink(LINK_TARGETS[target], path)` (targets that never resolve).
+    Symlink { path: String, target: u8 },
+    /// `chmod` (follows symbolic links).
+    Chmod { path: String, mode: u32 },
+    /// `chown(path, uid, -1)` (follows symbolic links; `uid` is a kuid).
+    Chown { path: String, uid: u32 },
+    /// `stat` (`follow`) or `lstat`.
+    PStat { path: String, follow: bool },
 }
 
 /// One operation: who does what.
@@ -176,6 +274,26 @@ impl fmt::Display for Op {
             OpKind::Exit { child } => write!(f, "exit {}", proc_name(*child)),
             OpKind::Format => write!(f, "format (no force)"),
             OpKind::WildStore => write!(f, "wild store"),
+            OpKind::FOpen { path, flags, mode } => {
+                write!(f, "fs open {path:?} {flags} mode={mode:o}")
+            }
+            OpKind::FClose { h } => write!(f, "fs close f{h}"),
+            OpKind::FRead { h, off, len } => write!(f, "fs pread f{h} off={off} len={len}"),
+            OpKind::FWrite { h, off, len } => write!(f, "fs pwrite f{h} off={off} len={len}"),
+            OpKind::FTruncate { h, size } => write!(f, "fs ftruncate f{h} size={size}"),
+            OpKind::FStat { h } => write!(f, "fs fstat f{h}"),
+            OpKind::Truncate { path, size } => write!(f, "fs truncate {path:?} size={size}"),
+            OpKind::Unlink { path } => write!(f, "fs unlink {path:?}"),
+            OpKind::Mkdir { path, mode } => write!(f, "fs mkdir {path:?} mode={mode:o}"),
+            OpKind::Rmdir { path } => write!(f, "fs rmdir {path:?}"),
+            OpKind::Rename { from, to } => write!(f, "fs rename {from:?} -> {to:?}"),
+            OpKind::Link { from, to } => write!(f, "fs link {from:?} -> {to:?}"),
+            OpKind::Symlink { path, target } => write!(f, "fs symlink {path:?} (target {target})"),
+            OpKind::Chmod { path, mode } => write!(f, "fs chmod {path:?} {mode:o}"),
+            OpKind::Chown { path, uid } => write!(f, "fs chown {path:?} uid={uid}"),
+            OpKind::PStat { path, follow } => {
+                write!(f, "fs {} {path:?}", if *follow { "stat" } else { "lstat" })
+            }
         }
     }
 }
@@ -207,7 +325,28 @@ impl OpKind {
             OpKind::Exit { .. } => "exit",
             OpKind::Format => "format",
             OpKind::WildStore => "wild-store",
+            OpKind::FOpen { .. } => "fs-open",
+            OpKind::FClose { .. } => "fs-close",
+            OpKind::FRead { .. } => "fs-pread",
+            OpKind::FWrite { .. } => "fs-pwrite",
+            OpKind::FTruncate { .. } => "fs-ftruncate",
+            OpKind::FStat { .. } => "fs-fstat",
+            OpKind::Truncate { .. } => "fs-truncate",
+            OpKind::Unlink { .. } => "fs-unlink",
+            OpKind::Mkdir { .. } => "fs-mkdir",
+            OpKind::Rmdir { .. } => "fs-rmdir",
+            OpKind::Rename { .. } => "fs-rename",
+            OpKind::Link { .. } => "fs-link",
+            OpKind::Symlink { .. } => "fs-symlink",
+            OpKind::Chmod { .. } => "fs-chmod",
+            OpKind::Chown { .. } => "fs-chown",
+            OpKind::PStat { .. } => "fs-stat",
         }
+    }
+
+    /// Whether this is a riofs op.
+    pub fn is_fs(&self) -> bool {
+        self.word().starts_with("fs-")
     }
 }
 

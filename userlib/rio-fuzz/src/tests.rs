@@ -1089,6 +1089,7 @@ fn a_kernel_that_treats_the_namespaced_root_as_admin_is_caught() {
                     pages_in_use,
                 },
                 Some(Expect::Info { abi, state }) => Reply::Info { abi, state },
+                Some(Expect::FStat(s)) => Reply::FStat(s),
                 None => Reply::Err(libc::EBADF),
             };
             if check(&e.expect, &reply).is_err() {
@@ -1286,4 +1287,631 @@ fn host_parsers() {
             .is_some_and(|s| s.starts_with("[ 1.0] BUG"))
     );
     assert!(find_splat("all fine\n").is_none());
+}
+
+// ---- riofs ----------------------------------------------------------------------------
+
+fn fs_model() -> Model {
+    let mut cfg = Config::defaults(16000);
+    cfg.riofs = true;
+    Model::new(cfg, 42)
+}
+
+fn fopen(path: &str, read: bool, write: bool, creat: bool, excl: bool, mode: u32) -> OpKind {
+    OpKind::FOpen {
+        path: path.into(),
+        flags: OFlags {
+            read,
+            write,
+            creat,
+            excl,
+            trunc: false,
+            append: false,
+        },
+        mode,
+    }
+}
+
+fn p(s: &str) -> String {
+    s.to_string()
+}
+
+#[test]
+fn riofs_sticky_dir_private_dirs_and_umask() {
+    let mut m = fs_model();
+    // u1000 makes pub/f0 (0666 & ~umask 002 = 0664) and writes to it.
+    assert_eq!(
+        ex(
+            &mut m,
+            0,
+            op(U1000, fopen("pub/f0", false, true, true, true, 0o666))
+        ),
+        Expect::Ok(0)
+    );
+    assert_eq!(
+        ex(
+            &mut m,
+            1,
+            op(
+                U1000,
+                OpKind::FWrite {
+                    h: 0,
+                    off: 10,
+                    len: 5
+                }
+            )
+        ),
+        Expect::Ok(5)
+    );
+    let Expect::FStat(st) = ex(
+        &mut m,
+        2,
+        op(
+            U1001,
+            OpKind::PStat {
+                path: p("pub/f0"),
+                follow: true,
+            },
+        ),
+    ) else {
+        panic!("stat")
+    };
+    assert_eq!(
+        (st.mode, st.uid, st.gid, st.nlink, st.size),
+        (0o100664, 1000, 1000, 1, 15)
+    );
+    // Others may not remove or rename it out of the sticky directory; the owner and root may.
+    let unlink = |path: &str| OpKind::Unlink { path: path.into() };
+    assert_eq!(
+        ex(&mut m, 3, op(U1001, unlink("pub/f0"))),
+        Expect::Err(libc::EPERM)
+    );
+    assert_eq!(
+        ex(&mut m, 4, op(NS, unlink("pub/f0"))),
+        Expect::Err(libc::EPERM)
+    );
+    assert_eq!(
+        ex(
+            &mut m,
+            5,
+            op(
+                U1001,
+                OpKind::Rename {
+                    from: p("pub/f0"),
+                    to: p("pub/f1")
+                }
+            )
+        ),
+        Expect::Err(libc::EPERM)
+    );
+    assert_eq!(
+        ex(
+            &mut m,
+            6,
+            op(
+                U1000,
+                OpKind::Rename {
+                    from: p("pub/f0"),
+                    to: p("pub/f1")
+                }
+            )
+        ),
+        Expect::Ok(0)
+    );
+    // Private directories: others cannot even look; a user cannot create in ro or /.
+    assert_eq!(
+        ex(
+            &mut m,
+            7,
+            op(
+                U1001,
+                OpKind::PStat {
+                    path: p("u1000/x"),
+                    follow: false
+                }
+            )
+        ),
+        Expect::Err(libc::EACCES)
+    );
+    assert_eq!(
+        ex(
+            &mut m,
+            8,
+            op(
+                U1000,
+                OpKind::Mkdir {
+                    path: p("ro/d0"),
+                    mode: 0o755
+                }
+            )
+        ),
+        Expect::Err(libc::EACCES)
+    );
+    // ... but an existing name gives EEXIST first.
+    assert_eq!(
+        ex(
+            &mut m,
+            9,
+            op(
+                U1000,
+                OpKind::Mkdir {
+                    path: p("ro"),
+                    mode: 0o755
+                }
+            )
+        ),
+        Expect::Err(libc::EEXIST)
+    );
+    // u1001 may write (group/other 6 via 0666? no: 0664 gives others read only).
+    assert_eq!(
+        ex(
+            &mut m,
+            10,
+            op(U1001, fopen("pub/f1", true, true, false, false, 0))
+        ),
+        Expect::Err(libc::EACCES)
+    );
+    assert_eq!(
+        ex(
+            &mut m,
+            11,
+            op(U1001, fopen("pub/f1", true, false, false, false, 0))
+        ),
+        Expect::Ok(0)
+    );
+    assert_eq!(
+        ex(
+            &mut m,
+            12,
+            op(
+                U1001,
+                OpKind::FRead {
+                    h: 11,
+                    off: 8,
+                    len: 100
+                }
+            )
+        ),
+        Expect::Data([vec![0, 0], crate::prng::payload(42, 1, 5)].concat())
+    );
+    assert_eq!(
+        ex(
+            &mut m,
+            13,
+            op(
+                U1001,
+                OpKind::FWrite {
+                    h: 11,
+                    off: 0,
+                    len: 1
+                }
+            )
+        ),
+        Expect::Err(libc::EBADF)
+    );
+    assert_eq!(ex(&mut m, 14, op(ROOT, unlink("pub/f1"))), Expect::Ok(0));
+    // The open file outlives its name.
+    assert_eq!(
+        ex(
+            &mut m,
+            15,
+            op(
+                U1000,
+                OpKind::FWrite {
+                    h: 0,
+                    off: 0,
+                    len: 3
+                }
+            )
+        ),
+        Expect::Ok(3)
+    );
+    let Expect::FStat(st) = ex(&mut m, 16, op(U1000, OpKind::FStat { h: 0 })) else {
+        panic!("fstat")
+    };
+    assert_eq!((st.nlink, st.size), (0, 15));
+}
+
+#[test]
+fn riofs_chown_chmod_and_the_namespaced_root() {
+    let mut m = fs_model();
+    ex(
+        &mut m,
+        0,
+        op(NS, fopen("u1002/f0", true, true, true, false, 0o000)),
+    );
+    // nsroot is privileged over its own inodes (uid and gid 1002): mode 0 does not stop it.
+    assert_eq!(
+        ex(
+            &mut m,
+            1,
+            op(NS, fopen("u1002/f0", true, true, false, false, 0))
+        ),
+        Expect::Ok(0)
+    );
+    let chown = |path: &str, uid| OpKind::Chown {
+        path: path.into(),
+        uid,
+    };
+    assert_eq!(
+        ex(&mut m, 2, op(NS, chown("u1002/f0", 1000))),
+        Expect::Err(libc::EINVAL)
+    );
+    assert_eq!(
+        ex(&mut m, 3, op(NS, chown("u1002/f0", 1002))),
+        Expect::Ok(0)
+    );
+    ex(
+        &mut m,
+        4,
+        op(U1000, fopen("pub/f0", false, true, true, false, 0o644)),
+    );
+    assert_eq!(
+        ex(&mut m, 5, op(U1000, chown("pub/f0", 1001))),
+        Expect::Err(libc::EPERM)
+    );
+    assert_eq!(
+        ex(&mut m, 6, op(U1000, chown("pub/f0", 1000))),
+        Expect::Ok(0)
+    );
+    assert_eq!(
+        ex(&mut m, 7, op(U1001, chown("pub/f0", 1001))),
+        Expect::Err(libc::EPERM)
+    );
+    assert_eq!(
+        ex(&mut m, 8, op(ROOT, chown("pub/f0", 1002))),
+        Expect::Ok(0)
+    );
+    // Now uid 1002 but gid 1000: nsroot owns it but is not privileged over it.
+    let Expect::FStat(st) = ex(
+        &mut m,
+        9,
+        op(
+            NS,
+            OpKind::PStat {
+                path: p("pub/f0"),
+                follow: false,
+            },
+        ),
+    ) else {
+        panic!("stat")
+    };
+    assert_eq!((st.uid, st.gid), (0, OVERFLOW_UID));
+    let chmod = |path: &str, mode| OpKind::Chmod {
+        path: path.into(),
+        mode,
+    };
+    assert_eq!(
+        ex(&mut m, 10, op(NS, chmod("pub/f0", 0o000))),
+        Expect::Ok(0)
+    );
+    assert_eq!(
+        ex(
+            &mut m,
+            11,
+            op(NS, fopen("pub/f0", true, false, false, false, 0))
+        ),
+        Expect::Err(libc::EACCES)
+    );
+    assert_eq!(
+        ex(&mut m, 12, op(U1000, chmod("pub/f0", 0o644))),
+        Expect::Err(libc::EPERM)
+    );
+    assert_eq!(
+        ex(
+            &mut m,
+            13,
+            op(ROOT, fopen("pub/f0", true, true, false, false, 0))
+        ),
+        Expect::Ok(0)
+    );
+    // The u1002 directory's owner (nsroot) may remove others' files from it if it is sticky.
+    assert_eq!(
+        ex(&mut m, 14, op(NS, chmod("u1002", 0o1777))),
+        Expect::Ok(0)
+    );
+    ex(
+        &mut m,
+        15,
+        op(U1000, fopen("u1002/f1", false, true, true, false, 0o600)),
+    );
+    assert_eq!(
+        ex(
+            &mut m,
+            16,
+            op(
+                U1001,
+                OpKind::Unlink {
+                    path: p("u1002/f1")
+                }
+            )
+        ),
+        Expect::Err(libc::EPERM)
+    );
+    assert_eq!(
+        ex(
+            &mut m,
+            17,
+            op(
+                NS,
+                OpKind::Unlink {
+                    path: p("u1002/f1")
+                }
+            )
+        ),
+        Expect::Ok(0)
+    );
+}
+
+#[test]
+fn riofs_namespace_errors_links_and_renames() {
+    let mut m = fs_model();
+    let mkdir = |path: &str| OpKind::Mkdir {
+        path: path.into(),
+        mode: 0o755,
+    };
+    let rename = |a: &str, b: &str| OpKind::Rename {
+        from: a.into(),
+        to: b.into(),
+    };
+    ex(&mut m, 0, op(ROOT, mkdir("pub/d0")));
+    ex(&mut m, 1, op(ROOT, mkdir("pub/d0/d1")));
+    ex(
+        &mut m,
+        2,
+        op(ROOT, fopen("pub/d0/f0", false, true, true, false, 0o644)),
+    );
+    assert_eq!(
+        ex(&mut m, 3, op(ROOT, OpKind::Rmdir { path: p("pub/d0") })),
+        Expect::Err(libc::ENOTEMPTY)
+    );
+    assert_eq!(
+        ex(&mut m, 4, op(ROOT, OpKind::Unlink { path: p("pub/d0") })),
+        Expect::Err(libc::EISDIR)
+    );
+    assert_eq!(
+        ex(
+            &mut m,
+            5,
+            op(
+                ROOT,
+                OpKind::Rmdir {
+                    path: p("pub/d0/f0")
+                }
+            )
+        ),
+        Expect::Err(libc::ENOTDIR)
+    );
+    assert_eq!(
+        ex(
+            &mut m,
+            6,
+            op(
+                ROOT,
+                OpKind::PStat {
+                    path: p("pub/d0/f0/x"),
+                    follow: false
+                }
+            )
+        ),
+        Expect::Err(libc::ENOTDIR)
+    );
+    // Into its own subtree; onto an ancestor; directory over file and back.
+    assert_eq!(
+        ex(&mut m, 7, op(ROOT, rename("pub/d0", "pub/d0/d1/d2"))),
+        Expect::Err(libc::EINVAL)
+    );
+    assert_eq!(
+        ex(&mut m, 8, op(ROOT, rename("pub/d0/d1", "pub/d0"))),
+        Expect::Err(libc::ENOTEMPTY)
+    );
+    assert_eq!(
+        ex(&mut m, 9, op(ROOT, rename("pub/d0/d1", "pub/d0/f0"))),
+        Expect::Err(libc::ENOTDIR)
+    );
+    assert_eq!(
+        ex(&mut m, 10, op(ROOT, rename("pub/d0/f0", "pub/d0/d1"))),
+        Expect::Err(libc::EISDIR)
+    );
+    // Hard links: nlink 2; renaming one onto the other does nothing.
+    assert_eq!(
+        ex(
+            &mut m,
+            11,
+            op(
+                ROOT,
+                OpKind::Link {
+                    from: p("pub/d0/f0"),
+                    to: p("ro/f1")
+                }
+            )
+        ),
+        Expect::Ok(0)
+    );
+    assert_eq!(
+        ex(&mut m, 12, op(ROOT, rename("ro/f1", "pub/d0/f0"))),
+        Expect::Ok(0)
+    );
+    let Expect::FStat(st) = ex(
+        &mut m,
+        13,
+        op(
+            ROOT,
+            OpKind::PStat {
+                path: p("ro/f1"),
+                follow: false,
+            },
+        ),
+    ) else {
+        panic!("stat")
+    };
+    assert_eq!(st.nlink, 2);
+    assert_eq!(
+        ex(
+            &mut m,
+            14,
+            op(
+                ROOT,
+                OpKind::Link {
+                    from: p("pub/d0"),
+                    to: p("ro/d9")
+                }
+            )
+        ),
+        Expect::Err(libc::EPERM)
+    );
+    // Moving a directory across: parents' nlink follows.
+    assert_eq!(
+        ex(&mut m, 15, op(ROOT, rename("pub/d0/d1", "ro/d1"))),
+        Expect::Ok(0)
+    );
+    let nlink = |m: &mut Model, i, path: &str| match ex(
+        m,
+        i,
+        op(
+            ROOT,
+            OpKind::PStat {
+                path: path.into(),
+                follow: false,
+            },
+        ),
+    ) {
+        Expect::FStat(s) => s.nlink,
+        e => panic!("{e:?}"),
+    };
+    assert_eq!(
+        (nlink(&mut m, 16, "pub/d0"), nlink(&mut m, 17, "ro")),
+        (2, 3)
+    );
+    // Symbolic links never resolve: following gives ENOENT, lstat sees the link.
+    assert_eq!(
+        ex(
+            &mut m,
+            18,
+            op(
+                ROOT,
+                OpKind::Symlink {
+                    path: p("ro/l0"),
+                    target: 0
+                }
+            )
+        ),
+        Expect::Ok(0)
+    );
+    assert_eq!(
+        ex(
+            &mut m,
+            19,
+            op(ROOT, fopen("ro/l0", true, false, true, false, 0o644))
+        ),
+        Expect::Err(libc::ENOENT)
+    );
+    assert_eq!(
+        ex(
+            &mut m,
+            20,
+            op(ROOT, fopen("ro/l0", true, false, true, true, 0o644))
+        ),
+        Expect::Err(libc::EEXIST)
+    );
+    let Expect::FStat(st) = ex(
+        &mut m,
+        21,
+        op(
+            ROOT,
+            OpKind::PStat {
+                path: p("ro/l0"),
+                follow: false,
+            },
+        ),
+    ) else {
+        panic!("lstat")
+    };
+    assert_eq!((st.mode, st.size), (0o120777, 15));
+    // A user cannot move its own directory out of ro (no write on ro) nor make one there.
+    assert_eq!(
+        ex(&mut m, 22, op(U1000, rename("u1000", "pub/x"))),
+        Expect::Err(libc::EACCES)
+    );
+    // The tree as verify reads it.
+    let l = m.fs.as_ref().unwrap().listing();
+    assert_eq!(l[0].path, "");
+    assert!(l.iter().any(|e| e.path == "ro/d1" && e.st.mode == 0o40755));
+}
+
+#[test]
+fn riofs_generation_is_varied_and_subsets_run() {
+    let mut cfg = Config::defaults(16000);
+    cfg.riofs = true;
+    let mut words = std::collections::BTreeSet::new();
+    let mut errs = std::collections::BTreeSet::new();
+    for seed in 0..5 {
+        let ops = generate(seed, 400, &cfg);
+        assert_eq!(ops, generate(seed, 400, &cfg));
+        let mut m = Model::new(cfg.clone(), seed);
+        for (i, o) in ops.iter().enumerate() {
+            words.insert(o.kind.word());
+            if let Some(Expect::Err(e)) = m.step(i as u32, o).map(|p| p.expect) {
+                if o.kind.is_fs() {
+                    errs.insert(e);
+                }
+            }
+        }
+        // Every other op dropped: still runs in the model.
+        let mut m = Model::new(cfg.clone(), seed);
+        for (i, o) in ops.iter().enumerate().filter(|(i, _)| i % 2 == 0) {
+            let _ = m.step(i as u32, o);
+        }
+    }
+    for w in [
+        "fs-open",
+        "fs-close",
+        "fs-pread",
+        "fs-pwrite",
+        "fs-ftruncate",
+        "fs-fstat",
+        "fs-truncate",
+        "fs-unlink",
+        "fs-mkdir",
+        "fs-rmdir",
+        "fs-rename",
+        "fs-link",
+        "fs-symlink",
+        "fs-chmod",
+        "fs-chown",
+        "fs-stat",
+        "create",
+        "pwrite",
+    ] {
+        assert!(words.contains(w), "no {w} in 5 seeds");
+    }
+    for e in [
+        libc::EACCES,
+        libc::EPERM,
+        libc::ENOENT,
+        libc::EEXIST,
+        libc::ENOTEMPTY,
+        libc::EISDIR,
+        libc::ENOTDIR,
+    ] {
+        assert!(
+            errs.contains(&e),
+            "no {} in 5 seeds: {errs:?}",
+            errno_name(e)
+        );
+    }
+}
+
+#[test]
+fn riofs_tree_diff_and_setup_states() {
+    let fs = crate::fsmodel::Fs::new();
+    let a = fs.listing();
+    assert!(crate::fsmodel::diff_listings(&a, &a, 5).is_empty());
+    let mut b = a.clone();
+    b[1].st.uid = 7;
+    b.pop();
+    assert_eq!(crate::fsmodel::diff_listings(&a, &b, 5).len(), 2);
+    let states = crate::fsmodel::Fs::setup_states();
+    assert_eq!(states.len(), 1 + 3 * crate::fsmodel::TOPS.len());
+    assert_eq!(states.last().unwrap().listing(), a);
 }

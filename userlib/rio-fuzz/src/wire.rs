@@ -1,6 +1,7 @@
 //! The coordinator's messages to actors and their answers, over pipes: a frame is a `u32`
 //! length and the payload, little endian.
 
+use crate::fsmodel::FileStat;
 use crate::model::{ObjView, Reply};
 
 /// The op index that tells an actor to exit.
@@ -63,6 +64,13 @@ pub fn encode_reply(r: &Reply) -> Vec<u8> {
             v.push(5);
             v.extend_from_slice(&abi.to_le_bytes());
             v.extend_from_slice(&state.to_le_bytes());
+        }
+        Reply::FStat(st) => {
+            v.push(6);
+            for x in [st.mode, st.uid, st.gid, st.nlink] {
+                v.extend_from_slice(&x.to_le_bytes());
+            }
+            v.extend_from_slice(&st.size.to_le_bytes());
         }
     }
     v
@@ -134,6 +142,13 @@ pub fn decode_reply(b: &[u8]) -> Option<Reply> {
             abi: c.u32()?,
             state: c.u32()?,
         },
+        6 => Reply::FStat(FileStat {
+            mode: c.u32()?,
+            uid: c.u32()?,
+            gid: c.u32()?,
+            nlink: c.u32()?,
+            size: c.u64()?,
+        }),
         _ => return None,
     })
 }
@@ -164,6 +179,13 @@ mod tests {
                 pages_in_use: 9,
             },
             Reply::Info { abi: 3, state: 2 },
+            Reply::FStat(FileStat {
+                mode: 0o100644,
+                uid: 65534,
+                gid: 0,
+                nlink: 2,
+                size: 1 << 40,
+            }),
         ] {
             assert_eq!(decode_reply(&encode_reply(&r)), Some(r));
         }

@@ -44,6 +44,10 @@ struct Cli {
     /// (write it as --fuzz-flags="...").
     #[arg(long, default_value = "", allow_hyphen_values = true)]
     fuzz_flags: String,
+    /// Also fuzz riofs system calls (each run mounts a fresh riofs; after a crash the tree
+    /// is verified too).
+    #[arg(long)]
+    riofs: bool,
     /// Run only these op indices (reproducing a shrunk failure; with --runs 1).
     #[arg(long)]
     only: Option<IndexSet>,
@@ -81,7 +85,11 @@ fn main() -> Result<()> {
         ops: cli.ops,
         noise: !cli.no_noise,
         module_params: cli.module_params.clone(),
-        fuzz_flags: cli.fuzz_flags.clone(),
+        fuzz_flags: if cli.riofs {
+            format!("{} --riofs", cli.fuzz_flags).trim().to_string()
+        } else {
+            cli.fuzz_flags.clone()
+        },
         ..FuzzConfig::default()
     };
     let root = cli.workdir.clone().unwrap_or_else(host::default_root);

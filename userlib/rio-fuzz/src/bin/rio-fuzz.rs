@@ -50,6 +50,9 @@ struct Common {
     /// The device.
     #[arg(long, default_value = "/dev/rio")]
     dev: PathBuf,
+    /// Mount a fresh riofs (object rfz at /mnt/rfz) and fuzz riofs system calls too.
+    #[arg(long)]
+    riofs: bool,
 }
 
 #[derive(Subcommand)]
@@ -115,6 +118,7 @@ fn args_of(c: &Common) -> RunArgs {
         verbose: false,
         dev: c.dev.clone(),
         min_noise: Duration::ZERO,
+        riofs: c.riofs,
     }
 }
 
@@ -182,6 +186,7 @@ fn real_main() -> Result<ExitCode> {
             let mut cfg = rio_fuzz::model::Config::defaults(data_pages);
             cfg.backing = a.backing;
             cfg.wild_store_allowed = a.wild_store_allowed;
+            cfg.riofs = a.riofs;
             if let Some(n) = a.max_user_objects {
                 cfg.max_user_objects = n;
             }
@@ -231,6 +236,9 @@ fn flag_tail(c: &Common) -> String {
     }
     if c.backing {
         s.push_str(" --backing");
+    }
+    if c.riofs {
+        s.push_str(" --riofs");
     }
     if let Some(n) = c.max_user_objects {
         s.push_str(&format!(" --max-user-objects {n}"));

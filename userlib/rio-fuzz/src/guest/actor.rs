@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use rio_client::uapi::*;
 
-use super::sys;
-use crate::model::{ObjView, Reply};
+use super::{fs, sys};
+use crate::fsmodel::LINK_TARGETS;
+use crate::model::{Identity, ObjView, Reply};
 use crate::ops::{Op, OpKind, OpenHow, NAMES};
 use crate::prng::payload;
 use crate::wire;
@@ -35,6 +36,8 @@ pub struct Actor<'a> {
     pub pipes: Pipes,
     /// The pipes of its child slots (for children it forks).
     pub slots: Vec<Pipes>,
+    /// Who it is.
+    pub who: Identity,
     fds: HashMap<u32, OwnedFd>,
     maps: HashMap<u32, (usize, usize)>,
     children: Vec<Option<libc::pid_t>>,
@@ -140,6 +143,7 @@ impl<'a> Actor<'a> {
         dev: CString,
         pipes: Pipes,
         slots: Vec<Pipes>,
+        who: Identity,
     ) -> Actor<'a> {
         let n = slots.len();
         Actor {
@@ -148,6 +152,7 @@ impl<'a> Actor<'a> {
             dev,
             pipes,
             slots,
+            who,
             fds: HashMap::new(),
             maps: HashMap::new(),
             children: vec![None; n],
@@ -406,6 +411,59 @@ impl<'a> Actor<'a> {
                     Err(e) => Reply::Err(e),
                 }
             }
+            OpKind::FOpen { path, flags, mode } => ok(fs::open(path, flags.bits(), *mode), |fd| {
+                self.fds.insert(index, fd);
+                Reply::Ok(0)
+            }),
+            OpKind::FClose { h } => {
+                self.fds.remove(h);
+                Reply::Ok(0)
+            }
+            OpKind::FRead { h, off, len } => {
+                let mut buf = vec![0u8; *len as usize];
+                ok(
+                    self.fd(*h).and_then(|fd| sys::pread(fd, &mut buf, *off)),
+                    |n| {
+                        buf.truncate(n);
+                        Reply::Data(buf)
+                    },
+                )
+            }
+            OpKind::FWrite { h, off, len } => {
+                let data = payload(self.seed, index, *len as usize);
+                ok(
+                    self.fd(*h).and_then(|fd| sys::pwrite(fd, &data, *off)),
+                    |n| Reply::Ok(n as u64),
+                )
+            }
+            OpKind::FTruncate { h, size } => {
+                ok(self.fd(*h).and_then(|fd| fs::ftruncate(fd, *size)), |_| {
+                    Reply::Ok(0)
+                })
+            }
+            OpKind::FStat { h } => ok(self.fd(*h).and_then(fs::fstat), Reply::FStat),
+            OpKind::Truncate { path, size } => ok(fs::truncate(path, *size), |_| Reply::Ok(0)),
+            OpKind::Unlink { path } => ok(fs::unlink(path), |_| Reply::Ok(0)),
+            OpKind::Mkdir { path, mode } => ok(fs::mkdir(path, *mode), |_| Reply::Ok(0)),
+            OpKind::Rmdir { path } => ok(fs::rmdir(path), |_| Reply::Ok(0)),
+            OpKind::Rename { from, to } => ok(fs::rename(from, to), |_| Reply::Ok(0)),
+            OpKind::Link { from, to } => ok(fs::link(from, to), |_| Reply::Ok(0)),
+            OpKind::Symlink { path, target } => {
+                let t = LINK_TARGETS[usize::from(*target) % LINK_TARGETS.len()];
+                ok(fs::symlink(t, path), |_| Reply::Ok(0))
+            }
+            OpKind::Chmod { path, mode } => ok(fs::chmod(path, *mode), |_| Reply::Ok(0)),
+            OpKind::Chown { path, uid } => {
+                // The namespaced actor names its own uid as 0; other kuids it passes as they
+                // are (unmapped in its namespace).
+                let id = if self.who.ns_root_of == Some(*uid) {
+                    0
+                } else {
+                    *uid
+                };
+                ok(fs::chown(path, id, u32::MAX), |_| Reply::Ok(0))
+            }
+            OpKind::PStat { path, follow } => ok(fs::stat(path, *follow), Reply::FStat),
             OpKind::Exit { .. } => match self.children.get_mut(arg as usize).and_then(Option::take)
             {
                 Some(pid) => {

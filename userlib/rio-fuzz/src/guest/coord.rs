@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use super::actor::{self, Actor, Pipes};
 use super::noise::{self, NOISE_OBJECTS, NOISE_SIZE};
-use super::sys;
+use super::{fs, sys};
+use crate::fsmodel::{self, FS_OBJECT};
 use crate::gen::generate;
 use crate::model::{self, check, Config, Model, Reply, ACTORS, CHILD_SLOTS};
 use crate::ops::{proc_name, Op, ProcId, Selection, BASE_ACTORS};
@@ -70,6 +71,8 @@ pub struct RunArgs {
     pub dev: PathBuf,
     /// Keep the noise threads running at least this long (after the history ends).
     pub min_noise: Duration,
+    /// Mount a fresh riofs and fuzz riofs ops too.
+    pub riofs: bool,
 }
 
 /// How a run ended.
@@ -138,6 +141,7 @@ pub fn config_for(args: &RunArgs, dev: &CString) -> Result<Config, GuestError> {
     }
     cfg.backing = args.backing;
     cfg.wild_store_allowed = args.wild_store_allowed;
+    cfg.riofs = args.riofs;
     if args.noise {
         cfg.noise = NOISE_OBJECTS
             .iter()
@@ -229,6 +233,8 @@ fn spawn_actors(ops: &[Op], seed: u64, dev: &CString) -> Result<Actors, GuestErr
                     sys::exit_now(5);
                 }
                 sys::die_with_parent(me);
+                // SAFETY: umask only sets the process's file mode creation mask.
+                unsafe { libc::umask(crate::fsmodel::UMASK as libc::mode_t) };
                 let mine: Vec<Pipes> = all[a]
                     .iter()
                     .map(|(cr, _, _, rw)| Pipes {
@@ -236,7 +242,14 @@ fn spawn_actors(ops: &[Op], seed: u64, dev: &CString) -> Result<Actors, GuestErr
                         reply: rw.as_raw_fd(),
                     })
                     .collect();
-                let actor = Actor::new(ops, seed, dev.clone(), mine[0], mine[1..].to_vec());
+                let actor = Actor::new(
+                    ops,
+                    seed,
+                    dev.clone(),
+                    mine[0],
+                    mine[1..].to_vec(),
+                    ACTORS[a],
+                );
                 actor.serve();
             }
             pid => {
@@ -336,10 +349,30 @@ pub fn run(args: &RunArgs) -> Result<RunSummary, GuestError> {
             None => None,
         },
     };
+    if args.riofs || args.fresh {
+        // A riofs of an earlier run holds its object open.
+        fs::unmount().map_err(GuestError::Setup)?;
+    }
     if args.fresh {
         clean(&dev)?;
+    } else if args.riofs {
+        let fd =
+            sys::open_dev(&dev, true).map_err(|e| GuestError::Setup(format!("open: errno {e}")))?;
+        match actor::delete(sys::raw(&fd), FS_OBJECT) {
+            Ok(()) | Err(libc::ENOENT) => {}
+            Err(e) => {
+                return Err(GuestError::Setup(format!(
+                    "delete {FS_OBJECT}: {}",
+                    model::errno_name(e)
+                )))
+            }
+        }
     }
     let cfg = config_for(args, &dev)?;
+    if args.riofs {
+        fs::mount(true).map_err(GuestError::Setup)?;
+        fs::setup().map_err(GuestError::Setup)?;
+    }
     if args.noise {
         let fd =
             sys::open_dev(&dev, true).map_err(|e| GuestError::Setup(format!("open: errno {e}")))?;
@@ -458,6 +491,28 @@ pub fn run(args: &RunArgs) -> Result<RunSummary, GuestError> {
         sum.executed += 1;
         log.line(&format!("A {i}"));
     }
+    // The whole riofs tree, read back as root, must be the model's.
+    if failure.is_none() {
+        if let Some(want) = model.fs.as_ref().map(fsmodel::Fs::listing) {
+            let problems = match fs::listing() {
+                Ok(got) => fsmodel::diff_listings(&want, &got, 20),
+                Err(e) => vec![e],
+            };
+            if !problems.is_empty() {
+                sum.mismatches += 1;
+                let last = ops.len().saturating_sub(1);
+                let report = format!(
+                    "MISMATCH seed {} op {last}: the riofs tree after the history differs from the model\n  {}\n  signature: fs-tree:root/base:ok->value",
+                    args.seed,
+                    problems.join("\n  ")
+                );
+                for l in report.lines() {
+                    log.line(&format!("F {l}"));
+                }
+                failure = Some(GuestError::Mismatch(report));
+            }
+        }
+    }
     // Stop the noise, then the actors (children first, through their parents).
     if let Some((pid, w)) = noise_proc {
         let mut early = None;
@@ -485,6 +540,11 @@ pub fn run(args: &RunArgs) -> Result<RunSummary, GuestError> {
         }
     }
     shutdown(&actors, args.op_timeout);
+    if args.riofs {
+        if let Err(e) = fs::unmount() {
+            failure.get_or_insert(GuestError::Hang(format!("seed {}: {e}", args.seed)));
+        }
+    }
     let s = format!(
         "S ops {}, skipped {}, mismatches {}",
         sum.executed, sum.skipped, sum.mismatches
@@ -559,7 +619,7 @@ pub fn verify(args: &RunArgs, last_acked: Option<u32>) -> Result<String, GuestEr
         actor::list(sys::raw(&fd)).map_err(|e| GuestError::Setup(format!("LIST: errno {e}")))?;
     let mut got = Vec::new();
     for o in objs {
-        if noise::is_noise(&o.name) {
+        if noise::is_noise(&o.name) || o.name == FS_OBJECT {
             continue;
         }
         let mut data = vec![0u8; o.size as usize];
@@ -587,18 +647,74 @@ pub fn verify(args: &RunArgs, last_acked: Option<u32>) -> Result<String, GuestEr
             data,
         });
     }
-    let problems = verify::compare(
-        &model,
-        next.as_ref().map(|(m, op, _)| (m, op)),
-        &got,
-        noise::is_noise,
-    );
+    let mut problems =
+        verify::compare(&model, next.as_ref().map(|(m, op, _)| (m, op)), &got, |n| {
+            noise::is_noise(n) || n == FS_OBJECT
+        });
+    let mut fs_note = String::new();
+    if let Some(before) = model.fs.as_ref().map(fsmodel::Fs::listing) {
+        let after = next
+            .as_ref()
+            .and_then(|(m, _, _)| m.fs.as_ref().map(fsmodel::Fs::listing));
+        // Nothing acknowledged: the crash may have come before or during the setup (the
+        // riofs not mounted yet, or its tree part made).
+        let early = last_acked.is_none();
+        let mut got = None;
+        if fs::mounted() {
+            got = Some(fs::listing());
+        } else {
+            match fs::mount(false) {
+                Ok(()) => {
+                    got = Some(fs::listing());
+                    let _ = fs::unmount();
+                }
+                Err(e) if early && e.contains(&format!("errno {}", libc::ENOENT)) => {
+                    fs_note = "; riofs: not made yet".into();
+                }
+                Err(e) => return Err(GuestError::Verify(e)),
+            }
+        }
+        let got = got
+            .unwrap_or_else(|| Ok(before.clone()))
+            .map_err(GuestError::Verify)?;
+        let d0 = fsmodel::diff_listings(&before, &got, 20);
+        let d1 = after.map(|a| fsmodel::diff_listings(&a, &got, 20));
+        let in_setup = if early {
+            fsmodel::Fs::setup_states()
+                .iter()
+                .position(|s| fsmodel::diff_listings(&s.listing(), &got, 1).is_empty())
+        } else {
+            None
+        };
+        match d1 {
+            _ if !fs_note.is_empty() => {}
+            _ if d0.is_empty() => {
+                fs_note = format!("; riofs: {} entries as acknowledged", got.len())
+            }
+            _ if in_setup.is_some() => {
+                fs_note = format!("; riofs: crashed in the setup (step {in_setup:?})")
+            }
+            Some(d) if d.is_empty() => {
+                fs_note = format!("; riofs: {} entries, with the op in flight", got.len())
+            }
+            d => {
+                problems.push(
+                    "riofs tree differs from the model after the last acknowledged op:".into(),
+                );
+                problems.extend(d0.into_iter().map(|l| format!("  {l}")));
+                if let Some(d) = d {
+                    problems.push("and from the model after the op in flight:".into());
+                    problems.extend(d.into_iter().map(|l| format!("  {l}")));
+                }
+            }
+        }
+    }
     let inflight = next
         .as_ref()
         .map_or("none".to_string(), |(_, op, i)| format!("op {i} ({op})"));
     if problems.is_empty() {
         Ok(format!(
-            "verify: {} objects match the model after op {last_acked:?}; in flight: {inflight}",
+            "verify: {} objects match the model after op {last_acked:?}; in flight: {inflight}{fs_note}",
             got.len()
         ))
     } else {

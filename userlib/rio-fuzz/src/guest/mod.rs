@@ -2,5 +2,6 @@
 
 pub mod actor;
 pub mod coord;
+pub mod fs;
 pub mod noise;
 pub mod sys;
