@@ -47,26 +47,20 @@ done
         echo "file /sbin/$(basename "$prog") $prog 0755 0 0"
         libs="$libs $(ldd "$prog" | awk '/=>/ {print $3} /ld-linux/ {print $1}')"
     done
-    # Real programs as oracles on riofs (tests/tests/riofs_apps.rs), Debian's, when installed
-    # (make setup): sqlite3 and git here (git's builtins need no helpers but an exec path).
-    for prog in /usr/bin/sqlite3 /usr/bin/git; do
-        [ -x "$prog" ] || continue
-        echo "file $prog $prog 0755 0 0"
-        libs="$libs $(ldd "$prog" | awk '/=>/ {print $3} /ld-linux/ {print $1}')"
-    done
-    if [ -x /usr/bin/git ]; then
-        printf 'dir /usr/lib 0755 0 0\ndir /usr/lib/git-core 0755 0 0\n'
-        echo "slink /usr/lib/git-core/git /usr/bin/git 0777 0 0"
-    fi
-    # fio's libraries (ceph, gluster, ICU, ...) are ~85 MB: not in every guest's RAM but in
-    # an overlay archive that fio's users append (the kernel unpacks concatenated archives).
+    # Real programs as oracles on riofs (tests/tests/riofs_apps.rs, make bench-fio):
+    # Debian's sqlite3, git and fio, when installed (make setup). Their libraries (fio's
+    # alone are ~85 MB: ceph, gluster, ICU, ...) would make every guest boot slower and
+    # take RAM, so they are not here but in an add-on archive that their users append
+    # (the kernel unpacks concatenated archives).
     # The test kernel has no SysV IPC, where fio keeps its job table; /usr/bin/fio runs it
     # with a shim that gives it an anonymous shared mapping instead (shared with its jobs).
     fio_ovl="$root/build/initramfs-fio$suffix.cpio.gz"
-    if [ ! -x /usr/bin/fio ]; then
+    if [ ! -x /usr/bin/fio ] && [ ! -x /usr/bin/sqlite3 ] && [ ! -x /usr/bin/git ]; then
         rm -f "$fio_ovl"
     else
-        fio_libs=$(ldd /usr/bin/fio | awk '/=>/ {print $3} /ld-linux/ {print $1}' | sort -u)
+        fio_libs=$(for prog in /usr/bin/fio /usr/bin/sqlite3 /usr/bin/git; do
+            if [ -x "$prog" ]; then ldd "$prog" | awk '/=>/ {print $3} /ld-linux/ {print $1}'; fi
+        done | sort -u)
         cc -O2 -shared -fPIC -o "$root/build/fio-shm.so.$$" -x c - <<'SHIM'
 #include <errno.h>
 #include <stddef.h>
@@ -94,9 +88,17 @@ SHIM
         mv "$root/build/fio-wrapper.$$" "$root/build/fio-wrapper"
         {
             printf 'dir /usr/lib 0755 0 0\ndir /usr/lib/fio-guest 0755 0 0\n'
-            echo "file /usr/lib/fio-guest/fio /usr/bin/fio 0755 0 0"
-            echo "file /usr/lib/fio-guest/fio-shm.so $root/build/fio-shm.so 0755 0 0"
-            echo "file /usr/bin/fio $root/build/fio-wrapper 0755 0 0"
+            if [ -x /usr/bin/fio ]; then
+                echo "file /usr/lib/fio-guest/fio /usr/bin/fio 0755 0 0"
+                echo "file /usr/lib/fio-guest/fio-shm.so $root/build/fio-shm.so 0755 0 0"
+                echo "file /usr/bin/fio $root/build/fio-wrapper 0755 0 0"
+            fi
+            if [ -x /usr/bin/sqlite3 ]; then echo "file /usr/bin/sqlite3 /usr/bin/sqlite3 0755 0 0"; fi
+            if [ -x /usr/bin/git ]; then
+                echo "file /usr/bin/git /usr/bin/git 0755 0 0"
+                printf 'dir /usr/lib/git-core 0755 0 0\n'
+                echo "slink /usr/lib/git-core/git /usr/bin/git 0777 0 0"
+            fi
             for lib in $fio_libs; do dirname "$lib"; done | sort -u | while read -r d; do
                 p=""; for c in ${d//\// }; do p="$p/$c"; echo "dir $p 0755 0 0"; done
             done | awk '!seen[$0]++'

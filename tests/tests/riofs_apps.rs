@@ -188,7 +188,7 @@ fn check_sqlite(vm: &mut Vm, mode: &str) {
 
 #[test]
 fn sqlite_wal_and_rollback_journal_survive_a_panic_mid_loop() {
-    let mut t = boot("riofs-sqlite");
+    let mut t = boot_apps("riofs-sqlite");
     t.allow_crash();
     let vm = t.vm();
     require(vm, "sqlite3");
@@ -214,7 +214,7 @@ const GIT_ENV: &str = "export HOME=/tmp GIT_CONFIG_NOSYSTEM=1 GIT_PAGER=cat \
 
 #[test]
 fn git_repository_survives_a_panic_mid_commit_loop() {
-    let mut t = boot("riofs-git");
+    let mut t = boot_apps("riofs-git");
     t.allow_crash();
     let vm = t.vm();
     require(vm, "git");
@@ -301,7 +301,28 @@ fn git_repository_survives_a_panic_mid_commit_loop() {
     );
 }
 
-/// The fio overlay archive that goes with `initramfs` (qemu/mkinitramfs.sh builds it).
+/// Boots a guest whose initramfs has the programs' add-on archive appended (sqlite3, git
+/// and fio are not in the plain one: they would slow every other guest down).
+fn boot_apps(name: &str) -> TestVm {
+    let (mut cfg, dir) = config(name);
+    let overlay = fio_overlay(&cfg.artifacts.initramfs);
+    assert!(
+        overlay.is_file(),
+        "{} is missing: install Debian's sqlite3, git and fio on the host (make setup) and \
+         rebuild the initramfs (make initramfs)",
+        overlay.display()
+    );
+    let both = dir.path().join("initramfs-with-apps.cpio.gz");
+    let mut bytes = std::fs::read(&cfg.artifacts.initramfs).unwrap();
+    bytes.extend(std::fs::read(&overlay).unwrap());
+    std::fs::write(&both, bytes).unwrap();
+    cfg.artifacts.initramfs = both;
+    let vm = Vm::start(cfg).unwrap_or_else(|e| panic!("boot failed: {e}"));
+    test_vm(vm, dir)
+}
+
+/// The programs' add-on archive that goes with `initramfs` (qemu/mkinitramfs.sh builds
+/// it: sqlite3, git and fio with their libraries).
 fn fio_overlay(initramfs: &Path) -> PathBuf {
     let name = initramfs
         .file_name()
