@@ -91,23 +91,27 @@ pub fn crc32c(data: &[u8]) -> u32 {
     !crc
 }
 
-fn get_u32(b: &[u8], at: usize) -> u32 {
+/// Little-endian field access, shared with the riofs format (`riofs/format.rs`).
+pub(crate) fn get_u32(b: &[u8], at: usize) -> u32 {
     let mut x = [0u8; 4];
     x.copy_from_slice(&b[at..at + 4]);
     u32::from_le_bytes(x)
 }
 
-fn get_u64(b: &[u8], at: usize) -> u64 {
+/// Little-endian field access, shared with the riofs format (`riofs/format.rs`).
+pub(crate) fn get_u64(b: &[u8], at: usize) -> u64 {
     let mut x = [0u8; 8];
     x.copy_from_slice(&b[at..at + 8]);
     u64::from_le_bytes(x)
 }
 
-fn put_u32(b: &mut [u8], at: usize, v: u32) {
+/// Little-endian field access, shared with the riofs format (`riofs/format.rs`).
+pub(crate) fn put_u32(b: &mut [u8], at: usize, v: u32) {
     b[at..at + 4].copy_from_slice(&v.to_le_bytes());
 }
 
-fn put_u64(b: &mut [u8], at: usize, v: u64) {
+/// Little-endian field access, shared with the riofs format (`riofs/format.rs`).
+pub(crate) fn put_u64(b: &mut [u8], at: usize, v: u64) {
     b[at..at + 8].copy_from_slice(&v.to_le_bytes());
 }
 

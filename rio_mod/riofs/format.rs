@@ -108,26 +108,7 @@ pub fn valid_type(mode: u32) -> bool {
 }
 
 pub use crate::format::crc32c;
-
-fn get_u32(b: &[u8], at: usize) -> u32 {
-    let mut w = [0u8; 4];
-    w.copy_from_slice(&b[at..at + 4]);
-    u32::from_le_bytes(w)
-}
-
-fn get_u64(b: &[u8], at: usize) -> u64 {
-    let mut w = [0u8; 8];
-    w.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(w)
-}
-
-fn put_u32(b: &mut [u8], at: usize, v: u32) {
-    b[at..at + 4].copy_from_slice(&v.to_le_bytes());
-}
-
-fn put_u64(b: &mut [u8], at: usize, v: u64) {
-    b[at..at + 8].copy_from_slice(&v.to_le_bytes());
-}
+use crate::format::{get_u32, get_u64, put_u32, put_u64};
 
 /// Why an image is not a riofs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
