@@ -3,12 +3,16 @@
 //! by itself at a chosen step (crash points between any two library calls, including right
 //! after `set_range` and right after `commit`) or by the parent after a random delay
 //! (anywhere, including inside `commit` and `set_range`). The parent then reopens the group
-//! (recovery) and checks atomicity and durability against what the child reported:
+//! (recovery) and checks atomicity and durability against an independent model:
 //!
-//! * before each commit the child appends `P <digest>` to a report file (the digest the
-//!   state will have if the commit happens), after it `C <digest>`;
-//! * after recovery the state's digest must equal the last `C` (or the state at the start of
-//!   the round), or, if the report ends with a `P`, that `P`'s digest: never anything else.
+//! * the transactions are drawn from a seeded generator ([`run_tx`]) that the child runs
+//!   against Vista and the parent runs against [`Model`], plain vectors in the parent's
+//!   memory that share no code with Vista;
+//! * before each commit the child appends `P` to a report file, after it `C`;
+//! * after recovery the bytes read back from the group (all of segment B, and every
+//!   allocated block through the slot table) must equal the model after the reported
+//!   commits, or, if the report ends with a `P`, the model after that one more commit:
+//!   never anything else. Vista's own digest plays no part in the verdict.
 //!
 //! `VISTA_CRASH_ITERS` sets the number of crashes (default 120).
 
@@ -84,6 +88,235 @@ fn report(f: &mut std::fs::File, line: String) {
     f.write_all(line.as_bytes()).expect("report");
 }
 
+/// One operation of a transaction.
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    /// `len` bytes of segment B at `off` set to `byte` (explicit mode: after `set_range`).
+    Fill { off: usize, len: usize, byte: u8 },
+    /// A new block of `size` bytes filled with `byte` into the empty slot `slot`.
+    Alloc { slot: usize, size: usize, byte: u8 },
+    /// The block in `slot` freed and the slot emptied.
+    Free { slot: usize },
+    /// Bytes `at..` of the block in `slot` set to `byte`.
+    Update { slot: usize, at: usize, byte: u8 },
+}
+
+/// What a transaction runs against: Vista in the child, the model in the parent.
+trait State {
+    /// The size of the block in `slot`, or `None` if the slot is empty.
+    fn slot_size(&mut self, slot: usize) -> Option<usize>;
+    /// Carries out `op`.
+    fn apply(&mut self, op: Op);
+}
+
+/// Draws one transaction from `rng` against `st` and carries it out; returns whether it
+/// commits (`true`) or aborts. The child and the model both run this, so they see the
+/// same operations as long as they agree on the state.
+fn run_tx(rng: &mut Rng, st: &mut impl State) -> bool {
+    let n_ops = 1 + rng.below(8);
+    for _ in 0..n_ops {
+        let op = match rng.below(4) {
+            0 | 1 => {
+                let len = 1 + rng.below(300) as usize;
+                let off = rng.below((B_LEN - len) as u64) as usize;
+                Op::Fill {
+                    off,
+                    len,
+                    byte: rng.next() as u8,
+                }
+            }
+            _ => {
+                let slot = rng.below(SLOTS as u64) as usize;
+                match st.slot_size(slot) {
+                    None => Op::Alloc {
+                        slot,
+                        size: 1 + rng.below(2000) as usize,
+                        byte: rng.next() as u8,
+                    },
+                    Some(_) if rng.below(2) == 0 => Op::Free { slot },
+                    Some(size) => Op::Update {
+                        slot,
+                        at: rng.below(size as u64) as usize,
+                        byte: rng.next() as u8,
+                    },
+                }
+            }
+        };
+        st.apply(op);
+    }
+    rng.below(8) != 0
+}
+
+/// The model: segment B's bytes and each slot's block, in ordinary memory.
+#[derive(Clone, PartialEq, Eq)]
+struct Model {
+    b: Vec<u8>,
+    slots: Vec<Option<Vec<u8>>>,
+}
+
+impl Model {
+    fn new() -> Model {
+        Model {
+            b: vec![0; B_LEN],
+            slots: vec![None; SLOTS],
+        }
+    }
+
+    /// What the group holds now, read through the slot table (not through any digest).
+    fn read(g: &Group) -> Model {
+        let b = g.base(1).expect("base") as *const u8;
+        // SAFETY: segment B is mapped readable for B_LEN bytes while `g` is open, and no
+        // transaction is running (`g` is borrowed shared), so nothing writes it meanwhile.
+        let b = unsafe { std::slice::from_raw_parts(b, B_LEN) }.to_vec();
+        let table: PSlice<PPtr<[u8; 0]>> = g.root_slice(0, "table").expect("root").expect("table");
+        let sizes: PSlice<u64> = g.root_slice(0, "sizes").expect("root").expect("sizes");
+        let table = g.get_slice(table).expect("table");
+        let sizes = g.get_slice(sizes).expect("sizes");
+        let slots = table
+            .iter()
+            .zip(sizes)
+            .map(|(p, &n)| {
+                (!p.is_null()).then(|| {
+                    let data = PSlice::<u8>::from_raw(p.addr(), n as usize);
+                    g.get_slice(data).expect("a slot's block").to_vec()
+                })
+            })
+            .collect();
+        Model { b, slots }
+    }
+
+    /// Where `self` and `want` differ, for a failure message.
+    fn diff(&self, want: &Model) -> String {
+        let mut out = Vec::new();
+        if let Some(i) = (0..B_LEN).find(|&i| self.b[i] != want.b[i]) {
+            out.push(format!(
+                "segment B first differs at {i}: {:#x}, model {:#x}",
+                self.b[i], want.b[i]
+            ));
+        }
+        for (s, (got, exp)) in self.slots.iter().zip(&want.slots).enumerate() {
+            if got != exp {
+                let d = |v: &Option<Vec<u8>>| match v {
+                    None => "empty".to_string(),
+                    Some(v) => format!(
+                        "{} bytes of {:#x?}",
+                        v.len(),
+                        v.first().copied().unwrap_or(0)
+                    ),
+                };
+                out.push(format!("slot {s}: {}, model {}", d(got), d(exp)));
+            }
+        }
+        out.join("\n")
+    }
+}
+
+impl State for Model {
+    fn slot_size(&mut self, slot: usize) -> Option<usize> {
+        self.slots[slot].as_ref().map(Vec::len)
+    }
+
+    fn apply(&mut self, op: Op) {
+        match op {
+            Op::Fill { off, len, byte } => self.b[off..off + len].fill(byte),
+            Op::Alloc { slot, size, byte } => self.slots[slot] = Some(vec![byte; size]),
+            Op::Free { slot } => self.slots[slot] = None,
+            Op::Update { slot, at, byte } => {
+                if let Some(v) = self.slots[slot].as_mut() {
+                    v[at..].fill(byte);
+                }
+            }
+        }
+    }
+}
+
+/// The model after the first `commits` committing transactions of a child run with
+/// `seed` from `start`, and after one more.
+fn replay(start: &Model, seed: u64, commits: u64) -> (Model, Model) {
+    let mut rng = Rng(seed | 1);
+    let mut committed = start.clone();
+    let mut n = 0;
+    loop {
+        let mut m = committed.clone();
+        if run_tx(&mut rng, &mut m) {
+            if n == commits {
+                return (committed, m);
+            }
+            committed = m;
+            n += 1;
+        }
+    }
+}
+
+/// The child's side of [`State`]: Vista, with a crash point after every library call.
+struct InVista<'a, 'g> {
+    tx: vista::Tx<'g>,
+    table: PSlice<PPtr<[u8; 0]>>,
+    sizes: PSlice<u64>,
+    b: usize,
+    implicit: bool,
+    tick: &'a mut dyn FnMut(),
+}
+
+impl State for InVista<'_, '_> {
+    fn slot_size(&mut self, slot: usize) -> Option<usize> {
+        let p = *self
+            .tx
+            .get(self.table.at(slot).expect("slot"))
+            .expect("get");
+        (!p.is_null()).then(|| {
+            *self
+                .tx
+                .get(self.sizes.at(slot).expect("size"))
+                .expect("get") as usize
+        })
+    }
+
+    fn apply(&mut self, op: Op) {
+        let slot_p = |s: usize| self.table.at(s).expect("slot");
+        let size_p = |s: usize| self.sizes.at(s).expect("size");
+        match op {
+            Op::Fill { off, len, byte } => {
+                if !self.implicit {
+                    self.tx
+                        .set_range((self.b + off) as *const u8, len)
+                        .expect("set_range");
+                    (self.tick)();
+                }
+                for i in 0..len {
+                    // SAFETY: inside segment B, logged; byte-wise so a kill can land
+                    // in the middle of the update.
+                    unsafe { ((self.b + off + i) as *mut u8).write_volatile(byte) };
+                }
+            }
+            Op::Alloc { slot, size, byte } => {
+                let p = self.tx.alloc_raw(size, 16).expect("alloc");
+                // SAFETY: a fresh block of `size` bytes, owned by this transaction.
+                unsafe { std::ptr::write_bytes(p.as_ptr(), byte, size) };
+                self.tx
+                    .write(slot_p(slot), PPtr::from_addr(p.as_ptr() as usize))
+                    .expect("w");
+                self.tx.write(size_p(slot), size as u64).expect("w");
+            }
+            Op::Free { slot } => {
+                let cur = *self.tx.get(slot_p(slot)).expect("get");
+                self.tx.free(cur).expect("free");
+                self.tx.write(slot_p(slot), PPtr::null()).expect("w");
+                self.tx.write(size_p(slot), 0).expect("w");
+            }
+            Op::Update { slot, at, byte } => {
+                let cur = *self.tx.get(slot_p(slot)).expect("get");
+                let size = *self.tx.get(size_p(slot)).expect("get") as usize;
+                let data = PSlice::<u8>::from_raw(cur.addr(), size);
+                self.tx
+                    .update_slice(data, at..size, |x| x.fill(byte))
+                    .expect("update");
+            }
+        }
+        (self.tick)();
+    }
+}
+
 /// The child: runs transactions until killed (or kills itself at step `kill_at`).
 fn child(dir: &Path, seed: u64, implicit: bool, kill_at: Option<u64>) {
     let mut g = open_group(dir);
@@ -100,76 +333,37 @@ fn child(dir: &Path, seed: u64, implicit: bool, kill_at: Option<u64>) {
     report(&mut rep, "R\n".into());
     let mut rng = Rng(seed | 1);
     let mut step = 0u64;
-    let tick = |step: &mut u64| {
-        *step += 1;
-        if Some(*step) == kill_at {
+    let mut tick = || {
+        step += 1;
+        if Some(step) == kill_at {
             // SAFETY: killing ourselves; no memory is involved.
             unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
         }
     };
     let b = g.base(1).expect("base") as usize;
     loop {
-        let mut tx = g.begin().expect("begin");
-        tick(&mut step);
-        let n_ops = 1 + rng.below(8);
-        for _ in 0..n_ops {
-            match rng.below(4) {
-                0 | 1 => {
-                    let len = 1 + rng.below(300) as usize;
-                    let off = rng.below((B_LEN - len) as u64) as usize;
-                    if !implicit {
-                        tx.set_range((b + off) as *const u8, len)
-                            .expect("set_range");
-                        tick(&mut step);
-                    }
-                    let byte = rng.next() as u8;
-                    for i in 0..len {
-                        // SAFETY: inside segment B, logged; byte-wise so a kill can land
-                        // in the middle of the update.
-                        unsafe { ((b + off + i) as *mut u8).write_volatile(byte) };
-                    }
-                    tick(&mut step);
-                }
-                _ => {
-                    let s = rng.below(SLOTS as u64) as usize;
-                    let slot = table.at(s).expect("slot");
-                    let size_p = sizes.at(s).expect("size");
-                    let cur = *tx.get(slot).expect("get");
-                    if cur.is_null() {
-                        let size = 1 + rng.below(2000) as usize;
-                        let p = tx.alloc_raw(size, 16).expect("alloc");
-                        // SAFETY: fresh block of `size` bytes.
-                        unsafe { std::ptr::write_bytes(p.as_ptr(), rng.next() as u8, size) };
-                        tx.write(slot, PPtr::from_addr(p.as_ptr() as usize))
-                            .expect("w");
-                        tx.write(size_p, size as u64).expect("w");
-                    } else if rng.below(2) == 0 {
-                        tx.free(cur).expect("free");
-                        tx.write(slot, PPtr::null()).expect("w");
-                        tx.write(size_p, 0).expect("w");
-                    } else {
-                        let size = *tx.get(size_p).expect("get") as usize;
-                        let data = PSlice::<u8>::from_raw(cur.addr(), size);
-                        let at = rng.below(size as u64) as usize;
-                        let v = rng.next() as u8;
-                        tx.update_slice(data, at..size, |x| x.fill(v))
-                            .expect("update");
-                    }
-                    tick(&mut step);
-                }
-            }
-        }
-        if rng.below(8) == 0 {
+        let tx = g.begin().expect("begin");
+        tick();
+        let mut st = InVista {
+            tx,
+            table,
+            sizes,
+            b,
+            implicit,
+            tick: &mut tick,
+        };
+        let commit = run_tx(&mut rng, &mut st);
+        let tx = st.tx;
+        if !commit {
             tx.abort().expect("abort");
-            tick(&mut step);
+            tick();
             continue;
         }
-        let d = tx.digest_if_committed();
-        report(&mut rep, format!("P {d:x}\n"));
-        tick(&mut step);
+        report(&mut rep, "P\n".into());
+        tick();
         tx.commit().expect("commit");
-        tick(&mut step);
-        report(&mut rep, format!("C {d:x}\n"));
+        tick();
+        report(&mut rep, "C\n".into());
     }
 }
 
@@ -266,7 +460,15 @@ fn crash_campaign() {
         .unwrap_or(120);
     let dir = tempfile::tempdir().expect("tempdir");
     create_group(dir.path());
-    let mut state = open_group(dir.path()).digest();
+    let mut model = Model::new();
+    {
+        let now = Model::read(&open_group(dir.path()));
+        assert!(
+            now == model,
+            "a new group differs from the empty model:\n{}",
+            now.diff(&model)
+        );
+    }
     let mut rng = Rng(0x5eed_1234_abcd_0001);
     let (mut commits_seen, mut in_flight_committed, mut in_flight_rolled_back) = (0u64, 0u64, 0u64);
     let t_start = Instant::now();
@@ -293,39 +495,39 @@ fn crash_campaign() {
             panic!("iteration {i}: child ended with {st}, not SIGKILL\n{err}");
         }
         let rep = std::fs::read_to_string(dir.path().join("report")).unwrap_or_default();
-        let mut last_committed = state;
-        let mut prepared: Option<u64> = None;
+        let mut commits = 0u64;
+        let mut prepared = false;
         for line in rep.lines() {
-            let mut it = line.split(' ');
-            match (
-                it.next(),
-                it.next().and_then(|h| u64::from_str_radix(h, 16).ok()),
-            ) {
-                (Some("P"), Some(d)) => prepared = Some(d),
-                (Some("C"), Some(d)) => {
-                    assert_eq!(Some(d), prepared, "iteration {i}: report out of order");
-                    last_committed = d;
-                    prepared = None;
-                    commits_seen += 1;
+            match line {
+                "P" => {
+                    assert!(!prepared, "iteration {i}: two P lines without a C");
+                    prepared = true;
+                }
+                "C" => {
+                    assert!(prepared, "iteration {i}: a C line without its P");
+                    prepared = false;
+                    commits += 1;
                 }
                 _ => {}
             }
         }
-        let g = open_group(dir.path());
-        let now = g.digest();
-        drop(g);
-        if now == last_committed {
-            if prepared.is_some() {
+        commits_seen += commits;
+        let (committed, next) = replay(&model, seed, commits);
+        let now = Model::read(&open_group(dir.path()));
+        let what = format!("iteration {i} (seed {seed}, implicit {implicit}, kill_at {kill_at:?}, {commits} commits reported, in flight {prepared})");
+        if now == committed {
+            if prepared {
                 in_flight_rolled_back += 1;
             }
-        } else if Some(now) == prepared {
+        } else if prepared && now == next {
             in_flight_committed += 1;
         } else {
             panic!(
-                "iteration {i} (seed {seed}, implicit {implicit}, kill_at {kill_at:?}): recovered state {now:x} is neither the last committed {last_committed:x} nor the prepared {prepared:x?}\nreport:\n{rep}"
+                "{what}: the recovered state is neither the model after the acknowledged commits nor, with one in flight, after that one:\n{}\nreport:\n{rep}",
+                now.diff(&committed)
             );
         }
-        state = now;
+        model = now;
     }
     eprintln!(
         "crash campaign: {iters} crashes in {:.1} s, {commits_seen} commits acknowledged, in-flight commits kept {in_flight_committed}, rolled back {in_flight_rolled_back}",
