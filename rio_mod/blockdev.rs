@@ -29,15 +29,13 @@ use crate::arena::Arena;
 use crate::format::PAGE_SIZE;
 use crate::sys::{self, ModuleRef, RawRequest, ReqOp};
 
-use core::sync::atomic::{AtomicPtr, Ordering};
-
 /// What the queue needs: the arena and the object's pages.
 pub(crate) struct BlkData {
     arena: Arc<Arena>,
     /// Arena page of each object page.
     pages: KVec<usize>,
     /// The disk, learnt from its first request (the partition scan at registration).
-    disk: AtomicPtr<kernel::bindings::gendisk>,
+    disk: sys::SeenDisk,
 }
 
 /// The blk-mq driver of Rio devices.
@@ -79,7 +77,7 @@ impl Operations for RioBlk {
         _is_last: bool,
     ) -> Result {
         let raw = RawRequest::new(&rq);
-        data.disk.store(sys::request_disk(&raw), Ordering::Relaxed);
+        data.disk.learn(&raw);
         match raw.op() {
             ReqOp::Read => data.transfer(&raw, false)?,
             ReqOp::Write => data.transfer(&raw, true)?,
@@ -127,7 +125,7 @@ impl BlockDev {
             BlkData {
                 arena,
                 pages,
-                disk: AtomicPtr::new(core::ptr::null_mut()),
+                disk: sys::SeenDisk::new(),
             },
             GFP_KERNEL,
         )?;
@@ -147,8 +145,8 @@ impl BlockDev {
 
     /// Whether the device is open (for example mounted).
     pub(crate) fn is_open(&self) -> bool {
-        let disk = self.data.disk.load(Ordering::Relaxed);
-        // SAFETY: `disk` is this device's gendisk, registered until `_disk` is dropped.
-        !disk.is_null() && unsafe { sys::disk_is_open(disk) }
+        // SAFETY: the disk it learnt is this device's gendisk, registered until `_disk` is
+        // dropped, which `self` owns.
+        unsafe { self.data.disk.is_open() }
     }
 }

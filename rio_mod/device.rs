@@ -42,9 +42,9 @@ pub(crate) struct Registration {
 }
 
 impl Registration {
-    /// The raw miscdevice (to install the fsync table on).
-    pub(crate) fn misc_raw(&self) -> *mut kernel::bindings::miscdevice {
-        self.misc.as_raw()
+    /// The registered miscdevice (to install the fsync table on).
+    pub(crate) fn misc(&self) -> &MiscDeviceRegistration<RioFile> {
+        &self.misc
     }
 
     /// Publishes `rio` and registers `/dev/rio`.

@@ -139,7 +139,7 @@ impl kernel::InPlaceModule for RioModule {
             };
             let riofs = riofs::Registration::new(rio.clone())?;
             let dev = KBox::pin_init(device::Registration::new(rio), GFP_KERNEL)?;
-            let fops = sys::FsyncFops::install(dev.misc_raw())?;
+            let fops = sys::FsyncFops::install(dev.misc())?;
             Ok(try_pin_init!(Self {
                 _riofs: riofs,
                 _writeback: writeback,

@@ -12,8 +12,14 @@ use kernel::prelude::*;
 use crate::shared::{Shared, SharedMut};
 
 mod cred;
+pub(crate) mod kmap;
 mod vma;
 pub(crate) use cred::{caller, Caller};
+pub(crate) use kmap::VMapping;
+use kmap::{
+    invlpg, leaf, supported_pte_mask, PTE_ACCESSED, PTE_DIRTY, PTE_NX, PTE_PFN_MASK, PTE_PRESENT,
+    PTE_RW,
+};
 pub(crate) use vma::{track_vma, MapTracker};
 
 /// How a physical range relates to the resources of one kind in the iomem tree.
@@ -65,51 +71,6 @@ pub(crate) fn reserved_overlap(start: u64, size: u64) -> Overlap {
 }
 
 // ---- kernel mappings of arena pages ---------------------------------------------------------
-
-mod ffi {
-    use kernel::bindings::pgprot_t;
-    extern "C" {
-        // mm/vmalloc.c, EXPORT_SYMBOL(vmap) / EXPORT_SYMBOL(vunmap); not in the generated
-        // bindings because rust/bindings_helper.h does not include <linux/vmalloc.h>'s
-        // vmap declarations.
-        pub(super) fn vmap(
-            // `struct page **`; declared as `void **` because bindgen's `page` is not
-            // FFI-safe by value (it is only ever used through pointers here).
-            pages: *mut *mut core::ffi::c_void,
-            count: core::ffi::c_uint,
-            flags: core::ffi::c_ulong,
-            prot: pgprot_t,
-        ) -> *mut core::ffi::c_void;
-        pub(super) fn vunmap(addr: *const core::ffi::c_void);
-    }
-}
-
-/// `VM_MAP` from include/linux/vmalloc.h.
-const VM_MAP: core::ffi::c_ulong = 0x4;
-
-// x86-64 page-table bits (arch/x86/include/asm/pgtable_types.h).
-const PTE_PRESENT: usize = 1 << 0;
-const PTE_RW: usize = 1 << 1;
-const PTE_ACCESSED: usize = 1 << 5;
-const PTE_DIRTY: usize = 1 << 6;
-const PTE_GLOBAL: usize = 1 << 8;
-const PTE_NX: usize = 1 << 63;
-const PTE_PFN_MASK: usize = 0x000f_ffff_ffff_f000;
-
-/// `PAGE_KERNEL_RO` or `PAGE_KERNEL`, before `__supported_pte_mask` (vmap applies it).
-/// Dirty goes only with RW: Dirty without RW is how x86 marks shadow-stack pages.
-fn kernel_prot(writable: bool) -> kernel::bindings::pgprot_t {
-    let mut v = PTE_PRESENT | PTE_ACCESSED | PTE_GLOBAL | PTE_NX;
-    if writable {
-        v |= PTE_RW | PTE_DIRTY;
-    }
-    kernel::bindings::pgprot_t { pgprot: v }
-}
-
-fn supported_pte_mask() -> usize {
-    // SAFETY: `__supported_pte_mask` is written once during early boot and only read after.
-    unsafe { kernel::bindings::__supported_pte_mask }
-}
 
 /// The kernel mapping of the arena: `ioremap_cache` (write-back, like RAM), made read-only
 /// unless protection is off. It needs no `struct page` for the arena's frames, so it works
@@ -175,58 +136,6 @@ impl Drop for ArenaMapping {
     fn drop(&mut self) {
         // SAFETY: `addr` came from ioremap_cache and is unmapped once, here.
         unsafe { bindings::iounmap(self.addr.as_ptr().cast()) };
-    }
-}
-
-/// A virtually contiguous kernel mapping of pages (`vmap`), unmapped on drop.
-/// Always 4 KiB page-table entries: the protection window relies on that.
-pub(crate) struct VMapping {
-    addr: core::ptr::NonNull<u8>,
-}
-
-// SAFETY: The mapping is a plain kernel address range; it can be used and unmapped from any
-// thread.
-unsafe impl Send for VMapping {}
-// SAFETY: `VMapping` hands out its address only; synchronising access to the memory is the
-// users' job.
-unsafe impl Sync for VMapping {}
-
-impl VMapping {
-    fn map(frames: &mut KVec<*mut kernel::bindings::page>, writable: bool) -> Result<Self> {
-        let count = u32::try_from(frames.len()).map_err(|_| EINVAL)?;
-        // SAFETY: `frames` holds `count` valid `struct page` pointers; vmap only reads the
-        // array and maps each page at a fresh vmalloc-area address with 4 KiB PTEs.
-        let addr = unsafe {
-            ffi::vmap(
-                frames.as_mut_ptr().cast(),
-                count,
-                VM_MAP,
-                kernel_prot(writable),
-            )
-        };
-        let addr = core::ptr::NonNull::new(addr.cast::<u8>()).ok_or(ENOMEM)?;
-        Ok(Self { addr })
-    }
-
-    /// Maps one page `count` times, read-only (window slots start out this way).
-    pub(crate) fn map_repeated(page: &kernel::page::Page, count: usize) -> Result<Self> {
-        let mut frames = KVec::with_capacity(count, GFP_KERNEL)?;
-        for _ in 0..count {
-            frames.push(page.as_ptr(), GFP_KERNEL)?;
-        }
-        Self::map(&mut frames, false)
-    }
-
-    /// Start of the mapping.
-    pub(crate) fn as_ptr(&self) -> *mut u8 {
-        self.addr.as_ptr()
-    }
-}
-
-impl Drop for VMapping {
-    fn drop(&mut self) {
-        // SAFETY: `addr` came from `vmap` and is unmapped exactly once, here.
-        unsafe { ffi::vunmap(self.addr.as_ptr().cast()) };
     }
 }
 
@@ -306,25 +215,6 @@ struct FlushRange {
     len: usize,
 }
 
-/// The leaf page-table entry that maps kernel address `va`, and the size it maps (4 KiB,
-/// 2 MiB or 1 GiB); `None` if `va` is unmapped or mapped at another level.
-fn leaf(va: usize) -> Option<(*mut bindings::pte_t, usize)> {
-    let mut level: core::ffi::c_uint = 0;
-    // SAFETY: lookup_address only walks the kernel page tables for `va` (no locks, no
-    // allocation: usable in IPI context) and writes the level to our local.
-    let pte = unsafe { bindings::lookup_address(va, &mut level) };
-    if pte.is_null() {
-        return None;
-    }
-    let size = match level {
-        l if l == bindings::pg_level_PG_LEVEL_4K => 1 << 12,
-        l if l == bindings::pg_level_PG_LEVEL_2M => 1 << 21,
-        l if l == bindings::pg_level_PG_LEVEL_1G => 1 << 30,
-        _ => return None,
-    };
-    Some((pte, size))
-}
-
 unsafe extern "C" fn flush_range_local(info: *mut core::ffi::c_void) {
     // SAFETY: `info` is the `FlushRange` that `flush_tlb_range_all_cpus` passed, which
     // lives until every CPU has run this function (the call waits).
@@ -356,12 +246,6 @@ fn flush_tlb_range_all_cpus(start: usize, len: usize) {
             core::ptr::addr_of!(bindings::__cpu_online_mask),
         )
     };
-}
-
-/// Flushes one page from the local TLB.
-fn invlpg(va: usize) {
-    // SAFETY: `invlpg` only drops a TLB entry of this CPU; it has no other effect on memory.
-    unsafe { core::arch::asm!("invlpg [{0}]", in(reg) va, options(nostack, preserves_flags)) };
 }
 
 /// The CPU we are running on (a hint: it can change unless preemption is off).
@@ -414,13 +298,17 @@ unsafe impl Send for FsyncFops {}
 unsafe impl Sync for FsyncFops {}
 
 impl FsyncFops {
-    /// Installs it on `misc`, which must be registered and outlive nothing of this value.
-    pub(crate) fn install(misc: *mut bindings::miscdevice) -> Result<Self> {
+    /// Installs it on `misc`. Keep the result until `misc` is dropped (deregistered).
+    pub(crate) fn install<T: kernel::miscdevice::MiscDevice>(
+        misc: &kernel::miscdevice::MiscDeviceRegistration<T>,
+    ) -> Result<Self> {
+        let misc = misc.as_raw();
         let ops = KBox::new(
             kernel::types::Opaque::<bindings::file_operations>::uninit(),
             GFP_KERNEL,
         )?;
-        // SAFETY: `misc` is a registered miscdevice (so `fops` points to a valid table that
+        // SAFETY: `misc` is a registered miscdevice (a `MiscDeviceRegistration` is registered
+        // for as long as it exists), so `fops` points to a valid table that
         // lives as long as the module); `ops` is fresh memory of the same type. The pointer
         // store is one aligned word, so a concurrent `misc_open` sees the old table or the
         // new one, both complete.
@@ -773,24 +661,41 @@ impl RawRequest {
     }
 }
 
-/// The disk a request belongs to (`rq->q->disk`).
-pub(crate) fn request_disk(rq: &RawRequest) -> *mut bindings::gendisk {
-    // SAFETY: a live request's queue outlives it, and the queue's disk pointer is set before
-    // any request is dispatched.
-    unsafe { (*(*rq.0).q).disk }
-}
+/// A blk-mq device's disk, learnt from its first request (`rq->q->disk`): what the
+/// device needs to ask whether anyone has it open.
+pub(crate) struct SeenDisk(core::sync::atomic::AtomicPtr<bindings::gendisk>);
 
-/// Whether anyone has the whole-disk device of `disk` open (`part0->bd_openers`).
-///
-/// # Safety
-///
-/// `disk` must be a registered disk (not yet deleted).
-pub(crate) unsafe fn disk_is_open(disk: *mut bindings::gendisk) -> bool {
-    // SAFETY: per the contract `disk` and its part0 are live; `bd_openers` is an atomic_t,
-    // read with a volatile load as atomic_read does.
-    unsafe {
-        let part0 = (*disk).part0;
-        core::ptr::read_volatile(core::ptr::addr_of!((*part0).bd_openers.counter)) > 0
+impl SeenDisk {
+    /// None seen yet.
+    pub(crate) const fn new() -> Self {
+        Self(core::sync::atomic::AtomicPtr::new(core::ptr::null_mut()))
+    }
+
+    /// Learns the disk of `rq`.
+    pub(crate) fn learn(&self, rq: &RawRequest) {
+        // SAFETY: a live request's queue outlives it, and the queue's disk pointer is set
+        // before any request is dispatched.
+        let disk = unsafe { (*(*rq.0).q).disk };
+        self.0.store(disk, core::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether anyone has the whole-disk device open (`part0->bd_openers`); `false` before
+    /// any request was seen.
+    ///
+    /// # Safety
+    ///
+    /// The disk learnt is still registered (not yet deleted).
+    pub(crate) unsafe fn is_open(&self) -> bool {
+        let disk = self.0.load(core::sync::atomic::Ordering::Relaxed);
+        if disk.is_null() {
+            return false;
+        }
+        // SAFETY: per the contract `disk` and its part0 are live; `bd_openers` is an
+        // atomic_t, read with a volatile load as atomic_read does.
+        unsafe {
+            let part0 = (*disk).part0;
+            core::ptr::read_volatile(core::ptr::addr_of!((*part0).bd_openers.counter)) > 0
+        }
     }
 }
 
