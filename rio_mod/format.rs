@@ -130,6 +130,27 @@ pub enum FormatError {
     BadGeometry,
 }
 
+/// Checks a versioned header of `b.len()` bytes: not all zero, `magic` at byte 0, `version`
+/// (u32) at byte 8, and the CRC-32C of all but the last four bytes in those. Every header
+/// of rio.ko's formats (the arena superblock, the disk superblock, riofs's) starts so.
+pub fn check_header(b: &[u8], magic: u64, version: u32) -> Result<(), FormatError> {
+    if b.iter().all(|&x| x == 0) {
+        return Err(FormatError::Blank);
+    }
+    if get_u64(b, 0) != magic {
+        return Err(FormatError::BadMagic);
+    }
+    let v = get_u32(b, 8);
+    if v != version {
+        return Err(FormatError::BadVersion(v));
+    }
+    let end = b.len() - 4;
+    if crc32c(&b[..end]) != get_u32(b, end) {
+        return Err(FormatError::BadChecksum);
+    }
+    Ok(())
+}
+
 /// Where everything is, derived from the arena size alone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Geometry {
@@ -231,19 +252,7 @@ impl Superblock {
     /// Decodes and checks one copy.
     pub fn decode(b: &[u8]) -> Result<Superblock, FormatError> {
         let b = &b[..SB_SIZE];
-        if b.iter().all(|&x| x == 0) {
-            return Err(FormatError::Blank);
-        }
-        if get_u64(b, 0) != SB_MAGIC {
-            return Err(FormatError::BadMagic);
-        }
-        let version = get_u32(b, 8);
-        if version != FORMAT_VERSION {
-            return Err(FormatError::BadVersion(version));
-        }
-        if crc32c(&b[..SB_SIZE - 4]) != get_u32(b, SB_SIZE - 4) {
-            return Err(FormatError::BadChecksum);
-        }
+        check_header(b, SB_MAGIC, FORMAT_VERSION)?;
         let mut uuid = [0u8; 16];
         uuid.copy_from_slice(&b[24..40]);
         let sb = Superblock {
@@ -545,19 +554,7 @@ impl DiskSuper {
     /// Decodes and checks.
     pub fn decode(b: &[u8]) -> Result<DiskSuper, FormatError> {
         let b = &b[..SB_SIZE];
-        if b.iter().all(|&x| x == 0) {
-            return Err(FormatError::Blank);
-        }
-        if get_u64(b, 0) != DISK_MAGIC {
-            return Err(FormatError::BadMagic);
-        }
-        let v = get_u32(b, 8);
-        if v != FORMAT_VERSION {
-            return Err(FormatError::BadVersion(v));
-        }
-        if crc32c(&b[..SB_SIZE - 4]) != get_u32(b, SB_SIZE - 4) {
-            return Err(FormatError::BadChecksum);
-        }
+        check_header(b, DISK_MAGIC, FORMAT_VERSION)?;
         let mut uuid = [0u8; 16];
         uuid.copy_from_slice(&b[16..32]);
         Ok(DiskSuper {

@@ -125,6 +125,19 @@ pub enum FsError {
     BadGeometry,
 }
 
+impl From<crate::format::FormatError> for FsError {
+    fn from(e: crate::format::FormatError) -> Self {
+        use crate::format::FormatError as F;
+        match e {
+            F::Blank => FsError::Blank,
+            F::BadMagic => FsError::BadMagic,
+            F::BadVersion(v) => FsError::BadVersion(v),
+            F::BadChecksum => FsError::BadChecksum,
+            F::BadGeometry => FsError::BadGeometry,
+        }
+    }
+}
+
 /// The superblock: the geometry, fixed by mkfs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Super {
@@ -273,19 +286,7 @@ impl Super {
     /// Decodes and checks a superblock.
     pub fn decode(b: &[u8]) -> Result<Super, FsError> {
         let b = b.get(..SUPER_SIZE).ok_or(FsError::BadGeometry)?;
-        if b.iter().all(|&x| x == 0) {
-            return Err(FsError::Blank);
-        }
-        if get_u64(b, 0) != MAGIC {
-            return Err(FsError::BadMagic);
-        }
-        let v = get_u32(b, 8);
-        if v != VERSION {
-            return Err(FsError::BadVersion(v));
-        }
-        if crc32c(&b[..SUPER_SIZE - 4]) != get_u32(b, SUPER_SIZE - 4) {
-            return Err(FsError::BadChecksum);
-        }
+        crate::format::check_header(b, MAGIC, VERSION)?;
         let mut uuid = [0u8; 16];
         uuid.copy_from_slice(&b[44..60]);
         let s = Super {
