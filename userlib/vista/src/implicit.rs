@@ -20,11 +20,11 @@
 //! rolls the transaction back.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU8, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use crate::error::{Error, Result};
-use crate::log::{LogCore, AREA_DATA};
+use crate::log::{LogCore, PageLogger};
 use crate::map::PAGE;
 
 const SLOTS: usize = 64;
@@ -36,11 +36,8 @@ const READY: u8 = 2;
 
 /// What the handler needs to know about one implicit segment.
 struct Ctx {
-    base: usize,
     len: usize,
-    log: *const LogCore,
-    target: u16,
-    armed: AtomicBool,
+    pages: PageLogger,
 }
 
 struct Slot {
@@ -190,7 +187,7 @@ impl std::fmt::Debug for Registration {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Registration")
             .field("slot", &self.slot)
-            .field("base", &self.ctx.base)
+            .field("base", &self.ctx.pages.base())
             .field("len", &self.ctx.len)
             .finish()
     }
@@ -213,11 +210,10 @@ impl Registration {
     ) -> Result<Registration> {
         install()?;
         let ctx = Box::new(Ctx {
-            base,
             len,
-            log,
-            target,
-            armed: AtomicBool::new(false),
+            // SAFETY: `log` stays valid until the registration, which owns `ctx`, drops
+            // (this function's contract).
+            pages: unsafe { PageLogger::new(log, base, target) },
         });
         for (i, s) in REGISTRY.iter().enumerate() {
             if s.state
@@ -239,12 +235,12 @@ impl Registration {
 
     /// Start logging faults (transaction active).
     pub(crate) fn arm(&self) {
-        self.ctx.armed.store(true, Ordering::Release);
+        self.ctx.pages.arm(true);
     }
 
     /// Stop logging faults (no transaction).
     pub(crate) fn disarm(&self) {
-        self.ctx.armed.store(false, Ordering::Release);
+        self.ctx.pages.arm(false);
     }
 }
 
@@ -285,22 +281,14 @@ extern "C" fn on_fault(sig: libc::c_int, info: *mut libc::siginfo_t, uctx: *mut 
         // SAFETY: a READY slot's ctx points to the Box owned by a live Registration.
         let ctx = unsafe { &*ctx };
         let page = addr & !(PAGE - 1);
-        if ctx.armed.load(Ordering::Acquire) {
-            // SAFETY: `page` is a readable page of the registered segment; the log is
-            // valid while registered and is a different mapping.
-            let r = unsafe {
-                (*ctx.log).append(
-                    ctx.target,
-                    AREA_DATA,
-                    (page - ctx.base) as u64,
-                    page as *const u8,
-                    PAGE,
-                )
-            };
-            if r.is_err() {
-                fatal("vista: undo log full (or msync failed) while logging a page in implicit mode; aborting, recovery will roll the transaction back\n");
+        // SAFETY: `page` is a readable page of the registered segment, still protected (so
+        // not written yet); the log is valid while registered and is a different mapping.
+        match unsafe { ctx.pages.log_before_write(page) } {
+            Ok(true) => {
+                FAULTS.fetch_add(1, Ordering::Relaxed);
             }
-            FAULTS.fetch_add(1, Ordering::Relaxed);
+            Ok(false) => {}
+            Err(_) => fatal("vista: undo log full (or msync failed) while logging a page in implicit mode; aborting, recovery will roll the transaction back\n"),
         }
         // SAFETY: making one page of our own mapping writable again.
         let rc = unsafe {

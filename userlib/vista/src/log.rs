@@ -53,7 +53,7 @@
 //!   log as it was, and replaying again gives the same result (idempotent). If any record
 //!   fails validation nothing is replayed and [`Error::CorruptLog`] is returned.
 
-use std::sync::atomic::{compiler_fence, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{compiler_fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use crate::checksum::checksum;
 use crate::error::{Error, Result};
@@ -539,6 +539,66 @@ impl LogCore {
     #[cfg(test)]
     pub(crate) fn set_tail_for_test(&self, tail: usize) {
         self.word(OFF_TAIL).store(tail as u64, Ordering::Release);
+    }
+}
+
+/// The step both implicit-mode trackers share (the SIGSEGV handler in `implicit.rs`, the
+/// userfaultfd thread in `uffd.rs`): before the program's first write to a page of a
+/// segment in a transaction, the page's before-image goes into the undo log (Vista,
+/// section 3.2: implicit logging by page protection).
+pub(crate) struct PageLogger {
+    log: *const LogCore,
+    base: usize,
+    target: u16,
+    armed: AtomicBool,
+}
+
+impl PageLogger {
+    /// Logs pages of the segment at `base` into `log` as member `target`; disarmed.
+    ///
+    /// # Safety
+    /// `log` must stay valid for as long as this value exists.
+    pub(crate) unsafe fn new(log: *const LogCore, base: usize, target: u16) -> PageLogger {
+        PageLogger {
+            log,
+            base,
+            target,
+            armed: AtomicBool::new(false),
+        }
+    }
+
+    /// Start or stop logging (a transaction begins or ends).
+    pub(crate) fn arm(&self, on: bool) {
+        self.armed.store(on, Ordering::Release);
+    }
+
+    /// The segment's first byte.
+    pub(crate) fn base(&self) -> usize {
+        self.base
+    }
+
+    /// Logs the before-image of `page` if armed, and says whether it did. `Err` if the log
+    /// is full (or its msync failed): the caller cannot let the write go ahead.
+    ///
+    /// # Safety
+    /// `page` is a readable, page-aligned page of the segment, not written until this
+    /// returns, and not part of the log's mapping.
+    pub(crate) unsafe fn log_before_write(&self, page: usize) -> Result<bool> {
+        if !self.armed.load(Ordering::Acquire) {
+            return Ok(false);
+        }
+        // SAFETY: `log` is valid (contract of `new`); `page` is readable for PAGE bytes and
+        // does not overlap the log (this function's contract).
+        unsafe {
+            (*self.log).append(
+                self.target,
+                AREA_DATA,
+                (page - self.base) as u64,
+                page as *const u8,
+                PAGE,
+            )
+        }
+        .map(|_| true)
     }
 }
 

@@ -60,6 +60,49 @@ pub struct SegmentInfo {
     pub heap: Option<HeapStats>,
 }
 
+/// The methods [`Segment`] and [`Group`] share word for word: each is an [`Engine`] (`eng`,
+/// one member or several) and what recovery did when it was opened (`recovery`).
+macro_rules! engine_methods {
+    () => {
+        /// What recovery did when it was opened.
+        pub fn recovery(&self) -> Recovery {
+            self.recovery
+        }
+
+        /// Begins a transaction (spanning every member of a group).
+        #[inline]
+        pub fn begin(&mut self) -> Result<Tx<'_>> {
+            Tx::begin(&mut self.eng)
+        }
+
+        /// Capacity of the undo log's record area in bytes (a group's log is shared).
+        pub fn log_capacity(&self) -> usize {
+            self.eng.log.capacity()
+        }
+
+        /// Reads a value (in any member).
+        pub fn get<T: Pod>(&self, p: PPtr<T>) -> Result<&T> {
+            typed::get(&self.eng, p)
+        }
+
+        /// Reads a slice (in any member).
+        pub fn get_slice<T: Pod>(&self, s: PSlice<T>) -> Result<&[T]> {
+            typed::get_slice(&self.eng, s)
+        }
+
+        /// A checksum over every member's data, heap and roots (for tests and crash checks).
+        #[doc(hidden)]
+        pub fn digest(&self) -> u64 {
+            self.eng.digest()
+        }
+
+        #[cfg(test)]
+        pub(crate) fn engine(&mut self) -> &mut Engine {
+            &mut self.eng
+        }
+    };
+}
+
 /// A recoverable segment with its own undo log.
 #[derive(Debug)]
 pub struct Segment {
@@ -68,6 +111,8 @@ pub struct Segment {
 }
 
 impl Segment {
+    engine_methods!();
+
     /// Bytes a backing needs for `cfg`.
     pub fn backing_len(cfg: &SegmentConfig) -> Result<u64> {
         Ok(Layout::plan(cfg, PAGE, 1, false)?.total_len())
@@ -197,17 +242,6 @@ impl Segment {
         Segment::open(Backing::open_file(path, durability)?, addr)
     }
 
-    /// What recovery did when this segment was opened.
-    pub fn recovery(&self) -> Recovery {
-        self.recovery
-    }
-
-    /// Begins a transaction.
-    #[inline]
-    pub fn begin(&mut self) -> Result<Tx<'_>> {
-        Tx::begin(&mut self.eng)
-    }
-
     /// Start of the data.
     pub fn base(&self) -> *mut u8 {
         self.eng.members[0].data.ptr()
@@ -228,24 +262,9 @@ impl Segment {
         member_info(&self.eng.members[0])
     }
 
-    /// Capacity of the undo log's record area in bytes.
-    pub fn log_capacity(&self) -> usize {
-        self.eng.log.capacity()
-    }
-
     /// Chooses how writes are logged (no transaction may be active).
     pub fn set_mode(&mut self, mode: LogMode) -> Result<()> {
         self.eng.set_mode(0, mode)
-    }
-
-    /// Reads a value.
-    pub fn get<T: Pod>(&self, p: PPtr<T>) -> Result<&T> {
-        typed::get(&self.eng, p)
-    }
-
-    /// Reads a slice.
-    pub fn get_slice<T: Pod>(&self, s: PSlice<T>) -> Result<&[T]> {
-        typed::get_slice(&self.eng, s)
     }
 
     /// Looks up a typed root.
@@ -266,17 +285,6 @@ impl Segment {
     /// All roots.
     pub fn roots(&self) -> Vec<(String, RootEntry)> {
         self.eng.members[0].roots.list()
-    }
-
-    /// A checksum over data, heap and roots (for tests and crash checks).
-    #[doc(hidden)]
-    pub fn digest(&self) -> u64 {
-        self.eng.digest()
-    }
-
-    #[cfg(test)]
-    pub(crate) fn engine(&mut self) -> &mut Engine {
-        &mut self.eng
     }
 }
 
@@ -310,6 +318,8 @@ fn take_members(eng: &mut Engine) -> Result<Vec<Member>> {
 }
 
 impl Group {
+    engine_methods!();
+
     /// Bytes a log backing needs for a record area of `log_capacity` bytes.
     pub fn log_backing_len(log_capacity: usize) -> u64 {
         (LOG_HEADER_LEN + page_up(log_capacity.max(PAGE))) as u64
@@ -432,17 +442,6 @@ impl Group {
         Ok(out)
     }
 
-    /// What recovery did when the group was opened.
-    pub fn recovery(&self) -> Recovery {
-        self.recovery
-    }
-
-    /// Begins a transaction spanning every member.
-    #[inline]
-    pub fn begin(&mut self) -> Result<Tx<'_>> {
-        Tx::begin(&mut self.eng)
-    }
-
     /// Number of members.
     pub fn len(&self) -> usize {
         self.eng.members.len()
@@ -472,21 +471,6 @@ impl Group {
         self.eng.set_mode(i, mode)
     }
 
-    /// Capacity of the shared log's record area.
-    pub fn log_capacity(&self) -> usize {
-        self.eng.log.capacity()
-    }
-
-    /// Reads a value in any member.
-    pub fn get<T: Pod>(&self, p: PPtr<T>) -> Result<&T> {
-        typed::get(&self.eng, p)
-    }
-
-    /// Reads a slice in any member.
-    pub fn get_slice<T: Pod>(&self, s: PSlice<T>) -> Result<&[T]> {
-        typed::get_slice(&self.eng, s)
-    }
-
     /// Looks up a typed root of member `i`.
     pub fn root<T: Pod>(&self, i: usize, name: &str) -> Result<Option<PPtr<T>>> {
         typed::root(&self.eng, i, name)
@@ -495,16 +479,5 @@ impl Group {
     /// Looks up a typed slice root of member `i`.
     pub fn root_slice<T: Pod>(&self, i: usize, name: &str) -> Result<Option<PSlice<T>>> {
         typed::root_slice(&self.eng, i, name)
-    }
-
-    /// A checksum over every member's data, heap and roots.
-    #[doc(hidden)]
-    pub fn digest(&self) -> u64 {
-        self.eng.digest()
-    }
-
-    #[cfg(test)]
-    pub(crate) fn engine(&mut self) -> &mut Engine {
-        &mut self.eng
     }
 }

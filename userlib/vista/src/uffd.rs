@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crate::error::{Error, Result};
-use crate::log::{LogCore, AREA_DATA};
+use crate::log::{LogCore, PageLogger};
 use crate::map::PAGE;
 use crate::uffd_abi::*;
 
@@ -50,7 +50,7 @@ fn writeprotect(fd: i32, start: usize, len: usize, protect: bool) -> std::io::Re
 }
 
 struct Shared {
-    armed: AtomicBool,
+    pages: PageLogger,
     /// Pages unprotected since the last `arm` (exact unless `all_dirty`).
     dirty: Mutex<Vec<usize>>,
     /// The whole range must be re-protected (first arm, overflow, or full unprotect).
@@ -58,17 +58,14 @@ struct Shared {
     /// Thread id of the handler thread (0 until it runs) and the CPU it is pinned to.
     tid: AtomicI32,
     pinned_cpu: AtomicI32,
-    log: *const LogCore,
-    base: usize,
-    target: u16,
 }
 
-// SAFETY: `log` points to the engine's boxed LogCore, which outlives the tracker (the
+// SAFETY: `pages` points to the engine's boxed LogCore, which outlives the tracker (the
 // engine drops trackers, joining their threads, before the log). The handler thread only
 // appends while the owning thread is blocked in the fault it is resolving.
 unsafe impl Send for Shared {}
-// SAFETY: shared between the owning thread and the handler thread: every field but `log`
-// is atomic or immutable after construction, and `log` is only appended to by the handler
+// SAFETY: shared between the owning thread and the handler thread: every field but the
+// log pointer in `pages` is atomic or immutable after construction, and the log is only appended to by the handler
 // while the owning thread is blocked in the fault it resolves (see Send above).
 unsafe impl Sync for Shared {}
 
@@ -156,14 +153,13 @@ impl Tracker {
         // SAFETY: fresh descriptor we own.
         let stop = unsafe { OwnedFd::from_raw_fd(efd) };
         let shared = Arc::new(Shared {
-            armed: AtomicBool::new(false),
+            // SAFETY: `log` outlives the tracker (this function's contract), and the
+            // tracker owns `shared`'s last use (its thread is joined on drop).
+            pages: unsafe { PageLogger::new(log, base, target) },
             dirty: Mutex::new(Vec::with_capacity(DIRTY_MAX)),
             all_dirty: AtomicBool::new(true),
             tid: AtomicI32::new(0),
             pinned_cpu: AtomicI32::new(-1),
-            log,
-            base,
-            target,
         });
         let uffd = Arc::new(uffd);
         let (u2, s2, stopfd) = (uffd.clone(), shared.clone(), stop.as_raw_fd());
@@ -201,7 +197,7 @@ impl Tracker {
         if self.shared.all_dirty.swap(false, Ordering::AcqRel) || dirty.len() > DIRTY_MAX {
             dirty.clear();
             drop(dirty);
-            self.shared.armed.store(true, Ordering::Release);
+            self.shared.pages.arm(true);
             return writeprotect(fd, self.base, self.len, true).map_err(os);
         }
         dirty.sort_unstable();
@@ -217,7 +213,7 @@ impl Tracker {
             writeprotect(fd, start, end - start, true).map_err(os)?;
         }
         dirty.clear();
-        self.shared.armed.store(true, Ordering::Release);
+        self.shared.pages.arm(true);
         Ok(())
     }
 
@@ -246,7 +242,7 @@ impl Tracker {
     /// Stops logging. With `unprotect`, removes all protection (before the tracker goes
     /// away); otherwise pages stay protected and a stray store is resolved without logging.
     pub(crate) fn disarm(&self, unprotect: bool) -> Result<()> {
-        self.shared.armed.store(false, Ordering::Release);
+        self.shared.pages.arm(false);
         if unprotect {
             self.shared.all_dirty.store(true, Ordering::Release);
             writeprotect(self.uffd.as_raw_fd(), self.base, self.len, false).map_err(|source| {
@@ -314,22 +310,11 @@ fn serve(uffd: &OwnedFd, stop: i32, sh: &Shared) {
                 continue;
             }
             let page = addr & !(PAGE - 1);
-            if sh.armed.load(Ordering::Acquire) {
-                // SAFETY: page is inside the registered (readable) segment; the log is
-                // valid while the tracker lives and is a different mapping; the owning
-                // thread is blocked on this very fault.
-                let r = unsafe {
-                    (*sh.log).append(
-                        sh.target,
-                        AREA_DATA,
-                        (page - sh.base) as u64,
-                        page as *const u8,
-                        PAGE,
-                    )
-                };
-                if r.is_err() {
-                    die("vista: undo log full while logging a page (userfaultfd); aborting, recovery will roll the transaction back");
-                }
+            // SAFETY: page is inside the registered (readable) segment and still
+            // write-protected; the log is valid while the tracker lives and is a different
+            // mapping; the owning thread is blocked on this very fault.
+            if unsafe { sh.pages.log_before_write(page) }.is_err() {
+                die("vista: undo log full while logging a page (userfaultfd); aborting, recovery will roll the transaction back");
             }
             match sh.dirty.lock() {
                 Ok(mut d) if d.len() <= DIRTY_MAX => d.push(page),
