@@ -8,6 +8,8 @@
 use std::path::Path;
 use std::time::Duration;
 
+pub mod golden_disk;
+
 pub use riovm::{ArenaReservation, Artifacts, CmdOutput, Flavour, Vm, VmConfig, VmError};
 
 /// What on a console line means the kernel found a bug in itself.

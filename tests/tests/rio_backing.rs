@@ -26,13 +26,10 @@ fn expected(seed: u64, size: u64) -> Vec<u8> {
     v
 }
 
-fn disk_object(disk: &Path, name: &str) -> Option<Vec<u8>> {
-    rio_format::read_disk_object(&std::fs::read(disk).unwrap(), name)
-}
-
 fn assert_on_disk(disk: &Path, name: &str, seed: u64, size: u64) {
-    let got =
-        disk_object(disk, name).unwrap_or_else(|| panic!("{name} is not on the backing disk"));
+    // Decoded by the test's own reading of the layout (`golden_disk`), not by `format.rs`.
+    let got = golden_disk::disk_object(&std::fs::read(disk).unwrap(), name)
+        .unwrap_or_else(|e| panic!("{name} is not on the backing disk: {e}"));
     assert!(
         got == expected(seed, size),
         "{name} on disk differs from what was written"

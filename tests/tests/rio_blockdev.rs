@@ -130,7 +130,7 @@ fn a_block_device_gets_its_data_written_back() {
     sh(&mut vm, "rio sync");
     let _ = vm.kill().unwrap();
     let image = std::fs::read(&disk).unwrap();
-    let got = rio_format::read_disk_object(&image, "fs").expect("the object is on the disk");
+    let got = golden_disk::disk_object(&image, "fs").expect("the object is on the disk");
     assert_eq!(got.len(), 8 << 20);
     assert!(
         got[100 * 4096..164 * 4096] == data[..],
