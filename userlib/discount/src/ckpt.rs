@@ -171,6 +171,8 @@ pub(crate) struct Hooks {
     pub reinstall_signal: fn(i32),
     /// The periodic-checkpoint timer's signal handler.
     pub on_timer: crate::signals::Handler,
+    /// The SIGSYS handler of Syscall User Dispatch ([`crate::sud`]).
+    pub on_sigsys: crate::signals::Handler,
 }
 
 /// The kernel-state records: checkpointed memory (`.bss`, their vectors on the persistent
@@ -707,6 +709,7 @@ impl Runtime {
 /// is a handler that interrupted it) the checkpoint is deferred to the end of that code,
 /// as the timer's always was: the code below holds the context.
 pub(crate) fn checkpoint(low_hint: usize) -> Result<bool> {
+    let _allow = crate::sud::Allow::new();
     let v = vol::get();
     if !v.active.load(Ordering::Acquire) {
         return Err(Error::State("Discount Checking is not initialized"));
@@ -999,12 +1002,24 @@ extern "C" fn restore_entry(_: usize) -> usize {
     }
 }
 
-/// Installs the alternate signal stack and the periodic-checkpoint timer.
+/// Installs the alternate signal stack, the periodic-checkpoint timer and Syscall User
+/// Dispatch (with the selector at ALLOW: whoever returns to the program sets BLOCK).
 fn start_signals(cx: &mut Ctx) -> Result<()> {
     crate::signals::install_altstack()?;
     let Some(rt) = cx.rt() else { return Ok(()) };
     if let Some(iv) = rt.cfg.interval {
         crate::signals::start_timer(rt.cfg.timer_signal, iv, rt.hooks.on_timer)?;
+    }
+    match rt.cfg.sud {
+        crate::config::SudMode::Off => {}
+        crate::config::SudMode::On => crate::sud::enable(rt.hooks.on_sigsys)?,
+        crate::config::SudMode::Auto => {
+            if let Err(e) = crate::sud::enable(rt.hooks.on_sigsys) {
+                sys::diag(&format!(
+                    "{e}: only the libc wrappers intercept system calls (glibc's internal calls are not seen)"
+                ));
+            }
+        }
     }
     Ok(())
 }
@@ -1012,6 +1027,7 @@ fn start_signals(cx: &mut Ctx) -> Result<()> {
 /// Marks the image finished (normal exit; an entry point, from `atexit`). After it no
 /// checkpoint is taken: `busy` stays set and `active` is cleared.
 pub(crate) fn finish() {
+    let _allow = crate::sud::Allow::new();
     let v = vol::get();
     if v.in_dc.load(Ordering::Acquire) == 0 && !v.busy.swap(true, Ordering::AcqRel) {
         // SAFETY: no guard holder runs below us and we won `busy` (kept: nothing may

@@ -47,6 +47,19 @@ impl FromStr for StoreKind {
     }
 }
 
+/// Whether system calls that bypass the libc wrappers are trapped with Syscall User
+/// Dispatch ([`crate::sud`]; `DC_SUD`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SudMode {
+    /// Never (`DC_SUD=0`): only the wrappers see system calls.
+    Off,
+    /// If the kernel offers it (the default; a message on stderr otherwise).
+    #[default]
+    Auto,
+    /// Required (`DC_SUD=1`): `init` fails without it.
+    On,
+}
+
 /// How Discount Checking runs.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -76,6 +89,8 @@ pub struct Config {
     pub trace: Option<PathBuf>,
     /// Real-time signal for the periodic timer.
     pub timer_signal: i32,
+    /// Syscall User Dispatch.
+    pub sud: SudMode,
 }
 
 impl Default for Config {
@@ -94,6 +109,7 @@ impl Default for Config {
             durability: Durability::Memory,
             trace: None,
             timer_signal: 62,
+            sud: SudMode::Auto,
         }
     }
 }
@@ -135,7 +151,7 @@ impl Config {
     /// `DC_PROTOCOL` (manual, cand, cpvs, cbndvs, cand-log, cbndvs-log), `DC_INTERVAL_MS`,
     /// `DC_TRACKER` (uffd, compare), `DC_HEAP_MB`, `DC_STACK_MB`, `DC_LOG_MB`,
     /// `DC_FUNDO_MB`, `DC_INPUT_MB`, `DC_DURABILITY` (memory, msync), `DC_TRACE` (a path,
-    /// or `1` for `<dir>/trace`), `DC_TIMER_SIG`.
+    /// or `1` for `<dir>/trace`), `DC_TIMER_SIG`, `DC_SUD` (0, 1, auto).
     pub fn from_env() -> Result<Config> {
         let dir = match std::env::var_os("DC_DIR") {
             Some(d) => PathBuf::from(d),
@@ -204,6 +220,14 @@ impl Config {
         }
         if let Some(v) = env_num("DC_TIMER_SIG")? {
             c.timer_signal = v as i32;
+        }
+        if let Ok(v) = std::env::var("DC_SUD") {
+            c.sud = match v.as_str() {
+                "0" | "off" => SudMode::Off,
+                "1" | "on" => SudMode::On,
+                "auto" => SudMode::Auto,
+                _ => return Err(Error::Config(format!("DC_SUD={v:?} (0, 1, auto)"))),
+            };
         }
         Ok(c)
     }

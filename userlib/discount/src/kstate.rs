@@ -160,6 +160,24 @@ pub fn stat_path(p: &[u8]) -> Option<(bool, u64, bool)> {
     ))
 }
 
+/// The permission bits of a path (`None` if it does not exist).
+pub fn mode_of(p: &[u8]) -> Option<u32> {
+    let c = cstr(p);
+    // SAFETY: a zeroed stat is a valid value of the plain C struct.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: c is a NUL-terminated path and st a live stat newfstatat writes once.
+    let r = unsafe {
+        sc4(
+            libc::SYS_newfstatat,
+            libc::AT_FDCWD as usize,
+            c.as_ptr() as usize,
+            &mut st as *mut _ as usize,
+            libc::AT_SYMLINK_NOFOLLOW as usize,
+        )
+    };
+    check(r).ok().map(|_| st.st_mode & 0o7777)
+}
+
 /// `fstat`: (is regular, size).
 pub fn stat_fd(fd: i32) -> Option<(bool, u64)> {
     // SAFETY: a zeroed stat is a valid value of the plain C struct.
@@ -272,6 +290,10 @@ pub const R_CREATE: u32 = 2;
 pub const R_UNLINK: u32 = 3;
 /// The file was renamed from path to path2: rename it back.
 pub const R_RENAME: u32 = 4;
+/// The directory did not exist: remove it.
+pub const R_MKDIR: u32 = 5;
+/// The (empty) directory was removed: make it again, with mode `old_size`.
+pub const R_RMDIR: u32 = 6;
 
 /// One decoded record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -514,6 +536,30 @@ fn apply_undo(r: &UndoRec) {
         }
         R_RENAME => {
             let _ = raw_rename(&r.path2, &r.path);
+        }
+        R_MKDIR => {
+            let c = cstr(&r.path);
+            // SAFETY: NUL-terminated path.
+            unsafe {
+                sc(
+                    libc::SYS_unlinkat,
+                    libc::AT_FDCWD as usize,
+                    c.as_ptr() as usize,
+                    libc::AT_REMOVEDIR as usize,
+                )
+            };
+        }
+        R_RMDIR => {
+            let c = cstr(&r.path);
+            // SAFETY: NUL-terminated path.
+            unsafe {
+                sc(
+                    libc::SYS_mkdirat,
+                    libc::AT_FDCWD as usize,
+                    c.as_ptr() as usize,
+                    r.old_size as usize,
+                )
+            };
         }
         _ => {}
     }

@@ -23,9 +23,11 @@
 //! * **Registers** ([`sys`]): a setjmp-like save onto the checkpointed stack.
 //! * **Same addresses every run** ([`reexec`]): ASLR off and a re-exec with the first
 //!   run's arguments and environment.
-//! * **Kernel state** ([`kstate`], [`intercept`]): files and offsets (with a file-data
-//!   undo log and delayed unlink), signal handlers and mask, interval timers, `mprotect`,
-//!   working directory; recorded by wrapping libc calls, redone on recovery.
+//! * **Kernel state** ([`kstate`], [`intercept`], [`sud`]): files and offsets (with a
+//!   file-data undo log and delayed unlink), directories made and removed, signal
+//!   handlers and mask, interval timers, `mprotect`, working directory; recorded by
+//!   wrapping libc calls, and, for the calls glibc makes internally (stdio), by trapping
+//!   them with Syscall User Dispatch into the same handlers; redone on recovery.
 //! * **One owner**: the runtime and the kernel-state records are reached only through a
 //!   context (`ckpt::Ctx`) created at the entry points (the interposed libc functions,
 //!   `init`, `checkpoint`, the signal handlers, the timer, exit) and passed down; its one
@@ -38,9 +40,13 @@
 //!   survives process crashes), or Rio objects ([`rio_store::RioStore`], feature `rio`,
 //!   survives kernel crashes when rio.ko is loaded).
 //!
+//! Unmodified dynamically linked programs run under `dc run` (crate `dc`), which preloads
+//! this crate as a shared object whose constructor calls `dc_init()`.
+//!
 //! Limits (see the README): single-threaded; thread-local storage, anonymous `mmap`s,
-//! `fork`ed children and memory shared with other processes are not checkpointed; libc
-//! calls made inside glibc (stdio) are not intercepted; sockets are not reconnected.
+//! `fork`ed children and memory shared with other processes are not checkpointed (the
+//! calls are refused with a message when trapped); glibc's internal reads of the vDSO
+//! clock are not seen; sockets are not reconnected.
 
 #![deny(missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]
@@ -60,6 +66,8 @@ pub mod reexec;
 #[cfg(feature = "rio")]
 pub mod rio_store;
 pub mod signals;
+pub mod state;
+pub mod sud;
 pub mod sys;
 pub mod trace;
 pub mod track;
@@ -68,14 +76,19 @@ pub mod vol;
 
 use std::sync::atomic::Ordering;
 
-pub use config::{Config, StoreKind};
+pub use config::{Config, StoreKind, SudMode};
 pub use error::{Error, Result};
 pub use protocol::Protocol;
 pub use track::TrackerKind;
 pub use vista::Durability;
 
 extern "C" fn at_exit() {
-    ckpt::finish();
+    // With Syscall User Dispatch the image is marked finished at `exit_group` instead,
+    // after stdio's final flush (which runs after every atexit handler) went through the
+    // protocol.
+    if !sud::on() {
+        ckpt::finish();
+    }
 }
 
 /// Makes the calling program recoverable. Call it first in `main`.
@@ -135,7 +148,13 @@ pub fn init(cfg: Config) -> Result<()> {
     }
     // SAFETY: registering a plain extern "C" function with atexit.
     unsafe { libc::atexit(at_exit) };
-    ckpt::init_fresh(cfg, store, intercept::HOOKS)
+    let r = ckpt::init_fresh(cfg, store, intercept::HOOKS);
+    // Back to the program (the first time, or resumed into this checkpoint after a
+    // crash): its system calls are trapped from here on.
+    if sud::on() {
+        sud::set(sud::BLOCK);
+    }
+    r
 }
 
 /// Takes a checkpoint now. Returns `Ok(true)` when this call returns a second time, in a

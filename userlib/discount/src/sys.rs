@@ -5,38 +5,28 @@
 //!
 //! Discount Checking defines `write`, `read`, `open`, ... itself (see `intercept`), so it
 //! cannot reach the kernel through those libc symbols: every call it makes for itself goes
-//! through [`syscall6`], an inline `syscall` instruction. Results follow the kernel's
-//! convention: a negative value is `-errno`.
+//! through [`syscall6`], whose one `syscall` instruction (in `dc_syscall`) lies in the
+//! code range Syscall User Dispatch exempts (see [`crate::sud`]). Results follow the
+//! kernel's convention: a negative value is `-errno`.
 
 use std::arch::{asm, global_asm};
 
 /// A raw system call with up to six arguments. Returns the kernel's result (`-errno` on
 /// failure).
 ///
+/// Every system call Discount Checking makes for itself goes through here, and so through
+/// the one `syscall` instruction in `dc_syscall`, which lies in the code range that
+/// Syscall User Dispatch never traps (see [`crate::sud`]): Discount Checking's own calls
+/// pass whatever the selector says, even from the allocator or a signal handler.
+///
 /// # Safety
 /// The caller must pass arguments that are valid for system call `nr` (pointers to memory
 /// of the right size and mutability).
 #[inline(always)]
 pub unsafe fn syscall6(nr: i64, a: [usize; 6]) -> isize {
-    let ret: isize;
-    // SAFETY: the `syscall` instruction clobbers rcx and r11 and returns in rax; the
-    // caller vouches for the arguments.
-    unsafe {
-        asm!(
-            "syscall",
-            inlateout("rax") nr as isize => ret,
-            in("rdi") a[0],
-            in("rsi") a[1],
-            in("rdx") a[2],
-            in("r10") a[3],
-            in("r8") a[4],
-            in("r9") a[5],
-            lateout("rcx") _,
-            lateout("r11") _,
-            options(nostack),
-        );
-    }
-    ret
+    // SAFETY: `dc_syscall` moves its arguments into the system call registers and issues
+    // the call; the caller vouches for the arguments.
+    unsafe { dc_syscall(nr, a[0], a[1], a[2], a[3], a[4], a[5]) }
 }
 
 /// [`syscall6`] with fewer arguments.
@@ -259,14 +249,48 @@ global_asm!(
     "pop rbp",
     "ret",
     ".size dc_on_stack, .-dc_on_stack",
+);
+
+// The code range Syscall User Dispatch exempts (`dc_sud_begin`..`dc_sud_end`, see
+// `crate::sud`): the system call gate every raw call of Discount Checking goes through,
+// and the signal return trampoline of every handler it installs (so `rt_sigreturn` is
+// never trapped, whatever the selector says when a handler returns; glibc's own
+// `__restore_rt` is not in the vDSO, and the kernel exempts only the vDSO's).
+//
+// dc_syscall(nr, a0, a1, a2, a3, a4, a5): SysV arguments in rdi, rsi, rdx, rcx, r8, r9
+// and the sixth on the stack; the kernel wants rax, rdi, rsi, rdx, r10, r8, r9.
+global_asm!(
+    ".text",
+    ".p2align 4",
+    ".globl dc_sud_begin",
+    ".hidden dc_sud_begin",
+    "dc_sud_begin:",
+    ".globl dc_syscall",
+    ".hidden dc_syscall",
+    ".type dc_syscall,@function",
+    "dc_syscall:",
+    "mov rax, rdi",
+    "mov rdi, rsi",
+    "mov rsi, rdx",
+    "mov rdx, rcx",
+    "mov r10, r8",
+    "mov r8, r9",
+    "mov r9, [rsp+8]",
+    "syscall",
+    "ret",
+    ".size dc_syscall, .-dc_syscall",
     "",
     ".globl dc_restore_rt",
+    ".hidden dc_restore_rt",
     ".type dc_restore_rt,@function",
     "dc_restore_rt:",
     "mov eax, 15",
     "syscall",
     "hlt",
     ".size dc_restore_rt, .-dc_restore_rt",
+    ".globl dc_sud_end",
+    ".hidden dc_sud_end",
+    "dc_sud_end:",
 );
 
 /// Bytes of the save area [`dc_ckpt_enter`] pushes below the caller's return address.
@@ -284,6 +308,20 @@ extern "C" {
     /// Signal return trampoline (`rt_sigreturn`) for handlers installed with raw
     /// `rt_sigaction` (what glibc's `__restore_rt` does).
     pub fn dc_restore_rt();
+    /// The system call gate (see [`syscall6`]).
+    fn dc_syscall(
+        nr: i64,
+        a0: usize,
+        a1: usize,
+        a2: usize,
+        a3: usize,
+        a4: usize,
+        a5: usize,
+    ) -> isize;
+    /// Start of the code range Syscall User Dispatch exempts (a label, not a function).
+    pub fn dc_sud_begin();
+    /// End of that range (a label).
+    pub fn dc_sud_end();
 }
 
 /// `SA_RESTORER` (x86-64).

@@ -54,6 +54,12 @@ pub struct Vol {
     /// Lowest live main-stack address of the outermost signal handler running (the
     /// interrupted code's stack pointer minus its red zone).
     pub handler_low: AtomicUsize,
+    /// Syscall User Dispatch's selector byte ([`crate::sud`]): `ALLOW` while Discount
+    /// Checking's own code runs, `BLOCK` while the program does. The kernel reads it at
+    /// every system call made outside Discount Checking's gate.
+    pub sud_selector: AtomicU8,
+    /// Syscall User Dispatch is on in this process.
+    pub sud_on: AtomicBool,
 }
 
 /// The one instance.
@@ -73,6 +79,8 @@ pub static VOL: Vol = Vol {
     stack_lo: AtomicUsize::new(0),
     stack_hi: AtomicUsize::new(0),
     handler_low: AtomicUsize::new(usize::MAX),
+    sud_selector: AtomicU8::new(0),
+    sud_on: AtomicBool::new(false),
 };
 
 /// For a signal handler that interrupted code whose stack pointer was `rsp`: the lowest

@@ -7,6 +7,8 @@
 //!   but the stack) and the cost per dirty page.
 //! * `compute`: a compute program (`dc-compute`) with and without 1-second checkpoints.
 //! * `kv`: the key-value shell under every protocol, driven command by command.
+//! * `sud`: the cost of a system call that Syscall User Dispatch traps (SIGSYS, decode,
+//!   the call's handler, `rt_sigreturn`) against the same call through the libc wrapper.
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -54,6 +56,12 @@ enum Cmd {
         /// Arguments for dc-compute.
         #[arg(last = true)]
         args: Vec<String>,
+    },
+    /// Cost per trapped system call against a wrapped one (run with DC_DIR set).
+    Sud {
+        /// Calls per measurement.
+        #[arg(long, default_value_t = 20000)]
+        n: usize,
     },
     /// The key-value shell under each protocol.
     Kv {
@@ -448,6 +456,88 @@ fn kv(bin: &PathBuf, n: usize, root: &PathBuf) -> Result<()> {
     Ok(())
 }
 
+/// Median nanoseconds per call of `f`, over 15 batches of `n` calls.
+fn per_call(n: usize, mut f: impl FnMut()) -> f64 {
+    let mut v: Vec<f64> = (0..15)
+        .map(|_| {
+            let t = Instant::now();
+            for _ in 0..n {
+                f();
+            }
+            ns(t.elapsed()) / n as f64
+        })
+        .collect();
+    median(&mut v)
+}
+
+fn sud(n: usize) -> Result<()> {
+    let null = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&null);
+    let byte = [b'x'];
+    // The same calls three ways: glibc's `syscall()` (never wrapped: trapped once
+    // dispatch is on), the libc symbol (Discount Checking's wrapper once it is
+    // initialized), and Discount Checking's own gate (never trapped).
+    // SAFETY: lseek on our descriptor.
+    let glibc_lseek = || unsafe {
+        libc::syscall(libc::SYS_lseek, fd, 0, libc::SEEK_CUR);
+    };
+    // SAFETY: a write of one byte from a live buffer to our descriptor.
+    let glibc_write = || unsafe {
+        libc::syscall(libc::SYS_write, fd, byte.as_ptr(), 1);
+    };
+    // SAFETY: getuid has no arguments.
+    let glibc_getuid = || unsafe {
+        libc::syscall(libc::SYS_getuid);
+    };
+    let before = (
+        per_call(n, glibc_lseek),
+        per_call(n, glibc_write),
+        per_call(n, glibc_getuid),
+    );
+    discount::init(discount::Config::from_env()?)?;
+    if !discount::sud::on() {
+        bail!("Syscall User Dispatch is not on (DC_SUD=0, or the kernel lacks it)");
+    }
+    // SAFETY: lseek on our descriptor.
+    let wrapped_lseek = per_call(n, || unsafe {
+        libc::lseek(fd, 0, libc::SEEK_CUR);
+    });
+    // SAFETY: write of one byte from a live buffer.
+    let wrapped_write = per_call(n, || unsafe {
+        libc::write(fd, byte.as_ptr().cast(), 1);
+    });
+    let trapped = (
+        per_call(n, glibc_lseek),
+        per_call(n, glibc_write),
+        per_call(n, glibc_getuid),
+    );
+    // SAFETY: getuid has no arguments.
+    let gate = per_call(n, || unsafe {
+        discount::sys::syscall6(libc::SYS_getuid, [0; 6]);
+    });
+    println!("| call | no Discount Checking | wrapper | trapped (SIGSYS) | trap cost |");
+    println!("|---|---:|---:|---:|---:|");
+    println!(
+        "| lseek(fd, 0, SEEK_CUR) | {:.0} ns | {wrapped_lseek:.0} ns | {:.0} ns | +{:.0} ns |",
+        before.0,
+        trapped.0,
+        trapped.0 - wrapped_lseek
+    );
+    println!(
+        "| write 1 byte to /dev/null (a visible event) | {:.0} ns | {wrapped_write:.0} ns | {:.0} ns | +{:.0} ns |",
+        before.1,
+        trapped.1,
+        trapped.1 - wrapped_write
+    );
+    println!(
+        "| getuid (harmless list) | {:.0} ns | {gate:.0} ns (gate) | {:.0} ns | +{:.0} ns |",
+        before.2,
+        trapped.2,
+        trapped.2 - gate
+    );
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
@@ -460,5 +550,6 @@ fn main() -> Result<()> {
             args,
         } => compute(&bin, interval_ms, reps, &args),
         Cmd::Kv { bin, commands, dir } => kv(&bin, commands, &dir),
+        Cmd::Sud { n } => sud(n),
     }
 }

@@ -13,7 +13,7 @@ use super::files::log_file_write;
 use super::{active, logged, nondeterministic, raw_ret, visible_event, Entry};
 use crate::ckpt::{self, Ctx};
 use crate::protocol;
-use crate::sys::{self, libc_ret, sc, sc4, syscall6};
+use crate::sys::{libc_ret, sc, sc4, syscall6};
 
 // ---------------------------------------------------------------------------------------
 // Input (non-deterministic unless logged)
@@ -25,12 +25,12 @@ const INREC_HDR: usize = 24;
 ///
 /// # Safety
 /// `buf` is writable for `n` bytes (the C contract of `read`).
-unsafe fn input_read(e: &mut Entry, fd: c_int, buf: *mut c_void, n: size_t, what: &str) -> ssize_t {
+unsafe fn input_read(e: &mut Entry, fd: c_int, buf: *mut c_void, n: size_t, what: &str) -> isize {
     let logs = protocol::current().logs_input();
     if logs {
         if let Some(r) = replay_input(e.cx(), fd, buf, n) {
             logged(what);
-            return raw_ret(r);
+            return r;
         }
     }
     // SAFETY: the program's buffer, writable for n bytes (function contract).
@@ -40,7 +40,7 @@ unsafe fn input_read(e: &mut Entry, fd: c_int, buf: *mut c_void, n: size_t, what
     } else {
         nondeterministic(e.cx(), what, usize::MAX);
     }
-    raw_ret(r)
+    r
 }
 
 /// The next logged result for `fd`, if re-executing through the log.
@@ -124,22 +124,234 @@ fn log_input(cx: &mut Ctx, fd: c_int, res: isize, data: *const u8) -> bool {
 
 /// A write of `n` bytes at `data` to `fd` (`pos`: `pwrite`'s offset), made by `raw`:
 /// logged for undo when `fd` is one of the program's files, a visible event otherwise.
+/// Raw result.
 fn output<'a>(
     fd: c_int,
     pos: Option<u64>,
     n: usize,
     data: impl FnOnce() -> Cow<'a, [u8]>,
     raw: impl FnOnce() -> isize,
-) -> ssize_t {
+) -> isize {
     let mut e = Entry::enter();
     if e.cx().ks().is_owned(fd) {
         if let Err(er) = log_file_write(e.cx(), fd, pos, n) {
-            sys::set_errno(er);
-            return -1;
+            return -(er as isize);
         }
-        return raw_ret(raw());
+        return raw();
     }
-    raw_ret(visible_event(&mut e, fd, &data(), raw))
+    visible_event(&mut e, fd, &data(), raw)
+}
+
+// ---------------------------------------------------------------------------------------
+// One handler per system call, shared by the libc wrapper (`exported`, below) and the
+// SIGSYS trap (`super::trap`). Each takes the system call's arguments and returns the
+// kernel's convention (`-errno` on failure).
+
+/// `read(2)`.
+///
+/// # Safety
+/// `buf` is writable for `n` bytes (the contract of `read`).
+pub(super) unsafe fn sys_read(fd: c_int, buf: *mut c_void, n: size_t) -> isize {
+    // SAFETY: the program's buffer, writable for n bytes (read's contract).
+    let raw = || unsafe { sc(libc::SYS_read, fd as usize, buf as usize, n) };
+    if !active() {
+        return raw();
+    }
+    let mut e = Entry::enter();
+    if e.cx().ks().is_owned(fd) {
+        return raw();
+    }
+    // SAFETY: read's contract, forwarded.
+    unsafe { input_read(&mut e, fd, buf, n, "read") }
+}
+
+/// `write(2)`.
+///
+/// # Safety
+/// `buf` is readable for `n` bytes.
+pub(super) unsafe fn sys_write(fd: c_int, buf: *const c_void, n: size_t) -> isize {
+    // SAFETY: the program's buffer, readable for n bytes (write's contract).
+    let raw = || unsafe { sc(libc::SYS_write, fd as usize, buf as usize, n) };
+    if !active() {
+        return raw();
+    }
+    // SAFETY: write's contract: buf is readable for n bytes for the whole call.
+    let data = || Cow::Borrowed(unsafe { std::slice::from_raw_parts(buf as *const u8, n) });
+    output(fd, None, n, data, raw)
+}
+
+/// `pread64(2)`.
+///
+/// # Safety
+/// `buf` is writable for `n` bytes.
+pub(super) unsafe fn sys_pread(fd: c_int, buf: *mut c_void, n: size_t, off: i64) -> isize {
+    // SAFETY: the program's buffer, writable for n bytes (pread's contract).
+    let r = unsafe {
+        sc4(
+            libc::SYS_pread64,
+            fd as usize,
+            buf as usize,
+            n,
+            off as usize,
+        )
+    };
+    if active() {
+        let mut e = Entry::enter();
+        if !e.cx().ks().is_owned(fd) {
+            nondeterministic(e.cx(), "pread", usize::MAX);
+        }
+    }
+    r
+}
+
+/// `pwrite64(2)`.
+///
+/// # Safety
+/// `buf` is readable for `n` bytes.
+pub(super) unsafe fn sys_pwrite(fd: c_int, buf: *const c_void, n: size_t, off: i64) -> isize {
+    // SAFETY: the program's buffer, readable for n bytes (pwrite's contract).
+    let raw = || unsafe {
+        sc4(
+            libc::SYS_pwrite64,
+            fd as usize,
+            buf as usize,
+            n,
+            off as usize,
+        )
+    };
+    if !active() {
+        return raw();
+    }
+    // SAFETY: pwrite's contract: buf is readable for n bytes for the whole call.
+    let data = || Cow::Borrowed(unsafe { std::slice::from_raw_parts(buf as *const u8, n) });
+    output(fd, Some(off as u64), n, data, raw)
+}
+
+/// `writev(2)`.
+///
+/// # Safety
+/// `iov` is an array of `cnt` iovecs describing readable buffers.
+pub(super) unsafe fn sys_writev(fd: c_int, iov: *const libc::iovec, cnt: c_int) -> isize {
+    // SAFETY: the program's iovec array of cnt readable buffers (writev's contract).
+    let raw = || unsafe { sc(libc::SYS_writev, fd as usize, iov as usize, cnt as usize) };
+    if !active() || cnt <= 0 {
+        return raw();
+    }
+    // SAFETY: the program's iovec array of cnt entries.
+    let v = unsafe { std::slice::from_raw_parts(iov, cnt as usize) };
+    let total: usize = v.iter().map(|x| x.iov_len).sum();
+    let data = || {
+        let mut all = Vec::with_capacity(total);
+        for x in v {
+            // SAFETY: each iovec describes a readable buffer (writev's contract).
+            all.extend_from_slice(unsafe {
+                std::slice::from_raw_parts(x.iov_base as *const u8, x.iov_len)
+            });
+        }
+        Cow::Owned(all)
+    };
+    output(fd, None, total, data, raw)
+}
+
+/// `readv(2)`.
+///
+/// # Safety
+/// `iov` is an array of `cnt` iovecs describing writable buffers.
+pub(super) unsafe fn sys_readv(fd: c_int, iov: *const libc::iovec, cnt: c_int) -> isize {
+    // SAFETY: the program's iovec array of cnt writable buffers (readv's contract).
+    let raw = || unsafe { sc(libc::SYS_readv, fd as usize, iov as usize, cnt as usize) };
+    if !active() || cnt <= 0 {
+        return raw();
+    }
+    let mut e = Entry::enter();
+    if e.cx().ks().is_owned(fd) {
+        return raw();
+    }
+    // Input: read into the first non-empty buffer (a short read is always allowed).
+    // SAFETY: the program's iovec array of cnt entries.
+    let v = unsafe { std::slice::from_raw_parts(iov, cnt as usize) };
+    match v.iter().find(|x| x.iov_len > 0) {
+        // SAFETY: the iovec's buffer is writable for iov_len bytes.
+        Some(x) => unsafe { input_read(&mut e, fd, x.iov_base, x.iov_len, "readv") },
+        None => 0,
+    }
+}
+
+/// `recvfrom(2)` (`recv` is `recvfrom` without an address).
+///
+/// # Safety
+/// `buf` is writable for `n` bytes; `addr`/`alen` null or valid.
+pub(super) unsafe fn sys_recvfrom(
+    fd: c_int,
+    buf: *mut c_void,
+    n: size_t,
+    flags: c_int,
+    addr: usize,
+    alen: usize,
+) -> isize {
+    if !active() || flags != 0 || addr != 0 {
+        // SAFETY: recvfrom into the program's buffer (writable for n bytes), with its
+        // address arguments.
+        let r = unsafe {
+            syscall6(
+                libc::SYS_recvfrom,
+                [fd as usize, buf as usize, n, flags as usize, addr, alen],
+            )
+        };
+        if active() {
+            let mut e = Entry::enter();
+            nondeterministic(e.cx(), "recv", usize::MAX);
+        }
+        return r;
+    }
+    let mut e = Entry::enter();
+    // SAFETY: recv with flags 0 and no address is read; the buffer is writable for n
+    // bytes.
+    unsafe { input_read(&mut e, fd, buf, n, "recv") }
+}
+
+/// `sendto(2)` (`send` is `sendto` without an address).
+///
+/// # Safety
+/// `buf` is readable for `n` bytes; `addr` null or valid for `alen` bytes.
+pub(super) unsafe fn sys_sendto(
+    fd: c_int,
+    buf: *const c_void,
+    n: size_t,
+    flags: c_int,
+    addr: usize,
+    alen: usize,
+) -> isize {
+    // SAFETY: sendto from the program's buffer (readable for n bytes) with its address.
+    let raw = || unsafe {
+        syscall6(
+            libc::SYS_sendto,
+            [fd as usize, buf as usize, n, flags as usize, addr, alen],
+        )
+    };
+    if !active() {
+        return raw();
+    }
+    let mut e = Entry::enter();
+    // SAFETY: the program's buffer, readable for n bytes.
+    let data = unsafe { std::slice::from_raw_parts(buf as *const u8, n) };
+    visible_event(&mut e, fd, data, raw)
+}
+
+/// A call whose result is a non-deterministic event and that changes nothing we record
+/// (`poll`, `ppoll`, `select`, `pselect6`, `getppid`, `times`, ...): performed, then
+/// reported to the protocol.
+///
+/// # Safety
+/// `a` are valid arguments for system call `nr`.
+pub(super) unsafe fn sys_nd(nr: i64, a: [usize; 6], what: &str) -> isize {
+    // SAFETY: the caller's arguments for nr (function contract).
+    let r = unsafe { syscall6(nr, a) };
+    if active() {
+        let mut e = Entry::enter();
+        nondeterministic(e.cx(), what, usize::MAX);
+    }
+    r
 }
 
 #[cfg(feature = "global")]
@@ -148,70 +360,26 @@ mod exported {
 
     #[no_mangle]
     pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t {
-        // SAFETY: the program's buffer, writable for n bytes (read's contract).
-        let raw = || unsafe { sc(libc::SYS_read, fd as usize, buf as usize, n) };
-        if !active() {
-            return raw_ret(raw());
-        }
-        let mut e = Entry::enter();
-        if e.cx().ks().is_owned(fd) {
-            return raw_ret(raw());
-        }
         // SAFETY: read's contract, forwarded.
-        unsafe { input_read(&mut e, fd, buf, n, "read") }
+        raw_ret(unsafe { sys_read(fd, buf, n) })
     }
 
     #[no_mangle]
     pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, n: size_t) -> ssize_t {
-        // SAFETY: the program's buffer, readable for n bytes (write's contract).
-        let raw = || unsafe { sc(libc::SYS_write, fd as usize, buf as usize, n) };
-        if !active() {
-            return raw_ret(raw());
-        }
-        // SAFETY: write's contract: buf is readable for n bytes for the whole call.
-        let data = || Cow::Borrowed(unsafe { std::slice::from_raw_parts(buf as *const u8, n) });
-        output(fd, None, n, data, raw)
+        // SAFETY: write's contract, forwarded.
+        raw_ret(unsafe { sys_write(fd, buf, n) })
     }
 
     #[no_mangle]
     pub unsafe extern "C" fn pread(fd: c_int, buf: *mut c_void, n: size_t, off: i64) -> ssize_t {
-        // SAFETY: the program's buffer, writable for n bytes (pread's contract).
-        let r = unsafe {
-            sc4(
-                libc::SYS_pread64,
-                fd as usize,
-                buf as usize,
-                n,
-                off as usize,
-            )
-        };
-        if active() {
-            let mut e = Entry::enter();
-            if !e.cx().ks().is_owned(fd) {
-                nondeterministic(e.cx(), "pread", usize::MAX);
-            }
-        }
-        raw_ret(r)
+        // SAFETY: pread's contract, forwarded.
+        raw_ret(unsafe { sys_pread(fd, buf, n, off) })
     }
 
     #[no_mangle]
     pub unsafe extern "C" fn pwrite(fd: c_int, buf: *const c_void, n: size_t, off: i64) -> ssize_t {
-        // SAFETY: the program's buffer, readable for n bytes (pwrite's contract).
-        let raw = || unsafe {
-            sc4(
-                libc::SYS_pwrite64,
-                fd as usize,
-                buf as usize,
-                n,
-                off as usize,
-            )
-        };
-        if !active() {
-            return raw_ret(raw());
-        }
-        // SAFETY: pwrite's contract: buf is readable for n bytes for the whole call.
-        let data = || Cow::Borrowed(unsafe { std::slice::from_raw_parts(buf as *const u8, n) });
-        output(fd, Some(off as u64), n, data, raw)
+        // SAFETY: pwrite's contract, forwarded.
+        raw_ret(unsafe { sys_pwrite(fd, buf, n, off) })
     }
 
     alias! {
@@ -221,68 +389,20 @@ mod exported {
 
     #[no_mangle]
     pub unsafe extern "C" fn writev(fd: c_int, iov: *const libc::iovec, cnt: c_int) -> ssize_t {
-        // SAFETY: the program's iovec array of cnt readable buffers (writev's contract).
-        let raw = || unsafe { sc(libc::SYS_writev, fd as usize, iov as usize, cnt as usize) };
-        if !active() || cnt <= 0 {
-            return raw_ret(raw());
-        }
-        // SAFETY: the program's iovec array of cnt entries.
-        let v = unsafe { std::slice::from_raw_parts(iov, cnt as usize) };
-        let total: usize = v.iter().map(|x| x.iov_len).sum();
-        let data = || {
-            let mut all = Vec::with_capacity(total);
-            for x in v {
-                // SAFETY: each iovec describes a readable buffer (writev's contract).
-                all.extend_from_slice(unsafe {
-                    std::slice::from_raw_parts(x.iov_base as *const u8, x.iov_len)
-                });
-            }
-            Cow::Owned(all)
-        };
-        output(fd, None, total, data, raw)
+        // SAFETY: writev's contract, forwarded.
+        raw_ret(unsafe { sys_writev(fd, iov, cnt) })
     }
 
     #[no_mangle]
     pub unsafe extern "C" fn readv(fd: c_int, iov: *const libc::iovec, cnt: c_int) -> ssize_t {
-        // SAFETY: the program's iovec array of cnt writable buffers (readv's contract).
-        let raw = || unsafe { sc(libc::SYS_readv, fd as usize, iov as usize, cnt as usize) };
-        if !active() || cnt <= 0 {
-            return raw_ret(raw());
-        }
-        let mut e = Entry::enter();
-        if e.cx().ks().is_owned(fd) {
-            return raw_ret(raw());
-        }
-        // Input: read into the first non-empty buffer (a short read is always allowed).
-        // SAFETY: the program's iovec array of cnt entries.
-        let v = unsafe { std::slice::from_raw_parts(iov, cnt as usize) };
-        match v.iter().find(|x| x.iov_len > 0) {
-            // SAFETY: the iovec's buffer is writable for iov_len bytes.
-            Some(x) => unsafe { input_read(&mut e, fd, x.iov_base, x.iov_len, "readv") },
-            None => 0,
-        }
+        // SAFETY: readv's contract, forwarded.
+        raw_ret(unsafe { sys_readv(fd, iov, cnt) })
     }
 
     #[no_mangle]
     pub unsafe extern "C" fn recv(fd: c_int, buf: *mut c_void, n: size_t, flags: c_int) -> ssize_t {
-        if !active() || flags != 0 {
-            // SAFETY: recvfrom into the program's buffer (writable for n bytes), no
-            // address.
-            let r = unsafe {
-                syscall6(
-                    libc::SYS_recvfrom,
-                    [fd as usize, buf as usize, n, flags as usize, 0, 0],
-                )
-            };
-            if active() {
-                let mut e = Entry::enter();
-                nondeterministic(e.cx(), "recv", usize::MAX);
-            }
-            return raw_ret(r);
-        }
-        let mut e = Entry::enter();
-        // SAFETY: recv with flags 0 is read; the buffer is writable for n bytes.
-        unsafe { input_read(&mut e, fd, buf, n, "recv") }
+        // SAFETY: recv's contract (recvfrom without an address), forwarded.
+        raw_ret(unsafe { sys_recvfrom(fd, buf, n, flags, 0, 0) })
     }
 
     #[no_mangle]
@@ -292,20 +412,8 @@ mod exported {
         n: size_t,
         flags: c_int,
     ) -> ssize_t {
-        // SAFETY: sendto from the program's buffer (readable for n bytes), no address.
-        let raw = || unsafe {
-            syscall6(
-                libc::SYS_sendto,
-                [fd as usize, buf as usize, n, flags as usize, 0, 0],
-            )
-        };
-        if !active() {
-            return raw_ret(raw());
-        }
-        let mut e = Entry::enter();
-        // SAFETY: the program's buffer, readable for n bytes.
-        let data = unsafe { std::slice::from_raw_parts(buf as *const u8, n) };
-        raw_ret(visible_event(&mut e, fd, data, raw))
+        // SAFETY: send's contract (sendto without an address), forwarded.
+        raw_ret(unsafe { sys_sendto(fd, buf, n, flags, 0, 0) })
     }
 
     #[no_mangle]
@@ -315,11 +423,13 @@ mod exported {
         timeout: c_int,
     ) -> c_int {
         // SAFETY: poll on the program's array of n pollfds (poll's contract).
-        let r = unsafe { sc(libc::SYS_poll, fds as usize, n as usize, timeout as usize) };
-        if active() {
-            let mut e = Entry::enter();
-            nondeterministic(e.cx(), "poll", usize::MAX);
-        }
+        let r = unsafe {
+            sys_nd(
+                libc::SYS_poll,
+                [fds as usize, n as usize, timeout as usize, 0, 0, 0],
+                "poll",
+            )
+        };
         libc_ret(r) as c_int
     }
 }

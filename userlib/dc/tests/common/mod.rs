@@ -1,0 +1,320 @@
+//! Test harness for `dc run` on real programs: spawns a command with its stdin and stdout
+//! on pipes, drives it like a user who types the next line when it waits for input (it
+//! is blocked in `read(0)` and its output ends with the prompt that asks for that line),
+//! SIGKILLs it at planned points and runs the same command again until it finishes.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use discount::oracle;
+
+/// The `dc` binary under test.
+pub fn dc_bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_dc"))
+}
+
+/// The shared object `dc run` preloads, as this build made it: cargo builds the library
+/// for the tests into `deps/` and copies it next to the binary only for `cargo build`, so
+/// the copy there may be stale. Tests pass this one (`DC_PRELOAD`).
+pub fn preload() -> PathBuf {
+    let dir = dc_bin().parent().unwrap_or(Path::new("."));
+    let deps = dir.join("deps").join("libdc_preload.so");
+    if deps.exists() {
+        deps
+    } else {
+        dir.join("libdc_preload.so")
+    }
+}
+
+/// Whether `dc run` can work here: Syscall User Dispatch (Linux 5.11+). A test that
+/// cannot run records itself as skipped (never passes silently).
+pub fn sud_or_skip(test: &str) -> bool {
+    if discount::sud::available() {
+        return true;
+    }
+    vista::testing::record_skip(
+        test,
+        "Syscall User Dispatch is not available on this kernel",
+    )
+    .expect("record the skip in RIO_SKIP_LOG");
+    false
+}
+
+/// Output of one run.
+#[derive(Debug, Clone)]
+pub struct Run {
+    /// Stdout.
+    pub out: Vec<u8>,
+    /// Exit code (None: killed).
+    pub code: Option<i32>,
+    /// The events this run appended to the trace.
+    pub trace: Vec<oracle::Event>,
+}
+
+impl Run {
+    /// For [`oracle::check_resumed`].
+    pub fn record(&self) -> oracle::RunRecord<'_> {
+        oracle::RunRecord {
+            out: &self.out,
+            trace: &self.trace,
+            killed: self.code.is_none(),
+        }
+    }
+}
+
+/// Reads the trace from byte `from` on: the part one run appended.
+pub fn trace_since(trace: Option<&Path>, from: u64) -> Result<(Vec<oracle::Event>, u64)> {
+    let Some(p) = trace else {
+        return Ok((Vec::new(), 0));
+    };
+    let bytes = match std::fs::read(p) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e).with_context(|| format!("read {}", p.display())),
+    };
+    let tail = bytes.get(from as usize..).unwrap_or(&[]);
+    let events = oracle::parse(&String::from_utf8_lossy(tail))?;
+    Ok((events, bytes.len() as u64))
+}
+
+/// A small deterministic RNG for kill plans (`DC_TEST_SEED` overrides the seed).
+pub struct Rng(u64);
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        let s = std::env::var("DC_TEST_SEED")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(seed);
+        eprintln!("kill-plan seed {s} (set DC_TEST_SEED to reproduce)");
+        Rng(s.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    pub fn next(&mut self) -> u64 {
+        // xorshift64*
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// What to run and where.
+pub struct Target<'a> {
+    /// The command (`dc run ... -- PROGRAM ...`, or PROGRAM itself for the reference).
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub cwd: &'a Path,
+    pub stderr: &'a Path,
+    /// The event trace: each [`Run`] gets the part it appended.
+    pub trace: Option<PathBuf>,
+    /// Called after each kill, before the next run.
+    pub after_kill: Option<&'a dyn Fn() -> Result<()>>,
+}
+
+pub struct Proc {
+    child: Child,
+    out: std::process::ChildStdout,
+    buf: Vec<u8>,
+    closed: bool,
+}
+
+impl Proc {
+    fn spawn(t: &Target<'_>) -> Result<Proc> {
+        let errf = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(t.stderr)?;
+        let mut cmd = Command::new(&t.argv[0]);
+        cmd.args(&t.argv[1..])
+            .current_dir(t.cwd)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(errf));
+        cmd.env("DC_PRELOAD", preload());
+        for (k, v) in &t.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().with_context(|| format!("spawn {:?}", t.argv))?;
+        let out = child.stdout.take().context("stdout")?;
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&out);
+        // SAFETY: setting O_NONBLOCK on our end of the pipe.
+        unsafe {
+            let fl = libc::fcntl(fd, libc::F_GETFL);
+            libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK);
+        }
+        Ok(Proc {
+            child,
+            out,
+            buf: Vec::new(),
+            closed: false,
+        })
+    }
+
+    fn pump(&mut self) {
+        let mut chunk = [0u8; 4096];
+        while !self.closed {
+            match self.out.read(&mut chunk) {
+                Ok(0) => self.closed = true,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => self.closed = true,
+            }
+        }
+    }
+
+    fn send(&mut self, line: &str) -> Result<()> {
+        // One write, so a read never sees half of the line (like a terminal).
+        let s = self.child.stdin.as_mut().context("stdin")?;
+        s.write_all(format!("{line}\n").as_bytes())?;
+        s.flush()?;
+        Ok(())
+    }
+
+    fn kill(self) -> Result<Run> {
+        // SAFETY: sending SIGKILL to our own child (`dc run` executed the program in it).
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
+        self.finish()
+    }
+
+    fn finish(mut self) -> Result<Run> {
+        self.child.stdin.take();
+        let st = self.child.wait()?;
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&self.out);
+        // SAFETY: clearing O_NONBLOCK on our end of the pipe.
+        unsafe {
+            let fl = libc::fcntl(fd, libc::F_GETFL);
+            libc::fcntl(fd, libc::F_SETFL, fl & !libc::O_NONBLOCK);
+        }
+        let _ = self.out.read_to_end(&mut self.buf);
+        Ok(Run {
+            out: self.buf,
+            code: st.code(),
+            trace: Vec::new(),
+        })
+    }
+}
+
+/// Whether process `pid` is blocked in `read(0, ...)` (`/proc/<pid>/syscall`; under
+/// Syscall User Dispatch the read is made by the SIGSYS handler, on the program's
+/// behalf, and shows the same).
+pub fn waiting_for_stdin(pid: u32) -> bool {
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/syscall")) else {
+        return false;
+    };
+    let mut f = s.split_whitespace();
+    f.next() == Some("0") && f.next() == Some("0x0")
+}
+
+/// The number in a prompt `<name>[N]> ` that `out` ends with.
+pub fn prompt(out: &[u8], name: &str) -> Option<usize> {
+    let s = std::str::from_utf8(out).ok()?;
+    let s = s.strip_suffix("]> ")?;
+    let i = s.rfind(&format!("{name}["))?;
+    s[i + name.len() + 1..].parse().ok()
+}
+
+/// Drives `t` through `inputs`: when the program is blocked reading stdin and its output
+/// ends with prompt N (`<name>[N]> `), it gets input N (stdin is closed after the last).
+/// `kills` maps an input index to a delay: after sending that input, wait the delay and
+/// SIGKILL the program, then run the same command again (each entry used once). Returns
+/// every run's output and trace.
+pub fn drive(
+    t: &Target<'_>,
+    name: &str,
+    inputs: &[String],
+    kills: &[(usize, u64)],
+    deadline: Duration,
+) -> Result<Vec<Run>> {
+    let end = Instant::now() + deadline;
+    let mut runs = Vec::new();
+    let mut pending: Vec<(usize, u64)> = kills.to_vec();
+    let (_, mut traced) = trace_since(t.trace.as_deref(), u64::MAX)?;
+    'runs: loop {
+        let mut p = Proc::spawn(t)?;
+        let mut answered_len = usize::MAX;
+        loop {
+            if Instant::now() > end {
+                let r = p.kill()?;
+                bail!(
+                    "deadline exceeded; last run's output: {:?}",
+                    String::from_utf8_lossy(&r.out)
+                );
+            }
+            p.pump();
+            if p.child.try_wait()?.is_some() {
+                let mut r = p.finish()?;
+                r.trace = trace_since(t.trace.as_deref(), traced)?.0;
+                let code = r.code;
+                runs.push(r);
+                if code == Some(0) && pending.is_empty() {
+                    return Ok(runs);
+                }
+                if code == Some(0) {
+                    bail!("the run ended before the planned kills {pending:?} landed");
+                }
+                bail!(
+                    "run ended with {code:?}; stderr: {}",
+                    std::fs::read_to_string(t.stderr).unwrap_or_default()
+                );
+            }
+            if waiting_for_stdin(p.child.id()) {
+                p.pump();
+                let out = &p.buf;
+                if out.len() != answered_len {
+                    if let Some(n) = prompt(out, name) {
+                        answered_len = out.len();
+                        if n < inputs.len() {
+                            p.send(&inputs[n])?;
+                        } else {
+                            p.child.stdin.take();
+                        }
+                        if let Some(i) = pending.iter().position(|&(k, _)| k == n) {
+                            let (_, delay) = pending.remove(i);
+                            std::thread::sleep(Duration::from_millis(delay));
+                            let mut r = p.kill()?;
+                            (r.trace, traced) = trace_since(t.trace.as_deref(), traced)?;
+                            runs.push(r);
+                            if let Some(f) = t.after_kill {
+                                f()?;
+                            }
+                            continue 'runs;
+                        }
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+/// Every regular file directly in `dir` (name, contents), sorted.
+pub fn files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut v = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_file() {
+                v.push((
+                    PathBuf::from(e.file_name()),
+                    std::fs::read(&p).unwrap_or_default(),
+                ));
+            }
+        }
+    }
+    v.sort();
+    v
+}
+
+pub fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
