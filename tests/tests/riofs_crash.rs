@@ -351,6 +351,7 @@ fn the_model_agrees_with_the_host_file_system() {
         "{} is not built: run make guest (make test does)",
         bin.display()
     );
+    let mut mtimes_checked = 0;
     for seed in [1u64, 2, 3] {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let root = dir.path().join("root");
@@ -381,6 +382,8 @@ fn the_model_agrees_with_the_host_file_system() {
         let (want, known) = m.render();
         let got = parse_dump(&dump).render(&known);
         assert_eq!(got, want, "seed {seed}:\n{}", diff(&want, &got));
-        assert!(!known.is_empty(), "some mtimes are checked");
+        mtimes_checked += known.len();
     }
+    // Only files whose mtime the model can know are compared on it (few per run).
+    assert!(mtimes_checked > 0, "no run compared an mtime");
 }

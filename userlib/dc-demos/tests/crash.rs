@@ -205,7 +205,7 @@ fn crash_case(
     if c.lose_image {
         target_on.after_kill = Some(&lose);
     }
-    let mut rng = Rng::new(c.seed);
+    let mut rng = plan_rng(c.seed);
     let runs = match &c.drive {
         Drive::Interactive {
             inputs,

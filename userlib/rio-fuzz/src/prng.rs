@@ -1,74 +1,7 @@
-//! A small deterministic PRNG (splitmix64): every choice of a run derives from its seed.
+//! The fuzzer's generator ([`rio_prng::Rng`], shared with every seeded test and workload)
+//! and the payload bytes each operation writes.
 
-/// splitmix64 (Steele, Lea, Flood 2014): passes BigCrush, one add and three multiplies.
-#[derive(Clone, Debug)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator for `seed`.
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    /// A generator for sub-stream `stream` of `seed` (independent of the main stream).
-    pub fn stream(seed: u64, stream: u64) -> Rng {
-        let mut r = Rng(seed ^ stream.wrapping_mul(0xd6e8_feb8_6659_fd93));
-        r.next_u64();
-        r
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (0 if `n` is 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        if n == 0 {
-            return 0;
-        }
-        // Multiply-shift: unbiased enough for a fuzzer, and branch free.
-        ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
-    }
-
-    /// Uniform in `lo..=hi`.
-    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.below(hi.saturating_sub(lo).saturating_add(1))
-    }
-
-    /// True with probability `num / den`.
-    pub fn chance(&mut self, num: u64, den: u64) -> bool {
-        self.below(den) < num
-    }
-
-    /// An index chosen with the given weights (`None` if they are all zero).
-    pub fn weighted(&mut self, weights: &[u64]) -> Option<usize> {
-        let total: u64 = weights.iter().sum();
-        if total == 0 {
-            return None;
-        }
-        let mut x = self.below(total);
-        for (i, &w) in weights.iter().enumerate() {
-            if x < w {
-                return Some(i);
-            }
-            x -= w;
-        }
-        None
-    }
-
-    /// Fills `buf` with random bytes.
-    pub fn fill(&mut self, buf: &mut [u8]) {
-        for chunk in buf.chunks_mut(8) {
-            let v = self.next_u64().to_le_bytes();
-            chunk.copy_from_slice(&v[..chunk.len()]);
-        }
-    }
-}
+pub use rio_prng::Rng;
 
 /// The bytes that op `index` of run `seed` writes (pwrite or stores through a mapping).
 pub fn payload(seed: u64, index: u32, len: usize) -> Vec<u8> {
@@ -80,15 +13,6 @@ pub fn payload(seed: u64, index: u32, len: usize) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn splitmix_matches_the_reference_values() {
-        // Reference outputs of splitmix64 seeded with 0 (from the C reference code).
-        let mut r = Rng::new(0);
-        assert_eq!(r.next_u64(), 0xe220_a839_7b1d_cdaf);
-        assert_eq!(r.next_u64(), 0x6e78_9e6a_a1b9_65f4);
-        assert_eq!(r.next_u64(), 0x06c4_5d18_8009_454f);
-    }
 
     #[test]
     fn same_seed_same_stream_different_seed_different_stream() {

@@ -125,34 +125,8 @@ fn fnv(bytes: &[u8]) -> u64 {
     })
 }
 
-/// xorshift64* for choosing operations.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    /// Uniform in `0..n` (`n > 0`).
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-    fn pick<'a, T>(&mut self, v: &'a [T]) -> Option<&'a T> {
-        if v.is_empty() {
-            None
-        } else {
-            v.get(self.below(v.len() as u64) as usize)
-        }
-    }
-}
+/// The generator that chooses operations (shared with every seeded workload).
+use rio_prng::Rng;
 
 /// The log: one line at a time, flushed and (on a tty) drained.
 struct Log {
@@ -311,7 +285,7 @@ impl Run {
     }
 
     fn new_name(&mut self) -> String {
-        if self.rng.chance(4) {
+        if self.rng.chance(4, 100) {
             // Long names: a directory block holds 15 entries of up to 255 bytes.
             let len = 100 + self.rng.below(156) as usize;
             let c = char::from(b'a' + self.rng.below(3) as u8);
@@ -338,7 +312,7 @@ impl Run {
 
     /// Offset and length of a write to a file of `size` bytes.
     fn write_range(&mut self, size: u64) -> (u64, u64) {
-        let len = if self.rng.chance(30) {
+        let len = if self.rng.chance(30, 100) {
             1 + self.rng.below(64)
         } else {
             1 + self.rng.below(MAX_WRITE)
@@ -407,7 +381,7 @@ impl Run {
                 }
                 10..=29 if !fat => self.rng.pick(&files).map(|f| {
                     let (off, len) = self.write_range(f.size);
-                    let seed = self.rng.next();
+                    let seed = self.rng.next_u64();
                     let p = self.full(&f.path);
                     Op {
                         desc: json!({"op": "write", "path": f.path, "off": off, "len": len, "seed": seed}),
@@ -437,7 +411,7 @@ impl Run {
                     }
                 }),
                 36..=45 => self.rng.pick(&nonroot).map(|e| e.path.clone()).map(|from| {
-                    let to = if self.rng.chance(45) {
+                    let to = if self.rng.chance(45, 100) {
                         self.rng
                             .pick(&nonroot)
                             .map(|e| e.path.clone())
@@ -452,7 +426,7 @@ impl Run {
                     }
                 }),
                 46..=51 => {
-                    let pool: Vec<&Entry> = if self.rng.chance(90) {
+                    let pool: Vec<&Entry> = if self.rng.chance(90, 100) {
                         nonroot
                             .iter()
                             .copied()
@@ -493,7 +467,7 @@ impl Run {
                         .and_then(|f| f.metadata().ok())
                         .map_or(0, |m| m.len());
                     let (off, len) = self.write_range(size);
-                    let seed = self.rng.next();
+                    let seed = self.rng.next_u64();
                     Some(Op {
                         desc: json!({"op": "fdwrite", "fd": id, "off": off, "len": len, "seed": seed}),
                         act: Box::new(move |run| {
@@ -523,7 +497,7 @@ impl Run {
                     })
                 }
                 63..=67 if !full => {
-                    let pool: Vec<&Entry> = if self.rng.chance(92) {
+                    let pool: Vec<&Entry> = if self.rng.chance(92, 100) {
                         nonroot
                             .iter()
                             .copied()
@@ -533,7 +507,7 @@ impl Run {
                         subdirs.clone()
                     };
                     self.rng.pick(&pool).map(|e| e.path.clone()).map(|from| {
-                        let to = if self.rng.chance(15) {
+                        let to = if self.rng.chance(15, 100) {
                             self.rng
                                 .pick(&nonroot)
                                 .map(|e| e.path.clone())
@@ -588,7 +562,7 @@ impl Run {
                     })
                 }
                 77..=82 => {
-                    let pool = if self.rng.chance(90) || subdirs.is_empty() {
+                    let pool = if self.rng.chance(90, 100) || subdirs.is_empty() {
                         subdirs.clone()
                     } else {
                         nonroot.clone()
@@ -672,7 +646,7 @@ impl Run {
                     });
                     fresh.map(|(f, size)| {
                         let off = self.rng.below(size - 7) & !7;
-                        let seed = self.rng.next();
+                        let seed = self.rng.next_u64();
                         let p = self.full(&f.path);
                         Op {
                             desc: json!({"op": "mmap", "path": f.path, "off": off, "seed": seed}),

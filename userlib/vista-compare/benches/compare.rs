@@ -137,7 +137,7 @@ fn vista_per_kb(dir: &Path) -> R<Vec<(usize, f64, f64)>> {
     // SAFETY: pre-touching the whole data area outside any transaction.
     unsafe { std::ptr::write_bytes(base as *mut u8, 1, len) };
     let mut out = Vec::new();
-    let mut rng = Rng(5);
+    let mut rng = Rng::new(5);
     for size in [
         8usize,
         64,
@@ -193,7 +193,7 @@ fn vista_implicit(dir: &Path, mode: LogMode, pages: usize) -> R<f64> {
     // SAFETY: pre-touching the whole data area outside any transaction.
     unsafe { std::ptr::write_bytes(base as *mut u8, 1, len) };
     seg.set_mode(mode)?;
-    let mut rng = Rng(9);
+    let mut rng = Rng::new(9);
     let n_pages = len / vista::PAGE;
     let r = measure(round(), || {
         let tx = seg.begin()?;

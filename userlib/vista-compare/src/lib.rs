@@ -68,26 +68,8 @@ pub type Result<T> = std::result::Result<T, BenchError>;
 // ---------------------------------------------------------------------------------------
 // Timing
 
-/// xorshift64: a small deterministic generator (seed must be non-zero).
-#[derive(Debug, Clone)]
-pub struct Rng(pub u64);
-
-impl Rng {
-    /// The next value.
-    pub fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    /// A value in `0..n` (`n > 0`).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
-}
+/// The benchmarks' generator (shared with every seeded test and workload).
+pub use rio_prng::Rng;
 
 /// Median time per operation in nanoseconds: `op` runs in calibrated batches for a
 /// warm-up `round`, then for 7 timed rounds of `round` each.
@@ -569,7 +551,7 @@ pub fn small(kv: &mut dyn Kv, size: usize, round: Duration) -> Result<f64> {
     load(kv, &[(SMALL_RECORDS, 64)], &|_, k, b| {
         b[..8].copy_from_slice(&k.to_le_bytes())
     })?;
-    let mut rng = Rng(7);
+    let mut rng = Rng::new(7);
     let v = vec![0xabu8; size];
     measure(round, || {
         let k = rng.below(SMALL_RECORDS);
@@ -629,7 +611,7 @@ pub fn debit_credit(kv: &mut dyn Kv, round: Duration) -> Result<f64> {
             b[..8].copy_from_slice(&k.to_le_bytes());
         }
     })?;
-    let mut rng = Rng(11);
+    let mut rng = Rng::new(11);
     let mut ts = 0u64;
     measure(round, || {
         let (a, t, br) = (
@@ -751,7 +733,7 @@ pub fn order_entry(kv: &mut dyn Kv, round: Duration) -> Result<f64> {
         T_ITEM => b.copy_from_slice(&(100 + (k % 9900) as i64).to_le_bytes()),
         _ => {}
     })?;
-    let mut rng = Rng(13);
+    let mut rng = Rng::new(13);
     let mut now = 0u64;
     measure(round, || {
         now += 1;
@@ -760,7 +742,7 @@ pub fn order_entry(kv: &mut dyn Kv, round: Duration) -> Result<f64> {
         let c = d * OE_CUSTOMERS + rng.below(OE_CUSTOMERS);
         let seed = rng.next_u64();
         kv.tx(&mut |tx| {
-            let mut r = Rng(seed | 1);
+            let mut r = Rng::new(seed | 1);
             if kind < 45 {
                 // New-order.
                 let mut dist: District = get_pod(tx, T_DISTRICT, d)?;
@@ -874,7 +856,7 @@ pub fn raw_small(seg: &mut Segment, size: usize, window: usize, round: Duration)
     // SAFETY: the window lies inside the segment's data mapping (checked above), which has
     // no heap, so these bytes hold nothing but scratch; no transaction is active.
     unsafe { std::ptr::write_bytes(base as *mut u8, 1, window) };
-    let mut rng = Rng(3);
+    let mut rng = Rng::new(3);
     let data = [0x5au8; 64];
     measure(round, || {
         let off = (rng.below((window - 64) as u64) as usize) & !7;

@@ -97,7 +97,7 @@ fn mix(mut z: u64) -> u64 {
 }
 
 fn rng_for(seed: u64, n: u64, salt: u64) -> Rng {
-    Rng(mix(seed ^ mix(n ^ mix(salt))) | 1)
+    Rng::new(mix(seed ^ mix(n ^ mix(salt))))
 }
 
 fn block(r: &mut Rng) -> Vec<u8> {

@@ -28,21 +28,7 @@ const B_ADDR: usize = 0x3a10_0000_0000;
 const B_LEN: usize = 256 << 10;
 const SLOTS: usize = 64;
 
-/// A small xorshift generator (deterministic per seed).
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+use rio_prng::Rng;
 
 fn paths(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     (dir.join("a"), dir.join("b"), dir.join("log"))
@@ -122,7 +108,7 @@ fn run_tx(rng: &mut Rng, st: &mut impl State) -> bool {
                 Op::Fill {
                     off,
                     len,
-                    byte: rng.next() as u8,
+                    byte: rng.next_u64() as u8,
                 }
             }
             _ => {
@@ -131,13 +117,13 @@ fn run_tx(rng: &mut Rng, st: &mut impl State) -> bool {
                     None => Op::Alloc {
                         slot,
                         size: 1 + rng.below(2000) as usize,
-                        byte: rng.next() as u8,
+                        byte: rng.next_u64() as u8,
                     },
                     Some(_) if rng.below(2) == 0 => Op::Free { slot },
                     Some(size) => Op::Update {
                         slot,
                         at: rng.below(size as u64) as usize,
-                        byte: rng.next() as u8,
+                        byte: rng.next_u64() as u8,
                     },
                 }
             }
@@ -233,7 +219,7 @@ impl State for Model {
 /// The model after the first `commits` committing transactions of a child run with
 /// `seed` from `start`, and after one more.
 fn replay(start: &Model, seed: u64, commits: u64) -> (Model, Model) {
-    let mut rng = Rng(seed | 1);
+    let mut rng = Rng::new(seed);
     let mut committed = start.clone();
     let mut n = 0;
     loop {
@@ -331,7 +317,7 @@ fn child(dir: &Path, seed: u64, implicit: bool, kill_at: Option<u64>) {
         .open(dir.join("report"))
         .expect("report file");
     report(&mut rep, "R\n".into());
-    let mut rng = Rng(seed | 1);
+    let mut rng = Rng::new(seed);
     let mut step = 0u64;
     let mut tick = || {
         step += 1;
@@ -469,12 +455,12 @@ fn crash_campaign() {
             now.diff(&model)
         );
     }
-    let mut rng = Rng(0x5eed_1234_abcd_0001);
+    let mut rng = Rng::new(0x5eed_1234_abcd_0001);
     let (mut commits_seen, mut in_flight_committed, mut in_flight_rolled_back) = (0u64, 0u64, 0u64);
     let t_start = Instant::now();
     for i in 0..iters {
         let _ = std::fs::remove_file(dir.path().join("report"));
-        let seed = rng.next();
+        let seed = rng.next_u64();
         let implicit = i % 2 == 1;
         let self_kill = i % 3 != 0;
         let kill_at = self_kill.then(|| 1 + rng.below(60));

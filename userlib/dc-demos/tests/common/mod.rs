@@ -53,23 +53,15 @@ fn trace_since(trace: Option<&Path>, from: u64) -> Result<(Vec<oracle::Event>, u
     Ok((events, bytes.len() as u64))
 }
 
-/// A small deterministic RNG for kill plans.
-pub struct Rng(u64);
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        let s = std::env::var("DC_TEST_SEED")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(seed);
-        eprintln!("kill-plan seed {s} (set DC_TEST_SEED to reproduce)");
-        Rng(s.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    pub fn next(&mut self) -> u64 {
-        dc_demos::rng(&mut self.0)
-    }
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
+/// The kill plan's generator: seeded from DC_TEST_SEED if set, else `seed`, and the seed
+/// printed so that a failing plan can be rerun.
+pub fn plan_rng(seed: u64) -> rio_prng::Rng {
+    let s = std::env::var("DC_TEST_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(seed);
+    eprintln!("kill-plan seed {s} (set DC_TEST_SEED to reproduce)");
+    rio_prng::Rng::new(s)
 }
 
 pub struct Proc {
