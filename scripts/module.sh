@@ -13,12 +13,12 @@ fast) dir="$here/rio_mod" ;;
 debug)
     KBUILD="$CACHE/kbuild-debug-current"
     dir="$here/build/mod-debug"
-    mkdir -p "$dir/sys" "$dir/riofs"
-    # Sources only; stale copies of removed files go.
+    mkdir -p "$dir"
+    # Sources only, every subdirectory (sys/, store/, riofs/, ...); stale copies of removed
+    # files go.
     find "$dir" \( -name '*.rs' -o -name '*.c' \) -delete
-    cp "$here"/rio_mod/*.rs "$here"/rio_mod/*.c "$here/rio_mod/Kbuild" "$dir/"
-    cp "$here"/rio_mod/sys/*.rs "$dir/sys/"
-    cp "$here"/rio_mod/riofs/*.rs "$dir/riofs/"
+    (cd "$here/rio_mod" && find . \( -name '*.rs' -o -name '*.c' ! -name '*.mod.c' -o -name Kbuild \) -print0 |
+        xargs -0 cp --parents -t "$dir")
     ;;
 *) echo "[module] error: unknown flavour '$flavour' (fast or debug)" >&2; exit 1 ;;
 esac

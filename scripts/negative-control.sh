@@ -10,9 +10,10 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 . "$here/scripts/env.sh"
 KBUILD="$CACHE/kbuild-debug-current"
 dir="$here/build/mod-broken"
-mkdir -p "$dir/sys"
-find "$dir" -name '*.rs' -delete
-cp "$here"/rio_mod/*.rs "$here/rio_mod/Kbuild" "$dir/" && cp "$here"/rio_mod/sys/*.rs "$dir/sys/"
+mkdir -p "$dir"
+find "$dir" \( -name '*.rs' -o -name '*.c' \) -delete
+(cd "$here/rio_mod" && find . \( -name '*.rs' -o -name '*.c' ! -name '*.mod.c' -o -name Kbuild \) -print0 |
+    xargs -0 cp --parents -t "$dir") || exit 1
 python3 "$here/tests/negative/break-hardening.py" "$dir" || exit 1
 make -s -C "$KSRC_ORIG" O="$KBUILD" M="$dir" LLVM=-$LLVM_VERSION -j"$(nproc)" modules || exit 1
 bash "$here/qemu/mkinitramfs.sh" "$KBUILD" -broken "$dir" || exit 1

@@ -65,9 +65,9 @@ edit("backing.rs", """fn data_pos(start: u64, i: u64) -> Result<u64> {
         return Ok((DISK_DATA_START + start + i) * PAGE_SIZE as u64);
     }
     DISK_DATA_START""")
-edit("store.rs", "                Ok((s, _)) if s.in_use() && s.pages() > self.geo.data_pages => {",
+edit("store/recovery.rs", "                Ok((s, _)) if s.in_use() && s.pages() > self.geo.data_pages => {",
      "                Ok((s, _)) if s.in_use() && s.pages() > self.geo.data_pages && s.size == 0 => {")
-edit("store.rs", "                    if s.in_use()\n                        && self",
+edit("store/recovery.rs", "                    if s.in_use()\n                        && self",
      "                    if s.size == u64::MAX && s.in_use()\n                        && self")
 # 7: format the arena first, then fail on the disk, leaving no state.
 edit("service.rs", """        if let Some(b) = inner.backing.as_mut() {
@@ -81,9 +81,9 @@ edit("service.rs", """                    if let Err(e) = b.initialize(uuid) {
                         pr_err!(""")
 # 8: VM_SHARED (refuses read-only maps), the sticky flag decides shrinking, no settling.
 edit("device.rs", "        if flags & vm_flags::MAYSHARE == 0 {", "        if flags & vm_flags::SHARED == 0 {")
-edit("store.rs", "        if o.maps > 0 && pages_for(size) < o.slot.pages() {",
+edit("store/mod.rs", "        if o.maps > 0 && pages_for(size) < o.slot.pages() {",
      "        if o.slot.flags & OBJ_MAPPED != 0 && pages_for(size) < o.slot.pages() {")
-edit("store.rs", """        if o.slot.flags & OBJ_MAPPED == 0 || o.wmaps > 0 {
+edit("store/mod.rs", """        if o.slot.flags & OBJ_MAPPED == 0 || o.wmaps > 0 {
             return Ok(());
         }""", """        if o.slot.flags & OBJ_MAPPED != 0 || o.slot.flags & OBJ_MAPPED == 0 {
             return Ok(());

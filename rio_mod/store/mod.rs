@@ -16,6 +16,9 @@ use kernel::prelude::*;
 use kernel::sync::Arc;
 
 use crate::arena::Arena;
+
+mod recovery;
+mod registry;
 use crate::format::{
     encode_name, other_copy, pages_for, Geometry, ObjectSlot, RegEntry, Superblock, OBJ_BLOCKDEV,
     OBJ_IN_USE, OBJ_MAPPED, PAGE_SIZE, SB_COPY_B, SB_SIZE, SLOT_COPY_SIZE, STATE_ACTIVE,
@@ -124,176 +127,6 @@ pub(crate) struct Usage {
 }
 
 impl Store {
-    /// Validates the arena and recovers it. On refusal the arena is returned untouched.
-    pub(crate) fn load(
-        arena: Arc<Arena>,
-        size: u64,
-    ) -> core::result::Result<Store, (Arc<Arena>, Refusal)> {
-        let mut page0 = [0u8; SB_COPY_B + SB_SIZE];
-        if arena.read(0, 0, &mut page0).is_err() {
-            return Err((
-                arena,
-                Refusal::Corrupt(crate::format::FormatError::BadGeometry),
-            ));
-        }
-        let (sb, sb_copy) = match Superblock::pick(&page0) {
-            Ok(x) => x,
-            Err(crate::format::FormatError::Blank) => return Err((arena, Refusal::Blank)),
-            Err(e) => return Err((arena, Refusal::Corrupt(e))),
-        };
-        if sb.arena_size != size {
-            return Err((arena, Refusal::SizeMismatch(sb.arena_size)));
-        }
-        let geo = sb.geometry;
-        let mut store = Store {
-            arena,
-            sb,
-            sb_copy,
-            geo,
-            slots: KVec::new(),
-            free: KVec::new(),
-            dirty_pages: 0,
-            quarantined: 0,
-            report: LoadReport::default(),
-            bytes_written: 0,
-            slow_writes: 0,
-            slow_reads: 0,
-        };
-        match store.recover() {
-            Ok(()) => Ok(store),
-            Err(_) => Err((
-                store.arena,
-                Refusal::Corrupt(crate::format::FormatError::BadGeometry),
-            )),
-        }
-    }
-
-    /// Rebuilds the in-memory index from the object table and the registry, frees what no
-    /// committed object accounts for, and marks the arena active with a new epoch.
-    /// Idempotent: it only ever frees unaccounted entries and rewrites the superblock.
-    fn recover(&mut self) -> Result {
-        let mut rep = LoadReport {
-            crashed: self.sb.state != STATE_CLEAN,
-            ..LoadReport::default()
-        };
-        let table = self.geo.table_start as usize;
-        let nslots = crate::format::MAX_OBJECTS;
-        self.slots = KVec::with_capacity(nslots, GFP_KERNEL)?;
-        for i in 0..nslots {
-            let at = i * 2 * SLOT_COPY_SIZE;
-            let mut both = [0u8; 2 * SLOT_COPY_SIZE];
-            self.arena
-                .read(table + at / PAGE_SIZE, at % PAGE_SIZE, &mut both)?;
-            let slot = match ObjectSlot::pick(&both) {
-                Ok((s, _)) if s.in_use() && s.pages() > self.geo.data_pages => {
-                    pr_err!(
-                        "object slot {}: size {} is larger than the arena; slot quarantined, its pages kept\n",
-                        i,
-                        s.size
-                    );
-                    rep.bad_slots += 1;
-                    Slot::Quarantined
-                }
-                Ok((s, _))
-                    if s.in_use()
-                        && self
-                            .slots
-                            .iter()
-                            .any(|x| matches!(x, Slot::Used(o) if o.slot.name == s.name)) =>
-                {
-                    pr_err!("object slot {}: a second object of the same name; slot quarantined, its pages kept\n", i);
-                    rep.bad_slots += 1;
-                    Slot::Quarantined
-                }
-                Ok((s, copy)) if s.in_use() => {
-                    rep.objects += 1;
-                    let mut pages = KVec::with_capacity(s.pages() as usize, GFP_KERNEL)?;
-                    for _ in 0..s.pages() {
-                        pages.push(u32::MAX, GFP_KERNEL)?;
-                    }
-                    Slot::Used(Object {
-                        slot: s,
-                        copy,
-                        pages,
-                        open_count: 0,
-                        exclusive: false,
-                        damaged: false,
-                        maps: 0,
-                        wmaps: 0,
-                        riofs: None,
-                    })
-                }
-                Ok((s, copy)) => Slot::Empty { copy, seq: s.seq },
-                Err(e) => {
-                    pr_err!("object slot {}: both copies are corrupt ({:?}); slot quarantined, its pages kept\n", i, e);
-                    rep.bad_slots += 1;
-                    Slot::Quarantined
-                }
-            };
-            self.slots.push(slot, GFP_KERNEL)?;
-        }
-        self.free = KVec::with_capacity(self.geo.data_pages as usize, GFP_KERNEL)?;
-        // Walk the registry from the top so that the free list hands out low pages first.
-        for p in (0..self.geo.data_pages).rev() {
-            let raw = self.reg_raw(p)?;
-            let entry = match RegEntry::decode(raw, p) {
-                Ok(e) => e,
-                Err(_) => {
-                    rep.quarantined += 1;
-                    continue;
-                }
-            };
-            let Some(owner) = entry.owner else {
-                self.free.push(p, GFP_KERNEL)?;
-                continue;
-            };
-            let keep = match self.slots.get_mut(usize::from(owner)) {
-                Some(Slot::Used(o)) => match o.pages.get_mut(entry.index as usize) {
-                    Some(slot_page) if *slot_page == u32::MAX => {
-                        *slot_page = p;
-                        true
-                    }
-                    _ => false, // beyond the committed size, or a duplicate
-                },
-                Some(Slot::Quarantined) => {
-                    rep.quarantined += 1;
-                    continue;
-                }
-                _ => false, // owner not committed (crash during create or delete)
-            };
-            if keep {
-                rep.pages += 1;
-                if entry.dirty {
-                    rep.dirty += 1;
-                }
-            } else {
-                self.set_reg(p, RegEntry::FREE)?;
-                self.free.push(p, GFP_KERNEL)?;
-                rep.reclaimed += 1;
-            }
-        }
-        for s in self.slots.iter_mut() {
-            if let Slot::Used(o) = s {
-                if o.pages.iter().any(|&p| p == u32::MAX) {
-                    o.damaged = true;
-                    rep.damaged += 1;
-                }
-            }
-        }
-        self.dirty_pages = u64::from(rep.dirty);
-        self.quarantined = u64::from(rep.quarantined);
-        let mut sb = self.sb;
-        sb.epoch += 1;
-        if rep.crashed {
-            sb.recoveries += 1;
-        }
-        sb.state = STATE_ACTIVE;
-        self.write_sb(sb)?;
-        rep.saved_by = self.sb.saved_by;
-        self.report = rep;
-        Ok(())
-    }
-
     /// Formats the arena: new identity, empty table and registry.
     pub(crate) fn format(
         arena: Arc<Arena>,
@@ -371,34 +204,6 @@ impl Store {
         self.write_sb(sb)
     }
 
-    fn reg_location(&self, p: u32) -> (usize, usize) {
-        let at = p as usize * 8;
-        (
-            self.geo.registry_start as usize + at / PAGE_SIZE,
-            at % PAGE_SIZE,
-        )
-    }
-
-    fn reg_raw(&self, p: u32) -> Result<u64> {
-        let (page, off) = self.reg_location(p);
-        self.arena.read_u64(page, off)
-    }
-
-    fn set_reg(&self, p: u32, e: RegEntry) -> Result {
-        let (page, off) = self.reg_location(p);
-        self.arena.write_u64(page, off, e.encode(p))
-    }
-
-    /// The registry entry of data page `p`.
-    pub(crate) fn reg(&self, p: u32) -> Result<RegEntry> {
-        RegEntry::decode(self.reg_raw(p)?, p).map_err(|_| EIO)
-    }
-
-    /// Arena page number of data page `p`.
-    pub(crate) fn arena_page(&self, p: u32) -> usize {
-        (self.geo.data_start + p) as usize
-    }
-
     /// Commits new contents of slot `idx` (into the older copy, with a higher sequence);
     /// returns the slot as written and the copy it went to.
     fn commit_slot(&mut self, idx: usize, mut s: ObjectSlot) -> Result<(ObjectSlot, usize)> {
@@ -438,46 +243,6 @@ impl Store {
             Some(Slot::Used(o)) => Ok(o),
             _ => Err(ENOENT),
         }
-    }
-
-    /// Takes `n` free pages, zeroes them and records them as owned by `owner` from index
-    /// `first` on (dirty: the backing store has not seen them). Called before the slot
-    /// that makes them reachable is committed.
-    fn claim(&mut self, owner: usize, first: u32, n: u32) -> Result<KVec<u32>> {
-        if (n as usize) > self.free.len() {
-            return Err(ENOSPC);
-        }
-        let mut got = KVec::with_capacity(n as usize, GFP_KERNEL)?;
-        for i in 0..n {
-            let Some(p) = self.free.pop() else {
-                return Err(ENOSPC);
-            };
-            got.push(p, GFP_KERNEL)?;
-            self.arena
-                .write_page(self.arena_page(p), |b| b.fill(0, PAGE_SIZE, 0))??;
-            self.set_reg(
-                p,
-                RegEntry {
-                    owner: Some(owner as u16),
-                    index: first + i,
-                    dirty: true,
-                },
-            )?;
-            self.dirty_pages += 1;
-        }
-        Ok(got)
-    }
-
-    /// Returns pages to the free list (after the slot no longer accounts for them).
-    fn release(&mut self, pages: &[u32]) -> Result {
-        for &p in pages {
-            if self.reg(p).map(|e| e.dirty).unwrap_or(false) {
-                self.dirty_pages = self.dirty_pages.saturating_sub(1);
-            }
-            self.set_reg(p, RegEntry::FREE)?;
-            self.free.push(p, GFP_KERNEL)?;
-        }
-        Ok(())
     }
 
     /// Creates an object in the first free slot.
@@ -654,27 +419,6 @@ impl Store {
                     })??;
                 }
             }
-        }
-        Ok(())
-    }
-
-    /// Records that data page `p` is about to change (before the data is copied, so that a
-    /// crash in between errs on the side of writing back).
-    pub(crate) fn mark_dirty(&mut self, p: u32) -> Result {
-        let e = self.reg(p)?;
-        if !e.dirty {
-            self.set_reg(p, RegEntry { dirty: true, ..e })?;
-            self.dirty_pages += 1;
-        }
-        Ok(())
-    }
-
-    /// Records that data page `p` matches the backing store.
-    pub(crate) fn set_clean(&mut self, p: u32) -> Result {
-        let e = self.reg(p)?;
-        if e.dirty {
-            self.set_reg(p, RegEntry { dirty: false, ..e })?;
-            self.dirty_pages = self.dirty_pages.saturating_sub(1);
         }
         Ok(())
     }
