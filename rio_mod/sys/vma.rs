@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Counting user mappings: `vm_operations_struct` open and close, which the kernel's
-//! `VmaNew` does not abstract yet.
+//! User mappings: counting them (`vm_operations_struct` open and close, which the kernel's
+//! `VmaNew` does not abstract yet), and mapping arena pages into them.
 //!
 //! The kernel calls `open` for every new copy of a mapping (`fork`, a split by a partial
 //! `munmap` or `mprotect`) and `close` for every one that goes (including the one that
@@ -93,4 +93,27 @@ pub(crate) fn track_vma<T: MapTracker>(vma: &VmaNew, tracker: &T) {
         (*raw).vm_ops = ops;
         (*raw).vm_private_data = core::ptr::from_ref(tracker).cast_mut().cast();
     }
+}
+
+/// The page offset (`vm_pgoff`) an mmap asked for.
+pub(crate) fn vma_pgoff(vma: &kernel::mm::virt::VmaNew) -> usize {
+    // SAFETY: `vma` is a live VMA under construction; reading a plain field is fine.
+    unsafe { (*vma.as_ptr()).vm_pgoff }
+}
+
+/// Maps arena frame `pfn` at user address `addr` of `vma` (in the mmap handler).
+pub(crate) fn remap_page(
+    vma: &kernel::mm::virt::VmaNew,
+    addr: usize,
+    pfn: u64,
+) -> kernel::error::Result {
+    // SAFETY: `vma` is live and being set up by mmap (the caller holds the mmap lock);
+    // `vm_page_prot` is a plain field.
+    let prot = unsafe { (*vma.as_ptr()).vm_page_prot };
+    // SAFETY: `addr..addr + 4096` lies inside `vma` (checked by the caller), and `pfn` is an
+    // arena frame: reserved memory that no allocator owns, which stays mapped in the user's
+    // page tables only for as long as the VMA (and so the file, and so the module) lives.
+    kernel::error::to_result(unsafe {
+        bindings::remap_pfn_range(vma.as_ptr(), addr, pfn as usize, 4096, prot)
+    })
 }
