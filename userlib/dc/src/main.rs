@@ -78,6 +78,11 @@ struct RunArgs {
     /// Record an event trace in the state directory (for `dc check`).
     #[arg(long)]
     trace: bool,
+    /// Write Discount Checking's own messages (refused system calls, recovery problems)
+    /// to FILE instead of stderr: for a full-screen program, whose terminal they would
+    /// otherwise scribble on.
+    #[arg(long, value_name = "FILE")]
+    log: Option<PathBuf>,
     /// The shared object to preload (default: $DC_PRELOAD, or libdc_preload.so next to
     /// this binary).
     #[arg(long)]
@@ -279,6 +284,9 @@ fn run(a: RunArgs) -> Result<()> {
     }
     if a.trace {
         settings.push(("DC_TRACE".into(), "1".into()));
+    }
+    if let Some(l) = &a.log {
+        settings.push(("DC_LOG".into(), absolute(l)?.display().to_string()));
     }
     // The caller's own DC_* settings (sizes, tracker) go to the program as well.
     for (k, v) in std::env::vars() {

@@ -209,7 +209,7 @@ impl Arena {
         let (c, block) = unsafe {
             let h = &*((p as usize - HDR) as *const Header);
             if h.magic != MAGIC || h.class as usize >= NCLASS {
-                crate::sys::fatal("free() of a pointer that is not a live heap block");
+                crate::sys::fatal_to(2, "free() of a pointer that is not a live heap block");
             }
             (h.class as usize, p as usize - h.offset as usize)
         };

@@ -483,7 +483,7 @@ extern "C" fn commit_entry(arg: usize, sp: usize) -> usize {
             // allocation here: we may have interrupted the allocator.)
             let mut w = sys::StackWriter::new();
             let _ = std::fmt::Write::write_fmt(&mut w, format_args!("checkpoint failed: {e}"));
-            sys::fatal(w.as_str())
+            crate::diag::fatal(w.as_str())
         }
     }
 }
@@ -967,11 +967,11 @@ extern "C" fn restore_entry(_: usize) -> usize {
         Ok(())
     })();
     if let Err(e) = reg {
-        sys::diag(&format!("recovery: {e}"));
+        crate::diag::diag(&format!("recovery: {e}"));
         return 2;
     }
     if let Err(e) = crate::trace::open(rt.cfg.trace.as_deref()) {
-        sys::diag(&format!("recovery: trace: {e}"));
+        crate::diag::diag(&format!("recovery: trace: {e}"));
     }
     // SAFETY: the header lies in the control member, mapped while the runtime lives.
     let (canary, guard, seq, input_start, commit_ns) = unsafe {
@@ -981,11 +981,11 @@ extern "C" fn restore_entry(_: usize) -> usize {
     rt.input_cursor = input_start as usize;
     let reinstall = rt.hooks.reinstall_signal;
     if let Err(e) = cx.ks().restore(commit_ns, reinstall) {
-        sys::diag(&format!("recovery: {e}"));
+        crate::diag::diag(&format!("recovery: {e}"));
         return 3;
     }
     if let Err(e) = start_signals(&mut cx) {
-        sys::diag(&format!("recovery: {e}"));
+        crate::diag::diag(&format!("recovery: {e}"));
         return 3;
     }
     crate::trace::event_num("R", seq);
@@ -1015,7 +1015,7 @@ fn start_signals(cx: &mut Ctx) -> Result<()> {
         crate::config::SudMode::On => crate::sud::enable(rt.hooks.on_sigsys)?,
         crate::config::SudMode::Auto => {
             if let Err(e) = crate::sud::enable(rt.hooks.on_sigsys) {
-                sys::diag(&format!(
+                crate::diag::diag(&format!(
                     "{e}: only the libc wrappers intercept system calls (glibc's internal calls are not seen)"
                 ));
             }

@@ -87,6 +87,9 @@ pub struct Config {
     pub durability: Durability,
     /// Event trace file.
     pub trace: Option<PathBuf>,
+    /// Diagnostics file (`DC_LOG`): Discount Checking's messages (refused calls, recovery
+    /// problems) go there instead of stderr, which a full-screen program owns.
+    pub log: Option<PathBuf>,
     /// Real-time signal for the periodic timer.
     pub timer_signal: i32,
     /// Syscall User Dispatch.
@@ -108,6 +111,7 @@ impl Default for Config {
             input_capacity: 16 << 20,
             durability: Durability::Memory,
             trace: None,
+            log: None,
             timer_signal: 62,
             sud: SudMode::Auto,
         }
@@ -151,7 +155,8 @@ impl Config {
     /// `DC_PROTOCOL` (manual, cand, cpvs, cbndvs, cand-log, cbndvs-log), `DC_INTERVAL_MS`,
     /// `DC_TRACKER` (uffd, compare), `DC_HEAP_MB`, `DC_STACK_MB`, `DC_LOG_MB`,
     /// `DC_FUNDO_MB`, `DC_INPUT_MB`, `DC_DURABILITY` (memory, msync), `DC_TRACE` (a path,
-    /// or `1` for `<dir>/trace`), `DC_TIMER_SIG`, `DC_SUD` (0, 1, auto).
+    /// or `1` for `<dir>/trace`), `DC_LOG` (a path for diagnostics), `DC_TIMER_SIG`, `DC_SUD`
+    /// (0, 1, auto).
     pub fn from_env() -> Result<Config> {
         let dir = match std::env::var_os("DC_DIR") {
             Some(d) => PathBuf::from(d),
@@ -217,6 +222,9 @@ impl Config {
             } else {
                 PathBuf::from(t)
             });
+        }
+        if let Some(l) = std::env::var_os("DC_LOG") {
+            c.log = (!l.is_empty()).then(|| PathBuf::from(l));
         }
         if let Some(v) = env_num("DC_TIMER_SIG")? {
             c.timer_signal = v as i32;

@@ -39,6 +39,11 @@ pub enum Error {
     /// `init` was called twice, or a checkpoint outside `init`.
     #[error("{0}")]
     State(&'static str),
+
+    /// Recovery cannot rebuild a piece of kernel state the checkpoint had (a lock another
+    /// process holds now, ...).
+    #[error("recovery cannot rebuild the kernel state: {0}")]
+    Restore(String),
     /// The process has more than one thread.
     #[error("Discount Checking supports single-threaded processes only ({0} threads)")]
     Threads(usize),

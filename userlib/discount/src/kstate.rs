@@ -24,7 +24,27 @@
 //! * **interval timers** (`setitimer`, `alarm`): recorded and re-armed with the time that
 //!   was left at the checkpoint.
 //! * **`mprotect`** calls: recorded and redone.
-//! * **working directory** (`chdir`): recorded and restored.
+//! * **working directory** (`chdir`) and **umask**: recorded and restored.
+//! * **shared offsets**: descriptors made by `dup`, `dup2`, `dup3`, `fcntl(F_DUPFD)` share
+//!   one open file description with their original (one offset, one set of status
+//!   flags); each open gets an id ([`FdEntry::ofd`]) that its duplicates keep, and
+//!   recovery opens the file once and duplicates it onto the other numbers, so they share
+//!   the offset again instead of being independent opens.
+//! * **descriptor flags**: `fcntl(F_SETFL)` (O_APPEND, O_NONBLOCK, ...) is recorded in the
+//!   entry's flags of every descriptor of that open file description and redone on
+//!   recovery (on inherited descriptors too: a terminal set non-blocking); `F_SETFD`
+//!   (close-on-exec) per descriptor.
+//! * **locks** on the program's own files: `fcntl` record locks (`F_SETLK`, `F_SETLKW`,
+//!   `F_OFD_SETLK`, ...) are kept as the list of lock operations that still matter
+//!   ([`LockRec`]; an operation whose range a later one covers is dropped), `flock` per
+//!   open file description; recovery re-takes them without waiting, and fails with a
+//!   message naming the file if another process holds one meanwhile.
+//! * **terminal settings** (thesis 6.1: a full-screen program comes back in the mode it
+//!   was in): the `termios` the program set with `ioctl(TCSETS/TCSETSW/TCSETSF)` (what
+//!   `tcsetattr` does) on each descriptor, redone in the order set on the *new* run's
+//!   terminal at that descriptor. Window-size and mode queries change nothing.
+//! * **epoll instances**: the instance and its registrations (`epoll_ctl`) are rebuilt
+//!   at the same descriptor number; waiting on one is a non-deterministic event.
 //!
 //! Discount Checking's own descriptors are moved to numbers >= [`FD_FLOOR`] so that the
 //! program's descriptor numbers are free when recovery reopens them.
@@ -53,7 +73,70 @@ pub struct FdEntry {
     pub reopen: bool,
     /// Track and restore the offset.
     pub seekable: bool,
+    /// The open file description: descriptors with the same non-zero id share one
+    /// (duplicates), and recovery rebuilds them as one.
+    pub ofd: u64,
+    /// The status flags in `flags` were set with `F_SETFL`: redone on recovery (also
+    /// for a descriptor that is not reopened).
+    pub setfl: bool,
+    /// The `flock` lock this open file description holds (`LOCK_SH`, `LOCK_EX`; 0: none).
+    pub flock: i32,
+    /// An epoll instance: its registrations (target descriptor, events, data).
+    pub epoll: Option<Vec<(i32, u32, u64)>>,
 }
+
+impl FdEntry {
+    /// A descriptor the program inherited (not reopened on recovery; `seekable`: its
+    /// offset is restored).
+    pub fn inherited(seekable: bool) -> FdEntry {
+        FdEntry {
+            path: Vec::new(),
+            flags: 0,
+            offset: 0,
+            owned: false,
+            reopen: false,
+            seekable,
+            ofd: 0,
+            setfl: false,
+            flock: 0,
+            epoll: None,
+        }
+    }
+}
+
+/// One `fcntl` record-lock operation on one of the program's files that still matters
+/// (replayed in order on recovery; thesis 5.2.2's "kernel state the program changes").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockRec {
+    /// The descriptor it was taken through (open whenever the lock lives: closing any
+    /// descriptor of the file releases a process's POSIX locks).
+    pub fd: i32,
+    /// The file (for the close rule and messages).
+    pub path: Vec<u8>,
+    /// An open-file-description lock (`F_OFD_SETLK`), else a process (POSIX) lock.
+    pub ofd_lock: bool,
+    /// `F_RDLCK`, `F_WRLCK`, `F_UNLCK`.
+    pub kind: i16,
+    /// First byte.
+    pub start: i64,
+    /// One past the last byte (`i64::MAX`: to the end of the file, however long).
+    pub end: i64,
+}
+
+/// The terminal settings the program gave one descriptor (the kernel's `struct termios`,
+/// 36 bytes: what `TCSETS` reads).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TermRec {
+    /// The descriptor.
+    pub fd: i32,
+    /// Order of setting (redone oldest first).
+    pub seq: u64,
+    /// The kernel `struct termios` bytes.
+    pub raw: [u8; TERMIOS_LEN],
+}
+
+/// Size of the kernel's `struct termios` on x86-64 (4 flag words, `c_line`, 19 `c_cc`).
+pub const TERMIOS_LEN: usize = 36;
 
 /// Recorded interval timer.
 #[derive(Debug, Clone, Copy, Default)]
@@ -83,6 +166,16 @@ pub struct KState {
     pub grave_seq: u64,
     /// The graveyard directory.
     pub grave_dir: Vec<u8>,
+    /// Last open-file-description id handed out.
+    pub next_ofd: u64,
+    /// Record-lock operations that still matter, oldest first.
+    pub locks: Vec<LockRec>,
+    /// Terminal settings per descriptor (the latest for each).
+    pub termios: Vec<TermRec>,
+    /// Sequence of terminal settings.
+    pub term_seq: u64,
+    /// The umask the program set (None: never set).
+    pub umask: Option<u32>,
 }
 
 impl KState {
@@ -101,6 +194,11 @@ impl KState {
             graves: Vec::new(),
             grave_seq: 0,
             grave_dir: Vec::new(),
+            next_ofd: 0,
+            locks: Vec::new(),
+            termios: Vec::new(),
+            term_seq: 0,
+            umask: None,
         }
     }
 }
@@ -294,6 +392,8 @@ pub const R_RENAME: u32 = 4;
 pub const R_MKDIR: u32 = 5;
 /// The (empty) directory was removed: make it again, with mode `old_size`.
 pub const R_RMDIR: u32 = 6;
+/// The permissions were changed: set them back to `old_size`.
+pub const R_CHMOD: u32 = 7;
 
 /// One decoded record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -351,7 +451,7 @@ pub fn decode_recs(area: &[u8]) -> Result<Vec<UndoRec>> {
         let (kind, pl, p2l) = (u32_(0) as u32, u32_(4), u32_(8));
         let (offset, old_size, dl) = (u64_(16), u64_(24), u64_(32) as usize);
         let body = REC_HDR + pl + p2l + dl;
-        if !(R_WRITE..=R_RENAME).contains(&kind) || at + body > area.len() {
+        if !(R_WRITE..=R_CHMOD).contains(&kind) || at + body > area.len() {
             return Err(bad());
         }
         let b = &area[at + REC_HDR..at + body];
@@ -549,6 +649,19 @@ fn apply_undo(r: &UndoRec) {
                 )
             };
         }
+        R_CHMOD => {
+            let c = cstr(&r.path);
+            // SAFETY: NUL-terminated path.
+            unsafe {
+                sc4(
+                    libc::SYS_fchmodat,
+                    libc::AT_FDCWD as usize,
+                    c.as_ptr() as usize,
+                    r.old_size as usize,
+                    0,
+                )
+            };
+        }
         R_RMDIR => {
             let c = cstr(&r.path);
             // SAFETY: NUL-terminated path.
@@ -604,17 +717,7 @@ impl KState {
         {
             let fd = 0;
             if let Some((true, _)) = stat_fd(fd) {
-                self.set_entry(
-                    fd,
-                    Some(FdEntry {
-                        path: Vec::new(),
-                        flags: 0,
-                        offset: 0,
-                        owned: false,
-                        reopen: false,
-                        seekable: true,
-                    }),
-                );
+                self.set_entry(fd, Some(FdEntry::inherited(true)));
             }
         }
         Ok(())
@@ -677,6 +780,108 @@ impl KState {
                 e.path = to.to_vec();
             }
         }
+        for l in &mut self.locks {
+            if l.path == from {
+                l.path = to.to_vec();
+            }
+        }
+    }
+
+    /// A fresh open-file-description id (for a descriptor the program opens).
+    pub fn new_ofd(&mut self) -> u64 {
+        self.next_ofd += 1;
+        self.next_ofd
+    }
+
+    /// Whether another descriptor than `fd` shares `fd`'s open file description.
+    fn ofd_shared(&self, fd: i32) -> bool {
+        let Some(e) = self.entry_ref(fd) else {
+            return false;
+        };
+        e.ofd != 0
+            && self
+                .fds
+                .iter()
+                .enumerate()
+                .any(|(i, o)| i as i32 != fd && o.as_ref().is_some_and(|o| o.ofd == e.ofd))
+    }
+
+    /// Descriptor `fd` is about to be closed (by `close`, or by `dup2`/`dup3` onto it):
+    /// what the kernel releases with it is forgotten too: the process's POSIX locks on
+    /// the file (any descriptor's close releases them), and, if no other descriptor
+    /// shares its open file description, its `flock` lock, its OFD locks and its
+    /// registrations in epoll instances.
+    pub fn closing(&mut self, fd: i32) {
+        let Some(e) = self.entry_ref(fd) else {
+            return;
+        };
+        let path = e.path.clone();
+        let last = !self.ofd_shared(fd);
+        let fds = &self.fds;
+        let same_ofd = |l: &LockRec| {
+            let of = |x: i32| {
+                usize::try_from(x)
+                    .ok()
+                    .and_then(|i| fds.get(i))
+                    .and_then(|o| o.as_ref())
+                    .map(|o| o.ofd)
+            };
+            l.fd == fd || (of(l.fd).is_some() && of(l.fd) == of(fd) && of(fd) != Some(0))
+        };
+        let keep: Vec<bool> = self
+            .locks
+            .iter()
+            .map(|l| {
+                if l.ofd_lock {
+                    !(last && same_ofd(l))
+                } else {
+                    path.is_empty() || l.path != path
+                }
+            })
+            .collect();
+        let mut k = keep.iter();
+        self.locks.retain(|_| *k.next().unwrap_or(&true));
+        if last {
+            for o in self.fds.iter_mut().flatten() {
+                if let Some(regs) = &mut o.epoll {
+                    regs.retain(|r| r.0 != fd);
+                }
+            }
+        }
+    }
+
+    /// Records a record-lock operation (`fcntl` `F_SETLK` family) already performed:
+    /// earlier operations of the same owner on the same file that it covers no longer
+    /// matter; an unlock that overlaps nothing recorded is not kept.
+    pub fn lock_op(&mut self, rec: LockRec) {
+        let ofd = |ks: &KState, fd: i32| ks.entry_ref(fd).map(|e| e.ofd);
+        let same_owner = |ks: &KState, l: &LockRec| {
+            l.path == rec.path
+                && l.ofd_lock == rec.ofd_lock
+                && (!rec.ofd_lock || ofd(ks, l.fd) == ofd(ks, rec.fd))
+        };
+        let covered: Vec<bool> = self
+            .locks
+            .iter()
+            .map(|l| same_owner(self, l) && l.start >= rec.start && l.end <= rec.end)
+            .collect();
+        let mut c = covered.iter();
+        self.locks.retain(|_| !*c.next().unwrap_or(&false));
+        let overlaps = self
+            .locks
+            .iter()
+            .any(|l| same_owner(self, l) && l.start < rec.end && rec.start < l.end);
+        if rec.kind != libc::F_UNLCK as i16 || overlaps {
+            self.locks.push(rec);
+        }
+    }
+
+    /// Records the terminal settings the program gave `fd` (the latest per descriptor).
+    pub fn set_termios(&mut self, fd: i32, raw: [u8; TERMIOS_LEN]) {
+        self.term_seq += 1;
+        let seq = self.term_seq;
+        self.termios.retain(|t| t.fd != fd);
+        self.termios.push(TermRec { fd, seq, raw });
     }
 
     /// Recovery: rebuild the kernel state from the restored records. `commit_ns` is when
@@ -690,49 +895,11 @@ impl KState {
             // SAFETY: NUL-terminated path.
             unsafe { sc(libc::SYS_chdir, c.as_ptr() as usize, 0, 0) };
         }
-        for (fd, e) in k.fds.iter().enumerate() {
-            let Some(e) = e else { continue };
-            let fd = fd as i32;
-            if e.reopen {
-                match raw_open(&e.path, e.flags & !libc::O_CLOEXEC, 0) {
-                    Ok(n) => {
-                        if n != fd {
-                            let cloexec = if e.flags & libc::O_CLOEXEC != 0 {
-                                libc::O_CLOEXEC
-                            } else {
-                                0
-                            };
-                            // SAFETY: dup3 onto the recorded number (ours are >= FD_FLOOR).
-                            unsafe {
-                                sc(libc::SYS_dup3, n as usize, fd as usize, cloexec as usize)
-                            };
-                            raw_close(n);
-                        } else if e.flags & libc::O_CLOEXEC == 0 {
-                            // SAFETY: clear FD_CLOEXEC on our own new descriptor.
-                            unsafe { sc(libc::SYS_fcntl, fd as usize, libc::F_SETFD as usize, 0) };
-                        }
-                    }
-                    Err(errno) => {
-                        sys::diag(&format!(
-                            "recovery: cannot reopen {} as fd {fd}: errno {errno}",
-                            String::from_utf8_lossy(&e.path)
-                        ));
-                        continue;
-                    }
-                }
-            }
-            if e.seekable && e.flags & libc::O_APPEND == 0 && stat_fd(fd).is_some_and(|s| s.0) {
-                // SAFETY: lseek on the program's descriptor.
-                unsafe {
-                    sc(
-                        libc::SYS_lseek,
-                        fd as usize,
-                        e.offset as usize,
-                        libc::SEEK_SET as usize,
-                    )
-                };
-            }
+        if let Some(m) = k.umask {
+            // SAFETY: umask takes a number.
+            unsafe { sc(libc::SYS_umask, m as usize, 0, 0) };
         }
+        k.restore_fds();
         // Graveyard: files not kept for an open descriptor are left over from committed
         // unlinks.
         if !k.grave_dir.is_empty() {
@@ -781,6 +948,222 @@ impl KState {
             // SAFETY: redoing the program's own mprotect call.
             unsafe { sc(libc::SYS_mprotect, a, l, p as usize) };
         }
+        k.restore_locks()?;
+        k.restore_termios()
+    }
+
+    /// Recovery: the descriptors. Each open file description is opened once, at the
+    /// lowest number that had it, and duplicated onto the others (so duplicates share one
+    /// offset again); offsets are seeked, status flags set with `F_SETFL` redone (on
+    /// inherited descriptors too), close-on-exec per descriptor; then epoll instances
+    /// are made again at their numbers with their registrations.
+    pub fn restore_fds(&self) {
+        let k = self;
+        for (fd, e) in k.fds.iter().enumerate() {
+            let Some(e) = e else { continue };
+            if e.epoll.is_some() {
+                continue;
+            }
+            let cloexec = if e.flags & libc::O_CLOEXEC != 0 {
+                libc::O_CLOEXEC
+            } else {
+                0
+            };
+            let fd = fd as i32;
+            if e.reopen {
+                let first = k.fds[..fd as usize].iter().position(|o| {
+                    o.as_ref().is_some_and(|o| {
+                        o.ofd != 0 && o.ofd == e.ofd && o.reopen && o.epoll.is_none()
+                    })
+                });
+                if let Some(src) = first {
+                    // A duplicate: the same open file description (and offset) again.
+                    // SAFETY: dup3 onto the recorded number (ours are >= FD_FLOOR).
+                    let r = unsafe { sc(libc::SYS_dup3, src, fd as usize, cloexec as usize) };
+                    if let Err(errno) = check(r) {
+                        crate::diag::diag(&format!(
+                            "recovery: cannot duplicate fd {src} onto {fd}: errno {errno}"
+                        ));
+                    }
+                    continue;
+                }
+                match raw_open(&e.path, e.flags & !libc::O_CLOEXEC, 0) {
+                    Ok(n) => {
+                        if n != fd {
+                            // SAFETY: dup3 onto the recorded number (ours are >= FD_FLOOR).
+                            unsafe {
+                                sc(libc::SYS_dup3, n as usize, fd as usize, cloexec as usize)
+                            };
+                            raw_close(n);
+                        } else if cloexec == 0 {
+                            // SAFETY: clear FD_CLOEXEC on our own new descriptor.
+                            unsafe { sc(libc::SYS_fcntl, fd as usize, libc::F_SETFD as usize, 0) };
+                        }
+                    }
+                    Err(errno) => {
+                        crate::diag::diag(&format!(
+                            "recovery: cannot reopen {} as fd {fd}: errno {errno}",
+                            String::from_utf8_lossy(&e.path)
+                        ));
+                        continue;
+                    }
+                }
+            } else if e.setfl {
+                // An inherited descriptor whose status flags the program changed.
+                // SAFETY: fcntl(F_SETFL) takes numbers only.
+                let r = unsafe {
+                    sc(
+                        libc::SYS_fcntl,
+                        fd as usize,
+                        libc::F_SETFL as usize,
+                        e.flags as usize,
+                    )
+                };
+                if let Err(errno) = check(r) {
+                    crate::diag::diag(&format!(
+                        "recovery: cannot set the status flags of fd {fd}: errno {errno}"
+                    ));
+                }
+            }
+            if e.seekable && e.flags & libc::O_APPEND == 0 && stat_fd(fd).is_some_and(|s| s.0) {
+                // SAFETY: lseek on the program's descriptor.
+                unsafe {
+                    sc(
+                        libc::SYS_lseek,
+                        fd as usize,
+                        e.offset as usize,
+                        libc::SEEK_SET as usize,
+                    )
+                };
+            }
+        }
+        for (fd, e) in k.fds.iter().enumerate() {
+            let Some(Some(regs)) = e.as_ref().map(|e| e.epoll.as_ref()) else {
+                continue;
+            };
+            let cloexec = e.as_ref().map_or(0, |e| e.flags & libc::O_CLOEXEC);
+            // SAFETY: epoll_create1 takes a flag.
+            let n = match check(unsafe {
+                sc(libc::SYS_epoll_create1, libc::EPOLL_CLOEXEC as usize, 0, 0)
+            }) {
+                Ok(n) => n,
+                Err(errno) => {
+                    crate::diag::diag(&format!(
+                        "recovery: cannot make epoll instance {fd}: errno {errno}"
+                    ));
+                    continue;
+                }
+            };
+            // SAFETY: dup3 onto the recorded number (ours are >= FD_FLOOR).
+            unsafe { sc(libc::SYS_dup3, n, fd, cloexec as usize) };
+            raw_close(n as i32);
+            for &(t, events, data) in regs {
+                let mut ev = libc::epoll_event { events, u64: data };
+                // SAFETY: epoll_ctl reads one epoll_event from a live local.
+                let r = unsafe {
+                    sc4(
+                        libc::SYS_epoll_ctl,
+                        fd,
+                        libc::EPOLL_CTL_ADD as usize,
+                        t as usize,
+                        &mut ev as *mut _ as usize,
+                    )
+                };
+                if let Err(errno) = check(r) {
+                    crate::diag::diag(&format!(
+                        "recovery: cannot register fd {t} in epoll instance {fd}: errno {errno}"
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Recovery: the locks, re-taken without waiting (the crashed process's are gone with
+    /// it). A lock another process took meanwhile cannot be given back to the program:
+    /// recovery fails with a message naming the file.
+    pub fn restore_locks(&self) -> Result<()> {
+        for (fd, e) in self.fds.iter().enumerate() {
+            let Some(e) = e else { continue };
+            let dup_of_earlier = self.fds[..fd]
+                .iter()
+                .any(|o| o.as_ref().is_some_and(|o| o.ofd != 0 && o.ofd == e.ofd));
+            if e.flock == 0 || dup_of_earlier {
+                continue;
+            }
+            // SAFETY: flock takes numbers only.
+            let r = unsafe { sc(libc::SYS_flock, fd, (e.flock | libc::LOCK_NB) as usize, 0) };
+            if let Err(errno) = check(r) {
+                return Err(Error::Restore(format!(
+                    "flock of {} (fd {fd}): {} ({errno}); another process holds it now",
+                    String::from_utf8_lossy(&e.path),
+                    sys::errno_name(errno)
+                )));
+            }
+        }
+        for l in &self.locks {
+            let fl = libc::flock {
+                l_type: l.kind,
+                l_whence: libc::SEEK_SET as i16,
+                l_start: l.start,
+                l_len: if l.end == i64::MAX {
+                    0
+                } else {
+                    l.end - l.start
+                },
+                l_pid: 0,
+            };
+            let cmd = if l.ofd_lock {
+                libc::F_OFD_SETLK
+            } else {
+                libc::F_SETLK
+            };
+            // SAFETY: fcntl reads one struct flock from a live local.
+            let r = unsafe {
+                sc(
+                    libc::SYS_fcntl,
+                    l.fd as usize,
+                    cmd as usize,
+                    &fl as *const _ as usize,
+                )
+            };
+            if let Err(errno) = check(r) {
+                return Err(Error::Restore(format!(
+                    "record lock [{}, {}) of {} (fd {}): {} ({errno}); another process holds it now",
+                    l.start,
+                    if l.end == i64::MAX { "end".to_string() } else { l.end.to_string() },
+                    String::from_utf8_lossy(&l.path),
+                    l.fd,
+                    sys::errno_name(errno)
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Recovery: the terminal settings, in the order the program set them, on the new
+    /// run's terminal at the same descriptors (`TCSETS`: at once; nothing typed ahead is
+    /// discarded). A descriptor that is no terminal now is reported, not ignored.
+    pub fn restore_termios(&self) -> Result<()> {
+        let mut t: Vec<&TermRec> = self.termios.iter().collect();
+        t.sort_by_key(|t| t.seq);
+        for r in t {
+            // SAFETY: TCSETS reads a kernel struct termios (36 bytes) from the record.
+            let res = unsafe {
+                sc(
+                    libc::SYS_ioctl,
+                    r.fd as usize,
+                    libc::TCSETS as usize,
+                    r.raw.as_ptr() as usize,
+                )
+            };
+            if let Err(errno) = check(res) {
+                return Err(Error::Restore(format!(
+                    "the terminal settings of fd {}: {} ({errno}) (run it again on a terminal)",
+                    r.fd,
+                    sys::errno_name(errno)
+                )));
+            }
+        }
         Ok(())
     }
 }
@@ -788,6 +1171,297 @@ impl KState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn file_entry(path: &std::path::Path, flags: i32, offset: u64, ofd: u64) -> FdEntry {
+        FdEntry {
+            path: path.as_os_str().as_bytes().to_vec(),
+            flags,
+            offset,
+            owned: true,
+            reopen: true,
+            seekable: true,
+            ofd,
+            ..FdEntry::inherited(false)
+        }
+    }
+
+    fn close_all(fds: &[i32]) {
+        for &f in fds {
+            // SAFETY: closing descriptors this test made.
+            unsafe { libc::close(f) };
+        }
+    }
+
+    fn offset(fd: i32) -> i64 {
+        // SAFETY: lseek on a descriptor this test owns.
+        unsafe { libc::lseek(fd, 0, libc::SEEK_CUR) }
+    }
+
+    #[test]
+    fn dup_entries_are_rebuilt_sharing_one_offset() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        std::fs::write(&p, b"0123456789abcdef").unwrap();
+        let mut ks = KState::new();
+        // fds 610 and 612 are one open file description (a dup), 611 another open.
+        ks.set_entry(610, Some(file_entry(&p, libc::O_RDWR, 4, 1)));
+        ks.set_entry(611, Some(file_entry(&p, libc::O_RDONLY, 9, 2)));
+        let mut dup = file_entry(&p, libc::O_RDWR | libc::O_CLOEXEC, 4, 1);
+        dup.offset = 4;
+        ks.set_entry(612, Some(dup));
+        ks.restore_fds();
+        assert_eq!((offset(610), offset(611), offset(612)), (4, 9, 4));
+        // SAFETY: lseek on a descriptor the restore made.
+        unsafe { libc::lseek(610, 7, libc::SEEK_SET) };
+        assert_eq!(offset(612), 7, "a dup must share the offset");
+        assert_eq!(offset(611), 9, "another open must not");
+        // Close-on-exec is per descriptor.
+        // SAFETY: F_GETFD on descriptors the restore made.
+        let fdf = |fd| unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        assert_eq!((fdf(610), fdf(612)), (0, libc::FD_CLOEXEC));
+        close_all(&[610, 611, 612]);
+    }
+
+    #[test]
+    fn status_flags_are_redone() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        std::fs::write(&p, b"x").unwrap();
+        let mut ks = KState::new();
+        let mut e = file_entry(&p, libc::O_RDWR | libc::O_NONBLOCK, 0, 1);
+        e.setfl = true;
+        ks.set_entry(620, Some(e));
+        // An inherited descriptor (here a pipe) set non-blocking by the program.
+        let mut pfd = [0i32; 2];
+        // SAFETY: pipe writes two descriptors into the array.
+        assert_eq!(unsafe { libc::pipe(pfd.as_mut_ptr()) }, 0);
+        let mut inh = FdEntry::inherited(false);
+        inh.flags = libc::O_NONBLOCK;
+        inh.setfl = true;
+        ks.set_entry(pfd[0], Some(inh));
+        ks.restore_fds();
+        // SAFETY: F_GETFL on descriptors this test owns.
+        let fl = |fd| unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        assert_ne!(fl(620) & libc::O_NONBLOCK, 0);
+        assert_ne!(fl(pfd[0]) & libc::O_NONBLOCK, 0);
+        close_all(&[620, pfd[0], pfd[1]]);
+    }
+
+    fn lock(fd: i32, kind: i16, start: i64, end: i64, path: &[u8]) -> LockRec {
+        LockRec {
+            fd,
+            path: path.to_vec(),
+            ofd_lock: false,
+            kind,
+            start,
+            end,
+        }
+    }
+
+    #[test]
+    fn lock_ops_keep_what_matters() {
+        let mut ks = KState::new();
+        let (w, u, r) = (
+            libc::F_WRLCK as i16,
+            libc::F_UNLCK as i16,
+            libc::F_RDLCK as i16,
+        );
+        ks.lock_op(lock(5, w, 0, 10, b"/a"));
+        ks.lock_op(lock(5, r, 20, 30, b"/a"));
+        ks.lock_op(lock(6, w, 0, 10, b"/b"));
+        // An unlock covering the first lock drops it and is itself not kept.
+        ks.lock_op(lock(5, u, 0, 10, b"/a"));
+        assert_eq!(ks.locks.len(), 2);
+        // A partial unlock is kept, after what it cuts.
+        ks.lock_op(lock(5, u, 25, 26, b"/a"));
+        assert_eq!(ks.locks.last().map(|l| l.kind), Some(u));
+        // A whole-file unlock of /a leaves only /b's lock.
+        ks.lock_op(lock(5, u, 0, i64::MAX, b"/a"));
+        assert_eq!(ks.locks, vec![lock(6, w, 0, 10, b"/b")]);
+    }
+
+    #[test]
+    fn closing_releases_what_the_kernel_releases() {
+        let mut ks = KState::new();
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        ks.set_entry(5, Some(file_entry(&p, libc::O_RDWR, 0, 1)));
+        ks.set_entry(6, Some(file_entry(&p, libc::O_RDONLY, 0, 2)));
+        let pb = p.as_os_str().as_bytes().to_vec();
+        ks.lock_op(lock(5, libc::F_WRLCK as i16, 0, 10, &pb));
+        // Closing *another* descriptor of the file releases the process's POSIX locks.
+        ks.closing(6);
+        assert!(ks.locks.is_empty());
+    }
+
+    #[test]
+    fn locks_are_retaken_on_recovery() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        std::fs::write(&p, b"0123456789").unwrap();
+        let pb = p.as_os_str().as_bytes().to_vec();
+        let mut ks = KState::new();
+        let mut e = file_entry(&p, libc::O_RDWR, 0, 1);
+        e.flock = libc::LOCK_EX;
+        ks.set_entry(630, Some(e));
+        ks.lock_op(lock(630, libc::F_WRLCK as i16, 2, 5, &pb));
+        ks.restore_fds();
+        ks.restore_locks().unwrap();
+        // Seen from another open file description: the record lock and the flock.
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&p)
+            .unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+        let mut fl = libc::flock {
+            l_type: libc::F_WRLCK as i16,
+            l_whence: libc::SEEK_SET as i16,
+            l_start: 0,
+            l_len: 0,
+            l_pid: 0,
+        };
+        // SAFETY: F_OFD_GETLK fills the live local.
+        assert_eq!(unsafe { libc::fcntl(fd, libc::F_OFD_GETLK, &mut fl) }, 0);
+        assert_eq!(
+            (fl.l_type, fl.l_start, fl.l_len),
+            (libc::F_WRLCK as i16, 2, 3)
+        );
+        // SAFETY: flock on our descriptor.
+        let r = unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) };
+        assert_eq!(r, -1, "the flock lock must be held again");
+        // Held by someone else: recovery fails with a message naming the file.
+        close_all(&[630]);
+        // SAFETY: flock on our descriptor.
+        assert_eq!(unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) }, 0);
+        ks.restore_fds();
+        let err = ks.restore_locks().unwrap_err().to_string();
+        assert!(err.contains("flock of") && err.contains("/f"), "{err}");
+        close_all(&[630]);
+    }
+
+    #[test]
+    fn epoll_instances_are_rebuilt() {
+        let mut pfd = [0i32; 2];
+        // SAFETY: pipe writes two descriptors into the array.
+        assert_eq!(unsafe { libc::pipe(pfd.as_mut_ptr()) }, 0);
+        let mut ks = KState::new();
+        ks.set_entry(
+            640,
+            Some(FdEntry {
+                epoll: Some(vec![(pfd[0], libc::EPOLLIN as u32, 77)]),
+                ..FdEntry::inherited(false)
+            }),
+        );
+        ks.restore_fds();
+        // SAFETY: writing one byte into our pipe.
+        assert_eq!(unsafe { libc::write(pfd[1], b"x".as_ptr().cast(), 1) }, 1);
+        let mut ev = libc::epoll_event { events: 0, u64: 0 };
+        // SAFETY: epoll_wait fills one event into the live local.
+        let n = unsafe { libc::epoll_wait(640, &mut ev, 1, 1000) };
+        assert_eq!((n, { ev.u64 }), (1, 77));
+        close_all(&[640, pfd[0], pfd[1]]);
+    }
+
+    #[test]
+    fn terminal_settings_come_back_on_a_new_terminal() {
+        let (mut m, mut sl) = (0, 0);
+        // SAFETY: openpty writes two descriptors; the other arguments may be null.
+        let r = unsafe {
+            libc::openpty(
+                &mut m,
+                &mut sl,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                std::ptr::null(),
+            )
+        };
+        if r != 0 {
+            vista::testing::record_skip("terminal_settings_come_back", "no pseudo-terminals")
+                .expect("record the skip");
+            return;
+        }
+        // The program's setting: raw mode (what nvi's and curses' tcsetattr does).
+        // SAFETY: a zeroed termios is valid; tcgetattr fills it.
+        let mut t: libc::termios = unsafe { std::mem::zeroed() };
+        // SAFETY: tcgetattr on our terminal into the live local.
+        assert_eq!(unsafe { libc::tcgetattr(sl, &mut t) }, 0);
+        let cooked = t;
+        // SAFETY: cfmakeraw edits the live local.
+        unsafe { libc::cfmakeraw(&mut t) };
+        let mut raw = [0u8; TERMIOS_LEN];
+        // SAFETY: glibc's struct termios starts with the kernel's 36 bytes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                (&t as *const libc::termios).cast::<u8>(),
+                raw.as_mut_ptr(),
+                TERMIOS_LEN,
+            )
+        };
+        let mut ks = KState::new();
+        ks.set_termios(sl, raw);
+        // The new run's terminal starts cooked; recovery puts the program's mode back.
+        ks.restore_termios().unwrap();
+        // SAFETY: a zeroed termios is valid; tcgetattr fills it.
+        let mut now: libc::termios = unsafe { std::mem::zeroed() };
+        // SAFETY: tcgetattr on our terminal.
+        assert_eq!(unsafe { libc::tcgetattr(sl, &mut now) }, 0);
+        assert_eq!(now.c_lflag & (libc::ICANON | libc::ECHO), 0);
+        assert_ne!(cooked.c_lflag & libc::ICANON, 0);
+        assert_eq!(now.c_iflag, t.c_iflag);
+        // A descriptor that is no terminal now: reported, not ignored.
+        let mut ks2 = KState::new();
+        let f = tempfile::tempfile().unwrap();
+        ks2.set_termios(std::os::fd::AsRawFd::as_raw_fd(&f), raw);
+        let err = ks2.restore_termios().unwrap_err().to_string();
+        assert!(
+            err.contains("terminal settings") && err.contains("ENOTTY"),
+            "{err}"
+        );
+        close_all(&[m, sl]);
+    }
+
+    #[test]
+    fn chmod_and_directory_records_decode_and_undo() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        std::fs::write(&p, b"x").unwrap();
+        let pb = p.as_os_str().as_bytes().to_vec();
+        let recs = vec![
+            UndoRec {
+                kind: R_MKDIR,
+                path: b"/x/d".to_vec(),
+                path2: vec![],
+                offset: 0,
+                old_size: 0,
+                data: vec![],
+            },
+            UndoRec {
+                kind: R_RMDIR,
+                path: b"/x/e".to_vec(),
+                path2: vec![],
+                offset: 0,
+                old_size: 0o700,
+                data: vec![],
+            },
+            UndoRec {
+                kind: R_CHMOD,
+                path: pb.clone(),
+                path2: vec![],
+                offset: 0,
+                old_size: 0o640,
+                data: vec![],
+            },
+        ];
+        let mut buf = Vec::new();
+        for r in &recs {
+            encode_rec(r, &mut buf);
+        }
+        assert_eq!(decode_recs(&buf).unwrap(), recs);
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        apply_undo(&recs[2]);
+        assert_eq!(mode_of(&pb), Some(0o640));
+    }
 
     #[test]
     fn records_roundtrip() {

@@ -55,6 +55,7 @@ pub mod alloc;
 mod arena;
 pub mod ckpt;
 mod config;
+pub mod diag;
 mod error;
 pub mod image;
 pub mod intercept;
@@ -138,6 +139,8 @@ pub fn init(cfg: Config) -> Result<()> {
         };
         return Err(info.exec());
     }
+    // Diagnostics to the log from here on (the re-executed process; recovery too).
+    trace::open_log(cfg.log.as_deref())?;
     if !reexec::aslr_off() {
         return Err(Error::Layout(
             "address-space randomization is still on after the re-exec".into(),
@@ -188,7 +191,7 @@ pub mod capi {
         match Config::from_env().and_then(init) {
             Ok(()) => 0,
             Err(e) => {
-                sys::diag(&format!("dc_init: {e}"));
+                crate::diag::diag(&format!("dc_init: {e}"));
                 -1
             }
         }
@@ -202,7 +205,7 @@ pub mod capi {
             Ok(false) => 0,
             Ok(true) => 1,
             Err(e) => {
-                sys::diag(&format!("dc_checkpoint: {e}"));
+                crate::diag::diag(&format!("dc_checkpoint: {e}"));
                 -1
             }
         }

@@ -125,9 +125,10 @@ pub fn write_all_raw(fd: i32, mut buf: &[u8]) {
     }
 }
 
-/// Prints a diagnostic line to stderr with a raw write (safe in any state, including the
-/// middle of recovery).
-pub fn diag(msg: &str) {
+/// Prints a diagnostic line (`discount: ` and `msg`) on descriptor `fd` with a raw write
+/// (safe in any state, including the middle of recovery). [`crate::diag`] picks the
+/// descriptor (`DC_LOG` or stderr).
+pub fn diag_to(fd: i32, msg: &str) {
     let mut b = [0u8; 512];
     let prefix = b"discount: ";
     let mut n = 0;
@@ -136,12 +137,42 @@ pub fn diag(msg: &str) {
         n += 1;
     }
     b[n] = b'\n';
-    write_all_raw(2, &b[..=n]);
+    write_all_raw(fd, &b[..=n]);
 }
 
-/// Prints a diagnostic and kills the process with SIGKILL-like finality (`abort`).
-pub fn fatal(msg: &str) -> ! {
-    diag(msg);
+/// The symbolic name of an errno value, without asking libc (`strerror` goes through
+/// glibc's message catalogue and its locale lock, which the interrupted program may hold:
+/// a refusal met inside `setlocale` would deadlock).
+pub fn errno_name(e: i32) -> &'static str {
+    match e {
+        libc::EPERM => "EPERM (operation not permitted)",
+        libc::ENOENT => "ENOENT (no such file or directory)",
+        libc::EINTR => "EINTR (interrupted)",
+        libc::EIO => "EIO (input/output error)",
+        libc::EBADF => "EBADF (bad file descriptor)",
+        libc::EAGAIN => "EAGAIN (resource temporarily unavailable)",
+        libc::ENOMEM => "ENOMEM (out of memory)",
+        libc::EACCES => "EACCES (permission denied)",
+        libc::EFAULT => "EFAULT (bad address)",
+        libc::EEXIST => "EEXIST (file exists)",
+        libc::EXDEV => "EXDEV (cross-device link)",
+        libc::ENOTDIR => "ENOTDIR (not a directory)",
+        libc::EISDIR => "EISDIR (is a directory)",
+        libc::EINVAL => "EINVAL (invalid argument)",
+        libc::ENOTTY => "ENOTTY (not a terminal)",
+        libc::ENOSPC => "ENOSPC (no space left)",
+        libc::ENOSYS => "ENOSYS (function not implemented)",
+        libc::ENOLCK => "ENOLCK (no locks available)",
+        libc::EOPNOTSUPP => "EOPNOTSUPP (operation not supported)",
+        libc::EDEADLK => "EDEADLK (deadlock avoided)",
+        _ => "errno",
+    }
+}
+
+/// Prints a diagnostic on descriptor `fd` and ends the process (`abort`). For code below
+/// the volatile page (the allocator arena); everything else uses [`crate::diag::fatal`].
+pub fn fatal_to(fd: i32, msg: &str) -> ! {
+    diag_to(fd, msg);
     // SAFETY: abort has no preconditions.
     unsafe { libc::abort() }
 }

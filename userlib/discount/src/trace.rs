@@ -42,6 +42,31 @@ pub fn open(path: Option<&Path>) -> Result<()> {
     Ok(())
 }
 
+/// Opens the diagnostics file `path` (`DC_LOG`, appended to) for this process: from now
+/// on [`crate::diag::diag`] writes there instead of stderr.
+pub fn open_log(path: Option<&Path>) -> Result<()> {
+    let Some(path) = path else {
+        return Ok(());
+    };
+    let mut p = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()).to_vec();
+    p.push(0);
+    // SAFETY: p is a NUL-terminated path that outlives the call; openat only reads it.
+    let fd = check(unsafe {
+        sc4(
+            libc::SYS_openat,
+            libc::AT_FDCWD as usize,
+            p.as_ptr() as usize,
+            (libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_CLOEXEC) as usize,
+            0o644,
+        )
+    })
+    .map_err(|e| Error::sys("open log", e))?;
+    crate::vol::get()
+        .log_fd
+        .store(crate::sys::move_high(fd as i32), Ordering::Release);
+    Ok(())
+}
+
 /// Appends one line. Needs no runtime, so it is safe from anywhere, signal handlers
 /// included: the line is formatted on the stack and written with one `write` to an
 /// `O_APPEND` descriptor.

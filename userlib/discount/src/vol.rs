@@ -36,6 +36,8 @@ pub struct Vol {
     /// The trace file of this process (-1: not tracing). Here rather than in the runtime
     /// because any code may trace, signal handlers included.
     pub trace_fd: AtomicI32,
+    /// Where diagnostics go (`DC_LOG`; -1: stderr). Volatile like `trace_fd`.
+    pub log_fd: AtomicI32,
     /// The commit protocol, [`crate::Protocol`] as `u8` (set when the runtime is
     /// published; `Manual` before). Here so that signal handlers can read it without the
     /// runtime.
@@ -72,6 +74,7 @@ pub static VOL: Vol = Vol {
     busy: AtomicBool::new(false),
     rt: AtomicPtr::new(std::ptr::null_mut()),
     trace_fd: AtomicI32::new(-1),
+    log_fd: AtomicI32::new(-1),
     protocol: AtomicU8::new(0),
     timer_sig: AtomicI32::new(0),
     vreserving: AtomicBool::new(false),

@@ -127,23 +127,29 @@ pub(super) unsafe fn sys_openat(
     if let Ok(fd) = check(r) {
         let fd = fd as c_int;
         let (reg, _) = kstate::stat_fd(fd).unwrap_or((false, 0));
-        let fifo_or_sock = {
+        let (fifo_or_sock, dir) = {
             // SAFETY: a zeroed stat is a valid value of the plain C struct.
             let mut s: libc::stat = unsafe { std::mem::zeroed() };
             // SAFETY: fstat writes one stat into the live local.
             unsafe { sc(libc::SYS_fstat, fd as usize, &mut s as *mut _ as usize, 0) };
             let f = s.st_mode & libc::S_IFMT;
-            f == libc::S_IFIFO || f == libc::S_IFSOCK
+            (
+                f == libc::S_IFIFO || f == libc::S_IFSOCK,
+                f == libc::S_IFDIR,
+            )
         };
+        let ofd = cx.ks().new_ofd();
         cx.ks().set_entry(
             fd,
             Some(FdEntry {
                 path: abs,
                 flags: flags & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL),
-                offset: 0,
-                owned: reg,
+                // A directory is file-system state too: reading it (EISDIR) is no input.
+                owned: reg || dir,
                 reopen: !fifo_or_sock,
                 seekable: reg,
+                ofd,
+                ..FdEntry::inherited(false)
             }),
         );
     }
@@ -187,10 +193,28 @@ fn bury(cx: &mut Ctx, path: &[u8]) -> Result<Vec<u8>, i32> {
     Ok(grave)
 }
 
-/// `fd`'s record, copied to `new` (or cleared there).
-fn dup_entry(cx: &mut Ctx, old: c_int, new: c_int) {
+/// `old`'s record, copied to `new` (or cleared there), which now shares `old`'s open file
+/// description; `cloexec`: the new descriptor's close-on-exec flag (its own, not shared).
+/// Whatever `new` referred to before was closed by the call.
+fn dup_entry(cx: &mut Ctx, old: c_int, new: c_int, cloexec: bool) {
     let ks = cx.ks();
-    let e = ks.entry_ref(old).cloned();
+    ks.closing(new);
+    let mut e = ks.entry_ref(old).cloned();
+    if let Some(e) = &mut e {
+        if e.ofd == 0 && e.epoll.is_none() {
+            // An inherited descriptor: the two numbers share it from now on.
+            let id = ks.new_ofd();
+            e.ofd = id;
+            if let Some(o) = ks.entry(old) {
+                o.ofd = id;
+            }
+        }
+        e.flags = if cloexec {
+            e.flags | libc::O_CLOEXEC
+        } else {
+            e.flags & !libc::O_CLOEXEC
+        };
+    }
     ks.set_entry(new, e);
 }
 
@@ -284,7 +308,9 @@ pub(super) unsafe fn sys_mkdirat(dirfd: c_int, path: *const c_char, mode: c_uint
 pub(super) fn sys_close(fd: c_int) -> isize {
     if active() {
         let mut e = Entry::enter();
-        e.cx().ks().set_entry(fd, None);
+        let ks = e.cx().ks();
+        ks.closing(fd);
+        ks.set_entry(fd, None);
     }
     // SAFETY: close takes a descriptor number only.
     unsafe { sc(libc::SYS_close, fd as usize, 0, 0) }
@@ -336,7 +362,7 @@ pub(super) fn sys_dup(fd: c_int) -> isize {
     if active() {
         if let Ok(n) = check(r) {
             let mut e = Entry::enter();
-            dup_entry(e.cx(), fd, n as c_int);
+            dup_entry(e.cx(), fd, n as c_int, false);
         }
     }
     r
@@ -358,26 +384,326 @@ pub(super) fn sys_dup3(fd: c_int, to: c_int, flags: c_int) -> isize {
     let r = unsafe { sc(libc::SYS_dup3, fd as usize, to as usize, flags as usize) };
     if active() && r >= 0 {
         let mut e = Entry::enter();
-        dup_entry(e.cx(), fd, to);
+        dup_entry(e.cx(), fd, to, flags & libc::O_CLOEXEC != 0);
     }
     r
 }
 
-/// `fcntl(2)`: `F_DUPFD` and `F_DUPFD_CLOEXEC` are recorded like `dup`.
+/// Status flags `F_SETFL` can change (the rest of `flags` is the access mode and the
+/// open-time flags).
+const SETFL_MASK: c_int =
+    libc::O_APPEND | libc::O_NONBLOCK | libc::O_ASYNC | libc::O_DIRECT | libc::O_NOATIME;
+
+/// `fcntl(2)`: `F_DUPFD` and `F_DUPFD_CLOEXEC` are recorded like `dup`, `F_SETFD` and
+/// `F_SETFL` in the descriptor's record, record locks on the program's own files as
+/// [`kstate::LockRec`]s (re-taken on recovery); queries pass; every other command that
+/// changes something (`F_SETOWN`, `F_SETSIG`, `F_SETLEASE`, `F_NOTIFY`, seals, pipe
+/// sizes, locks on files that are not the program's) is refused with a message.
 ///
 /// # Safety
 /// `arg` is what `cmd` expects (an integer, or a valid pointer).
 pub(super) unsafe fn sys_fcntl(fd: c_int, cmd: c_int, arg: usize) -> isize {
     // SAFETY: fcntl with the caller's (integer or pointer) argument, as its C contract
     // has it.
-    let r = unsafe { sc(libc::SYS_fcntl, fd as usize, cmd as usize, arg) };
-    if active() && (cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC) {
-        if let Ok(n) = check(r) {
-            let mut e = Entry::enter();
-            dup_entry(e.cx(), fd, n as c_int);
+    let raw = || unsafe { sc(libc::SYS_fcntl, fd as usize, cmd as usize, arg) };
+    if !active() {
+        return raw();
+    }
+    match cmd {
+        libc::F_GETFD
+        | libc::F_GETFL
+        | libc::F_GETLK
+        | libc::F_OFD_GETLK
+        | libc::F_GETOWN
+        | 16 /* F_GETOWN_EX */
+        | 11 /* F_GETSIG */
+        | libc::F_GETLEASE
+        | libc::F_GETPIPE_SZ
+        | libc::F_GET_SEALS => raw(),
+        libc::F_DUPFD | libc::F_DUPFD_CLOEXEC => {
+            let r = raw();
+            if let Ok(n) = check(r) {
+                let mut e = Entry::enter();
+                dup_entry(e.cx(), fd, n as c_int, cmd == libc::F_DUPFD_CLOEXEC);
+            }
+            r
+        }
+        libc::F_SETFD => {
+            let r = raw();
+            if r >= 0 {
+                let mut e = Entry::enter();
+                if let Some(en) = e.cx().ks().entry(fd) {
+                    en.flags = if arg as c_int & libc::FD_CLOEXEC != 0 {
+                        en.flags | libc::O_CLOEXEC
+                    } else {
+                        en.flags & !libc::O_CLOEXEC
+                    };
+                }
+            }
+            r
+        }
+        libc::F_SETFL => {
+            let r = raw();
+            if r >= 0 {
+                let mut e = Entry::enter();
+                let ks = e.cx().ks();
+                if ks.entry_ref(fd).is_none() {
+                    // An inherited descriptor (a terminal, a pipe): its flags are state now.
+                    ks.set_entry(fd, Some(FdEntry::inherited(false)));
+                }
+                let ofd = ks.entry_ref(fd).map_or(0, |en| en.ofd);
+                let new = arg as c_int & SETFL_MASK;
+                for (i, en) in ks.fds.iter_mut().enumerate() {
+                    let Some(en) = en else { continue };
+                    if i as c_int == fd || (ofd != 0 && en.ofd == ofd) {
+                        en.flags = (en.flags & !SETFL_MASK) | new;
+                        en.setfl = true;
+                    }
+                }
+            }
+            r
+        }
+        libc::F_SETLK | libc::F_SETLKW | libc::F_OFD_SETLK | libc::F_OFD_SETLKW => {
+            // SAFETY: the lock commands take a struct flock (fcntl's contract).
+            unsafe { lock(fd, cmd, arg as *const libc::flock) }
+        }
+        _ => super::trap::refuse_named(
+            "fcntl with a command that changes state Discount Checking does not record",
+            libc::SYS_fcntl,
+        ),
+    }
+}
+
+/// `fcntl`'s record locks: on one of the program's own files, performed and recorded (the
+/// range made absolute now); on anything else refused.
+///
+/// # Safety
+/// `fl` points at a `struct flock`.
+unsafe fn lock(fd: c_int, cmd: c_int, fl: *const libc::flock) -> isize {
+    let mut e = Entry::enter();
+    let cx = e.cx();
+    let Some(path) = cx
+        .ks()
+        .entry_ref(fd)
+        .filter(|en| en.owned)
+        .map(|en| en.path.clone())
+    else {
+        return super::trap::refuse_named(
+            "fcntl record lock on a descriptor that is not one of the program's files",
+            libc::SYS_fcntl,
+        );
+    };
+    if fl.is_null() {
+        return -(libc::EFAULT as isize);
+    }
+    // SAFETY: a non-null struct flock (the caller's contract).
+    let f = unsafe { *fl };
+    let base = match f.l_whence as c_int {
+        libc::SEEK_SET => 0,
+        libc::SEEK_CUR => {
+            // SAFETY: lseek(fd, 0, SEEK_CUR) only reads the offset.
+            let r = unsafe { sc(libc::SYS_lseek, fd as usize, 0, libc::SEEK_CUR as usize) };
+            r as i64
+        }
+        libc::SEEK_END => kstate::stat_fd(fd).map_or(0, |s| s.1 as i64),
+        _ => return -(libc::EINVAL as isize),
+    };
+    // SAFETY: fcntl reads the caller's struct flock (as above).
+    let r = unsafe { sc(libc::SYS_fcntl, fd as usize, cmd as usize, fl as usize) };
+    if r < 0 {
+        return r;
+    }
+    let s0 = base.saturating_add(f.l_start);
+    let (start, end) = match f.l_len {
+        0 => (s0, i64::MAX),
+        l if l > 0 => (s0, s0.saturating_add(l)),
+        l => (s0.saturating_add(l), s0),
+    };
+    cx.ks().lock_op(kstate::LockRec {
+        fd,
+        path,
+        ofd_lock: cmd == libc::F_OFD_SETLK || cmd == libc::F_OFD_SETLKW,
+        kind: f.l_type,
+        start,
+        end,
+    });
+    r
+}
+
+/// `flock(2)`: on one of the program's own files, performed and recorded on its open file
+/// description (re-taken on recovery); on anything else refused.
+pub(super) fn sys_flock(fd: c_int, op: c_int) -> isize {
+    // SAFETY: flock takes numbers only.
+    let raw = || unsafe { sc(libc::SYS_flock, fd as usize, op as usize, 0) };
+    if !active() {
+        return raw();
+    }
+    let mut e = Entry::enter();
+    let ks = e.cx().ks();
+    if !ks.is_owned(fd) {
+        return super::trap::refuse_named(
+            "flock on a descriptor that is not one of the program's files",
+            libc::SYS_flock,
+        );
+    }
+    let r = raw();
+    if r >= 0 {
+        let held = match op & !libc::LOCK_NB {
+            libc::LOCK_UN => 0,
+            k => k,
+        };
+        let ofd = ks.entry_ref(fd).map_or(0, |en| en.ofd);
+        for (i, en) in ks.fds.iter_mut().enumerate() {
+            let Some(en) = en else { continue };
+            if i as c_int == fd || (ofd != 0 && en.ofd == ofd) {
+                en.flock = held;
+            }
         }
     }
     r
+}
+
+/// `epoll_create1(2)` (and `epoll_create`): the instance is recorded, to be made again at
+/// its number on recovery.
+pub(super) fn sys_epoll_create1(flags: c_int) -> isize {
+    // SAFETY: epoll_create1 takes a flag.
+    let r = unsafe { sc(libc::SYS_epoll_create1, flags as usize, 0, 0) };
+    if active() {
+        if let Ok(fd) = check(r) {
+            let mut e = Entry::enter();
+            let cloexec = if flags & libc::EPOLL_CLOEXEC != 0 {
+                libc::O_CLOEXEC
+            } else {
+                0
+            };
+            e.cx().ks().set_entry(
+                fd as c_int,
+                Some(FdEntry {
+                    flags: cloexec,
+                    epoll: Some(Vec::new()),
+                    ..FdEntry::inherited(false)
+                }),
+            );
+        }
+    }
+    r
+}
+
+/// `epoll_ctl(2)`: registrations in a recorded instance are recorded; an instance Discount
+/// Checking did not see made is refused.
+///
+/// # Safety
+/// `ev` is null or points at an `epoll_event` (the call's contract).
+pub(super) unsafe fn sys_epoll_ctl(
+    epfd: c_int,
+    op: c_int,
+    fd: c_int,
+    ev: *mut libc::epoll_event,
+) -> isize {
+    // SAFETY: epoll_ctl with the caller's arguments.
+    let raw = || unsafe {
+        sc4(
+            libc::SYS_epoll_ctl,
+            epfd as usize,
+            op as usize,
+            fd as usize,
+            ev as usize,
+        )
+    };
+    if !active() {
+        return raw();
+    }
+    let mut e = Entry::enter();
+    let ks = e.cx().ks();
+    if ks.entry_ref(epfd).is_none_or(|en| en.epoll.is_none()) {
+        return super::trap::refuse_named(
+            "epoll_ctl on an epoll instance Discount Checking did not record",
+            libc::SYS_epoll_ctl,
+        );
+    }
+    let r = raw();
+    if r < 0 {
+        return r;
+    }
+    let (events, data) = if ev.is_null() {
+        (0, 0)
+    } else {
+        // SAFETY: ADD and MOD read an epoll_event (the call succeeded, so it is valid).
+        unsafe { ((*ev).events, (*ev).u64) }
+    };
+    if let Some(regs) = ks.entry(epfd).and_then(|en| en.epoll.as_mut()) {
+        regs.retain(|x| x.0 != fd);
+        if op != libc::EPOLL_CTL_DEL {
+            regs.push((fd, events, data));
+        }
+    }
+    r
+}
+
+/// `umask(2)`: recorded, set again on recovery.
+pub(super) fn sys_umask(mask: c_uint) -> isize {
+    // SAFETY: umask takes a number.
+    let r = unsafe { sc(libc::SYS_umask, mask as usize, 0, 0) };
+    if active() {
+        let mut e = Entry::enter();
+        e.cx().ks().umask = Some(mask & 0o777);
+    }
+    r
+}
+
+/// `fchmodat(2)` (and `chmod`, `fchmod`: `path` null means descriptor `dirfd` itself):
+/// the old mode is logged first, so a rollback puts it back.
+///
+/// # Safety
+/// `path` is null or a NUL-terminated string.
+pub(super) unsafe fn sys_fchmodat(dirfd: c_int, path: *const c_char, mode: c_uint) -> isize {
+    // SAFETY: fchmod/fchmodat with the caller's arguments.
+    let raw = || unsafe {
+        if path.is_null() {
+            sc(libc::SYS_fchmod, dirfd as usize, mode as usize, 0)
+        } else {
+            sc4(
+                libc::SYS_fchmodat,
+                dirfd as usize,
+                path as usize,
+                mode as usize,
+                0,
+            )
+        }
+    };
+    if !active() {
+        return raw();
+    }
+    let mut e = Entry::enter();
+    let cx = e.cx();
+    let abs = if path.is_null() {
+        match cx.ks().entry_ref(dirfd).filter(|en| !en.path.is_empty()) {
+            Some(en) => en.path.clone(),
+            None => {
+                return super::trap::refuse_named(
+                    "fchmod of a descriptor Discount Checking did not see opened",
+                    libc::SYS_fchmod,
+                )
+            }
+        }
+    } else {
+        // SAFETY: the caller passes a C string.
+        kstate::absolutize(&cx.ks().cwd, dirfd, unsafe { cbytes(path) })
+    };
+    if let Some(old) = kstate::mode_of(&abs) {
+        let rec = UndoRec {
+            kind: kstate::R_CHMOD,
+            path: abs,
+            path2: Vec::new(),
+            offset: 0,
+            old_size: old as u64,
+            data: Vec::new(),
+        };
+        if let Err(er) = undo(cx, &rec) {
+            return -(er as isize);
+        }
+    }
+    raw()
 }
 
 /// `renameat2(2)` (and `rename`, `renameat`): a file replaced at the target is buried,

@@ -354,6 +354,53 @@ pub(super) unsafe fn sys_nd(nr: i64, a: [usize; 6], what: &str) -> isize {
     r
 }
 
+/// `ioctl(2)`: terminal settings (`TCSETS`, `TCSETSW`, `TCSETSF`: what `tcsetattr` does)
+/// are performed and recorded, to be redone on the new run's terminal on recovery (thesis
+/// 6.1: a full-screen program comes back in the mode it was in); `FIONREAD` is a
+/// non-deterministic event; the queries on the harmless list pass; every other request
+/// (setting the window size, the foreground group, injecting input, device requests) is
+/// refused with a message.
+///
+/// # Safety
+/// `arg` is what request `req` expects (for the terminal settings, a kernel `struct
+/// termios`).
+pub(super) unsafe fn sys_ioctl(fd: c_int, req: u64, arg: usize) -> isize {
+    // SAFETY: the caller's ioctl, with its argument.
+    let raw = || unsafe { sc(libc::SYS_ioctl, fd as usize, req as usize, arg) };
+    if !active() {
+        return raw();
+    }
+    const TCSETS: u64 = libc::TCSETS;
+    const TCSETSW: u64 = libc::TCSETSW;
+    const TCSETSF: u64 = libc::TCSETSF;
+    match req {
+        TCSETS | TCSETSW | TCSETSF => {
+            if arg == 0 {
+                return -(libc::EFAULT as isize);
+            }
+            let r = raw();
+            if r == 0 {
+                let mut t = [0u8; crate::kstate::TERMIOS_LEN];
+                // SAFETY: the call succeeded, so arg points at a readable kernel struct
+                // termios of TERMIOS_LEN bytes.
+                unsafe { std::ptr::copy_nonoverlapping(arg as *const u8, t.as_mut_ptr(), t.len()) };
+                let mut e = Entry::enter();
+                e.cx().ks().set_termios(fd, t);
+            }
+            r
+        }
+        0x541b /* FIONREAD */ => {
+            // SAFETY: FIONREAD writes one int at arg (the caller's contract).
+            unsafe { sys_nd(libc::SYS_ioctl, [fd as usize, req as usize, arg, 0, 0, 0], "ioctl") }
+        }
+        _ if super::trap::harmless(libc::SYS_ioctl, &[fd as usize, req as usize, arg, 0, 0, 0]) => raw(),
+        _ => super::trap::refuse_named(
+            "ioctl with a request that changes state Discount Checking does not record",
+            libc::SYS_ioctl,
+        ),
+    }
+}
+
 #[cfg(feature = "global")]
 mod exported {
     use super::*;

@@ -58,7 +58,7 @@ use libc::{c_char, c_int, ssize_t};
 use crate::ckpt::{self, Ctx, Hooks};
 use crate::kstate::{self, UndoFull, UndoRec};
 use crate::protocol;
-use crate::sys::{self, libc_ret, sc4};
+use crate::sys::{libc_ret, sc4};
 use crate::vol;
 
 /// Defines `#[no_mangle]` aliases of wrappers: each `alias => target(args) -> ret;` is a
@@ -206,7 +206,7 @@ fn raw_ret(r: isize) -> ssize_t {
 /// A commit the protocol asks for.
 fn commit(cx: &mut Ctx, low_hint: usize) {
     if let Err(e) = ckpt::take(cx, low_hint) {
-        sys::diag(&format!("protocol checkpoint skipped: {e}"));
+        crate::diag::diag(&format!("protocol checkpoint skipped: {e}"));
     }
 }
 

@@ -30,7 +30,7 @@ pub(super) fn sys_rt_sigaction(
         s => Some(s),
     };
     if sig == libc::SIGSYS && crate::sud::on() && act.is_some() {
-        sys::diag(
+        crate::diag::diag(
             "the program's SIGSYS handler is refused: Discount Checking traps system calls with it",
         );
         return -(libc::EINVAL as isize);

@@ -41,11 +41,11 @@ pub(super) fn refuse_with(what: &str, nr: i64, errno: i32) -> isize {
             &mut w,
             format_args!(
                 "system call {what} ({nr}) is not supported under Discount Checking \
-                 (its effect would not be recovered): refused with {}",
-                std::io::Error::from_raw_os_error(errno)
+                 (its effect would not be recovered): refused with {} ({errno})",
+                sys::errno_name(errno)
             ),
         );
-        sys::diag(w.as_str());
+        crate::diag::diag(w.as_str());
     }
     -(errno as isize)
 }
@@ -127,11 +127,19 @@ pub(super) fn harmless(nr: i64, a: &[usize; 6]) -> bool {
                 | libc::MADV_HUGEPAGE
                 | libc::MADV_NOHUGEPAGE
         ),
-        // Terminal queries (isatty, the window size, the foreground group).
-        libc::SYS_ioctl => matches!(
-            a[1] as u64,
-            0x5401 /* TCGETS */ | 0x5413 /* TIOCGWINSZ */ | 0x540f /* TIOCGPGRP */
-        ),
+        // Terminal queries (isatty, the window size, the foreground group), waiting for
+        // output to drain (`tcdrain`), discarding what is queued (`tcflush`: nothing to
+        // rebuild).
+        libc::SYS_ioctl => {
+            matches!(
+                a[1] as u64,
+                0x5401 /* TCGETS */
+                | 0x5413 /* TIOCGWINSZ */
+                | 0x540f /* TIOCGPGRP */
+                | 0x5429 /* TIOCGSID */
+                | 0x540b /* TCFLSH */
+            ) || (a[1] as u64 == 0x5409 /* TCSBRK */ && a[2] != 0)
+        }
         _ => false,
     }
 }
@@ -164,9 +172,34 @@ unsafe fn dispatch(nr: i64, a: [usize; 6]) -> isize {
             libc::SYS_poll | libc::SYS_ppoll | libc::SYS_select | libc::SYS_pselect6 => {
                 io::sys_nd(nr, a, sysnames::name(nr))
             }
-            libc::SYS_ioctl if a[1] as u64 == 0x541b /* FIONREAD */ => io::sys_nd(nr, a, "ioctl"),
+            libc::SYS_ioctl => io::sys_ioctl(i0, a[1] as u64, a[2]),
+            libc::SYS_epoll_wait | libc::SYS_epoll_pwait | libc::SYS_epoll_pwait2 => {
+                io::sys_nd(nr, a, sysnames::name(nr))
+            }
+            libc::SYS_epoll_create => files::sys_epoll_create1(0),
+            libc::SYS_epoll_create1 => files::sys_epoll_create1(i0),
+            libc::SYS_epoll_ctl => files::sys_epoll_ctl(i0, i1, i2, a[3] as *mut libc::epoll_event),
+            libc::SYS_flock => files::sys_flock(i0, i1),
+            libc::SYS_umask => files::sys_umask(a[0] as c_uint),
+            libc::SYS_chmod => {
+                files::sys_fchmodat(libc::AT_FDCWD, a[0] as *const c_char, a[1] as c_uint)
+            }
+            libc::SYS_fchmod => files::sys_fchmodat(i0, std::ptr::null(), a[1] as c_uint),
+            libc::SYS_fchmodat => files::sys_fchmodat(i0, a[1] as *const c_char, a[2] as c_uint),
+            // Child processes and replacing the program: not recoverable (a child's
+            // state is not checkpointed, and recovery cannot wait for it again).
+            libc::SYS_clone | libc::SYS_clone3 | libc::SYS_fork | libc::SYS_vfork => refuse_named(
+                "clone (a child process: fork, system(), popen(), posix_spawn)",
+                nr,
+            ),
+            libc::SYS_execve | libc::SYS_execveat => refuse_named(
+                "execve (replacing the program: exec, system(), popen())",
+                nr,
+            ),
             // Descriptors and files (`files`).
-            libc::SYS_open => files::sys_openat(libc::AT_FDCWD, a[0] as *const c_char, i1, a[2] as c_uint),
+            libc::SYS_open => {
+                files::sys_openat(libc::AT_FDCWD, a[0] as *const c_char, i1, a[2] as c_uint)
+            }
             libc::SYS_creat => files::sys_openat(
                 libc::AT_FDCWD,
                 a[0] as *const c_char,
@@ -217,8 +250,12 @@ unsafe fn dispatch(nr: i64, a: [usize; 6]) -> isize {
             ),
             libc::SYS_alarm => signals::sys_alarm(a[0] as c_uint),
             // Time and randomness (`time`).
-            libc::SYS_clock_gettime => time::sys_clock_gettime(i0 as libc::clockid_t, a[1] as *mut libc::timespec),
-            libc::SYS_gettimeofday => time::sys_gettimeofday(a[0] as *mut libc::timeval, a[1] as *mut c_void),
+            libc::SYS_clock_gettime => {
+                time::sys_clock_gettime(i0 as libc::clockid_t, a[1] as *mut libc::timespec)
+            }
+            libc::SYS_gettimeofday => {
+                time::sys_gettimeofday(a[0] as *mut libc::timeval, a[1] as *mut c_void)
+            }
             libc::SYS_time => time::sys_time(a[0] as *mut libc::time_t),
             libc::SYS_getrandom => time::sys_getrandom(a[0] as *mut c_void, a[1], a[2] as c_uint),
             // The process (`process`).
@@ -251,7 +288,7 @@ unsafe fn dispatch(nr: i64, a: [usize; 6]) -> isize {
             }
             libc::SYS_munmap => munmap(a),
             libc::SYS_sigaltstack => sigaltstack(a),
-            libc::SYS_rt_sigreturn => sys::fatal(
+            libc::SYS_rt_sigreturn => crate::diag::fatal(
                 "rt_sigreturn from a signal restorer Discount Checking did not install \
                  (a handler installed behind its back): cannot resume the program",
             ),
@@ -355,7 +392,9 @@ pub(crate) extern "C" fn on_sigsys(_sig: c_int, info: *mut libc::siginfo_t, uc: 
     // SAFETY: installed with SA_SIGINFO: info is the signal's siginfo.
     let code = unsafe { (*info).si_code };
     if code != sud::SYS_USER_DISPATCH || allow.found() != sud::BLOCK {
-        sys::fatal("SIGSYS that Syscall User Dispatch did not raise (sent by kill or seccomp?)");
+        crate::diag::fatal(
+            "SIGSYS that Syscall User Dispatch did not raise (sent by kill or seccomp?)",
+        );
     }
     // SAFETY: __errno_location is this thread's errno slot, always valid.
     let saved = unsafe { *libc::__errno_location() };
