@@ -107,7 +107,7 @@ fn bc_case(c: &Case<'_>) -> Result<(Result<oracle::Resumption, oracle::ResumeErr
     )?;
     ensure!(reference.len() == 1 && reference[0].code == Some(0));
     let reference = reference[0].out.clone();
-    let mut rng = Rng::new(c.seed);
+    let mut rng = plan_rng(c.seed);
     let mut kills: Vec<(usize, u64)> = Vec::new();
     while kills.len() < c.kills {
         let k = rng.below(inputs.len() as u64 - 1) as usize;

@@ -84,29 +84,15 @@ pub fn trace_since(trace: Option<&Path>, from: u64) -> Result<(Vec<oracle::Event
     Ok((events, bytes.len() as u64))
 }
 
-/// A small deterministic RNG for kill plans (`DC_TEST_SEED` overrides the seed).
-pub struct Rng(u64);
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        let s = std::env::var("DC_TEST_SEED")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(seed);
-        eprintln!("kill-plan seed {s} (set DC_TEST_SEED to reproduce)");
-        Rng(s.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    pub fn next(&mut self) -> u64 {
-        // xorshift64*
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
+/// The kill plan's generator: seeded from DC_TEST_SEED if set, else `seed`, and the seed
+/// printed so that a failing plan can be rerun.
+pub fn plan_rng(seed: u64) -> rio_prng::Rng {
+    let s = std::env::var("DC_TEST_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(seed);
+    eprintln!("kill-plan seed {s} (set DC_TEST_SEED to reproduce)");
+    rio_prng::Rng::new(s)
 }
 
 /// What to run and where.
