@@ -122,4 +122,19 @@ KSRC_ORIG := $KSRC_DIR/linux-source-$KSERIES
 RUST_LIB_SRC := $RSRC_DIR/usr/src/rustc-$RUSTC_VER/library
 RUSTC_VERSION := $RUSTC_VER
 MK
+
+# ---- 5. cargo's build directories, kept beside the kernel cache ---------------------------
+# In a new checkout (a CI clone), userlib/target and tests/target become links into
+# $CACHE/cargo-target, so that a clone reuses the crates.io dependencies already compiled
+# instead of building them again (cargo's fingerprints keep each checkout's own crates
+# apart, and a changed dependency is rebuilt as usual). An existing directory is left alone.
+root=$(cd "$(dirname "$0")/.." && pwd)
+for d in userlib tests; do
+    t="$root/$d/target"
+    if [ ! -e "$t" ] && [ ! -L "$t" ]; then
+        mkdir -p "$CACHE/cargo-target/$d"
+        ln -s "$CACHE/cargo-target/$d" "$t"
+        log "$d/target -> $CACHE/cargo-target/$d"
+    fi
+done
 log "done"

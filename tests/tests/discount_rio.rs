@@ -4,9 +4,11 @@
 //! random point of the run, warm-reboots, reloads rio.ko (recovery), and the program is
 //! started again: it resumes from its last checkpoint, and the output of all its runs
 //! together must equal a failure-free run's except that output may be repeated (the
-//! thesis's Definition 2, `discount::oracle::check_output`), it must not have started
-//! over, it must leave the same files, and its event trace must satisfy the commit
-//! invariant (Theorem 2).
+//! thesis's Definition 2), every run after a crash must have recovered the last committed
+//! checkpoint and continued the output exactly where it left it, not started over (both
+//! judged by `discount::oracle::check_resumed` on each run's output and trace, as the host
+//! crash tests do), it must leave the same files, and its event trace must satisfy the
+//! commit invariant (Theorem 2).
 //!
 //! The last test runs the same with the image in plain files on tmpfs (the file store):
 //! the panic loses it, the program starts over (on the files its first run left), and
@@ -19,6 +21,7 @@
 use std::time::{Duration, Instant};
 
 use discount::oracle;
+use rio_prng::Rng;
 use rio_qemu_tests::*;
 
 /// Where `dc-fs` mounts riofs.
@@ -27,31 +30,20 @@ const MNT: &str = "/mnt/dc";
 /// Longest a whole program run may take in the guest.
 const RUN_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// A small deterministic RNG for crash plans.
-struct Rng(u64);
-
-impl Rng {
-    fn new(test: &str) -> Rng {
-        let seed = std::env::var("DC_TEST_SEED")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_nanos() as u64)
-                    .unwrap_or(1)
-            });
-        eprintln!("{test}: crash-plan seed {seed} (DC_TEST_SEED={seed} reproduces it)");
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    /// A number in `lo..hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        lo + self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % (hi - lo).max(1)
-    }
+/// The crash plan's generator for `test`: seeded from DC_TEST_SEED, else the clock, and
+/// the seed printed so that a failing plan can be rerun.
+fn plan_rng(test: &str) -> Rng {
+    let seed = std::env::var("DC_TEST_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+        });
+    eprintln!("{test}: crash-plan seed {seed} (DC_TEST_SEED={seed} reproduces it)");
+    Rng::new(seed)
 }
 
 /// Loads rio.ko (recovery after a crash), formats a blank arena, mounts the Rio file
@@ -116,6 +108,19 @@ impl Program {
         format!("{MNT}/{}.state", self.name)
     }
 
+    /// Where the runs' event trace goes: `DC_TRACE=<path>` in the environment, or
+    /// `DC_TRACE=1`'s `<state dir>/trace`.
+    fn trace_path(&self) -> String {
+        match self
+            .env
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("DC_TRACE="))
+        {
+            Some("1") | None => format!("{}/trace", self.state_dir()),
+            Some(path) => path.to_string(),
+        }
+    }
+
     /// The shell command of run `n` (output to `<name>.out.<n>`).
     fn line(&self, n: usize, dir: &str, env: &str) -> String {
         let stdin = self
@@ -159,12 +164,30 @@ fn reference(vm: &mut Vm, p: &Program) -> Vec<u8> {
     fetch(vm, &format!("{MNT}/{}.out.0", p.name))
 }
 
+/// One run: what it wrote to stdout and the events it appended to the trace.
+struct Run {
+    out: Vec<u8>,
+    trace: Vec<oracle::Event>,
+}
+
+/// The events appended to the trace file `path` since byte `*seen` (none if it does not
+/// exist), moving `*seen` to its end.
+fn trace_since(vm: &mut Vm, path: &str, seen: &mut usize) -> Vec<oracle::Event> {
+    let r = vm.run(&format!("cat {path} 2>/dev/null")).unwrap();
+    let tail = r.stdout.get(*seen..).unwrap_or(&[]).to_vec();
+    *seen = r.stdout.len().max(*seen);
+    oracle::parse(&String::from_utf8_lossy(&tail))
+        .unwrap_or_else(|e| panic!("the trace {path} does not parse: {e}"))
+}
+
 /// Runs `p` under Discount Checking and panics the kernel once for each entry of
 /// `crash_after` (after that many more output lines of the current run, plus a random
 /// moment), reloading rio.ko and starting `p` again after each crash; the last run goes
-/// to the end. Returns the output of every run.
-fn run_with_panics(vm: &mut Vm, p: &Program, crash_after: &[usize], rng: &mut Rng) -> Vec<Vec<u8>> {
-    let mut outs = Vec::new();
+/// to the end. Returns every run's output and trace.
+fn run_with_panics(vm: &mut Vm, p: &Program, crash_after: &[usize], rng: &mut Rng) -> Vec<Run> {
+    let trace = p.trace_path();
+    let mut seen = 0;
+    let mut runs = Vec::new();
     for (i, &lines) in crash_after.iter().enumerate() {
         let n = i + 1;
         vm.spawn(&p.run_line(n)).unwrap();
@@ -174,50 +197,54 @@ fn run_with_panics(vm: &mut Vm, p: &Program, crash_after: &[usize], rng: &mut Rn
         eprintln!("{}: run {n}: kernel panic after {lines}+ lines", p.name);
         crash_by_panic(vm);
         load(vm);
-        outs.push(fetch(vm, &out));
+        runs.push(Run {
+            out: fetch(vm, &out),
+            trace: trace_since(vm, &trace, &mut seen),
+        });
     }
     let n = crash_after.len() + 1;
     let r = vm.run_timeout(&p.run_line(n), RUN_TIMEOUT).unwrap();
     assert_eq!(r.status, 0, "run {n} after the crashes: {}", p.err(vm));
-    outs.push(fetch(vm, &format!("{MNT}/{}.out.{n}", p.name)));
-    outs
+    runs.push(Run {
+        out: fetch(vm, &format!("{MNT}/{}.out.{n}", p.name)),
+        trace: trace_since(vm, &trace, &mut seen),
+    });
+    runs
 }
 
-/// The check: the runs' outputs together are the failure-free output with at most some
-/// repetition (Definition 2), every crash hit the program before its end, and every run
-/// after a crash resumed from a checkpoint instead of starting over. Returns the bytes
-/// each resumed run repeated.
-fn check_resumed(runs: &[Vec<u8>], reference: &[u8]) -> Result<Vec<usize>, String> {
-    let refs: Vec<&[u8]> = runs.iter().map(|r| r.as_slice()).collect();
-    let m = oracle::check_output(&refs, reference, true)?;
-    let cut = &runs[..runs.len() - 1];
-    for (k, (run, start)) in cut.iter().zip(&m.starts).enumerate() {
-        if start + run.len() >= reference.len() {
-            return Err(format!(
-                "run {} had finished when the kernel crashed: nothing to recover",
-                k + 1
-            ));
-        }
+/// The check, `discount::oracle::check_resumed` (shared with the host crash tests): the
+/// runs' outputs together are the failure-free output with at most some repetition
+/// (Definition 2), every run but the last was killed before it finished, every run after a
+/// crash recovered the last committed checkpoint instead of starting over, and its output
+/// begins exactly where that checkpoint left it. Returns the bytes each resumed run
+/// repeated.
+fn check_resumed(runs: &[Run], reference: &[u8]) -> Result<Vec<usize>, String> {
+    let recs: Vec<oracle::RunRecord<'_>> = runs
+        .iter()
+        .enumerate()
+        .map(|(k, r)| oracle::RunRecord {
+            out: &r.out,
+            trace: &r.trace,
+            killed: k + 1 < runs.len(),
+        })
+        .collect();
+    let m = oracle::check_resumed(&recs, reference, 1).map_err(|e| e.to_string())?;
+    if m.recoveries != runs.len() - 1 {
+        return Err(format!(
+            "{} recoveries in {} runs after a crash",
+            m.recoveries,
+            runs.len() - 1
+        ));
     }
-    for k in 1..runs.len() {
-        if m.starts[k] == 0 {
-            return Err(format!(
-                "run {} started from the beginning: the checkpoint did not survive the \
-                 crash (its output repeats {} bytes, all the earlier runs printed)",
-                k + 1,
-                m.repeated[k - 1]
-            ));
-        }
-    }
-    Ok(m.repeated)
+    Ok(m.output.repeated)
 }
 
-fn show(runs: &[Vec<u8>], reference: &[u8]) -> String {
+fn show(runs: &[Run], reference: &[u8]) -> String {
     format!(
         "reference:\n{}\nruns:\n{}",
         String::from_utf8_lossy(reference),
         runs.iter()
-            .map(|r| String::from_utf8_lossy(r).into_owned())
+            .map(|r| String::from_utf8_lossy(&r.out).into_owned())
             .collect::<Vec<_>>()
             .join("\n--- kernel panic ---\n")
     )
@@ -310,7 +337,7 @@ fn kv_setup(vm: &mut Vm, env: &str) -> (Program, Vec<u8>) {
 
 #[test]
 fn key_value_shell_on_rio_survives_a_kernel_panic() {
-    let mut rng = Rng::new("kv");
+    let mut rng = plan_rng("kv");
     let mut t = boot("dc-rio-kv");
     let vm = t.vm();
     load(vm);
@@ -337,7 +364,7 @@ fn key_value_shell_on_rio_survives_a_kernel_panic() {
 
 #[test]
 fn compute_loop_on_rio_survives_two_kernel_panics() {
-    let mut rng = Rng::new("compute");
+    let mut rng = plan_rng("compute");
     let mut t = boot("dc-rio-compute");
     let vm = t.vm();
     load(vm);
@@ -362,7 +389,7 @@ fn compute_loop_on_rio_survives_two_kernel_panics() {
 
 #[test]
 fn with_the_image_on_tmpfs_a_kernel_panic_loses_the_state_and_the_check_fails() {
-    let mut rng = Rng::new("kv-tmpfs");
+    let mut rng = plan_rng("kv-tmpfs");
     let mut t = boot("dc-rio-tmpfs");
     let vm = t.vm();
 
@@ -406,7 +433,11 @@ fn with_the_image_on_tmpfs_a_kernel_panic_loses_the_state_and_the_check_fails() 
 
     // The same shell with its image in plain files on tmpfs: the files it writes are on
     // Rio, its checkpoint is not.
-    let (p, reference) = kv_setup(vm, "DC_DIR=/tmp/kv.state DC_PROTOCOL=cpvs");
+    // Its trace goes to Rio (riofs), so that the oracle sees what run 1 did.
+    let (p, reference) = kv_setup(
+        vm,
+        &format!("DC_DIR=/tmp/kv.state DC_PROTOCOL=cpvs DC_TRACE={MNT}/kv-tmpfs.trace"),
+    );
     // Run 1 gets only the first `at` commands and then waits for input that never comes,
     // so the panic lands mid-run however fast the machine is (a run that finished first
     // would have nothing to lose). Run 2 reads the whole script.
@@ -423,18 +454,26 @@ fn with_the_image_on_tmpfs_a_kernel_panic_loses_the_state_and_the_check_fails() 
     eprintln!("kv: run 1: kernel panic after up to {at} commands");
     crash_by_panic(vm);
     load(vm);
-    let mut runs = vec![fetch(vm, &out1)];
+    let trace = p.trace_path();
+    let mut seen = 0;
+    let mut runs = vec![Run {
+        out: fetch(vm, &out1),
+        trace: trace_since(vm, &trace, &mut seen),
+    }];
     let r = vm.run_timeout(&p.run_line(2), RUN_TIMEOUT).unwrap();
     assert_eq!(r.status, 0, "run 2 after the crash: {}", p.err(vm));
-    runs.push(fetch(vm, &format!("{MNT}/kv.out.2")));
+    runs.push(Run {
+        out: fetch(vm, &format!("{MNT}/kv.out.2")),
+        trace: trace_since(vm, &trace, &mut seen),
+    });
     let e = check_resumed(&runs, &reference).expect_err(&format!(
         "the check passed although the state was on tmpfs:\n{}",
         show(&runs, &reference)
     ));
-    // Started over: with files the first run left (e.g. `append`ed to), the output
-    // even differs; without, it is the whole output again.
+    // Started over: the oracle sees run 2's fresh start after run 1's commits (with
+    // files the first run left, e.g. `append`ed to, the output may even differ first).
     assert!(
-        e.contains("started from the beginning") || e.contains("not a continuation"),
+        e.contains("started over") || e.contains("not a continuation"),
         "{e}"
     );
     eprintln!("kv on tmpfs: crash within {at} commands; the check fails as it must: {e}");
