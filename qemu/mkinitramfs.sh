@@ -35,6 +35,7 @@ done
     echo "file /init $root/qemu/init 0755 0 0"
     echo "file /bin/rio-load $root/qemu/rio-load 0755 0 0"
     echo "file /bin/dc-fs $root/qemu/dc-fs 0755 0 0"
+    echo "file /bin/pmem-dax $root/qemu/pmem-dax 0755 0 0"
     for b in $GUEST_BINS; do
         echo "file /bin/$b $guest/$b 0755 0 0"
     done

@@ -48,6 +48,13 @@ pub const HANG_IRQ: u32 = 7;
 /// Hang one CPU with preemption off (interrupts on): a kernel thread spins forever in
 /// `spin_lock` on a lock it already holds. The soft-lockup detector sees it.
 pub const HANG: u32 = 8;
+/// Store one byte into legacy persistent memory through the kernel's own (direct-map)
+/// mapping of it, as a wild store from buggy kernel code would land there: the pmem-dax
+/// configuration's counterpart of `arena`. `start` is the physical address (the caller
+/// aims it: file-system metadata or file data), the byte is the seed's generator's first
+/// value. Refused (`EINVAL`) unless the address is in a persistent-memory resource, and
+/// (`EFAULT`) unless the kernel maps it.
+pub const PMEM: u32 = 9;
 
 const _: () = {
     assert!(size_of::<FaultReq>() == 32);

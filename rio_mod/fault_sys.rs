@@ -8,7 +8,7 @@
 use kernel::bindings;
 use kernel::prelude::*;
 
-use crate::kmap::{leaf, VMapping, PTE_PFN_MASK};
+use crate::kmap::{leaf, VMapping, PTE_PFN_MASK, PTE_PRESENT};
 
 /// Flips bit `bit % 8` of the byte at kernel address `addr`, which may be mapped read-only
 /// (kernel text): through a temporary writable alias of its frame, unmapped right after.
@@ -56,6 +56,34 @@ pub(crate) fn direct_map(phys: u64) -> usize {
     // SAFETY: `page_offset_base` is written once during early boot and only read after.
     let base = unsafe { bindings::page_offset_base };
     base as usize + phys as usize
+}
+
+/// The kernel's direct-map address of physical address `phys` in legacy persistent memory
+/// (`memmap=SIZE!ADDR`, an e820 type-12 range), where a wild store from kernel code would
+/// land. `EINVAL` if `phys` is not persistent memory (never System RAM or the Rio arena by
+/// mistake), `EFAULT` if the kernel does not map it (the pmem driver maps the region with
+/// `memremap_pages` only while an fsdax namespace is enabled).
+pub(crate) fn pmem_direct_map(phys: u64) -> Result<usize> {
+    // SAFETY: `region_intersects` only walks the iomem resource tree under its own read
+    // lock and accepts any arguments.
+    let r = unsafe {
+        bindings::region_intersects(
+            phys,
+            1,
+            bindings::IORESOURCE_MEM as usize,
+            bindings::IORES_DESC_PERSISTENT_MEMORY_LEGACY as usize,
+        )
+    };
+    if r != bindings::REGION_INTERSECTS as i32 {
+        return Err(EINVAL);
+    }
+    let addr = direct_map(phys);
+    let (pte, _) = leaf(addr).ok_or(EFAULT)?;
+    // SAFETY: `pte` is the live leaf entry of `addr`, read as a plain integer.
+    if unsafe { core::ptr::read_volatile(pte) }.pte & PTE_PRESENT == 0 {
+        return Err(EFAULT);
+    }
+    Ok(addr)
 }
 
 /// What [`Task::snapshot`] read of a task, racily on purpose.

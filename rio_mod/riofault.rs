@@ -12,6 +12,7 @@
 //! | `WILD` | stores a random word at a random kernel address (half in the direct map) |
 //! | `POINTER` | dereferences a random kernel pointer |
 //! | `PANIC` | panics from a kernel thread after a random delay of up to 1 s |
+//! | `PMEM` | stores a byte at a given physical address of persistent memory (pmem-dax) |
 //!
 //! Stores aimed at the arena are rio.ko's own debug ioctl (`rio wild-store`); hard resets and
 //! power loss are done by the host.
@@ -39,7 +40,7 @@ mod fault_sys;
 #[path = "sys/kmap.rs"]
 mod kmap;
 use fault_abi::{
-    FaultReq, HANG, HANG_IRQ, HEAP, PANIC, POINTER, RIOFAULT_INJECT, STACK, TEXT, WILD,
+    FaultReq, HANG, HANG_IRQ, HEAP, PANIC, PMEM, POINTER, RIOFAULT_INJECT, STACK, TEXT, WILD,
 };
 
 // SAFETY: `FaultReq` is `repr(C)` with integer fields and an explicit padding field (its
@@ -176,6 +177,21 @@ fn inject(req: &FaultReq) -> Result {
             let delay = rng.next() % 1000;
             pr_warn!("injecting: panic in {} ms\n", delay);
             fault_sys::panic_after(delay as u32)
+        }
+        PMEM => {
+            let addr = fault_sys::pmem_direct_map(req.start)?;
+            let val = rng.next() as u8;
+            pr_warn!(
+                "injecting: store of {:#x} into persistent memory at {:#x} (phys {:#x})\n",
+                val,
+                addr,
+                req.start
+            );
+            // SAFETY: deliberate corruption: `addr` is the kernel's present direct-map
+            // alias of persistent memory (checked by `pmem_direct_map`), as a wild store
+            // from buggy kernel code would hit it.
+            unsafe { core::ptr::write_volatile(addr as *mut u8, val) };
+            Ok(())
         }
         HANG | HANG_IRQ => {
             let irq = req.class == HANG_IRQ;

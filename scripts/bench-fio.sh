@@ -4,7 +4,8 @@
 # writes and 64 KiB sequential writes, each with fsync=1 and without, and 4 KiB random
 # reads, over a file laid out beforehand (every write an overwrite; reads hit whatever
 # cache the file system has). IOPS and p50/p99 completion latency, medians of RUNS runs
-# of RUNTIME seconds each, IOPS against tmpfs and against ext4 on the disk. Table to
+# of RUNTIME seconds each, IOPS against tmpfs and against ext4 on the disk; and the
+# pmem-dax peer (ext4 -o dax on legacy persistent memory, riovm --pmem). Table to
 # stdout and build/bench-fio.md; progress on stderr.
 # Variables: RUNS (3), RUNTIME (seconds, 3), SIZE (the file, 16M).
 set -euo pipefail
@@ -71,10 +72,14 @@ P "ext4 on disk"
 mkfs.ext4 -q /dev/vda && mount /dev/vda /mnt/b
 all 'ext4 on disk' /mnt/b
 umount /mnt/b
+P "pmem-dax (ext4 -o dax)"
+pmem-dax setup /mnt/pmem >/dev/null
+all 'pmem-dax (ext4 -o dax)' /mnt/pmem
+umount /mnt/pmem
 fs-bench fio-report \$R --base tmpfs --base2 'ext4 on disk'
 SCRIPT
 )
-echo "[bench-fio] booting the guest; 5 file systems x 5 workloads x $RUNS runs of ${RUNTIME}s under TCG" >&2
+echo "[bench-fio] booting the guest; 6 file systems x 5 workloads x $RUNS runs of ${RUNTIME}s under TCG" >&2
 touch "$work/vm/workload.log"
 tail -n +1 -F "$work/vm/workload.log" >&2 2>/dev/null &
 tailpid=$!
@@ -82,5 +87,5 @@ tailpid=$!
 {
     echo "fio $(fio --version 2>/dev/null || echo '(host)'), psync, one job, file $SIZE, median of $RUNS runs of ${RUNTIME}s; one vCPU under TCG"
     echo
-    ./target/release/riovm --cpus 1 --disk "$work/disk.img" --workdir "$work/vm" run --timeout 1500 -- "$guest"
+    ./target/release/riovm --cpus 1 --pmem --disk "$work/disk.img" --workdir "$work/vm" run --timeout 1500 -- "$guest"
 } | tee "$here/build/bench-fio.md"

@@ -2,7 +2,9 @@
 # make bench-fs: the Rio paper's file-system comparison, in one guest run: ext4 on a Rio
 # block device, riofs (the Rio file system, every write durable when it returns), ext4 on a
 # virtio disk mounted `sync` (write-through), ext4 with default options (delayed writes),
-# and tmpfs. Progress on stderr. Table to stdout and build/bench-fs.md.
+# tmpfs, and the pmem-dax peer: ext4 mounted -o dax on legacy persistent memory (riovm
+# --pmem; writes bypass the page cache, no protection). Progress on stderr. Table to
+# stdout and build/bench-fs.md.
 # Variables: FILES, TRANSACTIONS, RUNS.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -30,6 +32,8 @@ fs-bench run --label 'ext4 sync (write-through)' --dir /mnt/disk --tree \$T --ou
 umount /mnt/disk && mount /dev/vda /mnt/disk
 fs-bench run --label 'ext4 default (delayed writes)' --dir /mnt/disk --tree \$T --out \$R $args 2>>/dev/ttyS2
 mkdir -p /tmp/fs && fs-bench run --label 'tmpfs' --dir /tmp/fs --tree \$T --out \$R $args 2>>/dev/ttyS2
+pmem-dax setup /mnt/pmem >/dev/ttyS2
+fs-bench run --label 'pmem-dax (ext4 -o dax)' --dir /mnt/pmem --tree \$T --out \$R $args 2>>/dev/ttyS2
 fs-bench report \$R
 SCRIPT
 )
@@ -40,4 +44,4 @@ echo "[bench-fs] booting the guest; several minutes under TCG" >&2
 mkdir -p "$work/vm" && touch "$work/vm/workload.log"
 tail -n +1 -F "$work/vm/workload.log" >&2 2>/dev/null &
 tailpid=$!
-./target/release/riovm --cpus 1 --disk "$work/disk.img" --workdir "$work/vm" run --timeout 3000 -- "$guest" | tee "$here/build/bench-fs.md"
+./target/release/riovm --cpus 1 --pmem --disk "$work/disk.img" --workdir "$work/vm" run --timeout 3000 -- "$guest" | tee "$here/build/bench-fs.md"

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # make bench-rio: one guest run of rio-bench (see userlib/rio-bench); the table goes to
 # standard output and to build/bench-rio.md. Variables: ITERS, DISK_ITERS, RUNS.
+# The guest has a persistent-memory region (riovm --pmem) with ext4 -o dax on it: the
+# pmem-dax rows.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
@@ -10,6 +12,6 @@ cd "$here/userlib"
 cargo build -q --release -p riovm
 echo "[bench-rio] booting the guest; this takes a few minutes under TCG" >&2
 # One vCPU, as in bench-fs.sh: cross-vCPU wakeups under TCG cost milliseconds.
-./target/release/riovm --cpus 1 --disk "$work/disk.img" run --timeout 3000 -- \
-    "rio-bench --disk /dev/vda --iters ${ITERS:-3000} --disk-iters ${DISK_ITERS:-300} --runs ${RUNS:-3}" \
+./target/release/riovm --cpus 1 --pmem --disk "$work/disk.img" run --timeout 3000 -- \
+    "pmem-dax setup /mnt/pmem >&2 && rio-bench --disk /dev/vda --iters ${ITERS:-3000} --disk-iters ${DISK_ITERS:-300} --runs ${RUNS:-3} --pmem /mnt/pmem" \
     | tee "$here/build/bench-rio.md"

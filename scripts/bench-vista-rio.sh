@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # make bench-vista-rio: one guest run of `vista-rio bench` (see userlib/vista-rio): Vista on
 # Rio against SQLite (WAL, synchronous=FULL and NORMAL), redb and LMDB (heed), each on ext4
-# on a virtio disk, on tmpfs and on riofs (ordinary files in the arena), plus Vista on a
-# file as a reference. The markdown table
+# on a virtio disk, on tmpfs, on riofs (ordinary files in the arena) and on ext4 -o dax
+# over persistent memory (the pmem-dax peer, riovm --pmem), plus Vista on a file as a
+# reference. The markdown table
 # goes to standard output and to build/bench-vista-rio.md.
 #
 # The ext4 image is made on the host (Debian's mkfs.ext4) and mounted in the guest.
@@ -19,9 +20,9 @@ truncate -s 2G "$work/disk.img"
 cd "$here/userlib"
 cargo build -q --release -p riovm
 mkdir -p "$here/build"
-args="--round-ms ${ROUND_MS:-150} --disk-dir /mnt/vista-bench --tmpfs-dir /tmp/vista-bench --riofs-dir /mnt/riofs-bench"
+args="--round-ms ${ROUND_MS:-150} --disk-dir /mnt/vista-bench --tmpfs-dir /tmp/vista-bench --riofs-dir /mnt/riofs-bench --pmem-dir /mnt/pmem"
 [ -n "${ONLY:-}" ] && args="$args --only $ONLY"
-guest="rio-load >/dev/null && rio format >/dev/null && mount -t ext4 /dev/vda /mnt && vista-rio bench $args"
+guest="rio-load >/dev/null && rio format >/dev/null && mount -t ext4 /dev/vda /mnt && pmem-dax setup /mnt/pmem >&2 && vista-rio bench $args"
 echo "[bench-vista-rio] booting the guest; this takes several minutes under TCG" >&2
-./target/release/riovm --cpus "${CPUS:-1}" --memory 1024 --disk "$work/disk.img" \
+./target/release/riovm --cpus "${CPUS:-1}" --memory 1024 --pmem --disk "$work/disk.img" \
     run --timeout 3000 -- "$guest" | tee "$here/build/bench-vista-rio.md"

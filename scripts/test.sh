@@ -18,9 +18,10 @@ declare -A MIN_TESTS=(
     [userlib]=214
     # lib 4; debug kernel: foundation 8, rio_core 13, rio_backing 6, rio_blockdev 3,
     # rio_security 10, fuzz 2, riofs 5, riofs_crash 2; fast kernel: safe_sync 3,
-    # vista_rio 3, discount_rio 3, riofs_fsck 4, riofs_apps 3
-    [qemu]=69
-    [qemu-long]=20  # campaign 6, riofs 5, riofs_crash 2, riofs_fsck 4, safe_sync 3 (make test-long)
+    # vista_rio 3, discount_rio 3, riofs_fsck 4, riofs_apps 3,
+    # pmem_dax 4
+    [qemu]=73
+    [qemu-long]=21  # campaign 7, riofs 5, riofs_crash 2, riofs_fsck 4, safe_sync 3 (make test-long)
 )
 
 # result-sum FIELD FILE: the sum of "N FIELD" over the "test result:" lines of FILE.
@@ -105,7 +106,7 @@ fi
 # the fast kernel the campaign and the benchmarks use.
 DEBUG_SUITES=(foundation rio_core rio_backing rio_blockdev rio_security riofs riofs_crash)
 [ -f "$here/tests/tests/fuzz.rs" ] && DEBUG_SUITES+=(fuzz)
-FAST_SUITES=(safe_sync vista_rio discount_rio riofs_fsck riofs_apps)
+FAST_SUITES=(safe_sync vista_rio discount_rio riofs_fsck riofs_apps pmem_dax)
 # Long runs, in their own target (make test-long), so that a cached make test stays near
 # 15 minutes: the campaign smoke (every random fault class must crash, up to 1000 faults
 # each; about 6 minutes with two guests at a time), and the long versions of tests that

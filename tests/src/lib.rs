@@ -10,7 +10,9 @@ use std::time::Duration;
 
 pub mod golden_disk;
 
-pub use riovm::{ArenaReservation, Artifacts, CmdOutput, Flavour, Vm, VmConfig, VmError};
+pub use riovm::{
+    ArenaReservation, Artifacts, CmdOutput, Flavour, PmemReservation, Vm, VmConfig, VmError,
+};
 
 /// What on a console line means the kernel found a bug in itself.
 pub const SPLATS: &[&str] = &[

@@ -251,7 +251,7 @@ fn report(out: &Path) -> Result<()> {
             .collect();
         println!("| {l} | {} | {} |", cells.join(" | "), ratios.join(" / "));
     }
-    for name in ["ext4 on Rio", "riofs"] {
+    for name in ["ext4 on Rio", "riofs", "pmem-dax (ext4 -o dax)"] {
         if let (Some(rio), Some(tmp)) = (r.get(name), r.get("tmpfs")) {
             let v: Vec<String> = workloads
                 .iter()

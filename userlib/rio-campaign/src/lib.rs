@@ -88,6 +88,28 @@ pub enum Config {
     /// after the crash the RAM is discarded, so only what safe sync wrote comes back. It
     /// measures the safe-sync path alone (not in the default campaign: `--configs`).
     RioSafeSync,
+    /// The peer a Linux user would pick instead of Rio (issue 18): ext4 mounted `-o dax` on
+    /// legacy persistent memory (`memmap=!`, fsdax mode, in the same RAM file as the
+    /// arena, so a warm reboot keeps it). The files are written full before the workload,
+    /// so that every acknowledged write is an overwrite, which DAX stores into the
+    /// persistent memory before `pwrite` returns, as a Rio object's (no block allocation
+    /// waiting for the journal). No protection: the `arena` class is stores aimed at the
+    /// region through the kernel's direct map of it (riofault.ko's `PMEM`). Not in the
+    /// default campaign: `--configs`.
+    PmemDax,
+    /// pmem-dax with the files sparse, as in the ext4 configurations (memtest without
+    /// `--prefill`): a write into a hole allocates its block, and the allocation waits in
+    /// the journal's running transaction until the next commit (every 5 s), so a crash
+    /// before it loses the write though its data is in the persistent memory. It measures
+    /// what the journal costs DAX. Not in the default campaign: `--configs`.
+    PmemDaxSparse,
+}
+
+impl Config {
+    /// ext4 -o dax on the persistent memory (pmem-dax, prefilled or sparse).
+    pub fn is_pmem(self) -> bool {
+        matches!(self, Config::PmemDax | Config::PmemDaxSparse)
+    }
 }
 
 impl Config {
@@ -100,13 +122,15 @@ impl Config {
     ];
 
     /// Every configuration, in table order (the default ones, then the extras).
-    pub const EVERY: [Config; 6] = [
+    pub const EVERY: [Config; 8] = [
         Config::Ext4Sync,
         Config::Ext4Default,
         Config::RioUnprotected,
         Config::RioProtected,
         Config::Riofs,
         Config::RioSafeSync,
+        Config::PmemDax,
+        Config::PmemDaxSparse,
     ];
 
     /// Its name in tables and on the command line.
@@ -118,6 +142,8 @@ impl Config {
             Config::RioProtected => "rio-protected",
             Config::Riofs => "riofs",
             Config::RioSafeSync => "rio-safe-sync",
+            Config::PmemDax => "pmem-dax",
+            Config::PmemDaxSparse => "pmem-dax-sparse",
         }
     }
 
@@ -135,15 +161,28 @@ pub const CLASSES: [&str; 9] = [
     "text", "heap", "stack", "wild", "pointer", "panic", "arena", "reset", "power",
 ];
 
-/// Whether `class` applies to `config` (stores aimed at the arena need an arena).
-/// Resets and power cuts never run the crash kernel, so they do not apply to the
-/// safe-sync configuration.
+/// Whether `class` applies to `config` (stores aimed at the arena need an arena, or the
+/// persistent memory of pmem-dax). Resets and power cuts never run the crash kernel, so
+/// they do not apply to the safe-sync configuration.
 pub fn applies(config: Config, class: &str) -> bool {
     match config {
         Config::RioSafeSync => !matches!(class, "reset" | "power"),
+        Config::PmemDax | Config::PmemDaxSparse => true,
         c => class != "arena" || c.is_rio(),
     }
 }
+
+/// The `rio-check inject` class that carries out campaign class `class` on `config`: the
+/// `arena` class of pmem-dax is stores into its persistent memory.
+pub fn inject_class(config: Config, class: &str) -> &str {
+    match (config, class) {
+        (Config::PmemDax | Config::PmemDaxSparse, "arena") => "pmem",
+        _ => class,
+    }
+}
+
+/// Where the pmem-dax configuration mounts its file system.
+const PMEM_MNT: &str = "/mnt";
 
 /// What one run found.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -236,6 +275,15 @@ fn setup(vm: &mut Vm, config: Config) -> Result<String> {
             sh(vm, &riofs::setup_command())?;
             String::new()
         }
+        Config::PmemDax | Config::PmemDaxSparse => {
+            sh(vm, &format!("pmem-dax setup {PMEM_MNT}"))?;
+            let prefill = if config == Config::PmemDax {
+                " --prefill"
+            } else {
+                ""
+            };
+            format!("--target {PMEM_MNT}{prefill}")
+        }
         Config::RioUnprotected | Config::RioProtected => {
             let p = if config == Config::RioProtected { 1 } else { 0 };
             sh(vm, &format!("rio-load backing=/dev/vda protect={p} allow_wild_store=1 writeback_ms=1000 && rio format"))?;
@@ -295,6 +343,10 @@ fn recover(vm: &mut Vm, config: Config) -> Result<(String, Vec<Vec<u8>>)> {
     let path = if config.is_rio() {
         sh(vm, "rio-load backing=/dev/vda writeback_ms=0")?;
         rio_recovery_path(vm)?
+    } else if config.is_pmem() {
+        // Fails after a power cut: the region comes back blank (no fsdax info block).
+        sh(vm, &format!("pmem-dax mount {PMEM_MNT}"))?;
+        "ext4 journal (pmem)"
     } else {
         sh(vm, "mount /dev/vda /mnt")?;
         "ext4 journal"
@@ -347,6 +399,9 @@ pub fn run_one_with_budget(
     faults: u32,
 ) -> Result<Outcome> {
     let mut cfg = base.clone();
+    if config.is_pmem() {
+        cfg = cfg.with_pmem();
+    }
     cfg.workdir = workdir.to_path_buf();
     cfg.ram_file = workdir.join("guest-ram");
     let disk = workdir.join("disk.img");
@@ -424,8 +479,9 @@ pub fn run_one_with_budget(
         _ => {
             // The delay lets the agent's STARTED reply out before the kernel may die.
             let n = faults;
+            let inject = inject_class(config, class);
             vm.spawn(&format!(
-                "sleep 0.2; rio-check inject {class} --seed {seed} --count {n} \
+                "sleep 0.2; rio-check inject {inject} --seed {seed} --count {n} \
                  --interval-ms {FAULT_INTERVAL_MS} > /dev/console 2>&1"
             ))?;
             let window = Duration::from_millis(u64::from(n) * FAULT_INTERVAL_MS) + CRASH_GRACE;
@@ -482,6 +538,9 @@ pub fn run_one_with_budget(
                     let exp = rio_check::memtest::expected(&text).ok_or(Error::NoLogHeader)?;
                     score(&mut out, &exp, &files);
                     save_fetched(&log, &files)?;
+                    if config.is_pmem() {
+                        remount_check(&mut vm, &mut out, &exp)?;
+                    }
                     return Ok(out);
                 }
             }
@@ -489,6 +548,59 @@ pub fn run_one_with_budget(
         }
     };
     finish(vm, out, config, &log, &boot, fs)
+}
+
+/// pmem-dax after a run its faults did not crash: ext4 keeps the metadata it uses in the
+/// buffer cache, a copy in RAM, so a store into the region's metadata stays latent while
+/// the file system is mounted and shows at the next mount. Unmount (which writes back
+/// what is dirty), check with `e2fsck -fn` (its exit status goes into the note), mount
+/// again and score the files as that mount sees them: the worse of the two views counts.
+fn remount_check(vm: &mut Vm, out: &mut Outcome, exp: &rio_check::memtest::Expected) -> Result<()> {
+    fsck_note(vm, out)?;
+    let mount = vm.run_timeout(&format!("pmem-dax mount {PMEM_MNT}"), HANG_TIMEOUT)?;
+    let files = if mount.status == 0 {
+        fetch(vm, Config::PmemDax)
+    } else {
+        Err(Error::Fetch {
+            command: format!("pmem-dax mount {PMEM_MNT}"),
+            status: mount.status,
+            stderr: mount.stderr_str().trim().into(),
+        })
+    };
+    match files {
+        Ok(files) => {
+            let mut again = out.clone();
+            again.corrupted_files = 0;
+            score(&mut again, exp, &files);
+            if again.corrupted_files > out.corrupted_files {
+                out.note += "; worse after the remount";
+            }
+            out.corrupted_files = out.corrupted_files.max(again.corrupted_files);
+            out.lost_writes = out.lost_writes.max(again.lost_writes);
+            out.oldest_loss_ms = out.oldest_loss_ms.max(again.oldest_loss_ms);
+        }
+        Err(Error::Fetch {
+            command, stderr, ..
+        }) => {
+            out.note += &format!("; after the remount `{command}` failed: {stderr}");
+            out.corrupted_files = FILES as u32;
+            out.lost_writes = out.acked_writes;
+        }
+        Err(e) => return Err(e),
+    }
+    Ok(())
+}
+
+/// Unmounts pmem-dax's file system and notes what `e2fsck -fn` says of it, if not clean.
+fn fsck_note(vm: &mut Vm, out: &mut Outcome) -> Result<()> {
+    let fsck = vm.run_timeout(
+        &format!("umount {PMEM_MNT} && e2fsck -fn /dev/pmem0 >/dev/null 2>&1"),
+        HANG_TIMEOUT * 3,
+    )?;
+    if fsck.status != 0 {
+        out.note += &format!("; e2fsck -fn after umount: exit {}", fsck.status);
+    }
+    Ok(())
 }
 
 /// A riofs run's state: the model's initial root mode, and the clock of its ACK lines.
@@ -609,6 +721,9 @@ fn finish(
     };
     score(&mut out, &exp, &files);
     save_fetched(log, &files)?;
+    if config.is_pmem() {
+        fsck_note(&mut vm, &mut out)?;
+    }
     Ok(out)
 }
 
@@ -741,5 +856,26 @@ mod tests {
         assert!(applies(Config::Ext4Sync, "panic"));
         assert!(applies(Config::RioSafeSync, "arena"));
         assert!(!applies(Config::RioSafeSync, "power"));
+    }
+
+    #[test]
+    fn pmem_dax_takes_every_class_and_its_arena_is_the_pmem() {
+        for class in CLASSES {
+            assert!(applies(Config::PmemDax, class), "{class}");
+        }
+        assert_eq!(inject_class(Config::PmemDax, "arena"), "pmem");
+        assert_eq!(inject_class(Config::RioProtected, "arena"), "arena");
+        assert_eq!(inject_class(Config::PmemDax, "wild"), "wild");
+        assert!(
+            !Config::ALL.contains(&Config::PmemDax),
+            "not in the default campaign"
+        );
+        assert_eq!(
+            Config::EVERY.iter().find(|c| c.name() == "pmem-dax"),
+            Some(&Config::PmemDax)
+        );
+        assert!(!Config::PmemDax.is_rio());
+        assert!(Config::PmemDax.is_pmem() && Config::PmemDaxSparse.is_pmem());
+        assert_eq!(inject_class(Config::PmemDaxSparse, "arena"), "pmem");
     }
 }

@@ -23,7 +23,9 @@ struct Cli {
     /// Configurations (default: the first four): ext4-sync, ext4-default, rio-unprotected,
     /// rio-protected, riofs (a riofs file system in a protected object, under random POSIX
     /// operations, judged by the riofs crash model), rio-safe-sync (protection, crash
-    /// kernel, RAM lost after the crash).
+    /// kernel, RAM lost after the crash), pmem-dax (ext4 -o dax on legacy persistent
+    /// memory; its `arena` class is stores aimed at the region), pmem-dax-sparse (the same
+    /// with sparse files: block allocations wait for the journal).
     #[arg(long, value_delimiter = ',')]
     configs: Vec<String>,
     /// Fault classes (default: all): text, heap, stack, wild, pointer, panic, arena, reset, power.
@@ -88,9 +90,10 @@ fn run_cell(cli: &Cli, artifacts: &Artifacts, c: Config, k: &str, i: u64) -> Res
     // Keep the evidence of a crash that lost data, or of a harness failure: console logs,
     // workload log, disk image (the RAM file is dropped: it is most of the space).
     if let (Some(to), Some(tmp)) = (&cli.keep_failures, tmp) {
-        // Losses that break a promise: not those of delayed writes (ext4 defaults) or of
-        // a power cut (everything newer than the last writeback may go).
-        let promised = c != Config::Ext4Default && k != "power";
+        // Losses that break a promise: not those of delayed writes (ext4 defaults, and
+        // the block allocations of pmem-dax's sparse files) or of a power cut (everything
+        // newer than the last writeback may go).
+        let promised = !matches!(c, Config::Ext4Default | Config::PmemDaxSparse) && k != "power";
         // riofs promises a whole prefix state even after a power cut.
         let whole = c == Config::Riofs;
         let bad = (o.crashed && promised && (o.lost_writes > 0 || o.corrupted_files > 0))

@@ -6,9 +6,10 @@ use crate::{Error, Result};
 
 /// The fault classes, as riofault.ko numbers them (`arena` is rio.ko's wild store; the
 /// two hangs are a CPU spinning with interrupts or preemption off, for the lockup
-/// detectors).
-pub const CLASSES: [&str; 9] = [
-    "text", "heap", "stack", "wild", "pointer", "panic", "arena", "hang-irq", "hang",
+/// detectors; `pmem` is a store into the persistent memory of the pmem-dax configuration,
+/// aimed by [`crate::pmem`]).
+pub const CLASSES: [&str; 10] = [
+    "text", "heap", "stack", "wild", "pointer", "panic", "arena", "hang-irq", "hang", "pmem",
 ];
 
 #[path = "../../../rio_mod/fault_abi.rs"]
@@ -97,13 +98,20 @@ pub fn inject(class: &str, seed: u64) -> Result<()> {
         return Ok(());
     }
     if !std::path::Path::new("/dev/riofault").exists() {
-        let st = std::process::Command::new("insmod")
-            .arg("/lib/modules/riofault.ko")
-            .status()
-            .map_err(Error::io("running insmod riofault.ko"))?;
-        if !st.success() {
-            return Err(Error::Insmod(st));
-        }
+        load_riofault()?;
+    }
+    if class == "pmem" {
+        // Aimed like `arena`: half at the file system's metadata, half at file data.
+        let region = crate::pmem::region()?;
+        let (phys, what) = crate::pmem::aim(&region, seed)?;
+        println!("injecting: store into persistent memory ({what}) at phys {phys:#x}");
+        return riofault(&FaultReq {
+            class: num as u32,
+            _pad: 0,
+            seed,
+            start: phys,
+            end: phys + 1,
+        });
     }
     // Looked up once per process: a run injects many faults, and reading /proc/kallsyms
     // takes a noticeable fraction of a second under emulation.
@@ -125,20 +133,39 @@ pub fn inject(class: &str, seed: u64) -> Result<()> {
             *cell.get_or_init(|| r)
         }
     };
-    let dev = std::fs::File::open("/dev/riofault").map_err(Error::io("opening /dev/riofault"))?;
-    let req = FaultReq {
+    println!("injecting: {class} (seed {seed})");
+    riofault(&FaultReq {
         class: num as u32,
         _pad: 0,
         seed,
         start,
         end,
-    };
-    println!("injecting: {class} (seed {seed})");
+    })
+}
+
+fn load_riofault() -> Result<()> {
+    let st = std::process::Command::new("insmod")
+        .arg("/lib/modules/riofault.ko")
+        .status()
+        .map_err(Error::io("running insmod riofault.ko"))?;
+    if !st.success() {
+        return Err(Error::Insmod(st));
+    }
+    Ok(())
+}
+
+/// Hands one request to riofault.ko.
+fn riofault(req: &FaultReq) -> Result<()> {
+    let dev = std::fs::File::open("/dev/riofault").map_err(Error::io("opening /dev/riofault"))?;
     // SAFETY: RIOFAULT_INJECT reads exactly one FaultReq from the pointer.
-    let r = unsafe { libc::ioctl(dev.as_raw_fd(), RIOFAULT_INJECT, &req as *const FaultReq) };
+    let r = unsafe { libc::ioctl(dev.as_raw_fd(), RIOFAULT_INJECT, req as *const FaultReq) };
     if r < 0 {
         return Err(Error::Io {
-            what: format!("RIOFAULT_INJECT ({class}, seed {seed})"),
+            what: format!(
+                "RIOFAULT_INJECT ({}, seed {})",
+                CLASSES.get(req.class as usize).unwrap_or(&"?"),
+                req.seed
+            ),
             source: std::io::Error::last_os_error(),
         });
     }

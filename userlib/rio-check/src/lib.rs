@@ -1,8 +1,10 @@
 //! The deterministic pattern rio-check writes, shared with the host-side tests that check
 //! disk images, plus the crash campaign's workload (`memtest`) and fault injection.
 
+pub mod dax;
 pub mod fault;
 pub mod memtest;
+pub mod pmem;
 
 /// What can go wrong in the workload and the fault injection. Each variant's message says
 /// what was being done; the OS or driver error is its `source()` (print the chain, as

@@ -52,7 +52,7 @@ enum Cmd {
     },
     /// Inject faults into the running kernel (riofault.ko; `arena` uses rio.ko).
     Inject {
-        /// text, heap, stack, wild, pointer, panic, arena, hang-irq or hang.
+        /// text, heap, stack, wild, pointer, panic, arena, hang-irq, hang or pmem.
         class: String,
         /// Seed: the same seed gives the same faults.
         #[arg(long)]
@@ -73,6 +73,10 @@ enum Cmd {
         /// fdatasync after each write (directory targets).
         #[arg(long)]
         fsync: bool,
+        /// Write each file full of zeros (and sync it) before the workload, so that every
+        /// write overwrites allocated blocks (directory targets; default: sparse files).
+        #[arg(long)]
+        prefill: bool,
         /// Where the log goes.
         #[arg(long, default_value = "/dev/ttyS2")]
         log: String,
@@ -88,6 +92,13 @@ enum Cmd {
         /// Stop after this many writes.
         #[arg(long)]
         count: Option<u64>,
+    },
+    /// Check that files are accessed through DAX (statx STATX_ATTR_DAX): exit 0 if every
+    /// one is, 3 (and say which is not) otherwise.
+    Dax {
+        /// The files.
+        #[arg(required = true)]
+        files: Vec<std::path::PathBuf>,
     },
     /// Open an object and keep it open for `seconds` (to test busy and exclusive rules).
     Hold {
@@ -224,6 +235,7 @@ fn run(cli: Cli) -> Result<bool> {
         Cmd::Memtest {
             target,
             fsync,
+            prefill,
             log,
             files,
             file_size,
@@ -233,10 +245,29 @@ fn run(cli: Cli) -> Result<bool> {
             let t = if target == "rio" {
                 rio_check::memtest::Target::Rio
             } else {
-                rio_check::memtest::Target::Dir { dir: target, fsync }
+                rio_check::memtest::Target::Dir {
+                    dir: target,
+                    fsync,
+                    prefill,
+                }
             };
             rio_check::memtest::run(t, &log, files, file_size, seed, count)?;
             Ok(true)
+        }
+        Cmd::Dax { files } => {
+            let mut all = true;
+            for f in &files {
+                if rio_check::dax::is_dax(f)? {
+                    println!("{}: DAX", f.display());
+                } else {
+                    eprintln!(
+                        "rio-check: {} is not a DAX file (statx reports no STATX_ATTR_DAX): its data goes through the page cache",
+                        f.display()
+                    );
+                    all = false;
+                }
+            }
+            Ok(all)
         }
         Cmd::Hold {
             name,

@@ -24,8 +24,18 @@ use crate::{pattern, Error, Result};
 pub enum Target {
     /// Rio objects `mt0`..: each write is durable when pwrite returns.
     Rio,
-    /// Files `DIR/mt0`..; with `fsync`, each write is followed by fdatasync.
-    Dir { dir: String, fsync: bool },
+    /// Files `DIR/mt0`..; with `fsync`, each write is followed by fdatasync. With
+    /// `prefill`, each file is written full of zeros and synced before the first write, so
+    /// that the workload only overwrites allocated blocks (as a Rio object is allocated
+    /// when it is created); without it the files start sparse.
+    Dir {
+        /// The directory.
+        dir: String,
+        /// fdatasync after each write.
+        fsync: bool,
+        /// Allocate every block before the workload starts.
+        prefill: bool,
+    },
 }
 
 /// The pattern seed of write `seq`.
@@ -92,7 +102,11 @@ pub fn run(
             }
             W::Rio(objs)
         }
-        Target::Dir { dir, fsync } => {
+        Target::Dir {
+            dir,
+            fsync,
+            prefill,
+        } => {
             let mut fs = Vec::new();
             for i in 0..files {
                 let f = OpenOptions::new()
@@ -102,6 +116,10 @@ pub fn run(
                     .truncate(true)
                     .open(format!("{dir}/mt{i}"))
                     .map_err(Error::io(format!("creating {dir}/mt{i}")))?;
+                if *prefill {
+                    f.write_all_at(&vec![0u8; file_size as usize], 0)
+                        .map_err(Error::io(format!("filling {dir}/mt{i}")))?;
+                }
                 f.set_len(file_size)
                     .and_then(|()| f.sync_all())
                     .map_err(Error::io(format!("sizing {dir}/mt{i}")))?;

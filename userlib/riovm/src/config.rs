@@ -33,6 +33,56 @@ impl ArenaReservation {
     }
 }
 
+/// A legacy persistent-memory region, reserved on the kernel command line with
+/// `memmap=SIZE!ADDR`: the kernel marks it e820 type 12 and the nvdimm drivers turn it into
+/// `/dev/pmem0` (the pmem-dax peer of Rio: ext4 `-o dax` on it). Like the arena, it lives in
+/// the RAM file, so a warm reboot keeps it and discarding the file (power loss) wipes it.
+/// Unlike the arena it is in the kernel's direct map (writable) once the pmem driver binds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PmemReservation {
+    /// Guest-physical start address.
+    pub phys: u64,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+impl PmemReservation {
+    /// The default: 256 MiB at 512 MiB, above the arena (384 MiB + 64 MiB), in a guest of
+    /// [`PmemReservation::GUEST_MIB`]. The kernel reserves the crash kernel
+    /// (`crashkernel=96M`) in usable RAM only, never in an e820 type-12 range: in this
+    /// guest it lands at the top of the RAM above the region (896 MiB to 992 MiB, seen in
+    /// `/proc/iomem`), below the firmware's tables, which SeaBIOS puts at the top of RAM.
+    pub const DEFAULT: PmemReservation = PmemReservation {
+        phys: 512 << 20,
+        size: 256 << 20,
+    };
+
+    /// Guest RAM in MiB for the default reservation.
+    pub const GUEST_MIB: u64 = 1024;
+
+    /// Alignment of start and size: 2 MiB, the kernel's memory-hotplug subsection (fsdax
+    /// maps the region with `memremap_pages`) and the fsdax namespace's page-table size.
+    pub const ALIGN: u64 = 2 << 20;
+
+    /// RAM the firmware needs above the region (its tables at the top of RAM).
+    pub const TOP_MARGIN: u64 = 16 << 20;
+
+    /// The `memmap=` kernel parameter for this range (`!`: persistent memory).
+    pub fn kernel_param(&self) -> String {
+        format!("memmap={}K!{:#x}", self.size >> 10, self.phys)
+    }
+
+    /// The guest's copy of the range (`rio_pmem=PHYS,SIZE`), for its scripts.
+    pub fn guest_param(&self) -> String {
+        format!("rio_pmem={:#x},{:#x}", self.phys, self.size)
+    }
+
+    /// Whether this range and `[phys, phys + size)` share a byte.
+    pub fn overlaps(&self, phys: u64, size: u64) -> bool {
+        self.phys < phys.saturating_add(size) && phys < self.phys.saturating_add(self.size)
+    }
+}
+
 /// Where the build put the kernel and the initramfs.
 #[derive(Debug, Clone)]
 pub struct Artifacts {
@@ -160,6 +210,8 @@ pub struct VmConfig {
     pub ram_file: PathBuf,
     /// The arena reservation, if any.
     pub arena: Option<ArenaReservation>,
+    /// A persistent-memory region (`memmap=SIZE!ADDR`), if any: see [`VmConfig::with_pmem`].
+    pub pmem: Option<PmemReservation>,
     /// Virtio disks.
     pub disks: Vec<Disk>,
     /// Extra kernel command-line words.
@@ -187,6 +239,7 @@ impl VmConfig {
             cpus: 2,
             ram_file: workdir.join("guest-ram"),
             arena: Some(ArenaReservation::DEFAULT),
+            pmem: None,
             disks: Vec::new(),
             append: Vec::new(),
             workdir,
@@ -194,6 +247,15 @@ impl VmConfig {
             no_reboot: false,
             fail_writes_at: None,
         }
+    }
+
+    /// This configuration with the default persistent-memory region
+    /// ([`PmemReservation::DEFAULT`]), and guest RAM grown to hold it
+    /// ([`PmemReservation::GUEST_MIB`]) if it is smaller.
+    pub fn with_pmem(mut self) -> VmConfig {
+        self.pmem = Some(PmemReservation::DEFAULT);
+        self.memory_mib = self.memory_mib.max(PmemReservation::GUEST_MIB);
+        self
     }
 
     /// Checks that the pieces fit together.
@@ -225,6 +287,47 @@ impl VmConfig {
                 )));
             }
         }
+        if let Some(p) = self.pmem {
+            let ram = self.memory_mib << 20;
+            if p.size == 0
+                || p.phys % PmemReservation::ALIGN != 0
+                || p.size % PmemReservation::ALIGN != 0
+            {
+                return Err(VmError::Config(format!(
+                    "pmem {:#x}+{:#x} must be non-empty and 2 MiB aligned",
+                    p.phys, p.size
+                )));
+            }
+            // Low RAM only (file offset = physical address), and below the firmware's
+            // tables at the top of RAM.
+            if p.phys
+                .checked_add(p.size)
+                .and_then(|end| end.checked_add(PmemReservation::TOP_MARGIN))
+                .is_none_or(|end| end > ram.min(3 << 30))
+            {
+                return Err(VmError::Config(format!(
+                    "pmem {:#x}+{:#x} does not fit in {} MiB of guest RAM with {} MiB above it for the firmware",
+                    p.phys,
+                    p.size,
+                    self.memory_mib,
+                    PmemReservation::TOP_MARGIN >> 20
+                )));
+            }
+            if p.phys < (128 << 20) {
+                return Err(VmError::Config(format!(
+                    "pmem at {:#x} would take the low 128 MiB the kernel boots in",
+                    p.phys
+                )));
+            }
+            if let Some(a) = self.arena {
+                if p.overlaps(a.phys, a.size) {
+                    return Err(VmError::Config(format!(
+                        "pmem {:#x}+{:#x} overlaps the arena {:#x}+{:#x}",
+                        p.phys, p.size, a.phys, a.size
+                    )));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -248,6 +351,10 @@ impl VmConfig {
         if let Some(a) = self.arena {
             words.push(a.kernel_param());
             words.push(format!("rio_arena={:#x},{:#x}", a.phys, a.size));
+        }
+        if let Some(p) = self.pmem {
+            words.push(p.kernel_param());
+            words.push(p.guest_param());
         }
         words.extend(self.append.iter().cloned());
         words.join(" ")
@@ -302,5 +409,87 @@ mod tests {
         assert!(c.validate().is_ok());
         c.memory_mib = 64;
         assert!(matches!(c.validate(), Err(VmError::Config(m)) if m.contains("too little")));
+    }
+
+    #[test]
+    fn no_pmem_unless_asked() {
+        let c = cfg();
+        assert_eq!(c.pmem, None);
+        assert!(!c.cmdline().contains('!'), "{}", c.cmdline());
+        assert!(!c.cmdline().contains("rio_pmem"));
+    }
+
+    #[test]
+    fn cmdline_reserves_pmem_beside_the_arena() {
+        let c = cfg().with_pmem();
+        assert_eq!(c.memory_mib, 1024);
+        let line = c.cmdline();
+        // 256 MiB of e820 type 12 at 512 MiB, and the arena as before.
+        assert!(line.contains(" memmap=262144K!0x20000000"), "{line}");
+        assert!(line.contains(" rio_pmem=0x20000000,0x10000000"), "{line}");
+        assert!(line.contains("memmap=65536K$0x18000000"), "{line}");
+        assert!(line.contains("crashkernel=96M"), "{line}");
+        // A bigger guest stays as big.
+        let mut big = cfg();
+        big.memory_mib = 2048;
+        assert_eq!(big.with_pmem().memory_mib, 2048);
+    }
+
+    #[test]
+    fn pmem_must_fit_be_aligned_and_miss_the_arena() {
+        let mut c = cfg().with_pmem();
+        c.artifacts = Artifacts {
+            kernel: "/bin/sh".into(),
+            initramfs: "/bin/sh".into(),
+        };
+        assert!(c.validate().is_ok(), "{:?}", c.validate());
+        let bad = |c: &VmConfig, what: &str| {
+            assert!(
+                matches!(c.validate(), Err(VmError::Config(ref m)) if m.contains(what)),
+                "{:?} should say {what:?}",
+                c.validate()
+            );
+        };
+        let mut d = c.clone();
+        d.memory_mib = 512;
+        bad(&d, "does not fit");
+        // Flush with the top of RAM: no room for the firmware's tables.
+        d.memory_mib = 768;
+        bad(&d, "for the firmware");
+        d.memory_mib = 1024;
+        d.pmem = Some(PmemReservation {
+            phys: (512 << 20) + 4096,
+            size: 256 << 20,
+        });
+        bad(&d, "2 MiB aligned");
+        d.pmem = Some(PmemReservation {
+            phys: 512 << 20,
+            size: 0,
+        });
+        bad(&d, "non-empty");
+        d.pmem = Some(PmemReservation {
+            phys: 416 << 20,
+            size: 64 << 20,
+        });
+        bad(&d, "overlaps the arena");
+        d.pmem = Some(PmemReservation {
+            phys: 320 << 20,
+            size: 66 << 20,
+        });
+        bad(&d, "overlaps the arena");
+        d.pmem = Some(PmemReservation {
+            phys: 64 << 20,
+            size: 64 << 20,
+        });
+        bad(&d, "low 128 MiB");
+        // Right below the arena is fine.
+        d.pmem = Some(PmemReservation {
+            phys: 256 << 20,
+            size: 128 << 20,
+        });
+        assert!(d.validate().is_ok(), "{:?}", d.validate());
+        assert!(PmemReservation::DEFAULT.overlaps(767 << 20, 1));
+        assert!(!PmemReservation::DEFAULT.overlaps(768 << 20, 1));
+        assert!(!PmemReservation::DEFAULT.overlaps(0, 512 << 20));
     }
 }

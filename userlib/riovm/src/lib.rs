@@ -13,6 +13,8 @@ pub mod error;
 pub mod qmp;
 pub mod vm;
 
-pub use config::{repo_root, ArenaReservation, Artifacts, Disk, Flavour, VmConfig};
+pub use config::{
+    repo_root, ArenaReservation, Artifacts, Disk, Flavour, PmemReservation, VmConfig,
+};
 pub use error::{Result, VmError};
 pub use vm::{create_disk, discard_ram, interactive_command, workload_log_path, CmdOutput, Vm};

@@ -4,7 +4,10 @@
 //! `make bench-vista`): small updates of 8 and 64 bytes, debit-credit (TPC-B-like) and
 //! order-entry (TPC-C-like), through one key-value interface. Vista on Rio runs them in a
 //! segment in a Rio object (`Durability::Memory`: durable at every store, no system call
-//! per transaction); the others run on a directory of a disk file system and on tmpfs.
+//! per transaction); the others run on a directory of a disk file system and on tmpfs,
+//! and optionally on riofs and on ext4 `-o dax` over persistent memory (the pmem-dax peer,
+//! where Vista's file backend maps the file with DAX: its stores go straight to the
+//! persistent memory, with no protection against the kernel's).
 //! Ratios are each system's time per transaction over Vista on Rio's.
 
 use std::path::{Path, PathBuf};
@@ -49,6 +52,10 @@ pub struct BenchArgs {
     /// Size of that riofs.
     #[arg(long, default_value = "48M")]
     riofs_size: String,
+    /// Also run the systems on ext4 mounted `-o dax` on persistent memory, here (mounted
+    /// beforehand: `pmem-dax setup DIR`).
+    #[arg(long)]
+    pmem_dir: Option<PathBuf>,
 }
 
 /// Where a system keeps its data.
@@ -59,6 +66,8 @@ enum Place {
     Tmpfs,
     /// Ordinary files on riofs (the Rio file cache as a file system).
     Riofs,
+    /// Ordinary files on ext4 -o dax over persistent memory (pmem-dax).
+    PmemDax,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -78,7 +87,7 @@ struct System {
     survives: &'static str,
 }
 
-const SYSTEMS: [System; 15] = [
+const SYSTEMS: [System; 19] = [
     System {
         name: "Vista on Rio (Memory)",
         kind: Kind::VistaRio,
@@ -171,6 +180,35 @@ const SYSTEMS: [System; 15] = [
         place: Place::Riofs,
         survives: "yes",
     },
+    // On ext4 -o dax over persistent memory: the file's data is the persistent memory, a
+    // shared mapping of it maps the memory itself (no page cache), and the kernel's own
+    // stores can reach it through its direct map (no protection). Vista's file backend
+    // sizes its file sparse, so its pages are allocated at first touch and reachable
+    // after a crash only once the journal has committed them (5 s), or after an msync.
+    System {
+        name: "Vista (file, Memory)",
+        kind: Kind::VistaFile(Durability::Memory),
+        place: Place::PmemDax,
+        survives: "yes, once its blocks are committed (journal, 5 s)",
+    },
+    System {
+        name: "SQLite WAL, synchronous=FULL",
+        kind: Kind::Sqlite("FULL"),
+        place: Place::PmemDax,
+        survives: "yes",
+    },
+    System {
+        name: "redb (Durability::Immediate)",
+        kind: Kind::Redb,
+        place: Place::PmemDax,
+        survives: "yes",
+    },
+    System {
+        name: "LMDB via heed (default sync)",
+        kind: Kind::Lmdb,
+        place: Place::PmemDax,
+        survives: "yes",
+    },
 ];
 
 /// Data bytes of the key-value segments (the largest workload, order-entry, needs about
@@ -188,9 +226,10 @@ struct Env<'a> {
 
 impl Env<'_> {
     fn dir(&self, place: Place) -> &Path {
-        match (place, &self.args.riofs_dir) {
-            (Place::Disk, _) => &self.args.disk_dir,
-            (Place::Riofs, Some(d)) => d,
+        match (place, &self.args.riofs_dir, &self.args.pmem_dir) {
+            (Place::Disk, _, _) => &self.args.disk_dir,
+            (Place::Riofs, Some(d), _) => d,
+            (Place::PmemDax, _, Some(d)) => d,
             _ => &self.args.tmpfs_dir,
         }
     }
@@ -237,6 +276,7 @@ impl Env<'_> {
             ),
             Place::Tmpfs => format!("tmpfs ({})", self.args.tmpfs_dir.display()),
             Place::Riofs => format!("riofs ({})", self.dir(place).display()),
+            Place::PmemDax => format!("pmem-dax, ext4 -o dax ({})", self.dir(place).display()),
         }
     }
 
@@ -439,6 +479,23 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     })();
     show_raw("Vista (file on tmpfs, Memory; not crash-proof)", &tmp_raw);
     eprintln!("[{:.0}s] raw: tmpfs", t0.elapsed().as_secs_f64());
+    if args.pmem_dir.is_some() {
+        let dax_raw = (|| {
+            let dir = env.fresh_dir(Place::PmemDax)?;
+            let mut seg = Segment::create_file(
+                dir.join("raw.seg"),
+                vista_addr(),
+                &raw_cfg,
+                Durability::Memory,
+            )?;
+            let r = raw_cells(&mut seg, round);
+            drop(seg);
+            let _ = std::fs::remove_dir_all(&dir);
+            r
+        })();
+        show_raw("Vista (file on pmem-dax, ext4 -o dax, Memory)", &dax_raw);
+        eprintln!("[{:.0}s] raw: pmem-dax", t0.elapsed().as_secs_f64());
+    }
     println!();
 
     println!("## Workloads through the key-value interface\n");
@@ -459,6 +516,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let mut riofs_mounted = false;
     for sys in &SYSTEMS {
         if sys.kind != Kind::VistaRio && !selected(args, sys.name) {
+            continue;
+        }
+        if sys.place == Place::PmemDax && args.pmem_dir.is_none() {
             continue;
         }
         if sys.place == Place::Riofs {
@@ -505,7 +565,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         println!("{row}");
     }
     println!();
-    for p in [Place::Disk, Place::Tmpfs, Place::Riofs] {
+    for p in [Place::Disk, Place::Tmpfs, Place::Riofs, Place::PmemDax] {
         let _ = std::fs::remove_dir_all(env.dir(p).join("kv"));
     }
     if let (true, Some(dir)) = (riofs_mounted, &args.riofs_dir) {

@@ -21,6 +21,10 @@ struct Cli {
     /// Raw disk images to attach as /dev/vda, /dev/vdb, ...
     #[arg(long = "disk", global = true)]
     disks: Vec<PathBuf>,
+    /// Reserve a persistent-memory region beside the arena (`memmap=256M!512M`, guest RAM at
+    /// least 1 GiB): `/dev/pmem0`, for `pmem-dax setup` (ext4 -o dax on it) in the guest.
+    #[arg(long, global = true)]
+    pmem: bool,
     /// Directory for the RAM file, sockets and console logs (default: a fresh temporary one).
     /// Reusing a directory keeps guest RAM: the next boot is warm.
     #[arg(long, global = true)]
@@ -77,6 +81,9 @@ fn config(cli: &Cli, wd: &Workdir) -> Result<VmConfig> {
     cfg.memory_mib = cli.memory;
     cfg.cpus = cli.cpus;
     cfg.disks = cli.disks.iter().map(|p| Disk { path: p.clone() }).collect();
+    if cli.pmem {
+        cfg = cfg.with_pmem();
+    }
     Ok(cfg)
 }
 
