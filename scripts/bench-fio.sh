@@ -8,10 +8,8 @@
 # pmem-dax peer (ext4 -o dax on legacy persistent memory, riovm --pmem). Table to
 # stdout and build/bench-fio.md; progress on stderr.
 # Variables: RUNS (3), RUNTIME (seconds, 3), SIZE (the file, 16M).
-set -euo pipefail
-here=$(cd "$(dirname "$0")/.." && pwd)
-work=$(mktemp -d)
-trap 'kill "${tailpid:-}" 2>/dev/null || true; rm -rf "$work"' EXIT
+# shellcheck source=scripts/bench-common.sh
+. "$(dirname "$0")/bench-common.sh"
 overlay="$here/build/initramfs-fio.cpio.gz"
 if [ ! -f "$overlay" ]; then
     echo "[bench-fio] $overlay is missing: install fio (make setup) and rebuild the initramfs (make initramfs)" >&2
@@ -23,7 +21,6 @@ export RIO_INITRAMFS="$work/initramfs.cpio.gz"
 truncate -s 256M "$work/disk.img"
 mkdir -p "$work/vm"
 cd "$here/userlib"
-cargo build -q --release -p riovm
 RUNS=${RUNS:-3}
 RUNTIME=${RUNTIME:-3}
 SIZE=${SIZE:-16M}

@@ -6,13 +6,10 @@
 # --pmem; writes bypass the page cache, no protection). Progress on stderr. Table to
 # stdout and build/bench-fs.md.
 # Variables: FILES, TRANSACTIONS, RUNS.
-set -euo pipefail
-here=$(cd "$(dirname "$0")/.." && pwd)
-work=$(mktemp -d)
-trap 'kill "${tailpid:-}" 2>/dev/null || true; rm -rf "$work"' EXIT
+# shellcheck source=scripts/bench-common.sh
+. "$(dirname "$0")/bench-common.sh"
 truncate -s 256M "$work/disk.img"
 cd "$here/userlib"
-cargo build -q --release -p riovm
 args="--files ${FILES:-300} --transactions ${TRANSACTIONS:-300} --runs ${RUNS:-3}"
 guest=$(cat <<SCRIPT
 set -e

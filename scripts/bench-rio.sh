@@ -3,13 +3,10 @@
 # standard output and to build/bench-rio.md. Variables: ITERS, DISK_ITERS, RUNS.
 # The guest has a persistent-memory region (riovm --pmem) with ext4 -o dax on it: the
 # pmem-dax rows.
-set -euo pipefail
-here=$(cd "$(dirname "$0")/.." && pwd)
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+# shellcheck source=scripts/bench-common.sh
+. "$(dirname "$0")/bench-common.sh"
 truncate -s 64M "$work/disk.img"
 cd "$here/userlib"
-cargo build -q --release -p riovm
 echo "[bench-rio] booting the guest; this takes a few minutes under TCG" >&2
 # One vCPU, as in bench-fs.sh: cross-vCPU wakeups under TCG cost milliseconds.
 ./target/release/riovm --cpus 1 --pmem --disk "$work/disk.img" run --timeout 3000 -- \

@@ -10,15 +10,12 @@
 # Variables: ROUND_MS (length of one timed round in ms, default 150), ONLY (comma-separated
 # system-name filter, e.g. "sqlite,lmdb"; Vista on Rio always runs), CPUS (default 1: under
 # TCG a wakeup on the other vCPU costs milliseconds, which would swamp every fsync).
-set -euo pipefail
-here=$(cd "$(dirname "$0")/.." && pwd)
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+# shellcheck source=scripts/bench-common.sh
+. "$(dirname "$0")/bench-common.sh"
 mkfs=$(command -v mkfs.ext4 || echo /sbin/mkfs.ext4)
 truncate -s 2G "$work/disk.img"
 "$mkfs" -q -F "$work/disk.img"
 cd "$here/userlib"
-cargo build -q --release -p riovm
 mkdir -p "$here/build"
 args="--round-ms ${ROUND_MS:-150} --disk-dir /mnt/vista-bench --tmpfs-dir /tmp/vista-bench --riofs-dir /mnt/riofs-bench --pmem-dir /mnt/pmem"
 [ -n "${ONLY:-}" ] && args="$args --only $ONLY"
