@@ -306,3 +306,18 @@ fn nvi_cpvs_survives_sigkill() -> Result<()> {
 fn nvi_cand_survives_sigkill() -> Result<()> {
     pass(case("nvi_cand", "cand", 62))
 }
+
+#[test]
+fn nvi_cbndvs_survives_sigkill() -> Result<()> {
+    pass(case("nvi_cbndvs", "cbndvs", 63))
+}
+
+#[test]
+fn nvi_cand_log_survives_sigkill() -> Result<()> {
+    pass(case("nvi_cand_log", "cand-log", 64))
+}
+
+#[test]
+fn nvi_cbndvs_log_survives_sigkill() -> Result<()> {
+    pass(case("nvi_cbndvs_log", "cbndvs-log", 65))
+}

@@ -306,3 +306,157 @@ pub fn files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 pub fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
+
+/// Bytes waiting in the pipe behind `fd` (FIONREAD works on either end).
+fn pipe_pending(fd: i32) -> usize {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int into the local.
+    if unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) } < 0 {
+        return usize::MAX;
+    }
+    n as usize
+}
+
+/// Drives `t` through `inputs` on a pipe, for a program that reads its standard input
+/// one byte at a time (unbuffered stdin, as GNU ed does when it is not a terminal): the
+/// inputs are one stream of bytes, and each `inputs[k]` (its own newlines included) is
+/// sent as one write when the program is blocked reading an empty pipe.
+///
+/// Which byte the program waits for is, for a run under Discount Checking, read from the
+/// event trace: the number of `read` events in the history that survives (each a read of
+/// one byte; a recovery cuts the history back to its checkpoint; logged input replayed
+/// counts as read), so after a kill in the middle of a line the new run gets the rest of
+/// that line, as a user who sees where the program stands would type it, and input the
+/// program kept is never sent twice. After each write the program must consume exactly
+/// that write (the trace shows it) before anything else is sent, which also checks that
+/// every byte read is traced. For the failure-free run (`t.trace` is None) it is the
+/// bytes sent so far.
+///
+/// `kills`: sorted input indices with delays (ms): once the input of that index (or a
+/// later one, or its rest) has been sent, wait the delay and SIGKILL the program, then
+/// run the same command again (each entry used once). Returns every run's output and
+/// trace.
+pub fn drive_bytes(
+    t: &Target<'_>,
+    inputs: &[String],
+    kills: &[(usize, u64)],
+    deadline: Duration,
+) -> Result<Vec<Run>> {
+    let end = Instant::now() + deadline;
+    let stream: Vec<u8> = inputs.concat().into_bytes();
+    // Byte offset just past each input.
+    let ends: Vec<usize> = inputs
+        .iter()
+        .scan(0, |at, s| {
+            *at += s.len();
+            Some(*at)
+        })
+        .collect();
+    let mut runs = Vec::new();
+    let mut pending: Vec<(usize, u64)> = kills.to_vec();
+    let (_, mut traced) = trace_since(t.trace.as_deref(), u64::MAX)?;
+    // Failure-free pacing: bytes sent so far.
+    let mut sent_total = 0usize;
+    'runs: loop {
+        let mut p = Proc::spawn(t)?;
+        let stdin_fd = std::os::fd::AsRawFd::as_raw_fd(p.child.stdin.as_ref().context("stdin")?);
+        // What this run sent last: the offset the program must reach, and when.
+        let mut expect: Option<(usize, Instant)> = None;
+        loop {
+            if Instant::now() > end {
+                let r = p.kill()?;
+                bail!(
+                    "deadline exceeded; last run's output: {:?}",
+                    String::from_utf8_lossy(&r.out[r.out.len().saturating_sub(400)..])
+                );
+            }
+            p.pump();
+            if p.child.try_wait()?.is_some() {
+                let mut r = p.finish()?;
+                r.trace = trace_since(t.trace.as_deref(), traced)?.0;
+                let code = r.code;
+                runs.push(r);
+                if code == Some(0) && pending.is_empty() {
+                    return Ok(runs);
+                }
+                if code == Some(0) {
+                    bail!("the run ended before the planned kills {pending:?} landed");
+                }
+                bail!(
+                    "run ended with {code:?}; stderr: {}",
+                    std::fs::read_to_string(t.stderr).unwrap_or_default()
+                );
+            }
+            let pid = p.child.id();
+            let idle =
+                |p: &Proc| waiting_for_stdin(pid) && pipe_pending(stdin_fd) == 0 && !p.closed;
+            if !idle(&p) {
+                std::thread::sleep(Duration::from_millis(1));
+                continue;
+            }
+            // Still idle a moment later, having read nothing since: not a read that is
+            // returning the last byte right now.
+            let rc = pty::rchar(pid);
+            std::thread::sleep(Duration::from_millis(3));
+            if !idle(&p) || pty::rchar(pid) != rc {
+                continue;
+            }
+            let at = match &t.trace {
+                Some(path) => {
+                    let all = oracle::parse(&String::from_utf8_lossy(
+                        &std::fs::read(path).unwrap_or_default(),
+                    ))?;
+                    pty::reads_in_history(&all)
+                }
+                None => sent_total,
+            };
+            if let Some((want, since)) = expect {
+                if at > want {
+                    bail!("the program read {at} bytes of input, {want} were sent");
+                }
+                if at < want {
+                    // Sent and read, not yet traced (or read without a trace event).
+                    if since.elapsed() > Duration::from_secs(5) {
+                        bail!(
+                            "{want} bytes of input were sent and read 5 s ago, but the \
+                             trace shows {at} reads"
+                        );
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                    continue;
+                }
+            }
+            if at >= stream.len() {
+                // Everything sent: the last input ends the program.
+                std::thread::sleep(Duration::from_millis(2));
+                continue;
+            }
+            let k = ends
+                .iter()
+                .position(|&e| e > at)
+                .unwrap_or(inputs.len() - 1);
+            if std::env::var_os("DC_TEST_DEBUG").is_some() {
+                eprintln!(
+                    "send input {k} from byte {at}: {:?}",
+                    lossy(&stream[at..ends[k]])
+                );
+            }
+            let s = p.child.stdin.as_mut().context("stdin")?;
+            s.write_all(&stream[at..ends[k]])?;
+            s.flush()?;
+            expect = Some((ends[k], Instant::now()));
+            sent_total = ends[k];
+            if pending.first().is_some_and(|&(i, _)| i <= k) {
+                let (_, delay) = pending.remove(0);
+                std::thread::sleep(Duration::from_millis(delay));
+                let mut r = p.kill()?;
+                (r.trace, traced) = trace_since(t.trace.as_deref(), traced)?;
+                runs.push(r);
+                if let Some(f) = t.after_kill {
+                    f()?;
+                }
+                continue 'runs;
+            }
+        }
+    }
+}

@@ -94,7 +94,7 @@ pub fn reads_in_history(trace: &[Event]) -> usize {
 }
 
 /// Bytes process `pid` has read so far (`rchar` of `/proc/<pid>/io`).
-fn rchar(pid: u32) -> u64 {
+pub fn rchar(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/io"))
         .ok()
         .and_then(|s| {
