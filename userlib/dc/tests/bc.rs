@@ -172,12 +172,6 @@ fn bc_case(c: &Case<'_>) -> Result<(Result<oracle::Resumption, oracle::ResumeErr
     let verdict = oracle::check_resumed(&records, &reference, 1);
     if let Ok(m) = &verdict {
         let all: Vec<oracle::Event> = runs.iter().flat_map(|r| r.trace.clone()).collect();
-        let bad = oracle::check_one(&all);
-        ensure!(
-            bad.is_empty(),
-            "{}: commit invariant violated: {bad:?}",
-            c.name
-        );
         // Every line bc read (stdio's internal `read`) was an input event the protocol
         // saw: non-deterministic, or logged under the -LOG protocols.
         let n = oracle::counts(&all);
@@ -189,29 +183,7 @@ fn bc_case(c: &Case<'_>) -> Result<(Result<oracle::Resumption, oracle::ResumeErr
             inputs.len()
         );
         // Every kill came after bc's first prompt, so after its first checkpoint.
-        ensure!(
-            m.recoveries == c.kills,
-            "{}: {} recoveries for {} kills\n{show}",
-            c.name,
-            m.recoveries,
-            c.kills
-        );
-        if c.protocol == "cpvs" {
-            let maxv = all
-                .iter()
-                .filter_map(|e| match e {
-                    oracle::Event::Visible { len, .. } => Some(*len),
-                    _ => None,
-                })
-                .max()
-                .unwrap_or(0);
-            ensure!(
-                m.output.repeated.iter().all(|&r| r <= maxv),
-                "{}: repeated {:?} > one write ({maxv})",
-                c.name,
-                m.output.repeated
-            );
-        }
+        check_runs(c.name, c.protocol, &all, m, c.kills, &show)?;
         ensure!(
             files(&rund) == files(&refd),
             "{}: bc's directory differs from the failure-free run's",

@@ -228,12 +228,6 @@ fn ed_case(
             show_files(&ref_files)
         );
         let all: Vec<oracle::Event> = runs.iter().flat_map(|r| r.trace.clone()).collect();
-        let bad = oracle::check_one(&all);
-        ensure!(
-            bad.is_empty(),
-            "{}: commit invariant violated: {bad:?}",
-            c.name
-        );
         // Every byte ed read was an input event the protocol saw (non-deterministic, or
         // logged under the -LOG protocols); a recovery re-reads what its checkpoint had
         // not yet read, so there are at least as many.
@@ -245,29 +239,7 @@ fn ed_case(
             c.name,
             n.nd + n.logged,
         );
-        ensure!(
-            m.recoveries == kills.len(),
-            "{}: {} recoveries for {} kills\n{show}",
-            c.name,
-            m.recoveries,
-            kills.len()
-        );
-        if c.protocol == "cpvs" {
-            let maxv = all
-                .iter()
-                .filter_map(|e| match e {
-                    oracle::Event::Visible { len, .. } => Some(*len),
-                    _ => None,
-                })
-                .max()
-                .unwrap_or(0);
-            ensure!(
-                m.output.repeated.iter().all(|&r| r <= maxv),
-                "{}: repeated {:?} > one write ({maxv})",
-                c.name,
-                m.output.repeated
-            );
-        }
+        check_runs(c.name, c.protocol, &all, m, kills.len(), &show)?;
         eprintln!(
             "{}: {} runs, resumed {:?} at bytes {:?}, repeated {:?}, {:?}",
             c.name,

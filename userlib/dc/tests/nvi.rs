@@ -234,35 +234,7 @@ fn nvi_case(c: &Case<'_>) -> Result<()> {
     let m = oracle::check_resumed(&records, &ref_out, 1)
         .map_err(|e| anyhow::anyhow!("{}: {e}\n{show}", c.name))?;
     let all: Vec<oracle::Event> = s.runs.iter().flat_map(|r| r.trace.clone()).collect();
-    let bad = oracle::check_one(&all);
-    ensure!(
-        bad.is_empty(),
-        "{}: commit invariant violated: {bad:?}",
-        c.name
-    );
-    ensure!(
-        m.recoveries == c.kills,
-        "{}: {} recoveries for {} kills\n{show}",
-        c.name,
-        m.recoveries,
-        c.kills
-    );
-    if c.protocol == "cpvs" {
-        let maxv = all
-            .iter()
-            .filter_map(|e| match e {
-                oracle::Event::Visible { len, .. } => Some(*len),
-                _ => None,
-            })
-            .max()
-            .unwrap_or(0);
-        ensure!(
-            m.output.repeated.iter().all(|&r| r <= maxv),
-            "{}: repeated {:?} > one write ({maxv})",
-            c.name,
-            m.output.repeated
-        );
-    }
+    check_runs(c.name, c.protocol, &all, &m, c.kills, &show)?;
     eprintln!(
         "{}: {} runs, resumed {:?} at bytes {:?}, repeated {:?}, {:?}",
         c.name,

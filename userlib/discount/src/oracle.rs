@@ -54,6 +54,24 @@ pub enum Event {
     Exit,
 }
 
+/// The events appended to the trace file `path` since byte `from` (the part one run
+/// wrote), and the file's length now; a missing file has none. Crash tests read each run's
+/// part of a shared trace this way.
+pub fn trace_since(path: &std::path::Path, from: u64) -> Result<(Vec<Event>, u64)> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(source) => {
+            return Err(Error::Io {
+                what: "reading the trace",
+                source,
+            })
+        }
+    };
+    let tail = bytes.get(from as usize..).unwrap_or(&[]);
+    Ok((parse(&String::from_utf8_lossy(tail))?, bytes.len() as u64))
+}
+
 /// Parses a trace file written by [`crate::trace`] (one process).
 pub fn parse(text: &str) -> Result<Vec<Event>> {
     let mut out = Vec::new();

@@ -2,6 +2,15 @@
 //! project draws from (splitmix64): every choice of a run derives from its seed, and a
 //! seed printed by a failing run reproduces it.
 
+/// The seed a test should use: the environment variable `var` if it holds a number (to
+/// replay a failing run), else `default`.
+pub fn seed_from_env(var: &str, default: u64) -> u64 {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// splitmix64 (Steele, Lea, Flood 2014): passes BigCrush, one add and three multiplies.
 #[derive(Clone, Debug)]
 pub struct Rng(u64);

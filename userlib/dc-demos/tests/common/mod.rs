@@ -40,26 +40,16 @@ impl Run {
 
 /// Reads the trace from byte `from` on: the part one run appended.
 fn trace_since(trace: Option<&Path>, from: u64) -> Result<(Vec<oracle::Event>, u64)> {
-    let Some(p) = trace else {
-        return Ok((Vec::new(), 0));
-    };
-    let bytes = match std::fs::read(p) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(e).with_context(|| format!("read {}", p.display())),
-    };
-    let tail = bytes.get(from as usize..).unwrap_or(&[]);
-    let events = oracle::parse(&String::from_utf8_lossy(tail))?;
-    Ok((events, bytes.len() as u64))
+    match trace {
+        Some(p) => Ok(oracle::trace_since(p, from)?),
+        None => Ok((Vec::new(), 0)),
+    }
 }
 
 /// The kill plan's generator: seeded from DC_TEST_SEED if set, else `seed`, and the seed
 /// printed so that a failing plan can be rerun.
 pub fn plan_rng(seed: u64) -> rio_prng::Rng {
-    let s = std::env::var("DC_TEST_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(seed);
+    let s = rio_prng::seed_from_env("DC_TEST_SEED", seed);
     eprintln!("kill-plan seed {s} (set DC_TEST_SEED to reproduce)");
     rio_prng::Rng::new(s)
 }
@@ -141,6 +131,20 @@ impl Proc {
         s.write_all(format!("{line}\n").as_bytes())?;
         s.flush()?;
         Ok(())
+    }
+
+    /// Bytes sent to the program's stdin that it has not read yet (`FIONREAD`).
+    pub fn unread_input(&self) -> usize {
+        use std::os::fd::AsRawFd;
+        let Some(s) = self.child.stdin.as_ref() else {
+            return 0;
+        };
+        let mut n: libc::c_int = 0;
+        // SAFETY: FIONREAD on our own end of the pipe writes one int into the local.
+        if unsafe { libc::ioctl(s.as_raw_fd(), libc::FIONREAD, &mut n) } < 0 {
+            return 0;
+        }
+        n as usize
     }
 
     pub fn close_stdin(&mut self) {
@@ -294,6 +298,16 @@ pub fn drive_kv(
                         }
                         if let Some(i) = pending.iter().position(|&(k, _)| k == n) {
                             let (_, delay) = pending.remove(i);
+                            // The kill lands once the program has read the whole input
+                            // (then, `delay` later, anywhere in its processing): a
+                            // program reading one byte at a time (the C notes) could
+                            // otherwise be killed halfway through a line, which a -LOG
+                            // protocol replays from its input log while this driver,
+                            // which sends whole lines, would send the line again.
+                            let t0 = Instant::now();
+                            while p.unread_input() > 0 && t0.elapsed() < Duration::from_secs(5) {
+                                std::thread::sleep(Duration::from_micros(200));
+                            }
                             std::thread::sleep(Duration::from_millis(delay));
                             let mut r = p.kill()?;
                             (r.trace, traced) = trace_since(t.trace, traced)?;

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use discount::oracle;
 
 /// The `dc` binary under test.
@@ -71,26 +71,16 @@ impl Run {
 
 /// Reads the trace from byte `from` on: the part one run appended.
 pub fn trace_since(trace: Option<&Path>, from: u64) -> Result<(Vec<oracle::Event>, u64)> {
-    let Some(p) = trace else {
-        return Ok((Vec::new(), 0));
-    };
-    let bytes = match std::fs::read(p) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(e).with_context(|| format!("read {}", p.display())),
-    };
-    let tail = bytes.get(from as usize..).unwrap_or(&[]);
-    let events = oracle::parse(&String::from_utf8_lossy(tail))?;
-    Ok((events, bytes.len() as u64))
+    match trace {
+        Some(p) => Ok(oracle::trace_since(p, from)?),
+        None => Ok((Vec::new(), 0)),
+    }
 }
 
 /// The kill plan's generator: seeded from DC_TEST_SEED if set, else `seed`, and the seed
 /// printed so that a failing plan can be rerun.
 pub fn plan_rng(seed: u64) -> rio_prng::Rng {
-    let s = std::env::var("DC_TEST_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(seed);
+    let s = rio_prng::seed_from_env("DC_TEST_SEED", seed);
     eprintln!("kill-plan seed {s} (set DC_TEST_SEED to reproduce)");
     rio_prng::Rng::new(s)
 }
@@ -459,4 +449,41 @@ pub fn drive_bytes(
             }
         }
     }
+}
+
+/// The checks every crash test of a real program makes beyond `check_resumed` (`m`): the
+/// commit invariant over all runs' traces (`all`; thesis Theorem 2), one recovery per kill,
+/// and under CPVS at most one write repeated per recovery (it commits before every visible
+/// event, so only the interrupted write can be written again).
+pub fn check_runs(
+    name: &str,
+    protocol: &str,
+    all: &[oracle::Event],
+    m: &oracle::Resumption,
+    kills: usize,
+    show: &str,
+) -> Result<()> {
+    let bad = oracle::check_one(all);
+    ensure!(bad.is_empty(), "{name}: commit invariant violated: {bad:?}");
+    ensure!(
+        m.recoveries == kills,
+        "{name}: {} recoveries for {kills} kills\n{show}",
+        m.recoveries
+    );
+    if protocol == "cpvs" {
+        let maxv = all
+            .iter()
+            .filter_map(|e| match e {
+                oracle::Event::Visible { len, .. } => Some(*len),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0);
+        ensure!(
+            m.output.repeated.iter().all(|&r| r <= maxv),
+            "{name}: repeated {:?} > one write ({maxv})",
+            m.output.repeated
+        );
+    }
+    Ok(())
 }
