@@ -84,8 +84,9 @@ fn after_a_safe_sync_the_next_boot_says_so() {
 /// Before the detectors were configured, such a guest hung until the harness reset it, and
 /// with the RAM gone every write since the last writeback was lost.
 ///
-/// `make test` hangs a CPU with preemption off; `make test-long` (`RIO_TEST_LONG=1`) also
-/// with interrupts off (each takes a minute or more under TCG).
+/// Only `make test-long` runs it (scripts/test.sh, LONG_ONLY), with preemption off and
+/// with interrupts off; run by hand without `RIO_TEST_LONG` it does the first only (each
+/// takes a minute or more under TCG).
 #[test]
 fn a_hung_cpu_becomes_a_panic_that_the_crash_kernel_saves() {
     let classes: &[(&str, &str)] = if std::env::var_os("RIO_TEST_LONG").is_some() {
