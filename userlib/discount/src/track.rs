@@ -117,7 +117,11 @@ impl Tracker {
             buf: vec![PageRegion::default(); VEC],
         };
         if kind == TrackerKind::Uffd {
-            t.pagemap = open_raw(b"/proc/self/pagemap\0", libc::O_RDONLY)?;
+            // Both descriptors go above FD_FLOOR at once: recovery rebuilds the program's
+            // descriptors at their recorded numbers (dup3 onto them), which would close a
+            // low-numbered one of ours and leave PAGEMAP_SCAN on, say, the program's
+            // terminal (ENOTTY, and the checkpoint fails).
+            t.pagemap = crate::sys::move_high(open_raw(b"/proc/self/pagemap\0", libc::O_RDONLY)?);
             let flags = (libc::O_CLOEXEC | libc::O_NONBLOCK) as usize;
             // SAFETY: userfaultfd takes only flags.
             let mut r = unsafe {
@@ -133,12 +137,12 @@ impl Tracker {
                 // which kernels before 5.11 refuse).
                 r = unsafe { sc(libc::SYS_userfaultfd, flags, 0, 0) };
             }
-            t.uffd = check(r).map_err(|e| {
+            t.uffd = crate::sys::move_high(check(r).map_err(|e| {
                 Error::Unsupported(
                     "userfaultfd",
                     std::io::Error::from_raw_os_error(e).to_string(),
                 )
-            })? as i32;
+            })? as i32);
             let mut api = UffdioApi {
                 api: UFFD_API,
                 features: UFFD_FEATURE_WP_ASYNC,
@@ -324,6 +328,28 @@ mod tests {
         })
         .unwrap();
         v
+    }
+
+    /// Recovery rebuilds the program's descriptors at their recorded numbers; the
+    /// tracker's must be out of their way (a low pagemap descriptor was once replaced by
+    /// nvi's terminal: PAGEMAP_SCAN then failed with ENOTTY).
+    #[test]
+    fn the_tracker_descriptors_are_above_the_floor() {
+        let t = match Tracker::new(TrackerKind::Uffd) {
+            Ok(t) => t,
+            Err(e) => {
+                return skipped(
+                    "the_tracker_descriptors_are_above_the_floor",
+                    &format!("userfaultfd tracker unavailable: {e}"),
+                )
+            }
+        };
+        assert!(
+            t.pagemap >= crate::sys::FD_FLOOR,
+            "pagemap at {}",
+            t.pagemap
+        );
+        assert!(t.uffd >= crate::sys::FD_FLOOR, "userfaultfd at {}", t.uffd);
     }
 
     #[test]
