@@ -18,11 +18,9 @@ use std::sync::atomic::Ordering;
 use crate::error::{Error, Result};
 use crate::sys::{check, sc4, write_all_raw};
 
-/// Opens the trace file `path` (if tracing is configured) for this process.
-pub fn open(path: Option<&Path>) -> Result<()> {
-    let Some(path) = path else {
-        return Ok(());
-    };
+/// Opens `path` for appending (created if missing) with a raw call, at a descriptor above
+/// the program's ([`crate::sys::move_high`]); `what` names it in the error.
+fn open_append(path: &Path, what: &'static str) -> Result<i32> {
     let mut p = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()).to_vec();
     p.push(0);
     // SAFETY: p is a NUL-terminated path that outlives the call; openat only reads it.
@@ -35,35 +33,26 @@ pub fn open(path: Option<&Path>) -> Result<()> {
             0o644,
         )
     })
-    .map_err(|e| Error::sys("open trace", e))?;
-    crate::vol::get()
-        .trace_fd
-        .store(crate::sys::move_high(fd as i32), Ordering::Release);
+    .map_err(|e| Error::sys(what, e))?;
+    Ok(crate::sys::move_high(fd as i32))
+}
+
+/// Opens the trace file `path` (if tracing is configured) for this process.
+pub fn open(path: Option<&Path>) -> Result<()> {
+    if let Some(path) = path {
+        let fd = open_append(path, "open trace")?;
+        crate::vol::get().trace_fd.store(fd, Ordering::Release);
+    }
     Ok(())
 }
 
 /// Opens the diagnostics file `path` (`DC_LOG`, appended to) for this process: from now
 /// on [`crate::diag::diag`] writes there instead of stderr.
 pub fn open_log(path: Option<&Path>) -> Result<()> {
-    let Some(path) = path else {
-        return Ok(());
-    };
-    let mut p = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()).to_vec();
-    p.push(0);
-    // SAFETY: p is a NUL-terminated path that outlives the call; openat only reads it.
-    let fd = check(unsafe {
-        sc4(
-            libc::SYS_openat,
-            libc::AT_FDCWD as usize,
-            p.as_ptr() as usize,
-            (libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_CLOEXEC) as usize,
-            0o644,
-        )
-    })
-    .map_err(|e| Error::sys("open log", e))?;
-    crate::vol::get()
-        .log_fd
-        .store(crate::sys::move_high(fd as i32), Ordering::Release);
+    if let Some(path) = path {
+        let fd = open_append(path, "open log")?;
+        crate::vol::get().log_fd.store(fd, Ordering::Release);
+    }
     Ok(())
 }
 
