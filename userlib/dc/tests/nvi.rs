@@ -293,3 +293,28 @@ fn nvi_cand_log_survives_sigkill() -> Result<()> {
 fn nvi_cbndvs_log_survives_sigkill() -> Result<()> {
     pass(case("nvi_cbndvs_log", "cbndvs-log", 65))
 }
+
+/// The pacing's count of terminal reads across kills (both drivers use it), on traces
+/// written down here. A kill between a checkpoint's commit point and its `C` line leaves
+/// `R <seq>` with no `C <seq>`: the reads before the kill were committed and must not be
+/// typed again (counting them as lost retyped the session's first inputs into nvi, the
+/// fresh-clone CI's nvi_cpvs failure with seed 61).
+#[test]
+fn the_pacing_keeps_reads_committed_just_before_a_kill() -> Result<()> {
+    use oracle::Event::{Commit, Nd, Recover, Start};
+    let read = || Nd("read".into());
+    // Two reads, commit 1, a read, crash, recovery of 1: the two committed reads remain.
+    let t = [Start, read(), read(), Commit(1), read(), Recover(1)];
+    ensure!(pty::reads_in_history(&t)? == 2);
+    // The third read was committed as checkpoint 2 whose line the kill cut off.
+    let t = [Start, read(), Commit(1), read(), read(), Recover(2)];
+    ensure!(pty::reads_in_history(&t)? == 3);
+    // And a later recovery of that checkpoint finds it where the kill left it.
+    let t = [Start, read(), Commit(1), read(), Recover(2), read(), Recover(2)];
+    ensure!(pty::reads_in_history(&t)? == 2);
+    // A fresh start forgets everything; a checkpoint never committed is an error.
+    ensure!(pty::reads_in_history(&[read(), Commit(1), Start, read()])? == 1);
+    ensure!(pty::reads_in_history(&[Start, Commit(1), Recover(3)]).is_err());
+    ensure!(pty::reads_in_history(&[Start, Commit(1), Commit(2), Recover(1)]).is_err());
+    Ok(())
+}

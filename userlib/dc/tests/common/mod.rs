@@ -396,7 +396,7 @@ pub fn drive_bytes(
                     let all = oracle::parse(&String::from_utf8_lossy(
                         &std::fs::read(path).unwrap_or_default(),
                     ))?;
-                    pty::reads_in_history(&all)
+                    pty::reads_in_history(&all)?
                 }
                 None => sent_total,
             };

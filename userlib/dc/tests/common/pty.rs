@@ -72,25 +72,42 @@ pub struct Target<'a> {
 
 /// The terminal reads in the history the trace leaves (`trace`: every event of every
 /// run so far): a fresh start clears it, a recovery of checkpoint `seq` cuts it back to
-/// that commit.
-pub fn reads_in_history(trace: &[Event]) -> usize {
-    let mut h: Vec<&Event> = Vec::new();
+/// that commit. A recovery of the checkpoint after the last traced one is a kill that
+/// landed between that checkpoint's commit point and its trace line (`C` is written
+/// after the commit, so that the trace never claims a commit that did not happen): the
+/// commit was the crashed run's last act, so nothing is cut, the rule
+/// [`oracle::check_resumed`] applies. Any other unknown checkpoint is an error.
+pub fn reads_in_history(trace: &[Event]) -> Result<usize> {
+    let mut h: Vec<Event> = Vec::new();
+    let mut last: Option<u64> = None;
     for e in trace {
         match e {
-            Event::Start => h.clear(),
+            Event::Start => {
+                h.clear();
+                last = None;
+            }
             Event::Recover(seq) => {
-                let cut = h
+                match h
                     .iter()
                     .rposition(|x| matches!(x, Event::Commit(c) if c == seq))
-                    .map_or(0, |i| i + 1);
-                h.truncate(cut);
+                {
+                    Some(i) if last == Some(*seq) => h.truncate(i + 1),
+                    None if last.map_or(1, |c| c + 1) == *seq => h.push(Event::Commit(*seq)),
+                    _ => bail!("the trace recovers checkpoint {seq}, the last committed is {last:?}"),
+                }
+                last = Some(*seq);
             }
-            _ => h.push(e),
+            Event::Commit(seq) => {
+                last = Some(*seq);
+                h.push(e.clone());
+            }
+            _ => h.push(e.clone()),
         }
     }
-    h.iter()
+    Ok(h
+        .iter()
         .filter(|e| matches!(e, Event::Nd(w) | Event::Logged(w) if w == "read"))
-        .count()
+        .count())
 }
 
 /// Bytes process `pid` has read so far (`rchar` of `/proc/<pid>/io`).
@@ -291,7 +308,7 @@ pub fn drive(
                     let all = oracle::parse(&String::from_utf8_lossy(
                         &std::fs::read(path).unwrap_or_default(),
                     ))?;
-                    reads_in_history(&all)
+                    reads_in_history(&all)?
                 }
                 None => sent_total,
             };
