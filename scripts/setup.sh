@@ -21,6 +21,7 @@ SUDO=""
 PKGS=(clang-$LLVM_VERSION lld-$LLVM_VERSION llvm-$LLVM_VERSION libclang-$LLVM_VERSION-dev flex bison bc libelf-dev libssl-dev cpio # bc also for userlib/dc/tests/bc.rs (an unmodified program under dc run)
       nvi # userlib/dc/tests/nvi.rs: the thesis's own benchmark, unmodified, under dc run on a pty
       ed # userlib/dc/tests/ed.rs: GNU ed editing its own data file, unmodified, under dc run
+      sc # userlib/dc/tests/sc.rs: the Spreadsheet Calculator (curses), unmodified, under dc run on a pty
       qemu-system-x86 busybox-static e2fsprogs xz-utils python3 libc6-dev
       build-essential make file
       sqlite3 git fio) # Debian's programs as oracles on riofs (tests/tests/riofs_apps.rs, make bench-fio)

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod pty;
+pub mod screen;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -297,8 +298,9 @@ pub fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// Bytes waiting in the pipe behind `fd` (FIONREAD works on either end).
-fn pipe_pending(fd: i32) -> usize {
+/// Bytes waiting in the pipe behind `fd` (FIONREAD works on either end), or in a
+/// terminal's input queue (on its slave side).
+pub fn pipe_pending(fd: i32) -> usize {
     let mut n: libc::c_int = 0;
     // SAFETY: FIONREAD writes one int into the local.
     if unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) } < 0 {

@@ -8,8 +8,9 @@
 //! next is, for a run under Discount Checking, read from the event trace: the number of
 //! terminal reads in the history that survives (a recovery truncates the history to the
 //! checkpoint it resumed; logged input replayed counts as read), so an input lost with a
-//! crash is typed again and one the program kept is not. For the failure-free run (no
-//! trace) it is simply the next one.
+//! crash is typed again and one the program kept is not. A read is a whole input for a
+//! program that reads bursts (nvi), one byte for one that reads a key at a time (sc):
+//! [`Pacing`]. For the failure-free run (no trace) it is simply the next one.
 
 use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -93,7 +94,9 @@ pub fn reads_in_history(trace: &[Event]) -> Result<usize> {
                 {
                     Some(i) if last == Some(*seq) => h.truncate(i + 1),
                     None if last.map_or(1, |c| c + 1) == *seq => h.push(Event::Commit(*seq)),
-                    _ => bail!("the trace recovers checkpoint {seq}, the last committed is {last:?}"),
+                    _ => {
+                        bail!("the trace recovers checkpoint {seq}, the last committed is {last:?}")
+                    }
                 }
                 last = Some(*seq);
             }
@@ -104,8 +107,7 @@ pub fn reads_in_history(trace: &[Event]) -> Result<usize> {
             _ => h.push(e.clone()),
         }
     }
-    Ok(h
-        .iter()
+    Ok(h.iter()
         .filter(|e| matches!(e, Event::Nd(w) | Event::Logged(w) if w == "read"))
         .count())
 }
@@ -188,9 +190,9 @@ impl Proc {
         }
     }
 
-    fn send(&mut self, keys: &str) -> Result<()> {
-        // One write, like a burst of typing the program reads at once.
-        self.pty.master.write_all(keys.as_bytes())?;
+    fn send(&mut self, keys: &[u8]) -> Result<()> {
+        // One write, like a burst of typing.
+        self.pty.master.write_all(keys)?;
         Ok(())
     }
 
@@ -241,15 +243,45 @@ pub fn show(s: &vt100::Screen) -> String {
     )
 }
 
-/// Runs `t` through `inputs` (each sent as one write). `kills`: sorted input indices with
-/// delays (ms): once the input of that index (or a later one) has been typed, wait the
-/// delay and SIGKILL the program, then run the same command again on a new terminal.
+/// How a program reads its terminal, which decides what one traced `read` stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pacing {
+    /// One read takes a whole burst of typing (nvi reads into a large buffer): the reads
+    /// in the history count the inputs the program has.
+    Bursts,
+    /// One read per byte (ncurses' `getch`, as sc reads its keys): the reads in the
+    /// history count the bytes it has, so after a kill in the middle of an input the
+    /// new run gets the rest of it, as a user who sees where the program stands would
+    /// type it. The program must consume what was typed before the next is sent (the
+    /// terminal's input queue is empty).
+    Bytes,
+}
+
+/// Runs `t` through `inputs` (each sent as one write, or with [`Pacing::Bytes`] its part
+/// the program has not read yet). `kills`: sorted input indices with delays (ms): once the
+/// input of that index (or a later one) has been typed, wait the delay and SIGKILL the
+/// program, then run the same command again on a new terminal.
 pub fn drive(
     t: &Target<'_>,
     inputs: &[String],
+    pacing: Pacing,
     kills: &[(usize, u64)],
     deadline: Duration,
 ) -> Result<Session> {
+    // The input stream, and the offset just past each input, in the unit one read takes.
+    let stream: Vec<u8> = inputs.concat().into_bytes();
+    let ends: Vec<usize> = match pacing {
+        Pacing::Bursts => (1..=inputs.len()).collect(),
+        Pacing::Bytes => inputs
+            .iter()
+            .scan(0, |at, s| {
+                *at += s.len();
+                Some(*at)
+            })
+            .collect(),
+    };
+    let total = ends.last().copied().unwrap_or(0);
+    let begin = |k: usize| if k == 0 { 0 } else { ends[k - 1] };
     let end = Instant::now() + deadline;
     let mut screen = vt100::Parser::new(ROWS, COLS, 0);
     let mut before_last = String::new();
@@ -297,13 +329,16 @@ pub fn drive(
             // Idle: blocked reading the terminal, quiet, and (after typing) the typed
             // input was read (the process's read counter moved since).
             let read_since = last_sent.is_none_or(|(_, _, rc)| rchar(p.pid()) > rc);
-            let idle = read_since && waiting_for_stdin(p.pid()) && p.last_out.elapsed() > quiet;
+            let drained = pacing == Pacing::Bursts
+                || super::pipe_pending(std::os::fd::AsRawFd::as_raw_fd(&p.pty.slave)) == 0;
+            let idle =
+                read_since && drained && waiting_for_stdin(p.pid()) && p.last_out.elapsed() > quiet;
             if !idle {
                 std::thread::sleep(Duration::from_millis(2));
                 continue;
             }
-            // Which input the program is waiting for.
-            let next = match &t.trace {
+            // Where in the input the program stands (inputs, or bytes: see `Pacing`).
+            let at = match &t.trace {
                 Some(path) => {
                     let all = oracle::parse(&String::from_utf8_lossy(
                         &std::fs::read(path).unwrap_or_default(),
@@ -312,40 +347,50 @@ pub fn drive(
                 }
                 None => sent_total,
             };
-            if let Some((k, at, _)) = last_sent {
-                if next <= k {
+            if let Some((want, since, _)) = last_sent {
+                if at > want {
+                    bail!("the trace shows {at} reads of the input, {want} were typed");
+                }
+                if at < want {
                     // Typed, not read yet (or read without a trace event: then never).
-                    if at.elapsed() > Duration::from_secs(5) {
+                    if since.elapsed() > Duration::from_secs(5) {
                         bail!(
-                            "input {k} was typed 5 s ago and the program is waiting for \
-                             input, but the trace shows {next} reads"
+                            "input up to {want} was typed 5 s ago and the program is \
+                             waiting for input, but the trace shows {at} reads"
                         );
                     }
                     std::thread::sleep(Duration::from_millis(2));
                     continue;
                 }
             }
-            if next >= inputs.len() {
+            if at >= total {
                 // Everything typed: the last input ends the program.
                 std::thread::sleep(Duration::from_millis(2));
                 continue;
             }
-            if next + 1 == inputs.len() {
+            // The input the program is in, and the part of it still to type.
+            let k = ends
+                .iter()
+                .position(|&e| e > at)
+                .unwrap_or(inputs.len() - 1);
+            let keys: &[u8] = match pacing {
+                Pacing::Bursts => inputs[k].as_bytes(),
+                Pacing::Bytes => &stream[at..ends[k]],
+            };
+            if k + 1 == inputs.len() && at == begin(k) {
                 before_last = show(screen.screen());
             }
             if std::env::var_os("DC_TEST_DEBUG").is_some() {
-                eprintln!("send {next} {:?}", inputs[next]);
-                if let Some(path) = &t.trace {
-                    if next < 2 {
-                        eprintln!("{}", std::fs::read_to_string(path).unwrap_or_default());
-                    }
-                }
+                eprintln!(
+                    "send input {k} from {at}: {:?}",
+                    String::from_utf8_lossy(keys)
+                );
             }
             let rc = rchar(p.pid());
-            p.send(&inputs[next])?;
-            last_sent = Some((next, Instant::now(), rc));
-            sent_total = next + 1;
-            if pending.first().is_some_and(|&(k, _)| k <= next) {
+            p.send(keys)?;
+            last_sent = Some((ends[k], Instant::now(), rc));
+            sent_total = ends[k];
+            if pending.first().is_some_and(|&(i, _)| i <= k) {
                 let (_, delay) = pending.remove(0);
                 std::thread::sleep(Duration::from_millis(delay));
                 p.pump(&mut screen);
