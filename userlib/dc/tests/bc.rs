@@ -18,50 +18,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
+use common::apps::{BC, DC_ENV};
 use common::*;
 use discount::oracle;
 
-/// The session: bc statements (functions, arrays, loops, big numbers, `scale`, `obase`).
-const SESSION: &[&str] = &[
-    "define f(n) { if (n<2) return (1); return (n*f(n-1)); }",
-    "f(20)",
-    "x=2^200",
-    "x%1000007",
-    "a[0]=1; a[1]=1",
-    "for(i=2;i<60;i++) a[i]=a[i-1]+a[i-2]",
-    "a[59]",
-    "scale=30",
-    "sqrt(2)",
-    "scale=0",
-    "s=0; for(i=1;i<=2000;i++) s+=i^3",
-    "s",
-    "define g(n) { auto i,t; t=0; for(i=0;i<n;i++) t=t+i*i; return (t); }",
-    "g(3000)",
-    "obase=16",
-    "255*255",
-    "x",
-    "obase=10",
-    "y=f(30)/f(28)",
-    "y",
-    "z=0; while (z < 1000) z = z*2+1",
-    "z",
-    "f(25) % 1000000007",
-    "g(100)+g(200)",
-];
-
-/// Input N: statement N, then the prompt for input N+1.
-fn inputs() -> Vec<String> {
-    SESSION
-        .iter()
-        .enumerate()
-        .map(|(i, s)| format!("{s}; print \"bc[{}]> \"", i + 1))
-        .collect()
-}
-
 fn bc_path() -> Result<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-        .map(|d| d.join("bc"))
-        .find(|p| p.is_file())
+    BC.path()
         .context("bc is not installed (scripts/setup.sh installs it)")
 }
 
@@ -85,16 +47,18 @@ fn bc_case(c: &Case<'_>) -> Result<(Result<oracle::Resumption, oracle::ResumeErr
     );
     for d in [&refd, &rund] {
         std::fs::create_dir_all(d)?;
-        std::fs::write(d.join("prompt.bc"), "print \"bc[0]> \"\n")?;
+        (BC.setup)(d)?;
     }
     let err = t.path().join("stderr");
-    let inputs = inputs();
+    let inputs = BC.inputs();
     let deadline = Duration::from_secs(60);
     // The failure-free reference: bc itself, no dc.
     let reference = drive(
         &Target {
-            argv: vec![bc.display().to_string(), "-q".into(), "prompt.bc".into()],
-            env: Vec::new(),
+            argv: std::iter::once(bc.display().to_string())
+                .chain(BC.args.iter().map(|a| a.to_string()))
+                .collect(),
+            env: (BC.env)(&refd),
             cwd: &refd,
             stderr: &err,
             trace: None,
@@ -119,12 +83,10 @@ fn bc_case(c: &Case<'_>) -> Result<(Result<oracle::Resumption, oracle::ResumeErr
     // log (without waiting) would never fire.
     kills.sort();
     eprintln!("{}: kills after inputs {kills:?}", c.name);
-    let mut env: Vec<(String, String)> = vec![
-        ("DC_HEAP_MB".into(), "64".into()),
-        ("DC_LOG_MB".into(), "16".into()),
-    ];
+    let mut env = (BC.env)(&rund);
+    env.extend(DC_ENV.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     env.extend(c.env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let argv = vec![
+    let mut argv = vec![
         dc_bin().display().to_string(),
         "run".into(),
         "--protocol".into(),
@@ -133,10 +95,9 @@ fn bc_case(c: &Case<'_>) -> Result<(Result<oracle::Resumption, oracle::ResumeErr
         "--dir".into(),
         state.display().to_string(),
         "--".into(),
-        "bc".into(),
-        "-q".into(),
-        "prompt.bc".into(),
+        BC.binary.into(),
     ];
+    argv.extend(BC.args.iter().map(|a| a.to_string()));
     let target = Target {
         argv,
         env,
@@ -287,21 +248,21 @@ fn status_check_and_discard() -> Result<()> {
     }
     let t = tempfile::tempdir()?;
     let state = t.path().join("state");
-    std::fs::write(t.path().join("prompt.bc"), "print \"bc[0]> \"\n")?;
+    (BC.setup)(t.path())?;
     let err = t.path().join("stderr");
-    let inputs = inputs();
+    let inputs = BC.inputs();
+    let mut argv = vec![
+        dc_bin().display().to_string(),
+        "run".into(),
+        "--trace".into(),
+        "--dir".into(),
+        state.display().to_string(),
+        "--".into(),
+        BC.binary.into(),
+    ];
+    argv.extend(BC.args.iter().map(|a| a.to_string()));
     let target = Target {
-        argv: vec![
-            dc_bin().display().to_string(),
-            "run".into(),
-            "--trace".into(),
-            "--dir".into(),
-            state.display().to_string(),
-            "--".into(),
-            "bc".into(),
-            "-q".into(),
-            "prompt.bc".into(),
-        ],
+        argv,
         env: vec![("DC_HEAP_MB".into(), "64".into())],
         cwd: t.path(),
         stderr: &err,

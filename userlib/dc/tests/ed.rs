@@ -25,60 +25,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
+use common::apps::{DC_ENV, ED};
 use common::*;
 use discount::oracle;
-
-/// The data file ed edits, as it is before the session.
-const NOTES: &str = "\
-Discount Checking: transparent checkpoints for whole programs.
-The quick brown fox jumps over the lazy dog.
-Rio keeps the file cache alive across crashes.
-Vista commits a transaction with one store.
-The thesis measured nvi, oleo, magic and xpilot.
-";
-
-/// The session: each entry is one command (with its text, for `a`, `i`, `c`), sent as
-/// one write.
-const SESSION: &[&str] = &[
-    "H",
-    ",n",
-    "$a\nCPVS commits before every visible event.\nCAND commits after every non-deterministic event.\n.",
-    "1,3s/e/E/gp",
-    "2d",
-    "$m0",
-    "/Rio/p",
-    "s/Rio/RIO/p",
-    "3,4t$",
-    "g/the/s//THE/",
-    ",p",
-    "w",
-    "2i\nAn inserted line, second of the file.\n.",
-    "$c\nThe last line, changed.\n.",
-    "1,2j",
-    "u",
-    "=",
-    "/Vista/ka",
-    "'a,$n",
-    "v/o/d",
-    ",n",
-    "w notes.bak",
-    "r notes.bak",
-    "1,4s/^/> /",
-    "$-2,$d",
-    "w",
-    ",n",
-    "q",
-];
-
-fn inputs() -> Vec<String> {
-    SESSION.iter().map(|s| format!("{s}\n")).collect()
-}
-
-fn ed_path() -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
-        .map(|d| d.join("ed"))
-        .find(|p| p.is_file())
-}
 
 struct Case<'a> {
     name: &'a str,
@@ -96,7 +45,7 @@ struct Case<'a> {
 fn ed_case(
     c: &Case<'_>,
 ) -> Result<Option<(Result<oracle::Resumption, oracle::ResumeError>, String)>> {
-    let Some(ed) = ed_path() else {
+    let Some(ed) = ED.path() else {
         vista::testing::record_skip(c.name, "ed is not installed (scripts/setup.sh installs it)")
             .expect("record the skip in RIO_SKIP_LOG");
         return Ok(None);
@@ -109,16 +58,16 @@ fn ed_case(
     );
     for d in [&refd, &rund] {
         std::fs::create_dir_all(d)?;
-        std::fs::write(d.join("notes.txt"), NOTES)?;
+        (ED.setup)(d)?;
     }
     let err = t.path().join("stderr");
     // The trace lives outside the state directory, so that the negative control can
     // delete that and keep the evidence.
     let trace = t.path().join("trace");
-    let inputs = inputs();
+    let inputs = ED.inputs();
     let deadline = Duration::from_secs(120);
-    let env: Vec<(String, String)> = vec![("LC_ALL".into(), "C".into())];
-    let ed_args = ["-p".to_string(), "ed> ".into(), "notes.txt".into()];
+    let env = (ED.env)(&refd);
+    let ed_args: Vec<String> = ED.args.iter().map(|a| a.to_string()).collect();
     // The failure-free reference: ed itself, no dc.
     let reference = drive_bytes(
         &Target {
@@ -168,11 +117,8 @@ fn ed_case(
     };
     eprintln!("{}: kills after inputs {kills:?}", c.name);
     let mut denv = env.clone();
-    denv.extend([
-        ("DC_HEAP_MB".to_string(), "64".to_string()),
-        ("DC_LOG_MB".to_string(), "16".to_string()),
-        ("DC_TRACE".to_string(), trace.display().to_string()),
-    ]);
+    denv.extend(DC_ENV.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    denv.push(("DC_TRACE".to_string(), trace.display().to_string()));
     let argv: Vec<String> = [
         dc_bin().display().to_string(),
         "run".into(),
@@ -181,7 +127,7 @@ fn ed_case(
         "--dir".into(),
         state.display().to_string(),
         "--".into(),
-        "ed".into(),
+        ED.binary.into(),
     ]
     .into_iter()
     .chain(ed_args.iter().cloned())

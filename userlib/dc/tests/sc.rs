@@ -18,109 +18,34 @@
 
 mod common;
 
-use std::path::Path;
-
 use anyhow::Result;
-use common::pty::Pacing;
-use common::screen::{crash_case, Case, Program};
-
-/// The ledger sc starts on (sc's own file format).
-const LEDGER: &str = "\
-# A household ledger
-let A0 = 1200
-let A1 = 300
-let A2 = 150
-leftstring B0 = \"rent\"
-leftstring B1 = \"food\"
-leftstring B2 = \"power\"
-";
-
-/// The session: `g` goes to a cell, `=` enters a number or formula, `<` and `>` a left
-/// or right aligned label, `x` clears the cell, `ir` inserts a row, `P` saves to the
-/// file sc was started on, `^L` redraws and `q` quits. No entry holds ESC (sc would wait
-/// for the rest of a possible escape sequence).
-const SESSION: &[&str] = &[
-    "gA3\r",
-    "=@sum(A0:A2)\r",
-    "gB3\r",
-    "<total\r",
-    "gC0\r",
-    "=A0/A3*100\r",
-    "j",
-    "=A1/A3*100\r",
-    "j",
-    "=A2/A3*100\r",
-    "gA4\r",
-    "=A3*12\r",
-    "gB4\r",
-    ">per year\r",
-    "gA1\r",
-    "=320\r",
-    "gD0\r",
-    "<checked\r",
-    "x",
-    "gA5\r",
-    "=@max(A0:A2)\r",
-    "gA2\r",
-    "ir",
-    "=45\r",
-    "gB2\r",
-    "<water\r",
-    "P\r",
-    "gA0\r",
-    "=1250\r",
-    "gB7\r",
-    "<after the save\r",
-    "P\r",
-    // Redraw, as a user would after a crash (see `common::screen`).
-    "\x0c",
-    "q",
-];
-
-fn env_for(home: &Path) -> Vec<(String, String)> {
-    vec![
-        ("HOME".into(), home.display().to_string()),
-        ("TERM".into(), "xterm".into()),
-        ("LC_ALL".into(), "C".into()),
-    ]
-}
-
-fn setup(dir: &Path) -> Result<()> {
-    std::fs::write(dir.join("ledger.sc"), LEDGER)?;
-    Ok(())
-}
-
-const SC: Program<'static> = Program {
-    binary: "sc",
-    args: &["ledger.sc"],
-    env: &env_for,
-    setup: &setup,
-    dirs: &[],
-    session: SESSION,
-    pacing: Pacing::Bytes,
-};
+use common::apps::{program, SC};
+use common::screen::{crash_case, Case};
 
 #[test]
 fn sc_cpvs_survives_sigkill() -> Result<()> {
-    crash_case(&SC, &Case::new("sc_cpvs", "cpvs", 71, 4))
+    crash_case(&program(&SC)?, &Case::new("sc_cpvs", "cpvs", 71, 4))
 }
 
 #[test]
 fn sc_cand_survives_sigkill() -> Result<()> {
-    crash_case(&SC, &Case::new("sc_cand", "cand", 72, 4))
+    crash_case(&program(&SC)?, &Case::new("sc_cand", "cand", 72, 4))
 }
 
 #[test]
 fn sc_cbndvs_survives_sigkill() -> Result<()> {
-    crash_case(&SC, &Case::new("sc_cbndvs", "cbndvs", 73, 4))
+    crash_case(&program(&SC)?, &Case::new("sc_cbndvs", "cbndvs", 73, 4))
 }
 
 #[test]
 fn sc_cand_log_survives_sigkill() -> Result<()> {
-    crash_case(&SC, &Case::new("sc_cand_log", "cand-log", 74, 4))
+    crash_case(&program(&SC)?, &Case::new("sc_cand_log", "cand-log", 74, 4))
 }
 
 #[test]
 fn sc_cbndvs_log_survives_sigkill() -> Result<()> {
-    crash_case(&SC, &Case::new("sc_cbndvs_log", "cbndvs-log", 75, 4))
+    crash_case(
+        &program(&SC)?,
+        &Case::new("sc_cbndvs_log", "cbndvs-log", 75, 4),
+    )
 }

@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod apps;
 pub mod pty;
 pub mod screen;
 

@@ -34,7 +34,7 @@ pub struct Program<'a> {
     /// directory (which is also HOME).
     pub env: &'a dyn Fn(&Path) -> Vec<(String, String)>,
     /// Prepares a fresh working directory (the program's data files, its directories).
-    pub setup: &'a dyn Fn(&Path) -> Result<()>,
+    pub setup: &'a dyn Fn(&Path) -> std::io::Result<()>,
     /// Subdirectories of the working directory whose files are compared too.
     pub dirs: &'a [&'a str],
     /// The session: each entry typed as one burst. The second-to-last is a redraw and
