@@ -6,7 +6,7 @@ export RIO_ROOT := $(CURDIR)
 GUEST_TARGET := x86_64-unknown-linux-gnu
 CARGO_GUEST := cd userlib && RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --target $(GUEST_TARGET)
 
-.PHONY: test-long all setup kernel kernel-debug module module-debug guest initramfs initramfs-debug test lint demo shell bench-rio bench-vista bench-fs bench-fio campaign bench-vista-rio bench-dc fuzz clean help
+.PHONY: test-long all setup kernel kernel-debug module module-debug guest initramfs initramfs-debug test lint demo shell bench-rio bench-vista bench-fs bench-fio campaign bench-vista-rio bench-dc bench-dc-apps fuzz clean help
 
 all: initramfs
 
@@ -26,6 +26,7 @@ help:
 	@echo "make bench-fs   ext4 on Rio vs ext4 write-through, ext4 default and tmpfs (guest)"
 	@echo "make bench-fio  fio IOPS and p50/p99: riofs (protection on/off), tmpfs, ext4 on Rio, ext4 on disk (guest; RUNS, RUNTIME, SIZE)"
 	@echo "make bench-dc   Discount Checking: checkpoint latency, cost per page, overheads (host)"
+	@echo "make bench-dc-apps the thesis's protocol study (6.2.4) on bc, ed, nvi, sc: commits, run-time ratios, SVG plots (host; DC_APPS_REPS)"
 	@echo "make fuzz       fuzz /dev/rio (and with RIOFS=1 riofs system calls) from several users against a model, on the debug kernel (DURATION=seconds, SEED, PANIC_EVERY)"
 	@echo "make campaign   crash campaign: COUNT runs per fault class and configuration (default 50), JOBS guests at once (default 2)"
 
@@ -46,6 +47,8 @@ module-debug: kernel-debug
 
 guest:
 	@$(CARGO_GUEST) -q -p rio-agent -p rio-cli -p rio-check -p rio-bench -p fs-bench -p vista-rio -p dc-demos -p rio-fuzz -p riofs-fsck -p riofs-torture
+	@# dc run and dc-drive for the guest's Discount Checking add-on (dynamically linked).
+	@cd userlib && cargo build --release -q -p dc -p dc-drive
 
 initramfs: module guest
 	@bash qemu/mkinitramfs.sh $(RIO_CACHE)/kbuild-current
@@ -113,6 +116,9 @@ fuzz: setup initramfs-debug
 
 bench-dc: setup
 	@bash scripts/bench-dc.sh
+
+bench-dc-apps: setup
+	@bash scripts/bench-dc-apps.sh
 
 bench-vista: setup
 	@bash scripts/bench-vista.sh
