@@ -108,6 +108,38 @@ SHIM
         "$KBUILD/usr/gen_init_cpio" "$root/build/initramfs-fio$suffix.list" | gzip -1 > "$fio_ovl.tmp"
         mv "$fio_ovl.tmp" "$fio_ovl"
     fi
+    # Discount Checking on real programs in the guest (tests/tests/discount_apps.rs):
+    # `dc run` with the library it preloads and `dc-drive` (host builds, dynamically
+    # linked: a preloaded library needs the dynamic loader), Debian's nvi and sc, their
+    # libraries and the xterm terminfo, in an add-on archive like the one above.
+    dc_ovl="$root/build/initramfs-dc$suffix.cpio.gz"
+    hostrel="$root/userlib/target/release"
+    dc_progs="$hostrel/dc $hostrel/libdc_preload.so $hostrel/dc-drive /usr/bin/nvi /usr/bin/sc"
+    dc_ok=1
+    for f in $dc_progs /lib/terminfo/x/xterm; do [ -f "$f" ] || dc_ok=0; done
+    if [ "$dc_ok" = 0 ]; then
+        echo "mkinitramfs: no Discount Checking add-on (needs make setup's nvi and sc, and cargo build --release -p dc -p dc-drive)" >&2
+        rm -f "$dc_ovl"
+    else
+        dc_libs=$(for prog in $dc_progs; do ldd "$prog" | awk '/=>/ {print $3} /ld-linux/ {print $1}'; done | sort -u)
+        {
+            printf 'dir /usr/lib 0755 0 0\ndir /usr/lib/dc 0755 0 0\n'
+            echo "file /usr/lib/dc/dc $hostrel/dc 0755 0 0"
+            echo "file /usr/lib/dc/libdc_preload.so $hostrel/libdc_preload.so 0755 0 0"
+            echo "slink /usr/bin/dc /usr/lib/dc/dc 0777 0 0"
+            echo "file /usr/bin/dc-drive $hostrel/dc-drive 0755 0 0"
+            echo "file /usr/bin/nvi /usr/bin/nvi 0755 0 0"
+            echo "file /usr/bin/sc /usr/bin/sc 0755 0 0"
+            printf 'dir /lib/terminfo 0755 0 0\ndir /lib/terminfo/x 0755 0 0\n'
+            echo "file /lib/terminfo/x/xterm /lib/terminfo/x/xterm 0644 0 0"
+            for lib in $dc_libs; do dirname "$lib"; done | sort -u | while read -r d; do
+                p=""; for c in ${d//\// }; do p="$p/$c"; echo "dir $p 0755 0 0"; done
+            done | awk '!seen[$0]++'
+            for lib in $dc_libs; do echo "file $lib $(readlink -f "$lib") 0755 0 0"; done
+        } > "$root/build/initramfs-dc$suffix.list"
+        "$KBUILD/usr/gen_init_cpio" "$root/build/initramfs-dc$suffix.list" | gzip -1 > "$dc_ovl.tmp"
+        mv "$dc_ovl.tmp" "$dc_ovl"
+    fi
     echo "slink /sbin/mkfs.ext4 mke2fs 0777 0 0"
     echo "slink /sbin/fsck.ext4 e2fsck 0777 0 0"
     echo "dir /lib64 0755 0 0"
