@@ -23,6 +23,15 @@ for f in "$moddir/rio.ko" $(for b in $GUEST_BINS; do echo "$guest/$b"; done); do
     [ -f "$f" ] || { echo "mkinitramfs: missing $f: run 'make module guest'" >&2; exit 1; }
 done
 
+# lib_entries LIB...: cpio list entries for shared libraries: their directories (each
+# level once), then the files (the real file behind each symlink, at the linked name).
+lib_entries() {
+    for lib in "$@"; do dirname "$lib"; done | sort -u | while read -r d; do
+        p=""; for c in ${d//\// }; do p="$p/$c"; echo "dir $p 0755 0 0"; done
+    done | awk '!seen[$0]++'
+    for lib in "$@"; do echo "file $lib $(readlink -f "$lib") 0755 0 0"; done
+}
+
 {
     echo "dir /dev 0755 0 0"
     echo "nod /dev/console 0600 0 0 c 5 1"
@@ -100,10 +109,7 @@ SHIM
                 printf 'dir /usr/lib/git-core 0755 0 0\n'
                 echo "slink /usr/lib/git-core/git /usr/bin/git 0777 0 0"
             fi
-            for lib in $fio_libs; do dirname "$lib"; done | sort -u | while read -r d; do
-                p=""; for c in ${d//\// }; do p="$p/$c"; echo "dir $p 0755 0 0"; done
-            done | awk '!seen[$0]++'
-            for lib in $fio_libs; do echo "file $lib $(readlink -f "$lib") 0755 0 0"; done
+            lib_entries $fio_libs
         } > "$root/build/initramfs-fio$suffix.list"
         "$KBUILD/usr/gen_init_cpio" "$root/build/initramfs-fio$suffix.list" | gzip -1 > "$fio_ovl.tmp"
         mv "$fio_ovl.tmp" "$fio_ovl"
@@ -132,10 +138,7 @@ SHIM
             echo "file /usr/bin/sc /usr/bin/sc 0755 0 0"
             printf 'dir /lib/terminfo 0755 0 0\ndir /lib/terminfo/x 0755 0 0\n'
             echo "file /lib/terminfo/x/xterm /lib/terminfo/x/xterm 0644 0 0"
-            for lib in $dc_libs; do dirname "$lib"; done | sort -u | while read -r d; do
-                p=""; for c in ${d//\// }; do p="$p/$c"; echo "dir $p 0755 0 0"; done
-            done | awk '!seen[$0]++'
-            for lib in $dc_libs; do echo "file $lib $(readlink -f "$lib") 0755 0 0"; done
+            lib_entries $dc_libs
         } > "$root/build/initramfs-dc$suffix.list"
         "$KBUILD/usr/gen_init_cpio" "$root/build/initramfs-dc$suffix.list" | gzip -1 > "$dc_ovl.tmp"
         mv "$dc_ovl.tmp" "$dc_ovl"

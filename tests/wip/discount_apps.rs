@@ -1,7 +1,8 @@
 // WORK IN PROGRESS (issue 14), not built by `make test`: move it back to tests/tests/ to
-// run it. Where it stands (2026-12-02): the guest add-on (qemu/mkinitramfs.sh:
-// initramfs-dc.cpio.gz) boots with dc, dc-drive, nvi and sc; dc-drive spawns on a pty in
-// the guest (plain fork/exec: std's spawn needs Unix sockets the guest kernel lacks) and
+// run it, with `dc-drive = { path = "../userlib/dc-drive" }` and `vt100 = "0.15"` added
+// to tests/Cargo.toml's dependencies. Where it stands (2026-12-02): the guest add-on
+// (qemu/mkinitramfs.sh: initramfs-dc.cpio.gz) boots with dc, dc-drive, nvi and sc;
+// dc-drive spawns on a pty in the guest (plain fork/exec: std's spawn needs Unix sockets the guest kernel lacks) and
 // the failure-free sc run passes; the first run under `dc run --store rio:` never reached
 // its planned panic within 400 s (not yet diagnosed: look at <MNT>/sc.drive.err and
 // sc.dclog in the guest).

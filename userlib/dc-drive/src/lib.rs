@@ -217,33 +217,30 @@ pub fn waiting_for_stdin(pid: u32) -> bool {
     f.next() == Some("0") && f.next() == Some("0x0")
 }
 
+/// The number after `key` in the `/proc/<pid>/<file>` line that starts with it (0 if
+/// there is none).
+fn proc_number(pid: u32, file: &str, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/{file}"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(key).and_then(|v| v.trim().parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
 /// How often process `pid` has blocked so far (`voluntary_ctxt_switches` of
 /// `/proc/<pid>/status`, which every kernel has, unlike `/proc/<pid>/io`): a program
 /// that was blocked reading its terminal and is blocked there again has been woken in
 /// between.
 pub fn blocked_count(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| {
-                l.strip_prefix("voluntary_ctxt_switches:")
-                    .and_then(|v| v.trim().parse().ok())
-            })
-        })
-        .unwrap_or(0)
+    proc_number(pid, "status", "voluntary_ctxt_switches:")
 }
 
-/// Bytes process `pid` has read so far (`rchar` of `/proc/<pid>/io`).
+/// Bytes process `pid` has read so far (`rchar` of `/proc/<pid>/io`; the host tests' pipe
+/// driver).
 pub fn rchar(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/io"))
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| {
-                l.strip_prefix("rchar: ")
-                    .and_then(|v| v.trim().parse().ok())
-            })
-        })
-        .unwrap_or(0)
+    proc_number(pid, "io", "rchar:")
 }
 
 /// Bytes waiting to be read from `fd`: a pipe (either end), or a terminal's input queue

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use common::apps::{BC, DC_ENV};
+use common::apps::BC;
 use common::*;
 use discount::oracle;
 
@@ -84,20 +84,16 @@ fn bc_case(c: &Case<'_>) -> Result<(Result<oracle::Resumption, oracle::ResumeErr
     kills.sort();
     eprintln!("{}: kills after inputs {kills:?}", c.name);
     let mut env = (BC.env)(&rund);
-    env.extend(DC_ENV.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    env.extend(dc_env());
     env.extend(c.env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let mut argv = vec![
-        dc_bin().display().to_string(),
-        "run".into(),
+    let options: Vec<String> = vec![
         "--protocol".into(),
         c.protocol.into(),
         "--trace".into(),
         "--dir".into(),
         state.display().to_string(),
-        "--".into(),
-        BC.binary.into(),
     ];
-    argv.extend(BC.args.iter().map(|a| a.to_string()));
+    let argv = dc_run_argv(&options, BC.binary, BC.args);
     let target = Target {
         argv,
         env,
@@ -251,16 +247,12 @@ fn status_check_and_discard() -> Result<()> {
     (BC.setup)(t.path())?;
     let err = t.path().join("stderr");
     let inputs = BC.inputs();
-    let mut argv = vec![
-        dc_bin().display().to_string(),
-        "run".into(),
+    let options: Vec<String> = vec![
         "--trace".into(),
         "--dir".into(),
         state.display().to_string(),
-        "--".into(),
-        BC.binary.into(),
     ];
-    argv.extend(BC.args.iter().map(|a| a.to_string()));
+    let argv = dc_run_argv(&options, BC.binary, BC.args);
     let target = Target {
         argv,
         env: vec![("DC_HEAP_MB".into(), "64".into())],

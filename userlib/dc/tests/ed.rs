@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use common::apps::{DC_ENV, ED};
+use common::apps::ED;
 use common::*;
 use discount::oracle;
 
@@ -117,21 +117,15 @@ fn ed_case(
     };
     eprintln!("{}: kills after inputs {kills:?}", c.name);
     let mut denv = env.clone();
-    denv.extend(DC_ENV.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    denv.extend(dc_env());
     denv.push(("DC_TRACE".to_string(), trace.display().to_string()));
-    let argv: Vec<String> = [
-        dc_bin().display().to_string(),
-        "run".into(),
+    let options: Vec<String> = vec![
         "--protocol".into(),
         c.protocol.into(),
         "--dir".into(),
         state.display().to_string(),
-        "--".into(),
-        ED.binary.into(),
-    ]
-    .into_iter()
-    .chain(ed_args.iter().cloned())
-    .collect();
+    ];
+    let argv = dc_run_argv(&options, ED.binary, ED.args);
     let forget =
         || -> Result<()> { std::fs::remove_dir_all(&state).context("delete the state directory") };
     let target = Target {

@@ -184,15 +184,25 @@ impl Proc {
     }
 }
 
-/// Whether process `pid` is blocked in `read(0, ...)` (`/proc/<pid>/syscall`; under
-/// Syscall User Dispatch the read is made by the SIGSYS handler, on the program's
-/// behalf, and shows the same).
-pub fn waiting_for_stdin(pid: u32) -> bool {
-    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/syscall")) else {
-        return false;
-    };
-    let mut f = s.split_whitespace();
-    f.next() == Some("0") && f.next() == Some("0x0")
+pub use dc_drive::waiting_for_stdin;
+
+/// `dc run OPTIONS -- PROGRAM ARGS` with the `dc` binary under test.
+pub fn dc_run_argv(options: &[String], program: &str, args: &[&str]) -> Vec<String> {
+    let mut v = vec![dc_bin().display().to_string(), "run".into()];
+    v.extend(options.iter().cloned());
+    v.push("--".into());
+    v.push(program.into());
+    v.extend(args.iter().map(|a| a.to_string()));
+    v
+}
+
+/// The `DC_*` settings every crash test gives `dc run` ([`apps::DC_ENV`]), as an
+/// environment.
+pub fn dc_env() -> Vec<(String, String)> {
+    apps::DC_ENV
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 /// The number in a prompt `<name>[N]> ` that `out` ends with.
@@ -299,17 +309,6 @@ pub fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// Bytes waiting in the pipe behind `fd` (FIONREAD works on either end), or in a
-/// terminal's input queue (on its slave side).
-pub fn pipe_pending(fd: i32) -> usize {
-    let mut n: libc::c_int = 0;
-    // SAFETY: FIONREAD writes one int into the local.
-    if unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n) } < 0 {
-        return usize::MAX;
-    }
-    n as usize
-}
-
 /// Drives `t` through `inputs` on a pipe, for a program that reads its standard input
 /// one byte at a time (unbuffered stdin, as GNU ed does when it is not a terminal): the
 /// inputs are one stream of bytes, and each `inputs[k]` (its own newlines included) is
@@ -382,16 +381,16 @@ pub fn drive_bytes(
             }
             let pid = p.child.id();
             let idle =
-                |p: &Proc| waiting_for_stdin(pid) && pipe_pending(stdin_fd) == 0 && !p.closed;
+                |p: &Proc| waiting_for_stdin(pid) && dc_drive::pending(&stdin_fd) == 0 && !p.closed;
             if !idle(&p) {
                 std::thread::sleep(Duration::from_millis(1));
                 continue;
             }
             // Still idle a moment later, having read nothing since: not a read that is
             // returning the last byte right now.
-            let rc = pty::rchar(pid);
+            let rc = dc_drive::rchar(pid);
             std::thread::sleep(Duration::from_millis(3));
-            if !idle(&p) || pty::rchar(pid) != rc {
+            if !idle(&p) || dc_drive::rchar(pid) != rc {
                 continue;
             }
             let at = match &t.trace {

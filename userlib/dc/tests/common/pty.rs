@@ -29,11 +29,6 @@ pub fn reads_in_history(trace: &[Event]) -> Result<usize> {
     Ok(dc_drive::reads_in_history(trace)?)
 }
 
-/// Bytes process `pid` has read so far.
-pub fn rchar(pid: u32) -> u64 {
-    dc_drive::rchar(pid)
-}
-
 /// What a session of runs produced.
 pub struct Session {
     pub runs: Vec<Run>,

@@ -22,7 +22,7 @@ use anyhow::{ensure, Context, Result};
 use discount::oracle;
 
 use super::pty::{self, Pacing, Target};
-use super::{check_runs, dc_bin, files, lossy, plan_rng, sud_or_skip, Run};
+use super::{check_runs, dc_env, dc_run_argv, files, lossy, plan_rng, sud_or_skip, Run};
 
 /// A program and the session typed into it.
 pub struct Program<'a> {
@@ -142,13 +142,8 @@ pub fn crash_case(p: &Program<'_>, c: &Case<'_>) -> Result<()> {
     eprintln!("{}: kills after inputs {kills:?}", c.name);
     let log = t.path().join("dc.log");
     let mut env = (p.env)(&rund);
-    env.extend([
-        ("DC_HEAP_MB".to_string(), "64".to_string()),
-        ("DC_LOG_MB".to_string(), "16".to_string()),
-    ]);
-    let mut dc_argv = vec![
-        dc_bin().display().to_string(),
-        "run".into(),
+    env.extend(dc_env());
+    let options: Vec<String> = vec![
         "--protocol".into(),
         c.protocol.into(),
         "--trace".into(),
@@ -156,10 +151,8 @@ pub fn crash_case(p: &Program<'_>, c: &Case<'_>) -> Result<()> {
         log.display().to_string(),
         "--dir".into(),
         state.display().to_string(),
-        "--".into(),
-        p.binary.into(),
     ];
-    dc_argv.extend(p.args.iter().map(|a| a.to_string()));
+    let dc_argv = dc_run_argv(&options, p.binary, p.args);
     let target = Target {
         argv: dc_argv,
         env,
