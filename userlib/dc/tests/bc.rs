@@ -140,7 +140,7 @@ fn bc_case(c: &Case<'_>) -> Result<(Result<oracle::Resumption, oracle::ResumeErr
             inputs.len()
         );
         // Every kill came after bc's first prompt, so after its first checkpoint.
-        check_runs(c.name, c.protocol, &all, m, c.kills, &show)?;
+        check_runs(c.name, c.protocol, &all, m, c.kills, &state, &show)?;
         ensure!(
             files(&rund) == files(&refd),
             "{}: bc's directory differs from the failure-free run's",

@@ -179,7 +179,7 @@ fn ed_case(
             c.name,
             n.nd + n.logged,
         );
-        check_runs(c.name, c.protocol, &all, m, kills.len(), &show)?;
+        check_runs(c.name, c.protocol, &all, m, kills.len(), &state, &show)?;
         eprintln!(
             "{}: {} runs, resumed {:?} at bytes {:?}, repeated {:?}, {:?}",
             c.name,

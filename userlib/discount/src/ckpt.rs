@@ -1037,6 +1037,7 @@ pub(crate) fn finish() {
             // SAFETY: the runtime's header is mapped.
             unsafe { image::mark_finished(rt.header()) };
             crate::trace::event("E", "exit");
+            cx.ks().at_exit();
         }
     }
     // (Otherwise `exit` was called by a handler on top of Discount Checking's own code:

@@ -234,8 +234,8 @@ fn cstr(b: &[u8]) -> Vec<u8> {
     v
 }
 
-/// `stat` of a path: (exists, is regular, size, is dir).
-pub fn stat_path(p: &[u8]) -> Option<(bool, u64, bool)> {
+/// `newfstatat(AT_FDCWD, p, flags)`: the stat of a path (`None` if the call fails).
+fn stat_at(p: &[u8], flags: i32) -> Option<libc::stat> {
     let c = cstr(p);
     // SAFETY: a zeroed stat is a valid value of the plain C struct.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
@@ -246,10 +246,16 @@ pub fn stat_path(p: &[u8]) -> Option<(bool, u64, bool)> {
             libc::AT_FDCWD as usize,
             c.as_ptr() as usize,
             &mut st as *mut _ as usize,
-            0,
+            flags as usize,
         )
     };
     check(r).ok()?;
+    Some(st)
+}
+
+/// `stat` of a path: (is regular, size, is dir); `None` if it does not exist.
+pub fn stat_path(p: &[u8]) -> Option<(bool, u64, bool)> {
+    let st = stat_at(p, 0)?;
     let fmt = st.st_mode & libc::S_IFMT;
     Some((
         fmt == libc::S_IFREG,
@@ -258,22 +264,10 @@ pub fn stat_path(p: &[u8]) -> Option<(bool, u64, bool)> {
     ))
 }
 
-/// The permission bits of a path (`None` if it does not exist).
+/// The permission bits of a path, not following a final symlink (`None` if it does not
+/// exist).
 pub fn mode_of(p: &[u8]) -> Option<u32> {
-    let c = cstr(p);
-    // SAFETY: a zeroed stat is a valid value of the plain C struct.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: c is a NUL-terminated path and st a live stat newfstatat writes once.
-    let r = unsafe {
-        sc4(
-            libc::SYS_newfstatat,
-            libc::AT_FDCWD as usize,
-            c.as_ptr() as usize,
-            &mut st as *mut _ as usize,
-            libc::AT_SYMLINK_NOFOLLOW as usize,
-        )
-    };
-    check(r).ok().map(|_| st.st_mode & 0o7777)
+    stat_at(p, libc::AT_SYMLINK_NOFOLLOW).map(|st| st.st_mode & 0o7777)
 }
 
 /// `fstat`: (is regular, size).
@@ -754,6 +748,14 @@ impl KState {
             }
             open
         });
+    }
+
+    /// At normal exit, once the image is marked finished (no recovery rolls the unlinks
+    /// back any more): the delayed unlinks no commit has carried out yet are.
+    pub fn at_exit(&mut self) {
+        for g in self.graves.drain(..) {
+            let _ = raw_unlink(&g);
+        }
     }
 
     /// A fresh name in the graveyard for `path` (same file system if possible).

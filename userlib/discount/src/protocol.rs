@@ -17,14 +17,17 @@
 //! | `Cand` | after every non-deterministic event |
 //! | `Cpvs` | before every visible event |
 //! | `Cbndvs` | before a visible event if a non-deterministic event happened since the last commit |
-//! | `CandLog` | as `Cand`, but input reads are logged (replayed after recovery) and so deterministic |
-//! | `CbndvsLog` | as `Cbndvs`, with input reads logged |
+//! | `CandLog` | as `Cand`, but input reads and readiness calls (`poll`, `select`, ...) are logged (replayed after recovery) and so deterministic |
+//! | `CbndvsLog` | as `Cbndvs`, with input reads and readiness calls logged |
 //! | `Manual` | only when the program calls `checkpoint()` (and on the optional timer) |
 //!
-//! Under the `-Log` protocols the data a read returned is appended to the input log in
-//! the control segment before the program sees it; after a crash, re-execution reads the
-//! logged data again instead of the device, until the log is used up. The log is
-//! truncated by each checkpoint.
+//! Under the `-Log` protocols the data a read returned, and what a readiness call (`poll`,
+//! `ppoll`, `select`, `pselect6`, the `epoll_wait` family) wrote, is appended to the input
+//! log in the control segment before the program sees it (thesis 6.2.2: the results of
+//! recv, read and select are logged; time calls, `bind` and signals stay
+//! non-deterministic); after a crash, re-execution takes the logged results again instead
+//! of the devices', until the log is used up or the program asks for something else. The
+//! log is truncated by each checkpoint.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 

@@ -463,8 +463,22 @@ pub fn check_runs(
     all: &[oracle::Event],
     m: &oracle::Resumption,
     kills: usize,
+    state: &Path,
     show: &str,
 ) -> Result<()> {
+    // The program finished: every unlink it made has been carried out, so Discount
+    // Checking's graveyard (delayed unlinks, STATE/grave) holds nothing any more.
+    let graves: Vec<String> = std::fs::read_dir(state.join("grave"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    ensure!(
+        graves.is_empty(),
+        "{name}: files the program unlinked are still in the graveyard after it finished: {graves:?}"
+    );
     let bad = oracle::check_one(all);
     ensure!(bad.is_empty(), "{name}: commit invariant violated: {bad:?}");
     ensure!(

@@ -219,7 +219,7 @@ pub fn crash_case(p: &Program<'_>, c: &Case<'_>) -> Result<()> {
     let m = oracle::check_resumed(&records, &ref_out, 1)
         .map_err(|e| anyhow::anyhow!("{}: {e}\n{show}", c.name))?;
     let all: Vec<oracle::Event> = s.runs.iter().flat_map(|r| r.trace.clone()).collect();
-    check_runs(c.name, c.protocol, &all, &m, c.kills, &show)?;
+    check_runs(c.name, c.protocol, &all, &m, c.kills, &state, &show)?;
     eprintln!(
         "{}: {} runs, resumed {:?} at bytes {:?}, repeated {:?}, {:?}",
         c.name,

@@ -2,7 +2,9 @@
 //! anything but the program's own files are non-deterministic, or logged under the -LOG
 //! protocols), `write`, `writev`, `pwrite`, `send` (output: writes to anything but the
 //! program's own files are visible events; writes to its files are logged for undo), and
-//! `poll`.
+//! the readiness calls (`poll`, `ppoll`, `select`, `pselect6`, `epoll_wait`,
+//! `epoll_pwait`, `epoll_pwait2`: non-deterministic, or logged under the -LOG protocols
+//! like reads). Only `poll` has a libc wrapper here; the others are trapped.
 
 use std::borrow::Cow;
 use std::sync::atomic::Ordering;
@@ -18,7 +20,86 @@ use crate::sys::{libc_ret, sc, sc4, syscall6};
 // ---------------------------------------------------------------------------------------
 // Input (non-deterministic unless logged)
 
+// The input log (the -LOG protocols, thesis 6.2.2) is a sequence of 8-byte aligned
+// records in the control segment's input area, appended in the order the calls returned
+// and replayed in that order by the re-execution after a recovery:
+//
+//   tag: i64, res: i64, len: u64, data: [u8; len], padding to 8 bytes
+//
+// A read's record has the descriptor as its tag and the bytes it returned as its data. A
+// readiness call's (`poll`, `select`, `epoll_wait`, ... below) has `READY_TAG - nr` as
+// its tag (never a descriptor: those fit in an `int`) and, as its data, a word giving the
+// call's shape (see `ReadyCall::shape`) followed by everything the call wrote into the
+// program's memory.
+
 const INREC_HDR: usize = 24;
+
+/// Base of the tags of readiness calls' records: `READY_TAG - nr` for system call `nr`,
+/// below every `int` descriptor a read's record carries.
+const READY_TAG: i64 = -(1 << 32);
+
+/// One record of the input log, as found at the replay cursor.
+struct InRec {
+    tag: i64,
+    res: i64,
+    /// The record's data, inside the input area.
+    data: *const u8,
+    len: usize,
+    /// Offset of the next record.
+    next: usize,
+}
+
+/// The next record of the input log, if re-executing through it (None when the log is
+/// used up, or when the record there is malformed: replay then stops).
+fn next_record(cx: &mut Ctx) -> Option<InRec> {
+    let rt = cx.rt()?;
+    let h = rt.image.header();
+    let (area, _) = rt.image.input_area();
+    // SAFETY: the header lies in the control member, mapped while the runtime lives.
+    let end = unsafe { (*h).input_end } as usize;
+    let at = rt.input_cursor;
+    if at + INREC_HDR > end {
+        return None;
+    }
+    // SAFETY: [at, at + INREC_HDR) lies in the input area (checked against input_end,
+    // which never exceeds its capacity); records are 8-byte aligned.
+    let (tag, res, len) = unsafe {
+        let p = area.add(at);
+        (
+            (p as *const i64).read(),
+            (p.add(8) as *const i64).read(),
+            (p.add(16) as *const u64).read() as usize,
+        )
+    };
+    if len > end - at - INREC_HDR {
+        rt.input_cursor = end;
+        return None;
+    }
+    Some(InRec {
+        tag,
+        res,
+        // SAFETY: inside the area (checked just above).
+        data: unsafe { area.add(at + INREC_HDR) },
+        len,
+        next: at + ((INREC_HDR + len + 7) & !7),
+    })
+}
+
+/// Re-execution diverged from the log (the next record is not for this call): replay
+/// stops, and every later input call is performed (and logged) again.
+fn diverge(cx: &mut Ctx) {
+    if let Some(rt) = cx.rt() {
+        // SAFETY: the header lies in the control member, mapped while the runtime lives.
+        rt.input_cursor = unsafe { (*rt.image.header()).input_end } as usize;
+    }
+}
+
+/// The record `rec` was replayed: the cursor moves past it.
+fn consume(cx: &mut Ctx, rec: &InRec) {
+    if let Some(rt) = cx.rt() {
+        rt.input_cursor = rec.next;
+    }
+}
 
 /// Reads from a descriptor that is not one of the program's files: non-deterministic, or
 /// logged under the -LOG protocols.
@@ -35,7 +116,10 @@ unsafe fn input_read(e: &mut Entry, fd: c_int, buf: *mut c_void, n: size_t, what
     }
     // SAFETY: the program's buffer, writable for n bytes (function contract).
     let r = unsafe { sc(libc::SYS_read, fd as usize, buf as usize, n) };
-    if logs && log_input(e.cx(), fd, r, buf as *const u8) {
+    let len = if r > 0 { r as usize } else { 0 };
+    // SAFETY: the kernel just wrote len bytes into the program's buffer.
+    let data = unsafe { std::slice::from_raw_parts(buf as *const u8, len) };
+    if logs && log_record(e.cx(), fd as i64, r, &[data]) {
         logged(what);
     } else {
         nondeterministic(e.cx(), what, usize::MAX);
@@ -45,40 +129,23 @@ unsafe fn input_read(e: &mut Entry, fd: c_int, buf: *mut c_void, n: size_t, what
 
 /// The next logged result for `fd`, if re-executing through the log.
 fn replay_input(cx: &mut Ctx, fd: c_int, buf: *mut c_void, n: size_t) -> Option<isize> {
-    let rt = cx.rt()?;
-    let h = rt.image.header();
-    let (area, _) = rt.image.input_area();
-    // SAFETY: the header lies in the control member, mapped while the runtime lives.
-    let end = unsafe { (*h).input_end } as usize;
-    let at = rt.input_cursor;
-    if at + INREC_HDR > end {
+    let rec = next_record(cx)?;
+    if rec.tag != fd as i64 || rec.len > n {
+        diverge(cx);
         return None;
     }
-    // SAFETY: [at, at + INREC_HDR) lies in the input area (checked against input_end,
-    // which never exceeds its capacity); records are 8-byte aligned.
-    let (rfd, res, len) = unsafe {
-        let p = area.add(at);
-        (
-            (p as *const i64).read(),
-            (p.add(8) as *const i64).read(),
-            (p.add(16) as *const u64).read() as usize,
-        )
-    };
-    if rfd != fd as i64 || len > n || at + INREC_HDR + len > end {
-        // Re-execution diverged from the log: stop replaying.
-        rt.input_cursor = end;
-        return None;
-    }
-    // SAFETY: len <= n bytes from the log (inside the area, checked) into the program's
-    // buffer, writable for n bytes (the caller's contract).
-    unsafe { std::ptr::copy_nonoverlapping(area.add(at + INREC_HDR), buf as *mut u8, len) };
-    rt.input_cursor = at + ((INREC_HDR + len + 7) & !7);
-    Some(res as isize)
+    // SAFETY: len <= n bytes from the log (inside the area, `next_record`) into the
+    // program's buffer, writable for n bytes (the caller's contract).
+    unsafe { std::ptr::copy_nonoverlapping(rec.data, buf as *mut u8, rec.len) };
+    consume(cx, &rec);
+    Some(rec.res as isize)
 }
 
-/// Appends a read's result to the input log. False if it does not fit.
-fn log_input(cx: &mut Ctx, fd: c_int, res: isize, data: *const u8) -> bool {
-    let len = if res > 0 { res as usize } else { 0 };
+/// Appends a record (`tag`, `res`, the concatenation of `parts`) to the input log. A
+/// full log forces a checkpoint first (which empties it: what the call returned is then
+/// in the checkpointed memory). False if it still does not fit.
+fn log_record(cx: &mut Ctx, tag: i64, res: isize, parts: &[&[u8]]) -> bool {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
     let need = (INREC_HDR + len + 7) & !7;
     // Where the record goes: the end of the log, after a checkpoint if it is full now.
     let fits = |cx: &mut Ctx| -> Option<bool> {
@@ -92,7 +159,6 @@ fn log_input(cx: &mut Ctx, fd: c_int, res: isize, data: *const u8) -> bool {
         None => return false,
         Some(true) => {}
         Some(false) => {
-            // A checkpoint empties the log (the data is then in the checkpointed buffer).
             let _ = ckpt::take(cx, usize::MAX);
             if fits(cx) != Some(true) {
                 return false;
@@ -106,20 +172,238 @@ fn log_input(cx: &mut Ctx, fd: c_int, res: isize, data: *const u8) -> bool {
     let h = rt.image.header();
     // SAFETY: the header is mapped (as above).
     let end = unsafe { (*h).input_end } as usize;
-    // SAFETY: [end, end+need) is inside the area (`fits`); `data` holds `len` bytes the
-    // kernel just read; plain permanent stores outside any transaction; the record is
-    // complete before input_end covers it.
+    // SAFETY: [end, end+need) is inside the area (`fits`); `parts` are live slices (what
+    // the kernel just returned) that do not overlap the area; plain permanent stores
+    // outside any transaction; the record is complete before input_end covers it.
     unsafe {
         let p = area.add(end);
-        (p as *mut i64).write(fd as i64);
+        (p as *mut i64).write(tag);
         (p.add(8) as *mut i64).write(res as i64);
         (p.add(16) as *mut u64).write(len as u64);
-        std::ptr::copy_nonoverlapping(data, p.add(INREC_HDR), len);
+        let mut at = INREC_HDR;
+        for part in parts {
+            std::ptr::copy_nonoverlapping(part.as_ptr(), p.add(at), part.len());
+            at += part.len();
+        }
         std::sync::atomic::compiler_fence(Ordering::SeqCst);
         std::ptr::write_volatile(&mut (*h).input_end, (end + need) as u64);
     }
     rt.input_cursor = end + need;
     true
+}
+
+// ---------------------------------------------------------------------------------------
+// Readiness calls: logged like reads under the -LOG protocols
+
+/// The readiness system calls whose results the -LOG protocols log: thesis 6.2.2, where
+/// CAND-LOG and CBNDVS-LOG "write the results of the recv, recvfrom, recvmsg, read, and
+/// select calls to a log in order to make those events deterministic"; `poll`, `ppoll`,
+/// `pselect6` and the `epoll_wait` family are today's `select`. The thesis left
+/// `gettimeofday`, `bind` and signals non-deterministic under those protocols, and so do
+/// we: the time calls (`clock_gettime`, `gettimeofday`, `time`, `intercept::time`) are
+/// non-deterministic events under every protocol.
+fn is_readiness(nr: i64) -> bool {
+    matches!(
+        nr,
+        libc::SYS_poll
+            | libc::SYS_ppoll
+            | libc::SYS_select
+            | libc::SYS_pselect6
+            | libc::SYS_epoll_wait
+            | libc::SYS_epoll_pwait
+            | libc::SYS_epoll_pwait2
+    )
+}
+
+/// Most regions of the program's memory a readiness call writes (`select`: three
+/// `fd_set`s and the timeout).
+const READY_REGIONS: usize = 4;
+
+/// What a readiness call with arguments `a` writes into the program's memory: its shape
+/// (one word: the number of descriptors or events and which optional arguments are
+/// present, the same for the same call in a re-execution) and the regions it writes, in
+/// the record's order.
+struct ReadyCall {
+    shape: u64,
+    /// (address, length) of each region; `n` used.
+    regions: [(usize, usize); READY_REGIONS],
+    n: usize,
+    /// `poll`/`ppoll`: region 0 is the `pollfd` array, whose descriptors and requested
+    /// events are checked on replay.
+    pollfds: bool,
+}
+
+const POLLFD_LEN: usize = std::mem::size_of::<libc::pollfd>();
+/// An `epoll_event` (12 bytes, packed, on x86_64).
+const EPOLL_EVENT_LEN: usize = std::mem::size_of::<libc::epoll_event>();
+/// Bound on the descriptors and events a logged call may name (the kernel refuses more
+/// than `RLIMIT_NOFILE` descriptors anyway): larger calls are not logged.
+const READY_MAX: usize = 1 << 20;
+
+impl ReadyCall {
+    /// The call `nr` with arguments `a` that returned `res` (for `epoll_wait`, the number
+    /// of events written). Its regions are those it wrote if it succeeded or was
+    /// interrupted (the kernel then read every pointer, so they are valid), none for any
+    /// other error. None if the call is too large to log.
+    fn of(nr: i64, a: &[usize; 6], res: i64) -> Option<ReadyCall> {
+        let wrote = res >= 0 || res == -(libc::EINTR as i64);
+        let mut c = ReadyCall {
+            shape: 0,
+            regions: [(0, 0); READY_REGIONS],
+            n: 0,
+            pollfds: false,
+        };
+        let push = |c: &mut ReadyCall, p: usize, len: usize| {
+            if wrote && p != 0 && len != 0 {
+                c.regions[c.n] = (p, len);
+                c.n += 1;
+            }
+        };
+        match nr {
+            libc::SYS_poll | libc::SYS_ppoll => {
+                let n = a[1];
+                if n > READY_MAX {
+                    return None;
+                }
+                c.pollfds = true;
+                push(&mut c, a[0], n * POLLFD_LEN);
+                // ppoll writes the time left into its timeout (glibc's ppoll passes a
+                // copy; a trapped ppoll, the program's own).
+                let tmo = if nr == libc::SYS_ppoll { a[2] } else { 0 };
+                c.shape = n as u64 | ((tmo != 0) as u64) << 32;
+                push(&mut c, tmo, std::mem::size_of::<libc::timespec>());
+            }
+            libc::SYS_select | libc::SYS_pselect6 => {
+                let nfds = a[0] as c_int;
+                if !(0..=READY_MAX as c_int).contains(&nfds) {
+                    return None;
+                }
+                // The kernel reads and writes whole longs of each set.
+                let set = (nfds as usize).div_ceil(64) * 8;
+                c.shape = nfds as u64;
+                for (i, &p) in a[1..4].iter().enumerate() {
+                    c.shape |= ((p != 0) as u64) << (32 + i);
+                    push(&mut c, p, set);
+                }
+                // Both write the time left into the timeout (a timeval for select, a
+                // timespec for pselect6: 16 bytes either way), unless it is read-only.
+                c.shape |= ((a[4] != 0) as u64) << 35;
+                push(&mut c, a[4], 16);
+            }
+            _ => {
+                let max = a[2] as c_int;
+                if !(0..=READY_MAX as c_int).contains(&max) || res > max as i64 {
+                    return None;
+                }
+                c.shape = max as u64;
+                push(&mut c, a[1], res.max(0) as usize * EPOLL_EVENT_LEN);
+            }
+        }
+        Some(c)
+    }
+
+    fn regions(&self) -> &[(usize, usize)] {
+        &self.regions[..self.n]
+    }
+
+    fn len(&self) -> usize {
+        8 + self.regions().iter().map(|r| r.1).sum::<usize>()
+    }
+}
+
+/// The next logged result of readiness call `nr`, if re-executing through the log and
+/// the record there is of this call and shape: its outputs are copied into the program's
+/// memory, and its result returned. Otherwise replay stops (as for a read that diverges).
+///
+/// # Safety
+/// `a` are the program's arguments for `nr`, valid as that call's contract says.
+unsafe fn replay_ready(cx: &mut Ctx, nr: i64, a: &[usize; 6]) -> Option<isize> {
+    let rec = next_record(cx)?;
+    let call = match ReadyCall::of(nr, a, rec.res) {
+        Some(c) if rec.tag == READY_TAG - nr && rec.len == c.len() => c,
+        _ => {
+            diverge(cx);
+            return None;
+        }
+    };
+    // SAFETY: the record's first word (its length is at least 8), inside the area.
+    if unsafe { (rec.data as *const u64).read_unaligned() } != call.shape {
+        diverge(cx);
+        return None;
+    }
+    if call.pollfds {
+        if let Some(&(p, len)) = call.regions().first() {
+            // SAFETY: the record holds len bytes of pollfds after its shape word; the
+            // program's array is readable for len bytes (poll's contract).
+            let (logged, now) = unsafe {
+                (
+                    std::slice::from_raw_parts(rec.data.add(8), len),
+                    std::slice::from_raw_parts(p as *const u8, len),
+                )
+            };
+            // The same descriptors and requested events, or the program diverged.
+            let same = logged
+                .chunks(POLLFD_LEN)
+                .zip(now.chunks(POLLFD_LEN))
+                .all(|(l, n)| l[..6] == n[..6]);
+            if !same {
+                diverge(cx);
+                return None;
+            }
+        }
+    }
+    let mut at = 8;
+    for &(p, len) in call.regions() {
+        // SAFETY: [at, at+len) lies in the record (its length was checked); the region
+        // is the program's, readable, and written by the call it replays, except for a
+        // timeout the kernel could not update (read-only): only bytes that differ are
+        // stored, and those the kernel did write.
+        unsafe {
+            let from = std::slice::from_raw_parts(rec.data.add(at), len);
+            let to = std::slice::from_raw_parts_mut(p as *mut u8, len);
+            if to != from {
+                to.copy_from_slice(from);
+            }
+        }
+        at += len;
+    }
+    consume(cx, &rec);
+    Some(rec.res as isize)
+}
+
+/// Readiness call `nr` under a -LOG protocol (`sys_nd` hands it over): replayed from the
+/// input log in a re-execution, or performed and logged, so it is a deterministic
+/// (logged, `L`) event rather than a non-deterministic one; non-deterministic only if it
+/// cannot be logged (the log is full even after a checkpoint, or the call is too large).
+///
+/// # Safety
+/// `a` are valid arguments for system call `nr`.
+unsafe fn ready_logged(nr: i64, a: [usize; 6], what: &str) -> isize {
+    let mut e = Entry::enter();
+    // SAFETY: the program's arguments for nr (function contract).
+    if let Some(r) = unsafe { replay_ready(e.cx(), nr, &a) } {
+        logged(what);
+        return r;
+    }
+    // SAFETY: the caller's arguments for nr (function contract).
+    let r = unsafe { syscall6(nr, a) };
+    let logged_ok = ReadyCall::of(nr, &a, r as i64).is_some_and(|c| {
+        let shape = c.shape.to_ne_bytes();
+        let mut parts: [&[u8]; READY_REGIONS + 1] = [&[]; READY_REGIONS + 1];
+        parts[0] = &shape;
+        for (i, &(p, len)) in c.regions().iter().enumerate() {
+            // SAFETY: a region the call just wrote (or read and left), in the program's
+            // memory, readable for len bytes (`ReadyCall::of`).
+            parts[i + 1] = unsafe { std::slice::from_raw_parts(p as *const u8, len) };
+        }
+        log_record(e.cx(), READY_TAG - nr, r, &parts[..c.n + 1])
+    });
+    if logged_ok {
+        logged(what);
+    } else {
+        nondeterministic(e.cx(), what, usize::MAX);
+    }
+    r
 }
 
 /// A write of `n` bytes at `data` to `fd` (`pos`: `pwrite`'s offset), made by `raw`:
@@ -339,12 +623,17 @@ pub(super) unsafe fn sys_sendto(
 }
 
 /// A call whose result is a non-deterministic event and that changes nothing we record
-/// (`poll`, `ppoll`, `select`, `pselect6`, `getppid`, `times`, ...): performed, then
-/// reported to the protocol.
+/// (`poll`, `ppoll`, `select`, `pselect6`, the `epoll_wait` family, `getppid`, `times`,
+/// ...): performed, then reported to the protocol. Under the -LOG protocols the readiness
+/// calls among them are logged instead (`ready_logged`, thesis 6.2.2).
 ///
 /// # Safety
 /// `a` are valid arguments for system call `nr`.
 pub(super) unsafe fn sys_nd(nr: i64, a: [usize; 6], what: &str) -> isize {
+    if is_readiness(nr) && active() && protocol::current().logs_input() {
+        // SAFETY: the caller's arguments for nr (function contract).
+        return unsafe { ready_logged(nr, a, what) };
+    }
     // SAFETY: the caller's arguments for nr (function contract).
     let r = unsafe { syscall6(nr, a) };
     if active() {
@@ -478,5 +767,53 @@ mod exported {
             )
         };
         libc_ret(r) as c_int
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_records_hold_what_the_call_wrote() {
+        let eintr = -(libc::EINTR as i64);
+        // select(65, read, -, except, timeout): two sets of two longs, the time left.
+        let a = [65, 0x1000, 0, 0x2000, 0x3000, 0];
+        let c = ReadyCall::of(libc::SYS_select, &a, 1).unwrap();
+        assert_eq!(c.regions(), &[(0x1000, 16), (0x2000, 16), (0x3000, 16)]);
+        assert_eq!(c.shape, 65 | 1 << 32 | 1 << 34 | 1 << 35);
+        assert_eq!(c.len(), 8 + 48);
+        // Interrupted: the same regions (the kernel read them all); another error: none,
+        // but the same shape.
+        assert_eq!(ReadyCall::of(libc::SYS_pselect6, &a, eintr).unwrap().n, 3);
+        let bad = ReadyCall::of(libc::SYS_select, &a, -(libc::EBADF as i64)).unwrap();
+        assert!(bad.regions().is_empty());
+        assert_eq!(bad.shape, c.shape);
+        assert_eq!(bad.len(), 8);
+        // poll: the whole pollfd array; ppoll also its timeout.
+        let c = ReadyCall::of(libc::SYS_poll, &[0x1000, 3, 0, 0, 0, 0], 0).unwrap();
+        assert_eq!(
+            (c.regions(), c.shape, c.pollfds),
+            (&[(0x1000, 24)][..], 3, true)
+        );
+        let c = ReadyCall::of(libc::SYS_ppoll, &[0x1000, 3, 0x2000, 0, 8, 0], eintr).unwrap();
+        assert_eq!(c.regions(), &[(0x1000, 24), (0x2000, 16)]);
+        assert_eq!(c.shape, 3 | 1 << 32);
+        // epoll_wait: res packed 12-byte events; the shape is maxevents.
+        assert_eq!(EPOLL_EVENT_LEN, 12);
+        let c = ReadyCall::of(libc::SYS_epoll_wait, &[5, 0x1000, 8, 100, 0, 0], 2).unwrap();
+        assert_eq!((c.regions(), c.shape), (&[(0x1000, 24)][..], 8));
+        let c = ReadyCall::of(libc::SYS_epoll_pwait, &[5, 0x1000, 8, 100, 0, 8], 0).unwrap();
+        assert!(c.regions().is_empty());
+        // Not logged: more events than room, a negative nfds, too many pollfds.
+        assert!(ReadyCall::of(libc::SYS_epoll_wait, &[5, 0x1000, 8, 0, 0, 0], 9).is_none());
+        assert!(ReadyCall::of(libc::SYS_select, &[usize::MAX, 0, 0, 0, 0, 0], 0).is_none());
+        let many = [0x1000, READY_MAX + 1, 0, 0, 0, 0];
+        assert!(ReadyCall::of(libc::SYS_poll, &many, 0).is_none());
+        // A readiness record's tag is never a descriptor.
+        for nr in [libc::SYS_poll, libc::SYS_epoll_pwait2] {
+            assert!(is_readiness(nr) && READY_TAG - nr < i32::MIN as i64);
+        }
+        assert!(!is_readiness(libc::SYS_read));
     }
 }

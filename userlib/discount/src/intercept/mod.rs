@@ -20,7 +20,9 @@
 //! * `files`: descriptors and the file system (`open`, `close`, `dup`, `fcntl`, `lseek`,
 //!   `ftruncate`, `unlink`, `rename`): recorded, file data logged for undo;
 //! * `io`: reading and writing descriptors (`read`, `write`, `pread`, `pwrite`, `readv`,
-//!   `writev`, `recv`, `send`, `poll`): input is non-deterministic (or logged), output
+//!   `writev`, `recv`, `send`) and the readiness calls (`poll`; trapped: `ppoll`,
+//!   `select`, `pselect6`, the `epoll_wait` family): input and readiness are
+//!   non-deterministic (or logged under the -LOG protocols, thesis 6.2.2), output
 //!   visible;
 //! * `signals`: handlers and timers (`sigaction`, `signal`, `setitimer`, `alarm`), the
 //!   wrapper every program handler runs through, and the periodic-checkpoint timer;
@@ -221,7 +223,8 @@ fn nondeterministic(cx: &mut Ctx, what: &str, low_hint: usize) {
     }
 }
 
-/// An input event made deterministic by the log.
+/// An input event made deterministic by the log (a read or a readiness call, logged or
+/// replayed: `io`).
 fn logged(what: &str) {
     crate::trace::event("L", what);
 }
