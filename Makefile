@@ -13,7 +13,7 @@ all: initramfs
 help:
 	@echo "make demo       boot the guest, load rio.ko, show it working (runs setup first)"
 	@echo "make test       every test: make lint, cargo tests of userlib, then the QEMU tests"
-	@echo "make lint       cargo fmt --check and clippy -D warnings (userlib, tests), rustfmt --check of rio_mod"
+	@echo "make lint       cargo fmt --check and clippy -D warnings (userlib, tests), rustfmt --check of rio_mod, no bare 'as above' SAFETY comments"
 	@echo "make setup      install toolchain and sources (Debian packages, crates.io); idempotent"
 	@echo "make kernel     build (or reuse) the cached Rust-enabled test kernel"
 	@echo "make kernel-debug  the same with lockdep, KASAN and Rust debug checks (qemu/kernel-debug.config)"
@@ -65,7 +65,8 @@ test-long: setup initramfs
 	@bash scripts/test.sh --long
 
 # Every check runs; the target fails if any found a problem. rio_mod is checked with the
-# kernel's own .rustfmt.toml (the kernel source setup unpacked).
+# kernel's own .rustfmt.toml (the kernel source setup unpacked). lint-safety.sh fails on a
+# `// SAFETY:` comment that is only a back-reference ("as above") instead of a reason.
 lint:
 	@fail=0; \
 	check() { echo "=== lint: $$*"; "$$@" || { echo "=== lint FAILED: $$*"; fail=1; }; }; \
@@ -74,6 +75,7 @@ lint:
 	check bash -c 'cd userlib && cargo clippy -q --workspace --all-targets -- -D warnings -W clippy::undocumented_unsafe_blocks'; \
 	check bash -c 'cd tests && cargo clippy -q --all-targets -- -D warnings'; \
 	check bash -c '. scripts/env.sh && rustfmt --edition 2021 --check --config-path "$$KSRC_ORIG/.rustfmt.toml" rio_mod/rio_main.rs rio_mod/riofault.rs'; \
+	check bash scripts/lint-safety.sh rio_mod userlib tests; \
 	[ $$fail -eq 0 ] && echo "=== lint: clean"; \
 	exit $$fail
 

@@ -16,9 +16,17 @@ SUDO=""
 [ "$(id -u)" = 0 ] || SUDO=sudo
 
 # ---- 1. host packages from the machine's own (bookworm) archive --------------------------
+# LLVM: the version toolchain.sh picks (the highest complete one installed), or, with none
+# installed, its default, installed here from Debian's packages.
 # shellcheck source=scripts/toolchain.sh
 . "$(dirname "$0")/toolchain.sh"
-PKGS=(clang-$LLVM_VERSION lld-$LLVM_VERSION llvm-$LLVM_VERSION libclang-$LLVM_VERSION-dev flex bison bc libelf-dev libssl-dev cpio # bc also for userlib/dc/tests/bc.rs (an unmodified program under dc run)
+if [ "$LLVM_COMPLETE" = 1 ]; then
+    log "LLVM $LLVM_VERSION found (clang-$LLVM_VERSION, ld.lld-$LLVM_VERSION, ...; RIO_LLVM_VERSION overrides)"
+    LLVM_PKGS=()
+else
+    LLVM_PKGS=(clang-$LLVM_VERSION lld-$LLVM_VERSION llvm-$LLVM_VERSION libclang-$LLVM_VERSION-dev)
+fi
+PKGS=("${LLVM_PKGS[@]}" flex bison bc libelf-dev libssl-dev cpio # bc also for userlib/dc/tests/bc.rs (an unmodified program under dc run)
       nvi # userlib/dc/tests/nvi.rs: the thesis's own benchmark, unmodified, under dc run on a pty
       ed # userlib/dc/tests/ed.rs: GNU ed editing its own data file, unmodified, under dc run
       sc # userlib/dc/tests/sc.rs: the Spreadsheet Calculator (curses), unmodified, under dc run on a pty
@@ -36,6 +44,23 @@ if [ ${#missing[@]} -gt 0 ]; then
 else
     log "host packages present"
 fi
+if ! rio_llvm_complete "$LLVM_VERSION"; then
+    gone=()
+    for t in "${RIO_LLVM_TOOLS[@]}"; do command -v "$t-$LLVM_VERSION" >/dev/null 2>&1 || gone+=("$t-$LLVM_VERSION"); done
+    [ -e "/usr/lib/llvm-$LLVM_VERSION/lib/libclang.so" ] || gone+=("/usr/lib/llvm-$LLVM_VERSION/lib/libclang.so")
+    die "LLVM $LLVM_VERSION is incomplete after installing its packages; missing: ${gone[*]}"
+fi
+
+# make lint runs cargo fmt and cargo clippy.
+for tool in fmt clippy; do
+    comp=$tool; [ "$tool" = fmt ] && comp=rustfmt
+    cargo "$tool" --version >/dev/null 2>&1 && continue
+    command -v rustup >/dev/null 2>&1 \
+        || die "'cargo $tool' does not work and there is no rustup: install $comp for this cargo ($(cargo --version 2>&1))"
+    log "installing the $comp component (make lint needs 'cargo $tool')"
+    rustup component add "$comp" || die "rustup component add $comp failed"
+    cargo "$tool" --version >/dev/null 2>&1 || die "'cargo $tool' still does not work after rustup component add $comp"
+done
 
 # ---- 2. a private apt configuration for trixie (kernel source, rust-src) ------------------
 APTDIR="$CACHE/apt"
@@ -49,10 +74,12 @@ APTOPTS=(-o Dir::Etc::sourcelist="$APTDIR/sources.list" -o Dir::Etc::sourceparts
          -o Dir::State::Lists="$APTDIR/lists" -o Dir::Cache::archives="$APTDIR/archives"
          -o Dir::Cache::pkgcache="$APTDIR/pkgcache.bin" -o Dir::Cache::srcpkgcache="$APTDIR/srcpkgcache.bin"
          -o APT::Get::List-Cleanup=0 -o Debug::NoLocking=1 -o APT::Sandbox::User=root)
+REFRESHED=0
 private_update() {
     if [ "${1:-}" = refresh ]; then
-        log "refreshing the trixie package lists (what is wanted is not in the old ones)"
+        log "refreshing the trixie package lists (${2:-what is wanted is not in the old ones})"
         rm -f "$APTDIR/updated"
+        REFRESHED=1
     fi
     if [ ! -f "$APTDIR/updated" ]; then
         log "reading the trixie package lists (private apt configuration)"
@@ -62,6 +89,23 @@ private_update() {
 }
 private_download() { # name=version
     (cd "$APTDIR/debs" && apt-get "${APTOPTS[@]}" download -qq "$1") || return 1
+}
+# private_fetch RESOLVER: downloads into $APTDIR/debs the package that the function RESOLVER
+# names (name or name=version, as read from the current lists). A version still in stale
+# lists can be gone from the mirror (a 404): then the lists are refreshed, once per run, and
+# the package resolved and downloaded again before giving up.
+private_fetch() {
+    local spec
+    spec=$("$1")
+    if [ -n "$spec" ] && private_download "$spec"; then return 0; fi
+    if [ "$REFRESHED" = 0 ]; then
+        log "downloading ${spec:-the package} failed; trying again with fresh lists"
+        private_update refresh "a version listed in them may be gone from the mirror"
+        spec=$("$1")
+        if [ -n "$spec" ] && private_download "$spec"; then return 0; fi
+    fi
+    [ -n "$spec" ] || die "$1: the package is no longer in the (refreshed) trixie lists"
+    die "could not download $spec from trixie, with fresh lists; is deb.debian.org reachable? (apt-get download $spec in $APTDIR/debs)"
 }
 
 # kernel source
@@ -75,7 +119,8 @@ if [ ! -f "$KSRC_DIR/.unpacked" ]; then
     fi
     log "downloading linux-source-$KSERIES"
     rm -f "$APTDIR/debs"/linux-source-"$KSERIES"_*.deb
-    private_download "linux-source-$KSERIES" || die "could not download linux-source-$KSERIES"
+    linux_source_spec() { echo "linux-source-$KSERIES"; }
+    private_fetch linux_source_spec
     rm -rf "$KSRC_DIR" && mkdir -p "$KSRC_DIR"
     dpkg -x "$APTDIR/debs"/linux-source-"$KSERIES"_*.deb "$KSRC_DIR/deb"
     log "unpacking the kernel tarball"
@@ -85,6 +130,13 @@ if [ ! -f "$KSRC_DIR/.unpacked" ]; then
 else
     log "kernel source present ($KSRC_DIR)"
 fi
+# The kernel's own minimum LLVM (the picked version's major is only checked against
+# toolchain.sh's RIO_LLVM_MIN).
+kmin=$(SRCARCH=x86 ARCH=x86_64 sh "$KSRC_DIR/linux-source-$KSERIES/scripts/min-tool-version.sh" llvm) \
+    || die "cannot read the kernel's minimum LLVM version"
+have=$(clang-"$LLVM_VERSION" -dumpversion)
+[ "$(printf '%s\n' "$kmin" "$have" | sort -V | head -n1)" = "$kmin" ] \
+    || die "clang-$LLVM_VERSION is $have; Linux $KSERIES needs LLVM $kmin or later (install a newer one or set RIO_LLVM_VERSION)"
 
 # rust-src matching the machine's rustc
 RUSTC_VER=$(rustc --version | awk '{print $2}')
@@ -103,7 +155,8 @@ if [ ! -d "$RSRC_DIR/usr/src/rustc-$RUSTC_VER/library" ]; then
     [ -n "$ver" ] || die "no rust-src for rustc $RUSTC_VER in trixie; have: $(apt-cache "${APTOPTS[@]}" madison rust-src | awk -F'|' '{print $2}' | tr -d ' ' | tr '\n' ' ')"
     log "downloading rust-src $ver (rustc is $RUSTC_VER)"
     rm -f "$APTDIR/debs"/rust-src_*.deb
-    private_download "rust-src=$ver" || die "could not download rust-src=$ver"
+    rust_src_spec() { local v; v=$(rust_src_version); [ -z "$v" ] || echo "rust-src=$v"; }
+    private_fetch rust_src_spec
     rm -rf "$RSRC_DIR"
     dpkg -x "$APTDIR/debs"/rust-src_*.deb "$RSRC_DIR"
 else

@@ -192,7 +192,8 @@ pub(crate) unsafe extern "C" fn riofs_rs_dir_next(
     // SAFETY: `cookie` is readable and writable by the function's contract.
     let mut c = unsafe { *cookie };
     let r = v.vol.lock().dir_next(dir, &mut c);
-    // SAFETY: as above.
+    // SAFETY: `cookie` is writable by the function's contract, and no reference to it is
+    // live (the read above copied the value out).
     unsafe { *cookie = c };
     match r {
         Ok(Some(e)) => {

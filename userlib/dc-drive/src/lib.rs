@@ -363,8 +363,10 @@ impl Proc {
             return Err(io("fork")(std::io::Error::last_os_error()));
         }
         if pid == 0 {
-            // SAFETY: the child, see above; the pointers are into live vectors of the
-            // parent's copied address space, NUL-terminated and null-terminated.
+            // SAFETY: this is the forked child, which may have inherited locks held by other
+            // threads, so it makes only async-signal-safe calls (close, dup2, setsid, ioctl,
+            // chdir, execve, _exit) and allocates nothing; the pointers are into live vectors
+            // of the parent's copied address space, NUL-terminated and null-terminated.
             unsafe {
                 libc::close(master);
                 for fd in 0..3 {

@@ -609,7 +609,9 @@ impl Mapping {
     /// The mapped bytes, for stores (which are durable as they execute). Needs a writable
     /// mapping: a store to a read-only one raises SIGSEGV.
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        // SAFETY: as above; `&mut self` makes this the only slice handed out.
+        // SAFETY: the mapping is `len` bytes, valid for as long as `self` lives; `&mut self`
+        // makes this the only slice handed out. A store to a read-only mapping faults
+        // (SIGSEGV) rather than breaking memory safety.
         unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
     }
 }

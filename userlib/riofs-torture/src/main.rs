@@ -102,20 +102,10 @@ const MAX_OPEN: usize = 4;
 /// Deepest directory.
 const MAX_DEPTH: usize = 4;
 
-/// The bytes of a splitmix64 stream from `seed`, 8 little-endian bytes per step.
+/// The bytes of a splitmix64 stream from `seed`, 8 little-endian bytes per step
+/// ([`rio_prng::bytes`]; the host's model writes the same specification out on its own).
 fn data(seed: u64, len: usize) -> Vec<u8> {
-    let mut s = seed;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = s;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        out.extend_from_slice(&z.to_le_bytes());
-    }
-    out.truncate(len);
-    out
+    rio_prng::bytes(seed, len)
 }
 
 /// FNV-1a, 64 bits: the content hash of the dump.
@@ -855,6 +845,18 @@ mod tests {
         assert_eq!(data(0, 8), 0xe220_a839_7b1d_cdafu64.to_le_bytes());
         assert_eq!(data(7, 13), data(7, 20)[..13]);
         assert_eq!(fnv(b""), 0xcbf2_9ce4_8422_2325);
+        // Outputs of data() as it was when it moved into rio-prng.
+        assert_eq!(
+            data(7, 13),
+            [0xd7, 0x0d, 0x32, 0x59, 0xe4, 0xe1, 0xcb, 0x63, 0x1c, 0x66, 0x3c, 0xf4, 0xd7]
+        );
+        assert_eq!(
+            data(0xdead_beef, 20),
+            [
+                0x9b, 0xeb, 0xc9, 0x68, 0x0f, 0xb9, 0xdf, 0x4a, 0x22, 0x09, 0xa1, 0x41, 0x31, 0x6a,
+                0x58, 0xde, 0x1d, 0xfc, 0x1c, 0x8e
+            ]
+        );
     }
 
     #[test]

@@ -30,6 +30,11 @@ pub const ENOTEMPTY: i32 = 39;
 pub const ELOOP: i32 = 40;
 
 // ---- the specification of the data and the hash (as the torture program documents) ----
+//
+// Written out here on purpose, not imported from rio-prng (which the torture program draws
+// its writes from) or from the program: these are the specification the guest's files are
+// checked against, so a change to the generator cannot move the model's expectation with
+// it. The test at the bottom pins the same reference values as the program's.
 
 /// The bytes of a splitmix64 stream from `seed`, 8 little-endian bytes per step.
 pub fn data(seed: u64, len: usize) -> Vec<u8> {
@@ -683,6 +688,24 @@ mod tests {
         OP 2 {\"op\":\"rmdir\",\"path\":\"d\"}\nACK 2 err 39 Directory not empty\n\
         OP 3 {\"op\":\"write\",\"path\":\"d/f\",\"off\":0,\"len\":10,\"seed\":7}\nACK 3 ok\n\
         OP 4 {\"op\":\"rename\",\"path\":\"d/f\",\"to\":\"g\"}\n";
+
+    #[test]
+    fn the_data_specification_has_its_reference_values() {
+        // The same values the torture program's own test pins for its writes (main.rs).
+        assert_eq!(data(0, 8), 0xe220_a839_7b1d_cdafu64.to_le_bytes());
+        assert_eq!(
+            data(7, 13),
+            [0xd7, 0x0d, 0x32, 0x59, 0xe4, 0xe1, 0xcb, 0x63, 0x1c, 0x66, 0x3c, 0xf4, 0xd7]
+        );
+        assert_eq!(
+            data(0xdead_beef, 20),
+            [
+                0x9b, 0xeb, 0xc9, 0x68, 0x0f, 0xb9, 0xdf, 0x4a, 0x22, 0x09, 0xa1, 0x41, 0x31, 0x6a,
+                0x58, 0xde, 0x1d, 0xfc, 0x1c, 0x8e
+            ]
+        );
+        assert_eq!(fnv(b""), 0xcbf2_9ce4_8422_2325);
+    }
 
     fn dump_of(m: &Model) -> Dump {
         // The dump's JSON for the model's canonical lines (no mtimes are known here).

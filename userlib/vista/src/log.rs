@@ -430,7 +430,8 @@ impl LogCore {
             .store((tail + need) as u64, Ordering::Release);
         compiler_fence(Ordering::SeqCst);
         if self.sync_records {
-            // SAFETY: same in-bounds computation as above.
+            // SAFETY: tail + need <= limit (checked at the top) and both callers pass a limit
+            // of at most `cap`, so `recs + tail` is inside the record area of our mapping.
             let rec = unsafe { self.recs.add(tail) } as usize;
             sync_range(rec, need)?;
             sync_range(self.base as usize + OFF_TAIL, 8)?;

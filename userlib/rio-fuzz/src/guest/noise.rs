@@ -54,7 +54,9 @@ fn read_fresh(fd: &OwnedFd, len: usize) -> Result<Vec<u8>, String> {
     let buf = anon(len).map_err(|e| format!("mmap anon: errno {e}"))?;
     // SAFETY: `buf` is a fresh private mapping of `len` writable bytes.
     let r = unsafe { sys::pread_raw(sys::raw(fd), buf, len, 0) };
-    // SAFETY: as above; the slice is dropped (copied) before the unmap.
+    // SAFETY: `buf` is a live private mapping of `len` bytes, readable and initialised
+    // (anonymous pages read as zero where pread did not write); the slice is copied out
+    // and dropped before the unmap below.
     let v = unsafe { std::slice::from_raw_parts(buf, len) }.to_vec();
     // SAFETY: `buf` is the mapping made above, referenced by nothing any more.
     let _ = unsafe { sys::munmap(buf, len) };
