@@ -3,6 +3,9 @@
 # "N passed, N failed, N skipped" that counts every test of every suite (a suite that fails
 # to build, or reports fewer tests than it had, counts as one failure; a test that could
 # not run here is skipped, not passed).
+#
+# scripts/test.sh --counts: list every test (cargo test -- --list: nothing runs, no guest
+# boots), print the MIN_TESTS rows the tree has and check them against the table.
 set -uo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 log=$(mktemp -d)
@@ -11,17 +14,63 @@ total_pass=0
 total_fail=0
 total_skip=0
 
-# The fewest tests each suite may report (passed + failed + ignored): a suite whose count
-# drops below this lost tests, which is a failure, not a smaller total. Counted with
-# `cargo test ... -- --list`; raise a number when tests are added.
+# The fewest tests each suite may report (passed + failed + ignored), one row per test
+# binary: a userlib crate's own tests (its src/lib.rs or src/main.rs), each of its tests/*.rs,
+# its doc tests ("userlib doc-tests CRATE"), and each QEMU test file (tests/tests/*.rs; and
+# tests/src/lib.rs, the test crate's own unit tests). A suite below its row lost tests: one
+# failure naming it, which tests added to another suite cannot hide. A suite that reports
+# tests but has no row is a failure too: a new file or crate comes with its row. Rows count
+# every test, LONG_ONLY ones too (make test expects a file's row less its LONG_ONLY tests).
+# Counted with `bash scripts/test.sh --counts`; raise a number when tests are added.
 declare -A MIN_TESTS=(
-    [userlib]=249
-    # lib 4; debug kernel: foundation 8, rio_core 13, rio_backing 6, rio_blockdev 3,
-    # rio_security 10, fuzz 2, riofs 5, riofs_crash 2; fast kernel: safe_sync 3,
-    # vista_rio 3, discount_rio 3, riofs_fsck 4, riofs_apps 3, pmem_dax 4; less the
-    # LONG_ONLY ones
-    [qemu]=72
-    [qemu-long]=21  # campaign 7, riofs 5, riofs_crash 2, riofs_fsck 4, safe_sync 3 (make test-long)
+    # userlib (cargo test --workspace): each crate's own tests, tests/*.rs, doc tests
+    ["userlib doc-tests discount"]=1
+    ["userlib doc-tests rio_client"]=1
+    ["userlib doc-tests vista"]=5
+    ["userlib/dc-demos/tests/crash.rs"]=17
+    ["userlib/dc-drive/src/lib.rs"]=2
+    ["userlib/dc/src/main.rs"]=2
+    ["userlib/dc/tests/bc.rs"]=7
+    ["userlib/dc/tests/ed.rs"]=6
+    ["userlib/dc/tests/nvi.rs"]=5
+    ["userlib/dc/tests/sc.rs"]=5
+    ["userlib/discount/src/lib.rs"]=40
+    ["userlib/discount/tests/ready_log.rs"]=3
+    ["userlib/fs-bench/src/main.rs"]=3
+    ["userlib/rio-agent/src/lib.rs"]=4
+    ["userlib/rio-campaign/src/lib.rs"]=4
+    ["userlib/rio-check/src/lib.rs"]=12
+    ["userlib/rio-cli/src/main.rs"]=5
+    ["userlib/rio-client/src/lib.rs"]=3
+    ["userlib/rio-format/src/lib.rs"]=19
+    ["userlib/rio-fuzz/src/lib.rs"]=22
+    ["userlib/rio-prng/src/lib.rs"]=3
+    ["userlib/riofs-fsck/src/lib.rs"]=38
+    ["userlib/riofs-fsck/tests/cli.rs"]=2
+    ["userlib/riofs-torture/src/lib.rs"]=4
+    ["userlib/riofs-torture/src/main.rs"]=2
+    ["userlib/riovm/src/lib.rs"]=7
+    ["userlib/vista-rio/src/main.rs"]=3
+    ["userlib/vista/src/lib.rs"]=31
+    ["userlib/vista/tests/crash.rs"]=1
+    # QEMU (the pools; make test-long runs campaign, riofs, riofs_crash, riofs_fsck, safe_sync)
+    ["tests/src/lib.rs"]=4
+    ["tests/tests/campaign.rs"]=7
+    ["tests/tests/discount_apps.rs"]=2
+    ["tests/tests/discount_rio.rs"]=3
+    ["tests/tests/foundation.rs"]=8
+    ["tests/tests/fuzz.rs"]=2
+    ["tests/tests/pmem_dax.rs"]=4
+    ["tests/tests/rio_backing.rs"]=6
+    ["tests/tests/rio_blockdev.rs"]=3
+    ["tests/tests/rio_core.rs"]=13
+    ["tests/tests/rio_security.rs"]=10
+    ["tests/tests/riofs.rs"]=5
+    ["tests/tests/riofs_apps.rs"]=3
+    ["tests/tests/riofs_crash.rs"]=2
+    ["tests/tests/riofs_fsck.rs"]=4
+    ["tests/tests/safe_sync.rs"]=3
+    ["tests/tests/vista_rio.rs"]=3
 )
 
 # result-sum FIELD FILE: the sum of "N FIELD" over the "test result:" lines of FILE.
@@ -29,7 +78,76 @@ result_sum() {
     grep -E '^test result:' "$2" | sed -E "s/.* ([0-9]+) $1.*/\1/" | paste -sd+ | bc
 }
 
-# suite NAME DIR CARGO-ARGS...: run cargo test in DIR and add its counts to the totals.
+# result_total FILE: passed + failed + ignored over the "test result:" lines of FILE.
+result_total() {
+    grep -E '^test result:' "$1" |
+        awk '{ for (i = 1; i < NF; i++) if ($(i + 1) ~ /^(passed|failed|ignored);?$/) s += $i } END { print s + 0 }'
+}
+
+# exe_map DIR CARGO-ARGS...: "executable<TAB>suite" for each test binary that `cargo test
+# CARGO-ARGS` builds in DIR; the suite is the binary's source file from the repository root
+# (cargo's own "Running tests/crash.rs" does not say which crate's crash.rs).
+exe_map() {
+    local dir=$1
+    shift
+    (cd "$dir" && cargo test -q --no-run --message-format=json "$@" </dev/null 2>/dev/null) |
+        python3 -c '
+import json, os, sys
+for line in sys.stdin:
+    try:
+        m = json.loads(line)
+    except ValueError:
+        continue
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]:
+        print(os.path.basename(m["executable"]) + "\t" + os.path.relpath(m["target"]["src_path"], sys.argv[1]))
+' "$here"
+}
+
+# suite_counts MAP <OUTPUT: "suite<TAB>tests" for each test binary in cargo test's OUTPUT
+# (named by its "Running SRC (EXE)" line through MAP, or by "Doc-tests CRATE"), from its
+# "test result:" lines (passed + failed + ignored) or, from `-- --list`, its "N tests, M
+# benchmarks" line. A binary that reports nothing counts 0.
+suite_counts() {
+    awk -v map="$1" '
+        BEGIN { while ((getline l < map) > 0) { split(l, a, "\t"); key[a[1]] = a[2] } }
+        /^ *Running .*\)$/ {
+            exe = $NF; gsub(/[()]/, "", exe); n = split(exe, p, "/")
+            cur = (p[n] in key) ? key[p[n]] : exe; got[cur] += 0; next
+        }
+        /^ *Doc-tests / { cur = "userlib doc-tests " $2; got[cur] += 0; next }
+        /^test result:/ && cur != "" {
+            for (i = 1; i < NF; i++) if ($(i + 1) ~ /^(passed|failed|ignored);?$/) got[cur] += $i
+            next
+        }
+        /^[0-9]+ tests?, [0-9]+ benchmarks?$/ && cur != "" { got[cur] += $1 }
+        END { for (k in got) print k "\t" got[k] }'
+}
+
+# expect_rows PREFIX: the MIN_TESTS rows whose suite starts with PREFIX ("suite<TAB>min").
+expect_rows() {
+    local k
+    for k in "${!MIN_TESTS[@]}"; do
+        if [[ $k == "$1"* ]]; then printf '%s\t%s\n' "$k" "${MIN_TESTS[$k]}"; fi
+    done
+}
+
+# check_counts NAME EXPECT COUNTS: one line for each suite of EXPECT ("suite<TAB>min": the
+# rows this run must see) that COUNTS ("suite<TAB>tests reported") has below its minimum or
+# not at all, and for each suite of COUNTS that reported tests and has no row.
+check_counts() {
+    awk -F'\t' -v name="$1" -v expect="$2" '
+        BEGIN { while ((getline l < expect) > 0) { split(l, a, "\t"); min[a[1]] = a[2] } }
+        { got[$1] += $2 }
+        END {
+            for (k in min) if (got[k] + 0 < min[k] + 0)
+                printf "=== %s: %s: %d tests reported, fewer than the %d it had: counted as one failure\n", name, k, got[k], min[k]
+            for (k in got) if (!(k in min) && got[k] > 0)
+                printf "=== %s: %s: %d tests, and no row in MIN_TESTS (scripts/test.sh): counted as one failure\n", name, k, got[k]
+        }' "$3" | sort
+}
+
+# suite NAME DIR CARGO-ARGS...: run cargo test in DIR and add its counts to the totals, each
+# test binary against its MIN_TESTS row (the rows whose suite starts with DIR's name).
 # A test that cannot do what it is named for here appends "SKIPPED: test: reason" to
 # $RIO_SKIP_LOG and returns: cargo counts it as passed, this counts it as skipped.
 suite() {
@@ -37,12 +155,17 @@ suite() {
     shift 2
     echo "=== $name"
     : >"$log/$name.skips"
+    exe_map "$dir" "$@" >"$log/$name.exes"
     (cd "$dir" && RIO_SKIP_LOG="$log/$name.skips" timeout --kill-after=30 "${SUITE_TIMEOUT:-2400}" cargo test --no-fail-fast "$@") 2>&1 | tee "$log/$name.out"
-    account "$name" "${PIPESTATUS[0]}"
+    local rc=${PIPESTATUS[0]}
+    suite_counts "$log/$name.exes" <"$log/$name.out" >"$log/$name.counts"
+    expect_rows "$(basename "$dir")" >"$log/$name.expect"
+    account "$name" "$rc"
 }
 
-# account NAME RC: add the counts in $log/NAME.out and $log/NAME.skips to the totals; RC is
-# the exit status of what ran the tests.
+# account NAME RC: add the counts in $log/NAME.out and $log/NAME.skips to the totals, and
+# one failure for each suite that check_counts finds short in $log/NAME.counts against
+# $log/NAME.expect; RC is the exit status of what ran the tests.
 account() {
     local name=$1 rc=$2
     local p f i s
@@ -53,13 +176,22 @@ account() {
     f=${f:-0}
     i=${i:-0}
     s=$(wc -l <"$log/$name.skips")
+    local broke=0 short
     if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
         echo "=== $name: cargo exited $rc without a failing test (build error or timeout): counted as one failure"
         f=1
+        broke=1
     fi
-    if [ $((p + f + i)) -lt "${MIN_TESTS[$name]}" ]; then
-        echo "=== $name: $((p + f + i)) tests reported, fewer than the ${MIN_TESTS[$name]} it had: counted as one failure"
-        f=$((f + 1))
+    check_counts "$name" "$log/$name.expect" "$log/$name.counts" >"$log/$name.short"
+    if [ -s "$log/$name.short" ]; then
+        short=$(wc -l <"$log/$name.short")
+        if [ "$broke" = 1 ] && [ "$short" -gt 1 ]; then
+            # A build that broke loses every suite after it: one more failure, not dozens.
+            echo "=== $name: $short suites short after cargo exited $rc (listed below): counted as one failure"
+            short=1
+        fi
+        cat "$log/$name.short"
+        f=$((f + short))
     fi
     [ "$s" -gt 0 ] && sed 's/^/=== /' "$log/$name.skips"
     # With --report-time (the QEMU tests), the slowest tests, so that the time budget can
@@ -79,6 +211,25 @@ account() {
 
 long=0
 [ "${1:-}" = --long ] && long=1
+if [ "${1:-}" = --counts ]; then
+    # Every test binary of userlib (with its doc tests) and of tests/ (lib and tests/*.rs, as
+    # the pools run them), listed; the rows, and what check_counts says of the table.
+    : >"$log/short"
+    for side in userlib tests; do
+        args=(--workspace)
+        [ "$side" = tests ] && args=(--lib --tests)
+        exe_map "$here/$side" "${args[@]}" >"$log/$side.exes"
+        (cd "$here/$side" && cargo test "${args[@]}" -- --list </dev/null 2>&1) |
+            suite_counts "$log/$side.exes" >"$log/$side.counts"
+        expect_rows "$side" >"$log/$side.expect"
+        check_counts "$side --list" "$log/$side.expect" "$log/$side.counts" >>"$log/short"
+    done
+    echo "=== the tree's tests as MIN_TESTS rows (suites with none left out):"
+    sort "$log"/userlib.counts "$log"/tests.counts | awk -F'\t' '$2 > 0 { printf "    [\"%s\"]=%s\n", $1, $2 }'
+    cat "$log/short"
+    [ ! -s "$log/short" ]
+    exit
+fi
 # make lint first (fmt and clippy of userlib and tests, rustfmt of rio_mod): one test.
 if [ "$long" = 0 ]; then
 echo "=== lint"
@@ -106,14 +257,15 @@ fi
 # the fast kernel the campaign and the benchmarks use.
 DEBUG_SUITES=(foundation rio_core rio_backing rio_blockdev rio_security riofs riofs_crash)
 [ -f "$here/tests/tests/fuzz.rs" ] && DEBUG_SUITES+=(fuzz)
-FAST_SUITES=(safe_sync vista_rio discount_rio riofs_fsck riofs_apps pmem_dax)
+FAST_SUITES=(safe_sync vista_rio discount_rio discount_apps riofs_fsck riofs_apps pmem_dax)
 # Long runs, in their own target (make test-long), so that a cached make test stays near
 # 15 minutes: the campaign smoke (every random fault class must crash, up to 1000 faults
 # each; about 6 minutes with two guests at a time), and the long versions of tests that
 # make test runs short: the riofs crash model (1 round here, 24 there), the fsck of an
 # arena a panic left mid-workload (1 round, 3 there), a hung CPU ending in safe sync (with
-# preemption off here; there also with interrupts off), riofs power cuts (1 here, 3 there).
-LONG_SUITES=(campaign riofs riofs_crash riofs_fsck safe_sync)
+# preemption off here; there also with interrupts off), riofs power cuts (1 here, 3 there),
+# nvi and sc on Rio in the guest (one protocol each here, all five there).
+LONG_SUITES=(campaign riofs riofs_crash riofs_fsck safe_sync discount_apps)
 # Tests only make test-long runs (file::test): a hung CPU takes the lockup detectors a
 # minute and a half even on a quiet machine.
 LONG_ONLY=(safe_sync::a_hung_cpu_becomes_a_panic_that_the_crash_kernel_saves)
@@ -133,6 +285,29 @@ done
 # Each test's duration from earlier runs on this machine (seconds, "flavour:file::test"),
 # kept beside the kernel cache: the pool starts the longest first.
 times_file="${RIO_CACHE:-/var/cache/rio-build}/test-times.tsv"
+
+# qemu_suite FILE: the MIN_TESTS suite of a pool's FILE ("lib": the test crate's own tests).
+qemu_suite() {
+    if [ "$1" = lib ]; then echo tests/src/lib.rs; else echo "tests/tests/$1.rs"; fi
+}
+
+# pool_expect FLAVOUR:FILE...: the rows a pool of these files must see, "suite<TAB>min"; in
+# make test (not --long) less each file's LONG_ONLY tests.
+pool_expect() {
+    local spec file key m t
+    for spec in "$@"; do
+        file=${spec#*:}
+        key=$(qemu_suite "$file")
+        [ -n "${MIN_TESTS[$key]+set}" ] || continue
+        m=${MIN_TESTS[$key]}
+        if [ "$long" = 0 ]; then
+            for t in "${LONG_ONLY[@]}"; do
+                if [[ $t == "$file::"* ]]; then m=$((m - 1)); fi
+            done
+        fi
+        printf '%s\t%s\n' "$key" "$m"
+    done
+}
 
 # pool NAME FLAVOUR:FILE...: every test of the QEMU test FILEs (or "lib", the crate's own
 # unit tests) as its own process, QEMU_TEST_THREADS (2) at a time, longest first, each on
@@ -188,9 +363,11 @@ pool() {
     echo "=== $name: $(wc -l <"$jobs") tests, $threads at a time"
     local n=0 started
     started=$(date +%s)
+    : >"$dir/suites"
     while IFS=$'\t' read -r _ fl file bin t; do
         while [ "$(jobs -rp | wc -l)" -ge "$threads" ]; do wait -n || true; done
         n=$((n + 1))
+        printf '%s\t%s\n' "$n" "$(qemu_suite "$file")" >>"$dir/suites"
         (
             out="$dir/$n.out"
             cd "$here/tests" &&
@@ -212,6 +389,14 @@ pool() {
     wait
     cat "$dir"/*.out >"$log/$name.out" 2>/dev/null
     cat "$dir"/*.failed 2>/dev/null
+    # Each file's tests reported, against its row less the LONG_ONLY tests make test leaves out.
+    : >"$log/$name.counts"
+    for spec in "$@"; do printf '%s\t0\n' "$(qemu_suite "${spec#*:}")" >>"$log/$name.counts"; done
+    local suite
+    while IFS=$'\t' read -r n suite; do
+        printf '%s\t%s\n' "$suite" "$(result_total "$dir/$n.out")"
+    done <"$dir/suites" >>"$log/$name.counts"
+    pool_expect "$@" >"$log/$name.expect"
     # Remember each test's duration for the next run's order.
     mkdir -p "$(dirname "$times_file")"
     {

@@ -1,12 +1,3 @@
-// WORK IN PROGRESS (issue 14), not built by `make test`: move it back to tests/tests/ to
-// run it, with `dc-drive = { path = "../userlib/dc-drive" }` and `vt100 = "0.15"` added
-// to tests/Cargo.toml's dependencies. Where it stands (2026-12-02): the guest add-on
-// (qemu/mkinitramfs.sh: initramfs-dc.cpio.gz) boots with dc, dc-drive, nvi and sc;
-// dc-drive spawns on a pty in the guest (plain fork/exec: std's spawn needs Unix sockets the guest kernel lacks) and
-// the failure-free sc run passes; the first run under `dc run --store rio:` never reached
-// its planned panic within 400 s (not yet diagnosed: look at <MNT>/sc.drive.err and
-// sc.dclog in the guest).
-
 //! Real programs under Discount Checking on the Rio store in the guest, surviving kernel
 //! panics (issue 14: "a kernel panic at a random point in the guest on the Rio store"):
 //! Debian's unmodified nvi (the thesis's own benchmark) and sc (the curses Spreadsheet
@@ -42,6 +33,18 @@ use rio_qemu_tests::*;
 
 /// Where `dc-fs` mounts riofs.
 const MNT: &str = "/mnt/dc";
+
+/// What the guest's kernel log says when a `dc-drive` that should have panicked the kernel
+/// ended instead.
+const DRIVE_ENDED: &str = "dc-drive ended with status";
+
+/// Discount Checking's sizes in the guest, instead of the host tests' `dc_drive::apps::DC_ENV`
+/// (64 MiB of heap): every byte of a Rio object is resident, and the guest's arena (64 MiB)
+/// also holds riofs (`dc-fs`).
+const GUEST_DC_ENV: &[(&str, &str)] = &[("DC_HEAP_MB", "16"), ("DC_LOG_MB", "4")];
+
+/// The size of the riofs `dc-fs` mounts (files, state directory, driver's output).
+const DC_FS_SIZE: &str = "24M";
 
 /// Longest one run may take in the guest (TCG, the fast kernel).
 const RUN_TIMEOUT: Duration = Duration::from_secs(400);
@@ -96,7 +99,7 @@ fn load(vm: &mut Vm) {
     if sh(vm, "rio status").contains("blank") {
         sh(vm, "rio format");
     }
-    sh(vm, "dc-fs 48M");
+    sh(vm, &format!("dc-fs {DC_FS_SIZE}"));
     sh(
         vm,
         "mkdir -p /dev/pts && (grep -q ' /dev/pts ' /proc/mounts || mount -t devpts devpts /dev/pts)",
@@ -139,7 +142,9 @@ fn base64(b: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut s = String::new();
     for (i, c) in b.chunks(3).enumerate() {
-        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+        let n = (c[0] as u32) << 16
+            | (*c.get(1).unwrap_or(&0) as u32) << 8
+            | *c.get(2).unwrap_or(&0) as u32;
         for k in 0..4 {
             if k <= c.len() {
                 s.push(T[(n >> (18 - 6 * k) & 63) as usize] as char);
@@ -165,7 +170,13 @@ fn digests(vm: &mut Vm, dir: &str) -> String {
 
 /// The `dc-drive` command line for one run of `app` in `dir`, its bookkeeping in
 /// `out` (see dc-drive's documentation), and after `dc run` with `dc_args` if given.
-fn drive_line(app: &App, dir: &str, out: &str, dc: Option<(&str, &str)>, panic_after: Option<(usize, u64)>) -> String {
+fn drive_line(
+    app: &App,
+    dir: &str,
+    out: &str,
+    dc: Option<(&str, &str)>,
+    panic_after: Option<(usize, u64)>,
+) -> String {
     let Driver::Screen(pacing) = app.driver else {
         panic!("{} is not a full-screen program", app.name);
     };
@@ -191,7 +202,7 @@ fn drive_line(app: &App, dir: &str, out: &str, dc: Option<(&str, &str)>, panic_a
     let panic = panic_after
         .map(|(i, d)| format!(" --panic-after {i}:{d}"))
         .unwrap_or_default();
-    let dc_env: String = dc_drive::apps::DC_ENV
+    let dc_env: String = GUEST_DC_ENV
         .iter()
         .map(|(k, v)| format!(" --env {k}={v}"))
         .collect();
@@ -267,7 +278,11 @@ fn app_survives_panics(app: &App, protocol: &str, crashes: usize) {
             .collect::<Vec<_>>()
             .join(",")
     );
-    put_file(vm, &format!("{MNT}/{}.session.json", app.name), json.as_bytes());
+    put_file(
+        vm,
+        &format!("{MNT}/{}.session.json", app.name),
+        json.as_bytes(),
+    );
     let seed = tempfile::tempdir().unwrap();
     (app.setup)(seed.path()).unwrap();
     let (refd, rund, state) = (
@@ -285,9 +300,12 @@ fn app_survives_panics(app: &App, protocol: &str, crashes: usize) {
         .unwrap();
     let errs = |vm: &mut Vm| {
         String::from_utf8_lossy(
-            &vm.run(&format!("cat {MNT}/{0}.drive.err {MNT}/{0}.dclog 2>/dev/null", app.name))
-                .map(|r| r.stdout)
-                .unwrap_or_default(),
+            &vm.run(&format!(
+                "cat {MNT}/{0}.drive.err {MNT}/{0}.dclog 2>/dev/null",
+                app.name
+            ))
+            .map(|r| r.stdout)
+            .unwrap_or_default(),
         )
         .into_owned()
     };
@@ -307,10 +325,40 @@ fn app_survives_panics(app: &App, protocol: &str, crashes: usize) {
     let runout = format!("{MNT}/{}.runout", app.name);
     let mut trace_at = Vec::new();
     for (n, &p) in plan.iter().enumerate() {
-        vm.spawn(&drive_line(app, &rund, &runout, Some((&state, protocol)), Some(p)))
-            .unwrap();
-        vm.wait_console("Kernel panic", RUN_TIMEOUT)
-            .unwrap_or_else(|e| panic!("{test}: run {}: no kernel panic: {e}", n + 1));
+        let panics = vm.console().matches("Kernel panic").count();
+        let ends = vm.console().matches(DRIVE_ENDED).count();
+        // If dc-drive ends without panicking the kernel, it says so on the console (through
+        // the kernel log) and the test fails at once with its messages.
+        vm.spawn(&format!(
+            "{}; echo \"{DRIVE_ENDED} $?\" > /dev/kmsg",
+            drive_line(app, &rund, &runout, Some((&state, protocol)), Some(p))
+        ))
+        .unwrap();
+        let deadline = std::time::Instant::now() + RUN_TIMEOUT;
+        loop {
+            let console = vm.console();
+            if console.matches("Kernel panic").count() > panics {
+                break;
+            }
+            if console.matches(DRIVE_ENDED).count() > ends {
+                let shown = fetch(vm, &format!("{runout}/out.{}", n + 1));
+                panic!(
+                    "{test}: run {}: dc-drive ended without the planned kernel panic:\n{}\n\
+                     what the program showed:\n{}",
+                    n + 1,
+                    errs(vm),
+                    String::from_utf8_lossy(&shown)
+                );
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{test}: run {}: no kernel panic within {RUN_TIMEOUT:?}:\n{}\n{}",
+                n + 1,
+                vm.console_tail(30),
+                errs(vm)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
         vm.wait_reboot(Duration::from_secs(120)).unwrap();
         load(vm);
         trace_at.push(fetch_num(vm, &format!("{runout}/trace-at.{}", n + 1)).unwrap_or(0));
@@ -332,7 +380,11 @@ fn app_survives_panics(app: &App, protocol: &str, crashes: usize) {
     let mut traces = Vec::new();
     for k in 0..last {
         let from = trace_at[k].min(trace_bytes.len());
-        let to = trace_at.get(k + 1).copied().unwrap_or(trace_bytes.len()).min(trace_bytes.len());
+        let to = trace_at
+            .get(k + 1)
+            .copied()
+            .unwrap_or(trace_bytes.len())
+            .min(trace_bytes.len());
         traces.push(
             oracle::parse(&String::from_utf8_lossy(&trace_bytes[from..to.max(from)]))
                 .unwrap_or_else(|e| panic!("{test}: the trace does not parse: {e}")),
@@ -349,10 +401,19 @@ fn app_survives_panics(app: &App, protocol: &str, crashes: usize) {
             digests(vm, &format!("{rund}/{d}")),
             digests(vm, &format!("{refd}/{d}")),
         );
-        assert!(!b.is_empty() || !d.is_empty(), "{test}: the failure-free run left no file");
-        assert_eq!(a, b, "{test}: the files in {d}/ differ from the failure-free run's\n{evidence}");
+        assert!(
+            !b.is_empty() || !d.is_empty(),
+            "{test}: the failure-free run left no file"
+        );
+        assert_eq!(
+            a, b,
+            "{test}: the files in {d}/ differ from the failure-free run's\n{evidence}"
+        );
     }
-    assert_eq!(before, ref_before, "{test}: the screen before the last input differs\n{evidence}");
+    assert_eq!(
+        before, ref_before,
+        "{test}: the screen before the last input differs\n{evidence}"
+    );
     assert_eq!(end, ref_end, "{test}: the final screen differs\n{evidence}");
     // Resumed, not restarted.
     let recs: Vec<oracle::RunRecord<'_>> = runs
@@ -373,7 +434,10 @@ fn app_survives_panics(app: &App, protocol: &str, crashes: usize) {
     let bad = oracle::check_one(&all);
     assert!(bad.is_empty(), "{test}: commit invariant violated: {bad:?}");
     let objs = sh(vm, "rio ls");
-    assert!(objs.contains(&format!("{}.log.vista", app.name)), "{test}: not on the Rio store: {objs}");
+    assert!(
+        objs.contains(&format!("{}.log.vista", app.name)),
+        "{test}: not on the Rio store: {objs}"
+    );
     eprintln!(
         "{test}: {last} runs, resumed {:?} at bytes {:?}, repeated {:?}, {:?}",
         m.resumed,
@@ -389,7 +453,9 @@ fn json_string(s: &str) -> String {
         match c {
             '"' => o.push_str("\\\""),
             '\\' => o.push_str("\\\\"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => o.push_str(&format!("\\u{:04x}", c as u32)),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                o.push_str(&format!("\\u{:04x}", c as u32))
+            }
             c => o.push(c),
         }
     }
