@@ -454,24 +454,39 @@ struct Args {
     reps: usize,
 }
 
+/// The command line (`cargo bench -p dc --bench apps -- [OPTIONS]`); each option's default
+/// comes from the environment variable named in its help, which scripts/bench-dc-apps.sh
+/// documents.
+#[derive(clap::Parser, Debug)]
+#[command(
+    name = "apps",
+    about = "The thesis's protocol study (6.2.4) on real programs: commits and run-time ratios per protocol, memory and disk stores, with plots"
+)]
+struct Cli {
+    /// Where the table, apps.json and the plots go [default: $DC_APPS_OUT, else
+    /// results/bench-dc-apps].
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Some of the programs, comma-separated (bc, ed, nvi, sc) [default: $DC_APPS, else all].
+    #[arg(long, value_name = "LIST")]
+    apps: Option<String>,
+    /// Repetitions per configuration [default: $DC_APPS_REPS, else 5].
+    #[arg(long)]
+    reps: Option<usize>,
+    /// What `cargo bench` passes to a bench without the test harness (ignored).
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
 fn args() -> Result<Args> {
+    let cli = <Cli as clap::Parser>::parse();
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let repo = repo.canonicalize().unwrap_or(repo);
-    let mut out = std::env::var_os("DC_APPS_OUT")
-        .map(PathBuf::from)
+    let out = cli
+        .out
+        .or_else(|| std::env::var_os("DC_APPS_OUT").map(PathBuf::from))
         .unwrap_or_else(|| repo.join("results/bench-dc-apps"));
-    let mut apps = std::env::var("DC_APPS").ok();
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            // What `cargo bench` passes to a bench without the test harness.
-            "--bench" => {}
-            "--out" => out = PathBuf::from(it.next().context("--out DIR")?),
-            "--apps" => apps = Some(it.next().context("--apps bc,ed,nvi,sc")?),
-            _ => bail!("usage: apps [--out DIR] [--apps bc,ed,nvi,sc] (got {a:?})"),
-        }
-    }
-    let apps: Vec<&'static App> = match apps {
+    let apps: Vec<&'static App> = match cli.apps.or_else(|| std::env::var("DC_APPS").ok()) {
         None => ALL.to_vec(),
         Some(list) => list
             .split(',')
@@ -483,14 +498,16 @@ fn args() -> Result<Args> {
             })
             .collect::<Result<_>>()?,
     };
-    let reps = match std::env::var("DC_APPS_REPS") {
-        Ok(v) => v
-            .parse()
-            .ok()
-            .filter(|&n: &usize| n > 0)
-            .with_context(|| format!("DC_APPS_REPS={v:?}: a positive number"))?,
-        Err(_) => 5,
+    let reps = match cli.reps {
+        Some(n) => n,
+        None => match std::env::var("DC_APPS_REPS") {
+            Ok(v) => v
+                .parse()
+                .with_context(|| format!("DC_APPS_REPS={v:?}: a positive number"))?,
+            Err(_) => 5,
+        },
     };
+    ensure!(reps > 0, "the repetitions must be at least 1 (got {reps})");
     Ok(Args { out, apps, reps })
 }
 
