@@ -13,7 +13,7 @@ all: initramfs
 help:
 	@echo "make demo       boot the guest, load rio.ko, show it working (runs setup first)"
 	@echo "make test       every test: make lint, cargo tests of userlib, then the QEMU tests"
-	@echo "make lint       cargo fmt --check and clippy -D warnings (userlib, tests), rustfmt --check of rio_mod, no bare 'as above' SAFETY comments"
+	@echo "make lint       cargo fmt --check and clippy -D warnings (userlib, tests), rustfmt --check of rio_mod, no bare 'as above' SAFETY comments, no import cycle in discount"
 	@echo "make setup      install toolchain and sources (Debian packages, crates.io); idempotent"
 	@echo "make kernel     build (or reuse) the cached Rust-enabled test kernel"
 	@echo "make kernel-debug  the same with lockdep, KASAN and Rust debug checks (qemu/kernel-debug.config)"
@@ -76,6 +76,7 @@ lint:
 	check bash -c 'cd tests && cargo clippy -q --all-targets -- -D warnings'; \
 	check bash -c '. scripts/env.sh && rustfmt --edition 2021 --check --config-path "$$KSRC_ORIG/.rustfmt.toml" rio_mod/rio_main.rs rio_mod/riofault.rs'; \
 	check bash scripts/lint-safety.sh rio_mod userlib tests; \
+	check python3 scripts/modgraph.py userlib/discount/src --check; \
 	[ $$fail -eq 0 ] && echo "=== lint: clean"; \
 	exit $$fail
 
