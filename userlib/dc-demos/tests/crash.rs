@@ -610,15 +610,7 @@ fn build_c_notes(dir: &Path) -> Result<std::path::PathBuf> {
         .arg("-I")
         .arg(&inc)
         .arg(&lib)
-        .args([
-            "-lgcc_s",
-            "-lutil",
-            "-lrt",
-            "-lpthread",
-            "-lm",
-            "-ldl",
-            "-lc",
-        ])
+        .args(discount::C_LINK_LIBS)
         .status()?;
     ensure!(st.success(), "cc failed");
     Ok(out)

@@ -78,6 +78,20 @@ pub mod vol;
 use std::sync::atomic::Ordering;
 
 pub use config::{Config, StoreKind, SudMode};
+
+/// The system libraries a C program linked with `libdiscount.a` needs after it, in this
+/// order (the Rust standard library's own dependencies): what `include/dc.h` and the
+/// README tell C programs to link with, and what the tests that build C programs pass to
+/// `cc`.
+pub const C_LINK_LIBS: &[&str] = &[
+    "-lgcc_s",
+    "-lutil",
+    "-lrt",
+    "-lpthread",
+    "-lm",
+    "-ldl",
+    "-lc",
+];
 pub use error::{Error, Result};
 pub use protocol::Protocol;
 pub use track::TrackerKind;

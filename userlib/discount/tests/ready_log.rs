@@ -117,15 +117,7 @@ fn build(dir: &Path) -> PathBuf {
         .arg("-I")
         .arg(&inc)
         .arg(libdiscount())
-        .args([
-            "-lgcc_s",
-            "-lutil",
-            "-lrt",
-            "-lpthread",
-            "-lm",
-            "-ldl",
-            "-lc",
-        ])
+        .args(discount::C_LINK_LIBS)
         .status()
         .expect("cc");
     assert!(st.success(), "cc failed");
