@@ -212,6 +212,27 @@ pub fn config_with_disk(name: &str, mib: u64) -> (VmConfig, TestDir) {
     (cfg, dir)
 }
 
+/// Appends the add-on archive `initramfs-<addon>.cpio.gz` built beside `cfg`'s initramfs
+/// (for the debug kernel `initramfs-<addon>-debug.cpio.gz`; qemu/mkinitramfs.sh builds them)
+/// to that initramfs, in a copy in the test's directory: concatenated gzip cpio archives make
+/// one initramfs. Panics naming the missing archive and what builds it (`how`).
+pub fn with_addon(cfg: &mut VmConfig, dir: &TestDir, addon: &str, how: &str) {
+    let initramfs = cfg.artifacts.initramfs.clone();
+    let suffix = initramfs
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix("initramfs"))
+        .and_then(|s| s.strip_suffix(".cpio.gz"))
+        .unwrap_or_default();
+    let overlay = initramfs.with_file_name(format!("initramfs-{addon}{suffix}.cpio.gz"));
+    assert!(overlay.is_file(), "{} is missing: {how}", overlay.display());
+    let both = dir.path().join(format!("initramfs-with-{addon}.cpio.gz"));
+    let mut bytes = std::fs::read(&initramfs).expect("read the initramfs");
+    bytes.extend(std::fs::read(&overlay).expect("read the add-on archive"));
+    std::fs::write(&both, bytes).expect("write the combined initramfs");
+    cfg.artifacts.initramfs = both;
+}
+
 /// Wraps a started VM and its directory (checked for splats on drop).
 pub fn test_vm(vm: Vm, dir: TestDir) -> TestVm {
     TestVm { vm: Some(vm), dir }
@@ -227,6 +248,15 @@ pub fn boot(name: &str) -> TestVm {
 /// Runs `cmd`, asserting that it succeeds; returns its standard output.
 pub fn sh(vm: &mut Vm, cmd: &str) -> String {
     vm.sh(cmd).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The bytes of guest file `path`, asserting that it can be read.
+pub fn fetch(vm: &mut Vm, path: &str) -> Vec<u8> {
+    let r = vm
+        .run(&format!("cat {path}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.status, 0, "cat {path}: {}", r.stderr_str());
+    r.stdout
 }
 
 /// Loads rio.ko on the reserved arena, asserting success.

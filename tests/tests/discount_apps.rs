@@ -65,27 +65,13 @@ fn plan_rng(test: &str) -> Rng {
 /// nvi, sc and their libraries: qemu/mkinitramfs.sh builds it).
 fn boot_dc(name: &str) -> TestVm {
     let (mut cfg, dir) = config(name);
-    let initramfs = cfg.artifacts.initramfs.clone();
-    let file = initramfs
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or_default();
-    let suffix = file
-        .strip_prefix("initramfs")
-        .and_then(|s| s.strip_suffix(".cpio.gz"))
-        .unwrap_or_default();
-    let overlay = initramfs.with_file_name(format!("initramfs-dc{suffix}.cpio.gz"));
-    assert!(
-        overlay.is_file(),
-        "{} is missing: install nvi and sc (make setup) and rebuild the initramfs \
-         (make initramfs, which builds dc and dc-drive)",
-        overlay.display()
+    with_addon(
+        &mut cfg,
+        &dir,
+        "dc",
+        "install nvi and sc (make setup) and rebuild the initramfs (make initramfs, which \
+         builds dc and dc-drive)",
     );
-    let both = dir.path().join("initramfs-with-dc.cpio.gz");
-    let mut bytes = std::fs::read(&initramfs).expect("read the initramfs");
-    bytes.extend(std::fs::read(&overlay).expect("read the add-on"));
-    std::fs::write(&both, bytes).expect("write the combined initramfs");
-    cfg.artifacts.initramfs = both;
     let vm = Vm::start(cfg).unwrap_or_else(|e| panic!("boot failed: {e}"));
     let t = test_vm(vm, dir);
     t.allow_crash();
@@ -104,12 +90,6 @@ fn load(vm: &mut Vm) {
         vm,
         "mkdir -p /dev/pts && (grep -q ' /dev/pts ' /proc/mounts || mount -t devpts devpts /dev/pts)",
     );
-}
-
-fn fetch(vm: &mut Vm, path: &str) -> Vec<u8> {
-    let r = vm.run(&format!("cat {path}")).unwrap();
-    assert_eq!(r.status, 0, "cat {path}: {}", r.stderr_str());
-    r.stdout
 }
 
 fn fetch_num(vm: &mut Vm, path: &str) -> Option<usize> {

@@ -65,12 +65,6 @@ fn crash_by_panic(vm: &mut Vm) {
     vm.wait_reboot(Duration::from_secs(120)).unwrap();
 }
 
-fn fetch(vm: &mut Vm, path: &str) -> Vec<u8> {
-    let r = vm.run(&format!("cat {path}")).unwrap();
-    assert_eq!(r.status, 0, "cat {path}: {}", r.stderr_str());
-    r.stdout
-}
-
 /// Polls until `path` holds at least `lines` newlines, at most `timeout`.
 fn wait_lines(vm: &mut Vm, path: &str, lines: usize, timeout: Duration) {
     let deadline = Instant::now() + timeout;

@@ -11,7 +11,6 @@
 //! them with their libraries); fio, whose libraries are large, from an overlay archive
 //! appended to the initramfs here. A missing program fails the test, naming the fix.
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use rio_qemu_tests::*;
@@ -305,34 +304,15 @@ fn git_repository_survives_a_panic_mid_commit_loop() {
 /// and fio are not in the plain one: they would slow every other guest down).
 fn boot_apps(name: &str) -> TestVm {
     let (mut cfg, dir) = config(name);
-    let overlay = fio_overlay(&cfg.artifacts.initramfs);
-    assert!(
-        overlay.is_file(),
-        "{} is missing: install Debian's sqlite3, git and fio on the host (make setup) and \
-         rebuild the initramfs (make initramfs)",
-        overlay.display()
+    with_addon(
+        &mut cfg,
+        &dir,
+        "fio",
+        "install Debian's sqlite3, git and fio on the host (make setup) and rebuild the \
+         initramfs (make initramfs)",
     );
-    let both = dir.path().join("initramfs-with-apps.cpio.gz");
-    let mut bytes = std::fs::read(&cfg.artifacts.initramfs).unwrap();
-    bytes.extend(std::fs::read(&overlay).unwrap());
-    std::fs::write(&both, bytes).unwrap();
-    cfg.artifacts.initramfs = both;
     let vm = Vm::start(cfg).unwrap_or_else(|e| panic!("boot failed: {e}"));
     test_vm(vm, dir)
-}
-
-/// The programs' add-on archive that goes with `initramfs` (qemu/mkinitramfs.sh builds
-/// it: sqlite3, git and fio with their libraries).
-fn fio_overlay(initramfs: &Path) -> PathBuf {
-    let name = initramfs
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or_default();
-    let suffix = name
-        .strip_prefix("initramfs")
-        .and_then(|s| s.strip_suffix(".cpio.gz"))
-        .unwrap_or_default();
-    initramfs.with_file_name(format!("initramfs-fio{suffix}.cpio.gz"))
 }
 
 const FIO_JOB: &str = "fio --name=rv --filename=/mnt/fio.dat --rw=randwrite --bs=4k \
@@ -341,18 +321,13 @@ const FIO_JOB: &str = "fio --name=rv --filename=/mnt/fio.dat --rw=randwrite --bs
 #[test]
 fn fio_verify_finds_every_block_after_a_panic() {
     let (mut cfg, dir) = config("riofs-fio");
-    let overlay = fio_overlay(&cfg.artifacts.initramfs);
-    assert!(
-        overlay.is_file(),
-        "{} is missing: install Debian's fio on the host (make setup) and rebuild the \
-         initramfs (make initramfs); qemu/mkinitramfs.sh builds the fio overlay when fio is present",
-        overlay.display()
+    with_addon(
+        &mut cfg,
+        &dir,
+        "fio",
+        "install Debian's fio on the host (make setup) and rebuild the initramfs (make \
+         initramfs); qemu/mkinitramfs.sh builds the fio overlay when fio is present",
     );
-    let both = dir.path().join("initramfs-with-fio.cpio.gz");
-    let mut bytes = std::fs::read(&cfg.artifacts.initramfs).unwrap();
-    bytes.extend(std::fs::read(&overlay).unwrap());
-    std::fs::write(&both, bytes).unwrap();
-    cfg.artifacts.initramfs = both;
     let vm = Vm::start(cfg).unwrap_or_else(|e| panic!("boot failed: {e}"));
     let mut t = test_vm(vm, dir);
     t.allow_crash();
