@@ -53,7 +53,7 @@ guest:
 initramfs: module guest
 	@bash qemu/mkinitramfs.sh $(RIO_CACHE)/kbuild-current
 
-# The debug kernel's initramfs (build/initramfs-debug.cpio.gz): same programs, its own rio.ko.
+# The debug kernel's initramfs (build/initramfs-debug.cpio): same programs, its own rio.ko.
 initramfs-debug: module-debug guest
 	@bash qemu/mkinitramfs.sh $(RIO_CACHE)/kbuild-debug-current -debug $(CURDIR)/build/mod-debug
 

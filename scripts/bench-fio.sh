@@ -16,8 +16,8 @@ if [ ! -f "$overlay" ]; then
     exit 1
 fi
 # fio's libraries are in an overlay archive, appended here (the kernel unpacks both).
-cat "$here/build/initramfs.cpio.gz" "$overlay" > "$work/initramfs.cpio.gz"
-export RIO_INITRAMFS="$work/initramfs.cpio.gz"
+cat "$here/build/initramfs.cpio" "$overlay" > "$work/initramfs.cpio"
+export RIO_INITRAMFS="$work/initramfs.cpio"
 truncate -s 256M "$work/disk.img"
 mkdir -p "$work/vm"
 cd "$here/userlib"

@@ -40,7 +40,7 @@ declare -A MIN_TESTS=(
     ["userlib/rio-agent/src/lib.rs"]=4
     ["userlib/rio-campaign/src/lib.rs"]=4
     ["userlib/rio-check/src/lib.rs"]=12
-    ["userlib/rio-cli/src/main.rs"]=5
+    ["userlib/rio-cli/src/main.rs"]=6
     ["userlib/rio-client/src/lib.rs"]=3
     ["userlib/rio-format/src/lib.rs"]=19
     ["userlib/rio-fuzz/src/lib.rs"]=22
@@ -248,7 +248,7 @@ fi
 (cd "$here/userlib" && cargo build -q -p discount -p dc) || echo "=== building libdiscount.a or libdc_preload.so failed: the C demo and dc tests will fail"
 suite userlib "$here/userlib" --workspace
 fi
-# The QEMU tests: each boots its own VM (about 2 s under TCG, 4 s on the debug kernel); two
+# The QEMU tests: each boots its own VM (about 2 s under TCG, 7 s on the debug kernel); two
 # at a time on 2 cores. The suites that exercise rio.ko's own paths (foundation and bad
 # input, core, backing store, block devices, the security regressions, riofs, the fuzzer
 # smoke)

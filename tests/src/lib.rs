@@ -214,19 +214,19 @@ pub fn config_with_disk(name: &str, mib: u64) -> (VmConfig, TestDir) {
 
 /// Appends the add-on archive `initramfs-<addon>.cpio.gz` built beside `cfg`'s initramfs
 /// (for the debug kernel `initramfs-<addon>-debug.cpio.gz`; qemu/mkinitramfs.sh builds them)
-/// to that initramfs, in a copy in the test's directory: concatenated gzip cpio archives make
-/// one initramfs. Panics naming the missing archive and what builds it (`how`).
+/// to that initramfs, in a copy in the test's directory: concatenated cpio archives, plain
+/// or gzipped, make one initramfs. Panics naming the missing archive and what builds it (`how`).
 pub fn with_addon(cfg: &mut VmConfig, dir: &TestDir, addon: &str, how: &str) {
     let initramfs = cfg.artifacts.initramfs.clone();
     let suffix = initramfs
         .file_name()
         .and_then(|n| n.to_str())
         .and_then(|n| n.strip_prefix("initramfs"))
-        .and_then(|s| s.strip_suffix(".cpio.gz"))
+        .and_then(|s| s.strip_suffix(".cpio"))
         .unwrap_or_default();
     let overlay = initramfs.with_file_name(format!("initramfs-{addon}{suffix}.cpio.gz"));
     assert!(overlay.is_file(), "{} is missing: {how}", overlay.display());
-    let both = dir.path().join(format!("initramfs-with-{addon}.cpio.gz"));
+    let both = dir.path().join(format!("initramfs-with-{addon}.cpio"));
     let mut bytes = std::fs::read(&initramfs).expect("read the initramfs");
     bytes.extend(std::fs::read(&overlay).expect("read the add-on archive"));
     std::fs::write(&both, bytes).expect("write the combined initramfs");

@@ -14,12 +14,22 @@ use anyhow::{bail, Context, Result};
 const KEXEC_FILE_ON_CRASH: libc::c_ulong = 0x2;
 
 /// The crash kernel's command line for the arena `phys`/`size` and backing device
-/// `major:minor`.
-pub fn cmdline(phys: u64, size: u64, major: u32, minor: u32) -> String {
-    format!(
+/// `major:minor`, with the running kernel's interrupt-routing choices (`acpi=`, `pci=`
+/// words of `running`, its command line): the crash kernel boots on the same machine, and
+/// its disk must get its interrupts the way the running kernel's did.
+pub fn cmdline(phys: u64, size: u64, major: u32, minor: u32, running: &str) -> String {
+    let mut c = format!(
         "console=ttyS0 rdinit=/init panic=1 nokaslr maxcpus=1 reset_devices \
          rio_arena={phys:#x},{size:#x} rio_backing={major}:{minor}"
-    )
+    );
+    for w in running
+        .split_ascii_whitespace()
+        .filter(|w| w.starts_with("acpi=") || w.starts_with("pci="))
+    {
+        c.push(' ');
+        c.push_str(w);
+    }
+    c
 }
 
 /// `major:minor` of a block device node.
@@ -76,10 +86,29 @@ mod tests {
 
     #[test]
     fn crash_cmdline_names_arena_and_backing() {
-        let c = cmdline(0x1800_0000, 0x400_0000, 254, 0);
+        let c = cmdline(0x1800_0000, 0x400_0000, 254, 0, "");
         assert!(c.contains("rio_arena=0x18000000,0x4000000"));
         assert!(c.contains("rio_backing=254:0"));
         assert!(c.contains("maxcpus=1"));
+    }
+
+    #[test]
+    fn crash_cmdline_keeps_the_running_kernels_interrupt_routing() {
+        let c = cmdline(
+            0x1800_0000,
+            0x400_0000,
+            254,
+            0,
+            "console=ttyS0 acpi=noirq quiet pci=nomsi\n",
+        );
+        assert!(c.ends_with(" acpi=noirq pci=nomsi"), "{c}");
+        assert!(!c.contains("quiet"));
+        assert_eq!(
+            cmdline(1, 1, 1, 1, "console=ttyS0 quiet")
+                .matches("console=")
+                .count(),
+            1
+        );
     }
 
     #[test]

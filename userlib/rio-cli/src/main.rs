@@ -361,7 +361,10 @@ fn run(cli: Cli) -> Result<()> {
             } => {
                 let info = rio.info()?;
                 let (major, minor) = crashkernel::device_numbers(&backing)?;
-                let cmdline = crashkernel::cmdline(info.arena_phys, info.arena_size, major, minor);
+                let running =
+                    std::fs::read_to_string("/proc/cmdline").context("reading /proc/cmdline")?;
+                let cmdline =
+                    crashkernel::cmdline(info.arena_phys, info.arena_size, major, minor, &running);
                 crashkernel::load(&kernel, &initrd, &cmdline)?;
                 println!(
                     "crash kernel loaded: on a panic it writes the arena back to {}",

@@ -88,7 +88,7 @@ impl PmemReservation {
 pub struct Artifacts {
     /// The bzImage.
     pub kernel: PathBuf,
-    /// The gzipped cpio initramfs.
+    /// The cpio initramfs (plain or compressed, or several concatenated).
     pub initramfs: PathBuf,
 }
 
@@ -96,9 +96,9 @@ pub struct Artifacts {
 /// `qemu/kernel-debug.config`), each with the initramfs whose rio.ko was built for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flavour {
-    /// `$RIO_CACHE/kbuild-current`, `build/initramfs.cpio.gz`.
+    /// `$RIO_CACHE/kbuild-current`, `build/initramfs.cpio`.
     Fast,
-    /// `$RIO_CACHE/kbuild-debug-current`, `build/initramfs-debug.cpio.gz`.
+    /// `$RIO_CACHE/kbuild-debug-current`, `build/initramfs-debug.cpio`.
     Debug,
 }
 
@@ -124,16 +124,16 @@ impl Artifacts {
 
     /// Finds the artifacts of `flavour`: `RIO_KERNEL` and `RIO_INITRAMFS` if set, else the
     /// kernel cache (`$RIO_CACHE/kbuild-current` or `kbuild-debug-current`, default cache
-    /// `/var/cache/rio-build`) and `<repo>/build/initramfs.cpio.gz` (or
-    /// `initramfs-debug.cpio.gz`), where the repo is `RIO_ROOT` or found above the current
+    /// `/var/cache/rio-build`) and `<repo>/build/initramfs.cpio` (or
+    /// `initramfs-debug.cpio`), where the repo is `RIO_ROOT` or found above the current
     /// directory.
     pub fn locate_flavour(flavour: Flavour) -> Result<Artifacts> {
         let cache = std::env::var_os("RIO_CACHE")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("/var/cache/rio-build"));
         let (kdir, ramfs) = match flavour {
-            Flavour::Fast => ("kbuild-current", "build/initramfs.cpio.gz"),
-            Flavour::Debug => ("kbuild-debug-current", "build/initramfs-debug.cpio.gz"),
+            Flavour::Fast => ("kbuild-current", "build/initramfs.cpio"),
+            Flavour::Debug => ("kbuild-debug-current", "build/initramfs-debug.cpio"),
         };
         let kernel = std::env::var_os("RIO_KERNEL")
             .map(PathBuf::from)
@@ -341,6 +341,14 @@ impl VmConfig {
             "nokaslr".to_string(),
             "no_hash_pointers".to_string(),
             "tsc=unstable".to_string(),
+            // PCI interrupts routed by the PIIX router, not ACPI's interrupt links: on the
+            // debug kernel (lockdep, KASAN) under TCG, evaluating the links took 5 to 10 s
+            // of every boot with a virtio device (fast kernel: no difference).
+            "acpi=noirq".to_string(),
+            // The initramfs is unpacked uncompressed, and the archive stays in memory until
+            // it is unpacked: with the fio add-on (90 MiB of programs and libraries) the
+            // default rootfs limit (half of what is free then) was too small.
+            "initramfs_options=size=75%".to_string(),
             // The lockup detectors panic (hangs become crashes safe sync can save); under
             // TCG on a loaded host a vCPU can stall for seconds, so give them margin: a
             // hard lockup after 20 s, a soft lockup after 40 s.

@@ -55,6 +55,16 @@ impl Vm {
     /// Starts QEMU on `cfg` and waits until the guest agent reports in.
     /// If `cfg.ram_file` exists its contents are kept (a warm boot).
     pub fn start(cfg: VmConfig) -> Result<Vm> {
+        let started = Instant::now();
+        let vm = Self::start_inner(cfg);
+        trace(started, || match &vm {
+            Ok(_) => "QEMU started and the guest booted in".to_string(),
+            Err(_) => "QEMU or the guest failed to start after".to_string(),
+        });
+        vm
+    }
+
+    fn start_inner(cfg: VmConfig) -> Result<Vm> {
         cfg.validate()?;
         std::fs::create_dir_all(&cfg.workdir)
             .map_err(VmError::io(format!("create {}", cfg.workdir.display())))?;
@@ -206,6 +216,16 @@ impl Vm {
 
     /// Runs `/bin/sh -c command` in the guest and waits for it, at most `timeout`.
     pub fn run_timeout(&mut self, command: &str, timeout: Duration) -> Result<CmdOutput> {
+        let started = Instant::now();
+        let out = self.run_inner(command, timeout);
+        trace(started, || match &out {
+            Ok(o) => format!("`{command}` exited {} in", o.status),
+            Err(_) => format!("`{command}` failed after"),
+        });
+        out
+    }
+
+    fn run_inner(&mut self, command: &str, timeout: Duration) -> Result<CmdOutput> {
         let id = self.next_id;
         self.next_id += 1;
         self.send(&Message::Run(id, command.as_bytes().to_vec()))?;
@@ -313,7 +333,12 @@ impl Vm {
 
     /// Waits for the guest to come back after it rebooted (warm: RAM is kept).
     pub fn wait_reboot(&mut self, timeout: Duration) -> Result<()> {
-        self.wait_ready(timeout)
+        let started = Instant::now();
+        let r = self.wait_ready(timeout);
+        trace(started, || {
+            "the guest came back after its reboot in".to_string()
+        });
+        r
     }
 
     /// Hard reset through QMP `system_reset` (RAM is kept), then waits for the new boot.
@@ -591,6 +616,15 @@ fn qemu_failure(child: &mut Child, console: &Path) -> Option<VmError> {
 fn tail_lines(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// With `RIOVM_TRACE` set, one line on standard error per guest command and per start:
+/// what it was and how long it took, so that a slow test can be profiled without guessing
+/// (`RIOVM_TRACE=1 cargo test --test X -- --nocapture`).
+fn trace(started: Instant, what: impl FnOnce() -> String) {
+    if std::env::var_os("RIOVM_TRACE").is_some() {
+        eprintln!("riovm: {} {:.2} s", what(), started.elapsed().as_secs_f64());
+    }
 }
 
 #[cfg(test)]
