@@ -66,6 +66,9 @@ int riofs_rs_unlink(const void *vol, u32 dir, const u8 *name, u32 len, u64 hint,
 int riofs_rs_rename(const void *vol, u32 odir, const u8 *oname, u32 olen, u64 ohint, u32 ino,
 		    u32 ndir, const u8 *nname, u32 nlen, u64 nhint, u32 target, s64 sec,
 		    u32 nsec, u64 *nslot);
+int riofs_rs_exchange(const void *vol, u32 odir, const u8 *oname, u32 olen, u64 ohint,
+		      u32 ino, u32 ndir, const u8 *nname, u32 nlen, u64 nhint, u32 target,
+		      s64 sec, u32 nsec, u64 *oslot, u64 *nslot);
 int riofs_rs_setattr(const void *vol, u32 ino, u32 valid, const struct riofs_attr *a);
 long riofs_rs_read(const void *vol, u32 ino, u64 pos, u8 *buf, u32 len);
 long riofs_rs_write(const void *vol, u32 ino, u64 pos, const u8 *buf, u32 len, s64 sec,
@@ -302,6 +305,42 @@ static int riofs_rmdir(struct inode *dir, struct dentry *dentry)
 	return riofs_remove(dir, dentry, true);
 }
 
+/*
+ * renameat2(RENAME_EXCHANGE): the VFS has checked permissions, that both names exist and
+ * that neither directory is inside the other's subtree; the arena swaps the two entries'
+ * inodes in one transaction, then the dentry cache follows (simple_rename_exchange
+ * moves a directory's count between the parents; d_exchange in the VFS swaps the
+ * dentries, so each takes the other's slot hint).
+ */
+static int riofs_exchange(struct mnt_idmap *idmap, struct inode *odir, struct dentry *old,
+			  struct inode *ndir, struct dentry *new, unsigned int flags)
+{
+	struct inode *a = d_inode(old), *b = d_inode(new);
+	u64 oslot, nslot;
+	s64 sec;
+	u32 nsec;
+	int err;
+
+	now_of(&sec, &nsec);
+	err = riofs_rs_exchange(VOL(odir->i_sb), odir->i_ino, old->d_name.name, old->d_name.len,
+				slot_of(old), a->i_ino, ndir->i_ino, new->d_name.name,
+				new->d_name.len, slot_of(new), b->i_ino, sec, nsec, &oslot, &nslot);
+	if (err)
+		return err;
+	err = simple_rename(idmap, odir, old, ndir, new, flags);
+	if (err)
+		pr_err("riofs: dentry cache out of step after an exchange (error %d)\n", err);
+	/* After the VFS's d_exchange, `old` names ndir/nname and `new` names odir/oname. */
+	set_slot(old, nslot);
+	set_slot(new, oslot);
+	refresh(a);
+	refresh(b);
+	refresh(odir);
+	if (ndir != odir)
+		refresh(ndir);
+	return 0;
+}
+
 static int riofs_rename(struct mnt_idmap *idmap, struct inode *odir, struct dentry *old,
 			struct inode *ndir, struct dentry *new, unsigned int flags)
 {
@@ -312,9 +351,12 @@ static int riofs_rename(struct mnt_idmap *idmap, struct inode *odir, struct dent
 	u32 nsec;
 	int err;
 
-	/* RENAME_EXCHANGE and RENAME_WHITEOUT are not supported (yet). */
-	if (flags & ~RENAME_NOREPLACE)
+	/* RENAME_WHITEOUT is not supported (yet): it is overlayfs's, and needs a whiteout
+	 * device node created in the same transaction. */
+	if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE))
 		return -EINVAL;
+	if (flags & RENAME_EXCHANGE)
+		return riofs_exchange(idmap, odir, old, ndir, new, flags);
 	if (target && d_is_dir(new) && !simple_empty(new))
 		return -ENOTEMPTY;
 	now_of(&sec, &nsec);

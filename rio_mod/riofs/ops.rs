@@ -434,6 +434,72 @@ impl Vol {
         })
     }
 
+    /// `renameat2(RENAME_EXCHANGE)`: `odir/oname` (-> `ino`) and `ndir/nname` (-> `target`)
+    /// swap inodes, atomically. Each entry keeps its slot and name and is rewritten in
+    /// place by one logged overwrite, so no state a crash can leave has either name
+    /// missing or both names on one inode. A directory that changes parent moves its
+    /// count from one parent to the other (the other inode may be a directory too, or not).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn exchange(
+        &mut self,
+        odir: u32,
+        oname: &[u8],
+        ohint: u64,
+        ino: u32,
+        ndir: u32,
+        nname: &[u8],
+        nhint: u64,
+        target: u32,
+        now: Time,
+    ) -> Result<(u64, u64)> {
+        if ino == target {
+            return Err(EINVAL);
+        }
+        self.tx(|v| {
+            let mut od = v.dir_of(odir)?;
+            let mut i = v.iget_live(ino)?;
+            let mut t = v.iget_live(target)?;
+            let oslot = v.locate(&od, oname, ino, ohint)?;
+            let nd0 = if ndir == odir { od } else { v.dir_of(ndir)? };
+            let nslot = v.locate(&nd0, nname, target, nhint)?;
+            let at_old = Dirent::new(target, oname, dtype_of(t.mode)).ok_or(EINVAL)?;
+            let at_new = Dirent::new(ino, nname, dtype_of(i.mode)).ok_or(EINVAL)?;
+            let mut b = [0u8; DIRENT_SIZE];
+            at_old.encode(&mut b);
+            let pos = v.slot_pos(&od, oslot)?;
+            v.write_logged(pos, &b)?;
+            at_new.encode(&mut b);
+            let pos = v.slot_pos(&nd0, nslot)?;
+            v.write_logged(pos, &b)?;
+            if ndir != odir {
+                let mut nd = nd0;
+                match (i.is_dir(), t.is_dir()) {
+                    // `ino` leaves odir for ndir; `target` comes the other way.
+                    (true, false) => {
+                        od.nlink = od.nlink.saturating_sub(1).max(2);
+                        nd.nlink = nd.nlink.checked_add(1).ok_or(EMLINK)?;
+                    }
+                    (false, true) => {
+                        nd.nlink = nd.nlink.saturating_sub(1).max(2);
+                        od.nlink = od.nlink.checked_add(1).ok_or(EMLINK)?;
+                    }
+                    _ => {}
+                }
+                nd.mtime = now;
+                nd.ctime = now;
+                v.iput(ndir, &nd)?;
+            }
+            od.mtime = now;
+            od.ctime = now;
+            v.iput(odir, &od)?;
+            i.ctime = now;
+            v.iput(ino, &i)?;
+            t.ctime = now;
+            v.iput(target, &t)?;
+            Ok((oslot, nslot))
+        })
+    }
+
     // ---- attributes ----------------------------------------------------------------------
 
     /// Changes the attributes `valid` names to those in `a`. A size change frees or

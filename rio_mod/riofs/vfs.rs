@@ -362,6 +362,57 @@ pub(crate) unsafe extern "C" fn riofs_rs_rename(
     })())
 }
 
+/// Exchanges `odir/oname` (-> `ino`) and `ndir/nname` (-> `target`); each entry keeps
+/// its slot (`*oslot`, `*nslot` on return).
+///
+/// # Safety
+///
+/// `vol` as for [`volume`]; the names as for [`bytes`]; `oslot` and `nslot` writable.
+#[no_mangle]
+pub(crate) unsafe extern "C" fn riofs_rs_exchange(
+    vol: *const c_void,
+    odir: u32,
+    oname: *const u8,
+    olen: u32,
+    ohint: u64,
+    ino: u32,
+    ndir: u32,
+    nname: *const u8,
+    nlen: u32,
+    nhint: u64,
+    target: u32,
+    sec: i64,
+    nsec: u32,
+    oslot: *mut u64,
+    nslot: *mut u64,
+) -> c_int {
+    // SAFETY: `vol` is a live volume for the call, by the function's contract.
+    let v = unsafe { volume(vol) };
+    code((|| {
+        // SAFETY: `oname` has `olen` readable bytes, by the function's contract.
+        let on = name_ok(unsafe { bytes(oname, olen) }?)?;
+        // SAFETY: `nname` has `nlen` readable bytes, by the function's contract.
+        let nn = name_ok(unsafe { bytes(nname, nlen) }?)?;
+        let (o, n) = v.vol.lock().exchange(
+            odir,
+            on,
+            ohint,
+            ino,
+            ndir,
+            nn,
+            nhint,
+            target,
+            time(sec, nsec),
+        )?;
+        // SAFETY: both are writable by the function's contract.
+        unsafe {
+            *oslot = o;
+            *nslot = n;
+        }
+        Ok(())
+    })())
+}
+
 /// Changes the attributes of `ino` named by `valid` (`SET_*`).
 ///
 /// # Safety

@@ -53,6 +53,8 @@ pub enum Op {
     Link { path: String, to: String },
     /// `rename(path, to)`.
     Rename { path: String, to: String },
+    /// `renameat2(path, to, RENAME_EXCHANGE)`.
+    Exchange { path: String, to: String },
 }
 
 impl Op {
@@ -140,6 +142,10 @@ impl Op {
                 to: s("to")?,
             },
             "rename" => Op::Rename {
+                path: s("path")?,
+                to: s("to")?,
+            },
+            "exchange" => Op::Exchange {
                 path: s("path")?,
                 to: s("to")?,
             },

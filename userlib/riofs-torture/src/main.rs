@@ -260,6 +260,28 @@ fn open_nofollow(p: &Path, write: bool, read: bool) -> std::io::Result<File> {
         .open(p)
 }
 
+/// `renameat2(a, b, RENAME_EXCHANGE)`.
+fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
+    let (ca, cb) = (
+        cpath(a).map_err(std::io::Error::other)?,
+        cpath(b).map_err(std::io::Error::other)?,
+    );
+    // SAFETY: two valid NUL-terminated paths, relative to the current directory.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            ca.as_ptr(),
+            libc::AT_FDCWD,
+            cb.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// How to perform an operation (its one state-changing call).
 type Act = Box<dyn FnOnce(&mut Run) -> std::io::Result<()>>;
 
@@ -401,7 +423,8 @@ impl Run {
                     }
                 }),
                 36..=45 => self.rng.pick(&nonroot).map(|e| e.path.clone()).map(|from| {
-                    let to = if self.rng.chance(45, 100) {
+                    let existing = self.rng.chance(45, 100);
+                    let to = if existing {
                         self.rng
                             .pick(&nonroot)
                             .map(|e| e.path.clone())
@@ -410,6 +433,13 @@ impl Run {
                         self.new_path(&dirs)
                     };
                     let (a, b) = (self.full(&from), self.full(&to));
+                    if existing && self.rng.chance(30, 100) {
+                        // renameat2(RENAME_EXCHANGE): the two names swap inodes.
+                        return Op {
+                            desc: json!({"op": "exchange", "path": from, "to": to}),
+                            act: Box::new(move |_| exchange(&a, &b)),
+                        };
+                    }
                     Op {
                         desc: json!({"op": "rename", "path": from, "to": to}),
                         act: Box::new(move |_| fs::rename(a, b)),

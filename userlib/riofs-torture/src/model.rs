@@ -386,6 +386,26 @@ impl Model {
                 self.kids_mut(ndir)?.insert(nname.to_string(), n);
                 Ok(())
             }
+            Op::Exchange { path: from, to } => {
+                // __start_renaming: both names looked up (ENOENT), then lock_rename's
+                // traps, each EINVAL under RENAME_EXCHANGE; vfs_rename: one inode, nothing.
+                let (odir, oname) = self.parent(from)?;
+                let (ndir, nname) = self.parent(to)?;
+                let n = *self.kids(odir).and_then(|k| k.get(oname)).ok_or(ENOENT)?;
+                let t = *self.kids(ndir).and_then(|k| k.get(nname)).ok_or(ENOENT)?;
+                if odir != ndir
+                    && ((self.is_dir(n) && self.in_subtree(n, ndir))
+                        || (self.is_dir(t) && self.in_subtree(t, odir)))
+                {
+                    return Err(EINVAL);
+                }
+                if t == n {
+                    return Ok(());
+                }
+                self.kids_mut(odir)?.insert(oname.to_string(), t);
+                self.kids_mut(ndir)?.insert(nname.to_string(), n);
+                Ok(())
+            }
         }
     }
 
@@ -796,5 +816,105 @@ mod tests {
         assert_eq!(p.matched, None);
         assert_eq!(p.closest.0, 4);
         assert!(p.diff_last.contains("fs only"), "{}", p.diff_last);
+    }
+
+    #[test]
+    fn an_exchange_swaps_two_names_and_refuses_what_the_kernel_refuses() {
+        let mut m = Model::new(0o755, "/mnt");
+        let op = |m: &mut Model, o: Op| m.apply(&o);
+        let s = |x: &str| x.to_string();
+        op(
+            &mut m,
+            Op::Mkdir {
+                path: s("d"),
+                mode: 0o755,
+            },
+        )
+        .expect("mkdir d");
+        op(
+            &mut m,
+            Op::Mkdir {
+                path: s("d/e"),
+                mode: 0o755,
+            },
+        )
+        .expect("mkdir d/e");
+        op(
+            &mut m,
+            Op::Create {
+                path: s("f"),
+                mode: 0o644,
+            },
+        )
+        .expect("create f");
+        op(
+            &mut m,
+            Op::Write {
+                path: s("f"),
+                off: 0,
+                seed: 9,
+                len: 5,
+            },
+        )
+        .expect("write f");
+        let before = m.render().0;
+        // A directory and a file in different parents swap: d/e is now the file.
+        op(
+            &mut m,
+            Op::Exchange {
+                path: s("f"),
+                to: s("d/e"),
+            },
+        )
+        .expect("exchange");
+        let after = m.render().0.join("\n");
+        assert!(
+            after.contains("nlink=1 path=d/e size=5 type=file"),
+            "{after}"
+        );
+        assert!(after.contains("nlink=2 path=d type=dir"), "{after}");
+        assert!(after.contains("nlink=2 path=f type=dir"), "{after}");
+        // Exchanging back restores the tree exactly.
+        op(
+            &mut m,
+            Op::Exchange {
+                path: s("d/e"),
+                to: s("f"),
+            },
+        )
+        .expect("back");
+        assert_eq!(m.render().0, before);
+        // Both names must exist; a directory cannot trade places with its own child.
+        assert_eq!(
+            op(
+                &mut m,
+                Op::Exchange {
+                    path: s("f"),
+                    to: s("nope")
+                }
+            ),
+            Err(ENOENT)
+        );
+        assert_eq!(
+            op(
+                &mut m,
+                Op::Exchange {
+                    path: s("d"),
+                    to: s("d/e")
+                }
+            ),
+            Err(EINVAL)
+        );
+        assert_eq!(
+            op(
+                &mut m,
+                Op::Exchange {
+                    path: s("d/e"),
+                    to: s("d")
+                }
+            ),
+            Err(EINVAL)
+        );
+        assert_eq!(m.render().0, before);
     }
 }
