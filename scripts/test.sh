@@ -49,7 +49,7 @@ declare -A MIN_TESTS=(
     ["userlib/riofs-fsck/tests/cli.rs"]=2
     ["userlib/riofs-torture/src/lib.rs"]=5
     ["userlib/riofs-torture/src/main.rs"]=2
-    ["userlib/riovm/src/lib.rs"]=7
+    ["userlib/riovm/src/lib.rs"]=10
     ["userlib/vista-rio/src/main.rs"]=3
     ["userlib/vista/src/lib.rs"]=31
     ["userlib/vista/tests/crash.rs"]=1
@@ -59,6 +59,7 @@ declare -A MIN_TESTS=(
     ["tests/tests/discount_apps.rs"]=2
     ["tests/tests/discount_rio.rs"]=3
     ["tests/tests/foundation.rs"]=8
+    ["tests/tests/multi_guest.rs"]=2
     ["tests/tests/fuzz.rs"]=2
     ["tests/tests/pmem_dax.rs"]=4
     ["tests/tests/rio_backing.rs"]=6
@@ -257,7 +258,7 @@ fi
 # the fast kernel the campaign and the benchmarks use.
 DEBUG_SUITES=(foundation rio_core rio_backing rio_blockdev rio_security riofs riofs_crash)
 [ -f "$here/tests/tests/fuzz.rs" ] && DEBUG_SUITES+=(fuzz)
-FAST_SUITES=(safe_sync vista_rio discount_rio discount_apps riofs_fsck riofs_apps pmem_dax)
+FAST_SUITES=(safe_sync vista_rio discount_rio discount_apps riofs_fsck riofs_apps pmem_dax multi_guest)
 # Long runs, in their own target (make test-long), so that a cached make test stays near
 # 15 minutes: the campaign smoke (every random fault class must crash, up to 1000 faults
 # each; about 6 minutes with two guests at a time), and the long versions of tests that

@@ -214,6 +214,8 @@ pub struct VmConfig {
     pub pmem: Option<PmemReservation>,
     /// Virtio disks.
     pub disks: Vec<Disk>,
+    /// A virtio-net NIC on a [`crate::NetHub`]'s network, if any.
+    pub net: Option<crate::net::NetConfig>,
     /// Extra kernel command-line words.
     pub append: Vec<String>,
     /// Directory for sockets and console logs.
@@ -241,6 +243,7 @@ impl VmConfig {
             arena: Some(ArenaReservation::DEFAULT),
             pmem: None,
             disks: Vec::new(),
+            net: None,
             append: Vec::new(),
             workdir,
             boot_timeout: Duration::from_secs(60),
@@ -286,6 +289,9 @@ impl VmConfig {
                     a.phys, a.size, self.memory_mib
                 )));
             }
+        }
+        if let Some(n) = self.net {
+            n.validate()?;
         }
         if let Some(p) = self.pmem {
             let ram = self.memory_mib << 20;
@@ -363,6 +369,9 @@ impl VmConfig {
         if let Some(p) = self.pmem {
             words.push(p.kernel_param());
             words.push(p.guest_param());
+        }
+        if let Some(n) = self.net {
+            words.push(n.kernel_param());
         }
         words.extend(self.append.iter().cloned());
         words.join(" ")

@@ -10,6 +10,7 @@
 
 pub mod config;
 pub mod error;
+pub mod net;
 pub mod qmp;
 pub mod vm;
 
@@ -17,4 +18,5 @@ pub use config::{
     repo_root, ArenaReservation, Artifacts, Disk, Flavour, PmemReservation, VmConfig,
 };
 pub use error::{Result, VmError};
+pub use net::{HubStats, NetConfig, NetHub};
 pub use vm::{create_disk, discard_ram, interactive_command, workload_log_path, CmdOutput, Vm};

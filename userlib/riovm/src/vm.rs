@@ -526,6 +526,9 @@ fn qemu_args(cfg: &VmConfig, qmp: &Path, agent: &Path, console: &Path) -> Vec<St
         a.push("-device".into());
         a.push(format!("virtio-blk-pci,drive=disk{i}"));
     }
+    if let Some(n) = cfg.net {
+        a.extend(n.qemu_args());
+    }
     if cfg.no_reboot {
         a.push("-no-reboot".into());
     }
