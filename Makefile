@@ -6,7 +6,7 @@ export RIO_ROOT := $(CURDIR)
 GUEST_TARGET := x86_64-unknown-linux-gnu
 CARGO_GUEST := cd userlib && RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --target $(GUEST_TARGET)
 
-.PHONY: test-long all setup kernel kernel-debug module module-debug guest initramfs initramfs-debug test lint demo shell bench-rio bench-vista bench-fs bench-fio campaign bench-vista-rio bench-dc bench-dc-apps fuzz clean help
+.PHONY: test-long all setup kernel kernel-debug module module-debug guest initramfs initramfs-debug test lint demo shell bench-rio bench-vista bench-vistagrams bench-fs bench-fio campaign bench-vista-rio bench-dc bench-dc-apps fuzz clean help
 
 all: initramfs
 
@@ -22,6 +22,7 @@ help:
 	@echo "make shell      boot the guest with a shell on this terminal"
 	@echo "make bench-rio  durable-write latency: Rio (protection on/off) vs tmpfs vs disk+fdatasync"
 	@echo "make bench-vista Vista transactions vs SQLite, redb, LMDB on disk and tmpfs (host)"
+	@echo "make bench-vistagrams Vistagrams request/response round trip vs raw UDP, a volatile baseline and TCP+SQLite (host)"
 	@echo "make bench-vista-rio Vista on Rio vs SQLite, redb, LMDB on ext4, tmpfs and riofs (guest)"
 	@echo "make bench-fs   ext4 on Rio vs ext4 write-through, ext4 default and tmpfs (guest)"
 	@echo "make bench-fio  fio IOPS and p50/p99: riofs (protection on/off), tmpfs, ext4 on Rio, ext4 on disk (guest; RUNS, RUNTIME, SIZE)"
@@ -46,7 +47,7 @@ module-debug: kernel-debug
 	@bash scripts/module.sh debug
 
 guest:
-	@$(CARGO_GUEST) -q -p rio-agent -p rio-cli -p rio-check -p rio-bench -p fs-bench -p vista-rio -p dc-demos -p rio-fuzz -p riofs-fsck -p riofs-torture
+	@$(CARGO_GUEST) -q -p rio-agent -p rio-cli -p rio-check -p rio-bench -p fs-bench -p vista-rio -p dc-demos -p rio-fuzz -p riofs-fsck -p riofs-torture -p vistagrams
 	@# dc run and dc-drive for the guest's Discount Checking add-on (dynamically linked).
 	@cd userlib && cargo build --release -q -p dc -p dc-drive
 
@@ -125,6 +126,10 @@ bench-dc-apps: setup
 
 bench-vista: setup
 	@bash scripts/bench-vista.sh
+
+# Vistagrams round trip, 16 B .. 8 KiB (thesis Figure 4.6); VG_BENCH_RUNS, VG_BENCH_ITERS, VG_BENCH_DIR.
+bench-vistagrams: setup
+	@cd userlib && cargo bench -q -p vistagrams --bench roundtrip
 
 bench-vista-rio: setup initramfs
 	@bash scripts/bench-vista-rio.sh

@@ -21,7 +21,7 @@ busybox=$(command -v busybox || true)
 [ -x "$busybox" ] || { echo "mkinitramfs: busybox-static is not installed: run 'make setup'" >&2; exit 1; }
 # The static guest programs (built by `make guest`). dc-kv and dc-compute are Discount
 # Checking demos: static builds work (the libc interposition replaces glibc's weak symbols).
-GUEST_BINS="rio-agent rio rio-check rio-bench fs-bench vista-rio dc-kv dc-compute rio-fuzz riofs-fsck riofs-torture"
+GUEST_BINS="rio-agent rio rio-check rio-bench fs-bench vista-rio dc-kv dc-compute rio-fuzz riofs-fsck riofs-torture vistagram-demo"
 for f in "$moddir/rio.ko" $(for b in $GUEST_BINS; do echo "$guest/$b"; done); do
     [ -f "$f" ] || { echo "mkinitramfs: missing $f: run 'make module guest'" >&2; exit 1; }
 done

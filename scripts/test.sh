@@ -27,6 +27,7 @@ declare -A MIN_TESTS=(
     ["userlib doc-tests discount"]=1
     ["userlib doc-tests rio_client"]=1
     ["userlib doc-tests vista"]=5
+    ["userlib doc-tests vistagrams"]=1
     ["userlib/dc-demos/tests/crash.rs"]=17
     ["userlib/dc-drive/src/lib.rs"]=2
     ["userlib/dc/src/main.rs"]=2
@@ -53,6 +54,8 @@ declare -A MIN_TESTS=(
     ["userlib/vista-rio/src/main.rs"]=3
     ["userlib/vista/src/lib.rs"]=31
     ["userlib/vista/tests/crash.rs"]=1
+    ["userlib/vistagrams/src/lib.rs"]=16
+    ["userlib/vistagrams/tests/crash.rs"]=4
     # QEMU (the pools; make test-long runs campaign, riofs, riofs_crash, riofs_fsck, safe_sync)
     ["tests/src/lib.rs"]=4
     ["tests/tests/campaign.rs"]=7
@@ -72,6 +75,7 @@ declare -A MIN_TESTS=(
     ["tests/tests/riofs_fsck.rs"]=4
     ["tests/tests/safe_sync.rs"]=3
     ["tests/tests/vista_rio.rs"]=3
+    ["tests/tests/vistagrams_guests.rs"]=1
 )
 
 # result-sum FIELD FILE: the sum of "N FIELD" over the "test result:" lines of FILE.
@@ -258,7 +262,7 @@ fi
 # the fast kernel the campaign and the benchmarks use.
 DEBUG_SUITES=(foundation rio_core rio_backing rio_blockdev rio_security riofs riofs_crash)
 [ -f "$here/tests/tests/fuzz.rs" ] && DEBUG_SUITES+=(fuzz)
-FAST_SUITES=(safe_sync vista_rio discount_rio discount_apps riofs_fsck riofs_apps pmem_dax multi_guest)
+FAST_SUITES=(safe_sync vista_rio discount_rio discount_apps riofs_fsck riofs_apps pmem_dax multi_guest vistagrams_guests)
 # Long runs, in their own target (make test-long), so that a cached make test stays near
 # 15 minutes: the campaign smoke (every random fault class must crash, up to 1000 faults
 # each; about 6 minutes with two guests at a time), and the long versions of tests that
