@@ -245,6 +245,15 @@ pub fn boot(name: &str) -> TestVm {
     test_vm(vm, dir)
 }
 
+/// Boots guest `index` on `hub`'s network (riovm's `NetConfig`: 10.77.0.`index`/24) for a
+/// test named `name`.
+pub fn net_guest(hub: &riovm::NetHub, index: u8, name: &str) -> TestVm {
+    let (mut cfg, dir) = config(name);
+    cfg.net = Some(riovm::NetConfig::new(index, hub.port()));
+    let vm = Vm::start(cfg).unwrap_or_else(|e| panic!("guest {index} did not boot: {e}"));
+    test_vm(vm, dir)
+}
+
 /// Runs `cmd`, asserting that it succeeds; returns its standard output.
 pub fn sh(vm: &mut Vm, cmd: &str) -> String {
     vm.sh(cmd).unwrap_or_else(|e| panic!("{e}"))

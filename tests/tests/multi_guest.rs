@@ -9,14 +9,6 @@ use std::time::{Duration, Instant};
 use rio_qemu_tests::*;
 use riovm::{NetConfig, NetHub, Vm};
 
-/// Guest `index` on `hub`'s network, booted.
-fn guest(hub: &NetHub, index: u8, name: &str) -> TestVm {
-    let (mut cfg, dir) = config(name);
-    cfg.net = Some(NetConfig::new(index, hub.port()));
-    let vm = Vm::start(cfg).unwrap_or_else(|e| panic!("guest {index} did not boot: {e}"));
-    test_vm(vm, dir)
-}
-
 fn ip(index: u8) -> String {
     NetConfig::new(index, 1).ip().to_string()
 }
@@ -74,8 +66,8 @@ fn tcp(a: &mut Vm, b: &mut Vm, b_index: u8, port: u16, text: &str) -> String {
 #[test]
 fn two_guests_on_one_hub_reach_each_other_by_icmp_and_tcp() {
     let hub = NetHub::start().expect("the hub");
-    let mut a = guest(&hub, 1, "net-a");
-    let mut b = guest(&hub, 2, "net-b");
+    let mut a = net_guest(&hub, 1, "net-a");
+    let mut b = net_guest(&hub, 2, "net-b");
     let addr = sh(a.vm(), "ip -4 addr show eth0");
     assert!(addr.contains("10.77.0.1/24"), "guest 1's eth0: {addr}");
     assert_pings(a.vm(), 2, &hub, "guest 1 to guest 2");
@@ -93,9 +85,9 @@ fn two_guests_on_one_hub_reach_each_other_by_icmp_and_tcp() {
 #[test]
 fn a_panicked_guest_rejoins_with_its_address_and_arena_while_the_others_run() {
     let hub = NetHub::start().expect("the hub");
-    let mut a = guest(&hub, 1, "net-run-a");
-    let mut b = guest(&hub, 2, "net-run-b");
-    let mut c = guest(&hub, 3, "net-crash-c");
+    let mut a = net_guest(&hub, 1, "net-run-a");
+    let mut b = net_guest(&hub, 2, "net-run-b");
+    let mut c = net_guest(&hub, 3, "net-crash-c");
     c.allow_crash();
     // Guest 1 pings guest 2 five times a second for the whole test.
     assert_pings(a.vm(), 2, &hub, "guest 1 to guest 2");

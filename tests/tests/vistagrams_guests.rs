@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use rio_qemu_tests::*;
-use riovm::{NetConfig, NetHub, Vm};
+use riovm::{NetHub, Vm};
 
 const ACCOUNTS: u64 = 4;
 const INITIAL: i64 = 1_000_000;
@@ -20,13 +20,6 @@ const MAX_AMOUNT: u64 = 100;
 const TRANSFERS: u64 = 150;
 const SEED: u64 = 7;
 const PORT: u16 = 7100;
-
-fn guest(hub: &NetHub, index: u8, name: &str) -> TestVm {
-    let (mut cfg, dir) = config(name);
-    cfg.net = Some(NetConfig::new(index, hub.port()));
-    let vm = Vm::start(cfg).unwrap_or_else(|e| panic!("guest {index} did not boot: {e}"));
-    test_vm(vm, dir)
-}
 
 /// The model's final balances of one server's accounts after `TRANSFERS` transfers of
 /// seed `SEED` (the demo's documented transfer stream: rio-prng's stream `k` of the seed
@@ -89,8 +82,8 @@ fn wait_done(vm: &mut Vm, secs: u64) -> String {
 #[test]
 fn transfers_happen_exactly_once_across_a_panic_of_the_server_guest() {
     let hub = NetHub::start().expect("the hub");
-    let mut client = guest(&hub, 1, "vg-client");
-    let mut server = guest(&hub, 2, "vg-server");
+    let mut client = net_guest(&hub, 1, "vg-client");
+    let mut server = net_guest(&hub, 2, "vg-server");
     server.allow_crash();
     mount_riofs(server.vm());
     mount_riofs(client.vm());
