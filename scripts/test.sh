@@ -75,7 +75,7 @@ declare -A MIN_TESTS=(
     ["tests/tests/riofs_fsck.rs"]=4
     ["tests/tests/safe_sync.rs"]=3
     ["tests/tests/vista_rio.rs"]=3
-    ["tests/tests/vistagrams_guests.rs"]=1
+    ["tests/tests/vistagrams_guests.rs"]=2
 )
 
 # result-sum FIELD FILE: the sum of "N FIELD" over the "test result:" lines of FILE.

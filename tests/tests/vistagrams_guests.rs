@@ -67,6 +67,24 @@ fn start_server(vm: &mut Vm) {
     .unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// Starts (or, after a crash, resumes) the transfer client on its segment.
+fn start_client(vm: &mut Vm) {
+    vm.spawn(&format!(
+        "vistagram-demo bank-client --segment /mnt/client.seg --bind 10.77.0.1:0 \
+         --servers 10.77.0.2:{PORT} --accounts {ACCOUNTS} --transfers {TRANSFERS} \
+         --transfer-seed {SEED} --max-amount {MAX_AMOUNT} --pause-ms 10 --drop 0.2 \
+         > /tmp/client.log 2>&1"
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Stops the server and returns its balances (`bank-dump` opens the segment too).
+fn final_balances(vm: &mut Vm) -> (Vec<i64>, String) {
+    sh(vm, "killall vistagram-demo; sleep 1; true");
+    let dump = sh(vm, "vistagram-demo bank-dump --segment /mnt/bank.seg");
+    (balances(&dump), dump)
+}
+
 /// The client's log once it says `done`, or whatever it says after `secs`.
 fn wait_done(vm: &mut Vm, secs: u64) -> String {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -89,14 +107,7 @@ fn transfers_happen_exactly_once_across_a_panic_of_the_server_guest() {
     mount_riofs(client.vm());
     start_server(server.vm());
     std::thread::sleep(Duration::from_secs(1));
-    client
-        .vm()
-        .spawn(&format!(
-            "vistagram-demo bank-client --segment /mnt/client.seg --bind 10.77.0.1:0 \
-             --servers 10.77.0.2:{PORT} --accounts {ACCOUNTS} --transfers {TRANSFERS} \
-             --transfer-seed {SEED} --max-amount {MAX_AMOUNT} --pause-ms 10 --drop 0.2 > /tmp/client.log 2>&1"
-        ))
-        .unwrap_or_else(|e| panic!("{e}"));
+    start_client(client.vm());
     // Let some transfers commit, then panic the server's kernel mid-run.
     std::thread::sleep(Duration::from_secs(3));
     let early = sh(client.vm(), "cat /tmp/client.log; true");
@@ -134,11 +145,7 @@ fn transfers_happen_exactly_once_across_a_panic_of_the_server_guest() {
         log.contains(&format!("done {TRANSFERS} rejected 0")),
         "every transfer must go through once: {log}"
     );
-    // The server is stopped before its segment is read (the dump opens it too).
-    let vs = server.vm();
-    sh(vs, "killall vistagram-demo; sleep 1; true");
-    let dump = sh(vs, "vistagram-demo bank-dump --segment /mnt/bank.seg");
-    let got = balances(&dump);
+    let (got, dump) = final_balances(server.vm());
     let want = model();
     assert_eq!(
         got.iter().sum::<i64>(),
@@ -150,4 +157,42 @@ fn transfers_happen_exactly_once_across_a_panic_of_the_server_guest() {
         "client: {}; after the panic the server held {left:?}, at the end {got:?}",
         log.trim()
     );
+}
+
+/// The other side: the client guest's kernel panics mid-run. The client resumes from its
+/// transfer state in its riofs segment after the warm reboot (a transfer whose withdrawal
+/// committed goes on to its deposit; a request sent before the crash is retransmitted,
+/// and the server answers the duplicate from its table); the server never stopped.
+#[test]
+fn transfers_happen_exactly_once_across_a_panic_of_the_client_guest() {
+    let hub = NetHub::start().expect("the hub");
+    let mut client = net_guest(&hub, 1, "vg-client-crash");
+    let mut server = net_guest(&hub, 2, "vg-server-up");
+    client.allow_crash();
+    mount_riofs(server.vm());
+    mount_riofs(client.vm());
+    start_server(server.vm());
+    std::thread::sleep(Duration::from_secs(1));
+    start_client(client.vm());
+    std::thread::sleep(Duration::from_secs(3));
+    let vc = client.vm();
+    let early = sh(vc, "cat /tmp/client.log; true");
+    assert!(
+        !early.contains("done"),
+        "the client finished before the panic: {early}"
+    );
+    vc.panic().unwrap_or_else(|e| panic!("{e}"));
+    vc.wait_console("Kernel panic", Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}"));
+    vc.wait_reboot(Duration::from_secs(90))
+        .unwrap_or_else(|e| panic!("{e}"));
+    mount_riofs(vc);
+    start_client(vc);
+    let log = wait_done(vc, 120);
+    assert!(
+        log.contains(&format!("done {TRANSFERS} rejected 0")),
+        "the resumed client must finish every transfer once: {log}"
+    );
+    let (got, dump) = final_balances(server.vm());
+    assert_eq!(got, model(), "balances differ from the model: {dump}");
 }
