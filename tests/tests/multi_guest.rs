@@ -64,7 +64,7 @@ fn tcp(a: &mut Vm, b: &mut Vm, b_index: u8, port: u16, text: &str) -> String {
 }
 
 #[test]
-fn two_guests_on_one_hub_reach_each_other_by_icmp_and_tcp() {
+fn two_guests_on_one_hub_reach_each_other_by_icmp_and_tcp_until_partitioned() {
     let hub = NetHub::start().expect("the hub");
     let mut a = net_guest(&hub, 1, "net-a");
     let mut b = net_guest(&hub, 2, "net-b");
@@ -80,6 +80,27 @@ fn two_guests_on_one_hub_reach_each_other_by_icmp_and_tcp() {
     let st = hub.stats();
     assert!(st.forwarded > 0 && st.malformed == 0, "{st:?}");
     assert_eq!(hub.learned().len(), 2, "{:?}", hub.learned());
+    // The hub's partition knob (for fault injection) cuts them apart, and healing it
+    // joins them again.
+    hub.partition(&[&[1], &[2]]);
+    let cut = a
+        .vm()
+        .run(&format!("ping -c 2 -W 1 {}", ip(2)))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_ne!(
+        cut.status,
+        0,
+        "guest 1 reached guest 2 across the partition: {}",
+        cut.stdout_str()
+    );
+    assert!(hub.stats().dropped > 0, "{:?}", hub.stats());
+    hub.heal();
+    assert_pings(
+        a.vm(),
+        2,
+        &hub,
+        "guest 1 to guest 2 after the partition healed",
+    );
 }
 
 #[test]

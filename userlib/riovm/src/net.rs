@@ -16,6 +16,11 @@
 //!
 //! What the hub receives is untrusted: a datagram shorter than an Ethernet header is
 //! dropped and counted, never parsed.
+//!
+//! For fault injection the hub can lose a fraction of its deliveries
+//! ([`NetHub::set_loss`], from a fixed pseudo-random sequence, so a run repeats) and cut
+//! the network into sides that cannot hear each other ([`NetHub::partition`]);
+//! [`NetHub::heal`] undoes both. It still learns from frames it then drops.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
@@ -106,6 +111,9 @@ pub struct HubStats {
     pub forwarded: u64,
     /// Frames flooded (broadcast, multicast or an unknown destination).
     pub flooded: u64,
+    /// Deliveries (one frame to one guest) dropped by [`NetHub::set_loss`] or
+    /// [`NetHub::partition`].
+    pub dropped: u64,
 }
 
 #[derive(Default)]
@@ -114,6 +122,48 @@ struct Counters {
     malformed: AtomicU64,
     forwarded: AtomicU64,
     flooded: AtomicU64,
+    dropped: AtomicU64,
+}
+
+/// The fault-injection knobs: a loss rate and the sides of a partition.
+struct Faults {
+    /// Deliveries lost per 2^32.
+    loss: u64,
+    /// A xorshift64 state, fixed at start so that a run's losses repeat.
+    rng: u64,
+    /// The side of each guest named in a partition (by MAC); every other guest is on one
+    /// more side of its own.
+    sides: HashMap<[u8; 6], usize>,
+}
+
+impl Faults {
+    fn new() -> Faults {
+        Faults {
+            loss: 0,
+            rng: 0x9e37_79b9_7f4a_7c15,
+            sides: HashMap::new(),
+        }
+    }
+
+    fn side(&self, mac: &[u8; 6]) -> usize {
+        self.sides.get(mac).copied().unwrap_or(usize::MAX)
+    }
+
+    /// Whether a frame from `src` may reach `dst` now (drawing from the loss sequence).
+    fn deliver(&mut self, src: &[u8; 6], dst: &[u8; 6]) -> bool {
+        if self.side(src) != self.side(dst) {
+            return false;
+        }
+        if self.loss == 0 {
+            return true;
+        }
+        let mut x = self.rng;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng = x;
+        (x >> 32) >= self.loss
+    }
 }
 
 /// An Ethernet hub with MAC learning on a UDP port of 127.0.0.1, relaying between guests'
@@ -123,6 +173,7 @@ pub struct NetHub {
     stop: Arc<AtomicBool>,
     counters: Arc<Counters>,
     table: Arc<Mutex<HashMap<[u8; 6], SocketAddr>>>,
+    faults: Arc<Mutex<Faults>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -139,16 +190,23 @@ impl NetHub {
         let stop = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(Counters::default());
         let table = Arc::new(Mutex::new(HashMap::new()));
-        let (s, c, t) = (stop.clone(), counters.clone(), table.clone());
+        let faults = Arc::new(Mutex::new(Faults::new()));
+        let (s, c, t, f) = (
+            stop.clone(),
+            counters.clone(),
+            table.clone(),
+            faults.clone(),
+        );
         let thread = std::thread::Builder::new()
             .name("riovm-net-hub".into())
-            .spawn(move || relay(&sock, &s, &c, &t))
+            .spawn(move || relay(&sock, &s, &c, &t, &f))
             .map_err(VmError::io("start the hub's thread"))?;
         Ok(NetHub {
             port,
             stop,
             counters,
             table,
+            faults,
             thread: Some(thread),
         })
     }
@@ -166,7 +224,40 @@ impl NetHub {
             malformed: c.malformed.load(Ordering::Relaxed),
             forwarded: c.forwarded.load(Ordering::Relaxed),
             flooded: c.flooded.load(Ordering::Relaxed),
+            dropped: c.dropped.load(Ordering::Relaxed),
         }
+    }
+
+    /// Loses `fraction` (0 to 1) of the deliveries from now on, each frame to each guest
+    /// drawn independently; 0 loses none.
+    pub fn set_loss(&self, fraction: f64) {
+        let f = if fraction.is_nan() {
+            0.0
+        } else {
+            fraction.clamp(0.0, 1.0)
+        };
+        let mut t = self.faults.lock().unwrap_or_else(PoisonError::into_inner);
+        t.loss = (f * (1u64 << 32) as f64) as u64;
+    }
+
+    /// Cuts the network: the guests of each slice of `sides` ([`NetConfig::index`]es) hear
+    /// only each other, and the guests named nowhere hear only each other. Replaces an
+    /// earlier partition.
+    pub fn partition(&self, sides: &[&[u8]]) {
+        let mut t = self.faults.lock().unwrap_or_else(PoisonError::into_inner);
+        t.sides.clear();
+        for (side, guests) in sides.iter().enumerate() {
+            for &index in guests.iter() {
+                t.sides.insert(NetConfig::new(index, 0).mac(), side);
+            }
+        }
+    }
+
+    /// Ends the partition and the losses.
+    pub fn heal(&self) {
+        let mut t = self.faults.lock().unwrap_or_else(PoisonError::into_inner);
+        t.sides.clear();
+        t.loss = 0;
     }
 
     /// The MAC addresses the hub has learned.
@@ -193,6 +284,7 @@ fn relay(
     stop: &AtomicBool,
     c: &Counters,
     table: &Mutex<HashMap<[u8; 6], SocketAddr>>,
+    faults: &Mutex<Faults>,
 ) {
     let mut buf = vec![0u8; MAX_FRAME];
     while !stop.load(Ordering::Relaxed) {
@@ -217,18 +309,31 @@ fn relay(
             if src[0] & 1 == 0 {
                 t.insert(src, from);
             }
-            match t.get(&dst) {
-                Some(&to) if dst[0] & 1 == 0 => (vec![to], false),
-                _ => {
-                    let mut all: Vec<SocketAddr> =
-                        t.values().copied().filter(|&a| a != from).collect();
-                    all.sort();
-                    all.dedup();
-                    (all, true)
+            // Each target with the MAC it was learned from, for the partition's sides.
+            let mut all: Vec<(SocketAddr, [u8; 6])> = match t.get(&dst) {
+                Some(&to) if dst[0] & 1 == 0 => vec![(to, dst)],
+                _ => t.iter().map(|(&m, &a)| (a, m)).collect(),
+            };
+            all.retain(|&(a, _)| a != from);
+            all.sort();
+            let flooded = !(dst[0] & 1 == 0 && t.contains_key(&dst));
+            (all, flooded)
+        };
+        let mut sent: Vec<SocketAddr> = Vec::with_capacity(targets.len());
+        {
+            let mut f = faults.lock().unwrap_or_else(PoisonError::into_inner);
+            for (to, mac) in targets {
+                if sent.contains(&to) {
+                    continue;
+                }
+                if f.deliver(&src, &mac) {
+                    sent.push(to);
+                } else {
+                    c.dropped.fetch_add(1, Ordering::Relaxed);
                 }
             }
-        };
-        for to in targets.iter().filter(|&&to| to != from) {
+        }
+        for to in &sent {
             let _ = sock.send_to(frame, to);
         }
         let n = if flooded { &c.flooded } else { &c.forwarded };
@@ -313,6 +418,75 @@ mod tests {
             .expect("send");
         assert!(recv(&b).is_some());
         assert_eq!(hub.stats().malformed, 3);
+    }
+
+    #[test]
+    fn a_partition_cuts_the_sides_apart_until_healed() {
+        let hub = NetHub::start().expect("hub");
+        let to = SocketAddr::from(([127, 0, 0, 1], hub.port()));
+        let (a, b, c) = (guest(), guest(), guest());
+        let m = |i| NetConfig::new(i, 1).mac();
+        for (s, i) in [(&a, 1), (&b, 2), (&c, 3)] {
+            s.send_to(&frame(BCAST, m(i), b"hello"), to).expect("send");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        for s in [&a, &b] {
+            s.set_read_timeout(Some(Duration::from_millis(200)))
+                .expect("timeout");
+            while recv(s).is_some() {}
+        }
+        hub.partition(&[&[1], &[2, 3]]);
+        // Guest 1 is alone: its broadcast and its unicast reach nobody.
+        a.send_to(&frame(BCAST, m(1), b"x"), to).expect("send");
+        a.send_to(&frame(m(2), m(1), b"to b"), to).expect("send");
+        assert_eq!(recv(&b), None);
+        c.set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+        assert_eq!(recv(&c), None);
+        // Guests 2 and 3 still hear each other, and guest 1 does not hear them.
+        b.send_to(&frame(BCAST, m(2), b"y"), to).expect("send");
+        assert_eq!(recv(&c), Some(frame(BCAST, m(2), b"y")));
+        assert_eq!(recv(&a), None);
+        assert_eq!(hub.stats().dropped, 4, "{:?}", hub.stats());
+        hub.heal();
+        a.send_to(&frame(m(2), m(1), b"again"), to).expect("send");
+        assert_eq!(recv(&b), Some(frame(m(2), m(1), b"again")));
+    }
+
+    #[test]
+    fn the_hub_loses_the_fraction_it_is_told_to() {
+        let hub = NetHub::start().expect("hub");
+        let to = SocketAddr::from(([127, 0, 0, 1], hub.port()));
+        let (a, b) = (guest(), guest());
+        let (ma, mb) = (NetConfig::new(1, 1).mac(), NetConfig::new(2, 1).mac());
+        b.send_to(&frame(BCAST, mb, b""), to).expect("send");
+        std::thread::sleep(Duration::from_millis(100));
+        let got = |n: usize| -> usize {
+            for i in 0..n {
+                a.send_to(&frame(mb, ma, &i.to_le_bytes()), to)
+                    .expect("send");
+                if i % 32 == 31 {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+            b.set_read_timeout(Some(Duration::from_millis(300)))
+                .expect("timeout");
+            let mut k = 0;
+            while recv(&b).is_some() {
+                k += 1;
+            }
+            k
+        };
+        hub.set_loss(1.0);
+        assert_eq!(got(20), 0);
+        hub.set_loss(0.5);
+        // 200 frames: about 100 wait in b's socket buffer, well within its size.
+        let half = got(200);
+        assert!((50..150).contains(&half), "{half} of 200 arrived");
+        hub.set_loss(0.0);
+        assert_eq!(got(20), 20);
+        let st = hub.stats();
+        assert_eq!(st.dropped as usize, 20 + 200 - half, "{st:?}");
     }
 
     #[test]

@@ -645,6 +645,42 @@ mod tests {
     }
 
     #[test]
+    fn a_networked_guest_gets_a_nic_a_netdev_and_its_address() {
+        let mut cfg = VmConfig::new(
+            crate::Artifacts {
+                kernel: "/nonexistent/bzImage".into(),
+                initramfs: "/nonexistent/initramfs".into(),
+            },
+            "/tmp/riovm-unit",
+        );
+        let p = Path::new("/nonexistent");
+        let none = qemu_args(&cfg, p, p, p).join(" ");
+        assert!(
+            !none.contains("-netdev") && !none.contains("virtio-net"),
+            "{none}"
+        );
+        assert!(!cfg.cmdline().contains("rio.ip="));
+        cfg.net = Some(crate::NetConfig::new(3, 40000));
+        let args = qemu_args(&cfg, p, p, p).join(" ");
+        assert!(
+            args.contains(
+                "-netdev dgram,id=net0,local.type=inet,local.host=127.0.0.1,local.port=0,\
+                 remote.type=inet,remote.host=127.0.0.1,remote.port=40000"
+            ),
+            "{args}"
+        );
+        assert!(
+            args.contains("-device virtio-net-pci,netdev=net0,mac=52:54:00:77:00:03"),
+            "{args}"
+        );
+        let line = cfg.cmdline();
+        assert!(
+            line.split(' ').any(|w| w == "rio.ip=10.77.0.3/24"),
+            "{line}"
+        );
+    }
+
+    #[test]
     fn tail_keeps_last_lines() {
         assert_eq!(tail_lines("a\nb\nc\n", 2), "b\nc");
         assert_eq!(tail_lines("a", 5), "a");
