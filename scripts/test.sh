@@ -52,8 +52,9 @@ declare -A MIN_TESTS=(
     ["userlib/riofs-torture/src/main.rs"]=2
     ["userlib/riovm/src/lib.rs"]=13
     ["userlib/vista-rio/src/main.rs"]=3
-    ["userlib/vista/src/lib.rs"]=31
+    ["userlib/vista/src/lib.rs"]=44
     ["userlib/vista/tests/crash.rs"]=1
+    ["userlib/vista/tests/prepare_crash.rs"]=1
     ["userlib/vistagrams/src/lib.rs"]=16
     ["userlib/vistagrams/tests/crash.rs"]=4
     # QEMU (the pools; make test-long runs campaign, riofs, riofs_crash, riofs_fsck, safe_sync)

@@ -6,6 +6,15 @@
 //! system call, takes no lock and allocates nothing: `begin` bumps the log's sequence
 //! number, `set_range` appends one record (copy + checksum + one 8-byte store of the tail)
 //! and `commit` is the single store `tail = 0`.
+//!
+//! # Prepared transactions (two-phase commit)
+//!
+//! `prepare(tag)` does everything commit does before its commit point and then records
+//! `tag` in the log's `prepared` word (see [`log`](crate::log) for the format and the
+//! order of the stores). From then on the transaction is *in doubt*: it may still commit
+//! or abort, but nothing more may be logged, and neither dropping the handle nor dropping
+//! the engine aborts it (a participant that voted "yes" has given up the right to abort on
+//! its own; Gray 1978). Opening a log that holds one needs a resolver ([`Resolution`]).
 
 use crate::backing::{Backing, Durability};
 use crate::error::{Error, Result};
@@ -32,11 +41,28 @@ pub(crate) enum LogHome {
 /// What recovery did when a segment or group was opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Recovery {
-    /// Undo records replayed (0: the last run ended cleanly).
+    /// Undo records replayed (0: the last run ended cleanly, or a prepared transaction
+    /// was committed).
     pub records: usize,
     /// Bytes of before-image copied back.
     pub bytes: usize,
+    /// A prepared transaction found at open: its tag and what the resolver decided.
+    pub resolved: Option<(u64, Resolution)>,
 }
+
+/// The outcome of a prepared transaction, as the two-phase-commit coordinator decided it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolution {
+    /// Keep the transaction's changes (finish it: the commit point `tail = 0`).
+    Commit,
+    /// Roll the transaction back from its undo records.
+    Abort,
+}
+
+/// What an opening variant with a resolver (e.g.
+/// [`Group::open_resolving`](crate::Group::open_resolving)) calls with the tag of a
+/// prepared transaction it finds in the log; an `Err` fails the open with the log unchanged.
+pub type Resolver<'a> = &'a mut dyn FnMut(u64) -> Result<Resolution>;
 
 /// One log, several segments, one transaction at a time.
 #[derive(Debug)]
@@ -45,6 +71,8 @@ pub(crate) struct Engine {
     log_durability: Durability,
     pub(crate) members: Vec<Member>,
     active: bool,
+    /// Tag of the active transaction's `prepare` (0: not prepared).
+    prepared: u64,
     poisoned: bool,
     any_implicit: bool,
     any_sync: bool,
@@ -74,6 +102,7 @@ impl Engine {
             log_durability,
             members,
             active: false,
+            prepared: 0,
             poisoned: false,
             any_implicit: false,
             any_sync,
@@ -98,14 +127,38 @@ impl Engine {
         self.active
     }
 
+    /// The tag of the active transaction if it is prepared.
+    pub(crate) fn prepared(&self) -> Option<u64> {
+        (self.active && self.prepared != 0).then_some(self.prepared)
+    }
+
+    /// `Ok` if a transaction is active and may still log (is not prepared).
+    #[inline(always)]
+    fn check_open(&self) -> Result<()> {
+        if !self.active {
+            return Err(Error::NotActive);
+        }
+        if self.prepared != 0 {
+            return Err(Error::Prepared { tag: self.prepared });
+        }
+        Ok(())
+    }
+
     /// Starts a transaction.
     #[inline]
     pub(crate) fn begin(&mut self) -> Result<()> {
         if self.active {
+            if self.prepared != 0 {
+                return Err(Error::Prepared { tag: self.prepared });
+            }
             return Err(Error::TransactionActive);
         }
         if self.poisoned {
             return Err(Error::Poisoned);
+        }
+        if self.log.prepared() != 0 {
+            // Stale (tail is 0): it must be gone before this transaction's first record.
+            self.clear_prepared_word()?;
         }
         self.log.begin();
         if self.any_implicit {
@@ -166,9 +219,7 @@ impl Engine {
     /// Logs the before-image of `[addr, addr + len)`.
     #[inline(always)]
     pub(crate) fn set_range(&mut self, addr: usize, len: usize) -> Result<()> {
-        if !self.active {
-            return Err(Error::NotActive);
-        }
+        self.check_open()?;
         let (slot, off) = self.locate(addr, len)?;
         // SAFETY: locate() proved the range lies inside member `slot`'s data mapping, which
         // is readable (implicit mode only removes write permission) and is not the log.
@@ -180,26 +231,15 @@ impl Engine {
     }
 
     /// Commits: applies deferred frees (logged), forces data if the policy says so, then
-    /// the commit point, then forces the commit point.
+    /// the commit point, then forces the commit point. A prepared transaction did all but
+    /// the commit point in `prepare`: it takes the commit point, then clears `prepared`.
     pub(crate) fn commit(&mut self) -> Result<()> {
         if !self.active {
             return Err(Error::NotActive);
         }
-        let mut i = 0;
-        while i < self.tx_frees.len() {
-            let (slot, g) = self.tx_frees[i];
-            let heap = self.members[slot as usize]
-                .heap
-                .as_mut()
-                .ok_or(Error::NoHeap {
-                    segment: slot as usize,
-                })?;
-            heap.free_now(&self.log, slot, g, true)?;
-            i += 1;
-        }
-        self.tx_frees.clear();
-        if self.any_sync {
-            self.sync_before_commit()?;
+        let tag = self.prepared;
+        if tag == 0 {
+            self.before_commit_point()?;
         }
         // The commit point: one aligned 8-byte store.
         self.log.clear();
@@ -207,11 +247,80 @@ impl Engine {
         if self.log_durability.syncs_commit() {
             self.log.sync_tail()?;
         }
+        if tag != 0 {
+            // Only once `tail = 0` is durable: a crash before this leaves a stale word.
+            self.clear_prepared_word()?;
+        }
         Ok(())
+    }
+
+    /// Everything commit does before its commit point (and prepare before its word):
+    /// deferred frees applied (logged), then, for the Msync policies, the records, `tail`
+    /// and the data they cover forced.
+    fn before_commit_point(&mut self) -> Result<()> {
+        // Each free leaves the list once applied, so that a failure part-way (then an
+        // abort, or a second `prepare`) never applies one twice.
+        while let Some(&(slot, g)) = self.tx_frees.first() {
+            let heap = self.members[slot as usize]
+                .heap
+                .as_mut()
+                .ok_or(Error::NoHeap {
+                    segment: slot as usize,
+                })?;
+            heap.free_now(&self.log, slot, g, true)?;
+            self.tx_frees.swap_remove(0);
+        }
+        if self.any_sync {
+            self.sync_before_commit()?;
+        }
+        Ok(())
+    }
+
+    /// Prepares the active transaction (phase one of two-phase commit) under `tag`
+    /// (non-zero): makes its undo records and its stores as durable as commit would, then
+    /// records `tag` durably in the log's `prepared` word. On `Err` no vote may be sent:
+    /// the transaction is still active and counts as not prepared (abort, or dropping the
+    /// handle, rolls it back and clears the word if it was stored).
+    pub(crate) fn prepare(&mut self, tag: u64) -> Result<()> {
+        self.check_open()?;
+        if tag == 0 {
+            return Err(Error::InvalidConfig(
+                "a prepare tag must be non-zero".into(),
+            ));
+        }
+        self.before_commit_point()?;
+        self.log.set_prepared(tag);
+        if self.log_durability.syncs_commit() {
+            self.log.sync_prepared()?;
+        }
+        self.prepared = tag;
+        Ok(())
+    }
+
+    /// `prepared = 0`, forced for the Msync policies. Only with `tail == 0` (durably).
+    fn clear_prepared_word(&mut self) -> Result<()> {
+        self.log.set_prepared(0);
+        if self.log_durability.syncs_commit() {
+            self.log.sync_prepared()?;
+        }
+        Ok(())
+    }
+
+    /// Decides the active prepared transaction in this process (after its handle was
+    /// dropped): commit or abort it.
+    pub(crate) fn resolve(&mut self, r: Resolution) -> Result<()> {
+        if self.prepared().is_none() {
+            return Err(Error::NotActive);
+        }
+        match r {
+            Resolution::Commit => self.commit(),
+            Resolution::Abort => self.abort(),
+        }
     }
 
     fn end_tx(&mut self) {
         self.active = false;
+        self.prepared = 0;
         self.tx_allocs.clear();
         self.tx_frees.clear();
         self.log.unreserve_all();
@@ -300,6 +409,10 @@ impl Engine {
         if self.log_durability.syncs_commit() {
             self.log.sync_tail()?;
         }
+        if self.log.prepared() != 0 {
+            // A prepared transaction rolled back: the word goes only after `tail = 0`.
+            self.clear_prepared_word()?;
+        }
         Ok(rep)
     }
 
@@ -320,6 +433,7 @@ impl Engine {
             Err(e) => {
                 self.poisoned = true;
                 self.active = false;
+                self.prepared = 0;
                 return Err(e);
             }
         }
@@ -332,19 +446,47 @@ impl Engine {
         Ok(())
     }
 
-    /// Recovery: abort whatever transaction the log holds. Run at open.
-    pub(crate) fn recover(&mut self) -> Result<Recovery> {
+    /// Recovery, run at open: roll back whatever transaction the log holds, unless it is
+    /// prepared. A prepared one goes to `resolve` (commit or roll back); without a
+    /// resolver it is refused with [`Error::Prepared`] and nothing changes.
+    pub(crate) fn recover(&mut self, resolve: Option<Resolver<'_>>) -> Result<Recovery> {
+        let tag = self.log.prepared();
         if self.log.tail() == 0 {
+            if tag != 0 {
+                // Stale: a prepared transaction ended (tail = 0) just before a crash.
+                self.clear_prepared_word()?;
+            }
             return Ok(Recovery::default());
         }
-        self.rollback()
+        if tag == 0 {
+            return self.rollback();
+        }
+        let Some(resolve) = resolve else {
+            return Err(Error::Prepared { tag });
+        };
+        match resolve(tag)? {
+            Resolution::Commit => {
+                self.log.clear();
+                if self.log_durability.syncs_commit() {
+                    self.log.sync_tail()?;
+                }
+                self.clear_prepared_word()?;
+                Ok(Recovery {
+                    resolved: Some((tag, Resolution::Commit)),
+                    ..Recovery::default()
+                })
+            }
+            Resolution::Abort => {
+                let mut rep = self.rollback()?;
+                rep.resolved = Some((tag, Resolution::Abort));
+                Ok(rep)
+            }
+        }
     }
 
     /// Allocates in member `seg`'s heap.
     pub(crate) fn alloc(&mut self, seg: usize, size: usize, align: usize) -> Result<usize> {
-        if !self.active {
-            return Err(Error::NotActive);
-        }
+        self.check_open()?;
         let m = self.members.get_mut(seg).ok_or(Error::NoSuchSegment(seg))?;
         let heap = m.heap.as_mut().ok_or(Error::NoHeap { segment: seg })?;
         let g = heap.alloc(&self.log, seg as u16, size, align)?;
@@ -354,9 +496,7 @@ impl Engine {
 
     /// Frees a heap block: at once if it was allocated in this transaction, else at commit.
     pub(crate) fn free(&mut self, addr: usize) -> Result<()> {
-        if !self.active {
-            return Err(Error::NotActive);
-        }
+        self.check_open()?;
         let (slot, off) = self
             .locate(addr, 1)
             .map_err(|_| Error::InvalidFree { addr })?;
@@ -401,18 +541,14 @@ impl Engine {
 
     /// Sets a root of member `seg`.
     pub(crate) fn set_root(&mut self, seg: usize, name: &str, e: RootEntry) -> Result<()> {
-        if !self.active {
-            return Err(Error::NotActive);
-        }
+        self.check_open()?;
         let m = self.members.get_mut(seg).ok_or(Error::NoSuchSegment(seg))?;
         m.roots.set(&self.log, seg as u16, name, e)
     }
 
     /// Removes a root of member `seg`.
     pub(crate) fn remove_root(&mut self, seg: usize, name: &str) -> Result<bool> {
-        if !self.active {
-            return Err(Error::NotActive);
-        }
+        self.check_open()?;
         let m = self.members.get_mut(seg).ok_or(Error::NoSuchSegment(seg))?;
         m.roots.remove(&self.log, seg as u16, name)
     }
@@ -512,6 +648,7 @@ impl Engine {
     #[cfg(test)]
     pub(crate) fn forget_tx(&mut self) {
         self.active = false;
+        self.prepared = 0;
     }
 
     /// Replays only the newest `k` records and leaves the log in place: a crash in the
@@ -542,9 +679,10 @@ impl Engine {
 
 impl Drop for Engine {
     fn drop(&mut self) {
-        if self.active {
+        if self.active && self.prepared == 0 {
             // An unfinished transaction never commits: roll it back now rather than at
-            // the next open (same result).
+            // the next open (same result). A prepared one stays in doubt in the log, as
+            // at a crash: only its coordinator's decision may end it.
             let _ = self.abort();
         }
         for m in &mut self.members {

@@ -196,6 +196,20 @@ pub enum Error {
     /// Implicit (page-fault) logging via userfaultfd is not available here.
     #[error("userfaultfd write-protect unavailable: {0}")]
     UffdUnavailable(String),
+    /// The log holds a *prepared* transaction (two-phase commit: [`Tx::prepare`] voted
+    /// "yes" with this `tag`) whose outcome only the coordinator may decide. Returned by a
+    /// plain `open` (which leaves the backings untouched: open with a resolver, e.g.
+    /// [`Group::open_resolving`]), and by anything but `commit` or `abort` on a prepared
+    /// transaction (`set_range`, heap and root changes, a second `prepare`, `begin` while
+    /// it is still in doubt).
+    ///
+    /// [`Tx::prepare`]: crate::Tx::prepare
+    /// [`Group::open_resolving`]: crate::Group::open_resolving
+    #[error("a prepared transaction (tag {tag:#x}) awaits its commit-or-abort decision")]
+    Prepared {
+        /// The tag given to `prepare` (e.g. the 2PC epoch).
+        tag: u64,
+    },
     /// The operation is not possible while a transaction is active.
     #[error("not allowed while a transaction is active: {0}")]
     InTransaction(&'static str),

@@ -288,6 +288,7 @@ extern "C" fn on_fault(sig: libc::c_int, info: *mut libc::siginfo_t, uctx: *mut 
                 FAULTS.fetch_add(1, Ordering::Relaxed);
             }
             Ok(false) => {}
+            Err(Error::Prepared { .. }) => fatal("vista: store to a page not logged before prepare (implicit mode); aborting, the transaction stays prepared for the resolver\n"),
             Err(_) => fatal("vista: undo log full (or msync failed) while logging a page in implicit mode; aborting, recovery will roll the transaction back\n"),
         }
         // SAFETY: making one page of our own mapping writable again.

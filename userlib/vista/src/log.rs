@@ -22,10 +22,25 @@
 //!
 //! Mutable words, each 8-byte aligned on its own cache line:
 //!
-//! | offset | field | meaning                                                          |
-//! |-------:|-------|------------------------------------------------------------------|
-//! | 256    | tail  | bytes of valid records; **0 means no transaction in flight**     |
-//! | 320    | seq   | number of the current (or last) transaction, bumped by `begin`   |
+//! | offset | field    | meaning                                                        |
+//! |-------:|----------|----------------------------------------------------------------|
+//! | 256    | tail     | bytes of valid records; **0 means no transaction in flight**   |
+//! | 320    | seq      | number of the current (or last) transaction, bumped by `begin` |
+//! | 384    | prepared | tag of a prepared transaction (two-phase commit); 0 = none     |
+//!
+//! `prepared` means something only while `tail != 0`: a log holds a *prepared*
+//! transaction exactly when `tail != 0 && prepared != 0`. A non-zero `prepared` with
+//! `tail == 0` is stale (a crash between the two stores that end a prepared
+//! transaction) and is cleared by the next `begin` or open.
+//!
+//! The version stays 1 although `prepared` is new: it occupies bytes of the header page
+//! that no earlier code read or wrote and that every creation path leaves zero (the log
+//! is formatted in a fresh, zero-filled file or Rio object; `format` now also zeroes the
+//! word explicitly), so every existing log reads as "nothing prepared" and is opened
+//! exactly as before. The one thing an older Vista cannot do is honour a prepared
+//! transaction: it would roll it back at open. Do not open a log that holds one (see
+//! [`Group::prepared_tag`](crate::Group::prepared_tag)) with a Vista that predates
+//! `prepare`. A version bump would buy nothing here but refusing every existing log.
 //!
 //! Record (at a multiple of 8 in the record area):
 //!
@@ -47,11 +62,23 @@
 //!   after `set_range` returned, so the range is still unmodified.
 //! * commit point: **one aligned 8-byte store `tail = 0`**. It marks the transaction
 //!   committed and discards its log in the same instant.
+//! * prepare (two-phase commit, [`Tx::prepare`](crate::Tx::prepare)): whatever commit
+//!   does before its commit point (deferred frees, and for the `Msync` policies forcing
+//!   the records, `tail` and the data), then `prepared = tag`, forced like the commit
+//!   point. No record is appended after it.
+//! * commit of a prepared transaction: the commit point `tail = 0` (forced), then
+//!   `prepared = 0` (forced). A crash in between leaves a stale `prepared`: committed.
+//! * open: `tail == 0`: nothing to do (a stale `prepared` is cleared). `tail != 0`,
+//!   `prepared == 0`: roll back (below). `tail != 0`, `prepared != 0`: the transaction
+//!   is in doubt; only a resolver may decide it, commit (`tail = 0`, then
+//!   `prepared = 0`) or roll back (below). A plain open refuses with
+//!   [`Error::Prepared`] and changes nothing.
 //! * abort and recovery: validate every record in `0..tail` (checksum with the current
 //!   `seq`, target, bounds), then copy before-images back newest first, so that for a range
 //!   logged twice the oldest image wins; then `tail = 0`. A crash during replay leaves the
 //!   log as it was, and replaying again gives the same result (idempotent). If any record
-//!   fails validation nothing is replayed and [`Error::CorruptLog`] is returned.
+//!   fails validation nothing is replayed and [`Error::CorruptLog`] is returned. A
+//!   prepared transaction's `prepared` word is cleared only after `tail = 0` is durable.
 
 use std::sync::atomic::{compiler_fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
@@ -76,6 +103,7 @@ pub const REC_HDR: usize = 24;
 const OFF_CHECKSUM: usize = 168;
 const OFF_TAIL: usize = 256;
 const OFF_SEQ: usize = 320;
+const OFF_PREPARED: usize = 384;
 
 /// Area tag: user data.
 pub const AREA_DATA: u8 = 0;
@@ -180,6 +208,17 @@ pub fn decode_header(b: &[u8], area_len: u64) -> Result<LogInfo> {
     })
 }
 
+/// Reads, without changing anything, whether the log area whose header page is `b`
+/// (`area_len` bytes in all) holds a prepared transaction, and its tag.
+pub fn prepared_in(b: &[u8], area_len: u64) -> Result<Option<u64>> {
+    decode_header(b, area_len)?;
+    if b.len() < OFF_PREPARED + 8 {
+        return Err(corrupt("header truncated"));
+    }
+    let (tail, tag) = (le64(b, OFF_TAIL), le64(b, OFF_PREPARED));
+    Ok((tail != 0 && tag != 0).then_some(tag))
+}
+
 /// One validated record: where it is and what it restores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Record {
@@ -241,6 +280,7 @@ impl LogCore {
         unsafe {
             std::ptr::write_bytes(base.add(OFF_TAIL), 0, 16);
             std::ptr::write_bytes(base.add(OFF_SEQ), 0, 8);
+            std::ptr::write_bytes(base.add(OFF_PREPARED), 0, 8);
             std::ptr::copy_nonoverlapping(hdr.as_ptr(), base, hdr.len());
         }
         // SAFETY: same contract as ours.
@@ -279,7 +319,7 @@ impl LogCore {
     }
 
     fn word(&self, off: usize) -> &AtomicU64 {
-        // SAFETY: OFF_TAIL/OFF_SEQ are 8-byte aligned offsets inside the header page of a
+        // SAFETY: OFF_TAIL/OFF_SEQ/OFF_PREPARED are 8-byte aligned offsets inside the header page of a
         // live mapping; AtomicU64 has the layout of u64 and the mapping outlives &self.
         unsafe { &*(self.base.add(off) as *const AtomicU64) }
     }
@@ -293,6 +333,26 @@ impl LogCore {
     /// Current transaction number.
     pub(crate) fn seq(&self) -> u64 {
         self.word(OFF_SEQ).load(Ordering::Acquire)
+    }
+
+    /// The `prepared` word: the tag of a prepared transaction if `tail != 0`, else stale
+    /// or 0.
+    #[inline(always)]
+    pub(crate) fn prepared(&self) -> u64 {
+        self.word(OFF_PREPARED).load(Ordering::Acquire)
+    }
+
+    /// Stores the `prepared` word (one aligned 8-byte store, fenced on both sides so
+    /// that it is ordered against the stores to `tail` and to the data).
+    pub(crate) fn set_prepared(&self, tag: u64) {
+        compiler_fence(Ordering::SeqCst);
+        self.word(OFF_PREPARED).store(tag, Ordering::Release);
+        compiler_fence(Ordering::SeqCst);
+    }
+
+    /// `msync` of the `prepared` word.
+    pub(crate) fn sync_prepared(&self) -> Result<()> {
+        sync_range(self.base as usize + OFF_PREPARED, 8)
     }
 
     /// Starts a transaction: bumps `seq`. Requires `tail == 0`.
@@ -579,7 +639,8 @@ impl PageLogger {
     }
 
     /// Logs the before-image of `page` if armed, and says whether it did. `Err` if the log
-    /// is full (or its msync failed): the caller cannot let the write go ahead.
+    /// is full (or its msync failed), or if the transaction is prepared (nothing may be
+    /// logged after `prepare`): the caller cannot let the write go ahead.
     ///
     /// # Safety
     /// `page` is a readable, page-aligned page of the segment, not written until this
@@ -587,6 +648,12 @@ impl PageLogger {
     pub(crate) unsafe fn log_before_write(&self, page: usize) -> Result<bool> {
         if !self.armed.load(Ordering::Acquire) {
             return Ok(false);
+        }
+        // SAFETY: `log` is valid (contract of `new`).
+        let tag = unsafe { (*self.log).prepared() };
+        if tag != 0 {
+            // A store to a page not logged before `prepare`: it cannot be logged now.
+            return Err(Error::Prepared { tag });
         }
         // SAFETY: `log` is valid (contract of `new`); `page` is readable for PAGE bytes and
         // does not overlap the log (this function's contract).
@@ -650,6 +717,41 @@ mod tests {
             decode_header(&b, 4096 + 100),
             Err(Error::CorruptHeader { .. })
         ));
+    }
+
+    #[test]
+    fn prepared_word_layout_and_peek() {
+        let mut buf = Buf::new(4096 + 8192);
+        let info = info();
+        // Garbage where the word goes is zeroed by format.
+        // SAFETY: inside the buffer.
+        unsafe { buf.ptr().add(OFF_PREPARED).write(0xee) };
+        // SAFETY: buffer of the stated size that outlives `log`.
+        let log = unsafe { LogCore::format(buf.ptr(), 4096 + 8192, &info, false).unwrap() };
+        assert_eq!(log.prepared(), 0);
+        let page = |b: &mut Buf| {
+            // SAFETY: the header page of the buffer.
+            unsafe { std::slice::from_raw_parts(b.ptr(), LOG_HEADER_LEN) }.to_vec()
+        };
+        assert_eq!(prepared_in(&page(&mut buf), 4096 + 8192).unwrap(), None);
+        log.begin();
+        let data = [3u8; 8];
+        // SAFETY: data is readable and disjoint from the log.
+        unsafe { log.append(0, AREA_DATA, 0, data.as_ptr(), 8).unwrap() };
+        assert_eq!(prepared_in(&page(&mut buf), 4096 + 8192).unwrap(), None);
+        log.set_prepared(0x1122_3344_5566_7788);
+        let p = page(&mut buf);
+        assert_eq!(le64(&p, 384), 0x1122_3344_5566_7788);
+        assert_eq!(
+            prepared_in(&p, 4096 + 8192).unwrap(),
+            Some(0x1122_3344_5566_7788)
+        );
+        // The static header (and its checksum) does not cover the word.
+        assert_eq!(decode_header(&p, 4096 + 8192).unwrap(), info);
+        // With tail == 0 the word is stale: nothing is prepared.
+        log.clear();
+        assert_eq!(prepared_in(&page(&mut buf), 4096 + 8192).unwrap(), None);
+        assert!(prepared_in(&p[..200], 4096 + 8192).is_err());
     }
 
     #[test]

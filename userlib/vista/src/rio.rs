@@ -13,6 +13,7 @@
 use rio_client::{OpenMode, Rio};
 
 use crate::backing::{Backing, Durability};
+use crate::engine::Resolver;
 use crate::error::{Error, Result};
 use crate::map::PAGE;
 use crate::segment::{SegmentConfig, SEG_MAGIC};
@@ -48,8 +49,31 @@ impl Segment {
     /// ever committed): it is grown to the needed size if smaller and formatted afresh. Any
     /// other content that is not a segment is refused with [`Error::BadMagic`].
     ///
-    /// [`Error::Busy`] if the object is open elsewhere.
+    /// [`Error::Busy`] if the object is open elsewhere. A prepared transaction is refused
+    /// with [`Error::Prepared`] and left as it is (see [`Segment::open_rio_resolving`]).
     pub fn open_rio(rio: &Rio, name: &str, addr: usize, cfg: &SegmentConfig) -> Result<Segment> {
+        Segment::open_rio_inner(rio, name, addr, cfg, None)
+    }
+
+    /// As [`Segment::open_rio`], but a prepared transaction is decided by `resolve`, as
+    /// for [`Segment::open_resolving`].
+    pub fn open_rio_resolving(
+        rio: &Rio,
+        name: &str,
+        addr: usize,
+        cfg: &SegmentConfig,
+        resolve: Resolver<'_>,
+    ) -> Result<Segment> {
+        Segment::open_rio_inner(rio, name, addr, cfg, Some(resolve))
+    }
+
+    fn open_rio_inner(
+        rio: &Rio,
+        name: &str,
+        addr: usize,
+        cfg: &SegmentConfig,
+        resolve: Option<Resolver<'_>>,
+    ) -> Result<Segment> {
         let need = Segment::backing_len(cfg)?;
         let obj = match rio.open_object(name, OpenMode::Exclusive) {
             Ok(o) => o,
@@ -70,7 +94,11 @@ impl Segment {
                 .map_err(|e| Error::rio("read object", e))?;
         }
         if magic == SEG_MAGIC {
-            return Segment::open(Backing::from_rio(obj, Durability::Memory)?, addr);
+            let b = Backing::from_rio(obj, Durability::Memory)?;
+            return match resolve {
+                Some(r) => Segment::open_resolving(b, addr, r),
+                None => Segment::open(b, addr),
+            };
         }
         if magic != [0u8; 8] {
             return Err(Error::BadMagic { what: "segment" });

@@ -334,6 +334,13 @@ impl Member {
         Layout::decode(&page, backing.len())
     }
 
+    /// Reads the `bound_log` word of the segment in `backing` (before anything is mapped).
+    pub(crate) fn read_bound_log(backing: &Backing) -> Result<u64> {
+        let mut w = [0u8; 8];
+        backing.read_at(OFF_BOUND as u64, &mut w)?;
+        Ok(u64::from_le_bytes(w))
+    }
+
     /// Formats a new segment in `backing` and maps it. For `in_place`, the current memory
     /// at `addr` (data_len bytes) becomes the initial contents.
     pub(crate) fn create(

@@ -9,14 +9,25 @@
 //! once, and recovery rolls all of them back together. Each member's header records the
 //! id of the shared log it is bound to (`bound_log`), so a member cannot be opened alone
 //! (and recovered without the rest) while it belongs to a group.
+//!
+//! # Prepared transactions (two-phase commit)
+//!
+//! A participant in a distributed commit ([`Tx::prepare`]) must be able to vote "yes",
+//! crash, and afterwards do whatever the coordinator decided. The plain opening calls
+//! (`Segment::open`, `Group::open`, ...) keep rolling back an unfinished transaction that
+//! was never prepared, but refuse one that was with [`Error::Prepared`], changing nothing,
+//! so that a caller unaware of two-phase commit cannot destroy a decision. The
+//! `*_resolving` variants take a [`Resolver`] that is called with the prepared tag and
+//! answers [`Resolution::Commit`] or [`Resolution::Abort`]; [`Group::prepared_tag`] and
+//! [`Segment::prepared_tag`] only look.
 
 use std::path::Path;
 
 use crate::backing::{Backing, Durability};
-use crate::engine::{Engine, LogHome, Recovery};
+use crate::engine::{Engine, LogHome, Recovery, Resolution, Resolver};
 use crate::error::{Error, Result};
 use crate::heap::GRANULE;
-use crate::log::{LogCore, LogInfo, LOG_HEADER_LEN, MAX_MEMBERS};
+use crate::log::{self as vlog, LogCore, LogInfo, LOG_HEADER_LEN, MAX_MEMBERS};
 use crate::map::{page_up, Mapping, Placement, PAGE};
 use crate::roots::RootEntry;
 use crate::segment::{Layout, LogMode, Member, SegmentConfig};
@@ -73,6 +84,18 @@ macro_rules! engine_methods {
         #[inline]
         pub fn begin(&mut self) -> Result<Tx<'_>> {
             Tx::begin(&mut self.eng)
+        }
+
+        /// The tag of a prepared transaction whose handle was dropped undecided (it is in
+        /// doubt: `begin` fails with [`Error::Prepared`] until [`resolve`](Self::resolve)).
+        pub fn in_doubt(&self) -> Option<u64> {
+            self.eng.prepared()
+        }
+
+        /// Decides the prepared transaction left in doubt by a dropped handle: commits or
+        /// rolls it back. [`Error::NotActive`] if there is none.
+        pub fn resolve(&mut self, decision: Resolution) -> Result<()> {
+            self.eng.resolve(decision)
         }
 
         /// Capacity of the undo log's record area in bytes (a group's log is shared).
@@ -163,10 +186,33 @@ impl Segment {
     }
 
     /// Opens an existing segment at `addr` (where it was created) and runs recovery: an
-    /// unfinished transaction is rolled back.
+    /// unfinished transaction is rolled back. A prepared one is refused with
+    /// [`Error::Prepared`] and left as it is (see [`Segment::open_resolving`]).
     pub fn open(backing: Backing, addr: usize) -> Result<Segment> {
         let m = Member::open(backing, addr, false)?;
-        Segment::finish_open(m)
+        Segment::finish_open(m, None)
+    }
+
+    /// As [`Segment::open`], but a prepared transaction in the log is decided by
+    /// `resolve` (called with its tag): committed or rolled back. An unprepared
+    /// unfinished transaction is rolled back without asking.
+    pub fn open_resolving(backing: Backing, addr: usize, resolve: Resolver<'_>) -> Result<Segment> {
+        let m = Member::open(backing, addr, false)?;
+        Segment::finish_open(m, Some(resolve))
+    }
+
+    /// Whether the segment in `backing` (not open) holds a prepared transaction, and its
+    /// tag; reads only. [`Error::BoundToGroup`] for a group member: ask its group's log
+    /// ([`Group::prepared_tag`]).
+    pub fn prepared_tag(backing: &Backing) -> Result<Option<u64>> {
+        let layout = Member::read_layout(backing)?;
+        let bound = Member::read_bound_log(backing)?;
+        if bound != 0 {
+            return Err(Error::BoundToGroup { log_id: bound });
+        }
+        let mut page = vec![0u8; LOG_HEADER_LEN];
+        backing.read_at(layout.log_off as u64, &mut page)?;
+        vlog::prepared_in(&page, layout.log_len as u64)
     }
 
     /// Opens an in-place segment: maps it over the memory at `addr` (replacing what is
@@ -175,6 +221,31 @@ impl Segment {
     /// # Safety
     /// As for [`Segment::create_in_place`]; the previous contents of the range are lost.
     pub unsafe fn open_in_place(backing: Backing, addr: usize) -> Result<Segment> {
+        // SAFETY: forwarded contract.
+        unsafe { Segment::open_in_place_inner(backing, addr, None) }
+    }
+
+    /// [`Segment::open_in_place`] with a resolver for a prepared transaction, as
+    /// [`Segment::open_resolving`].
+    ///
+    /// # Safety
+    /// As for [`Segment::open_in_place`].
+    pub unsafe fn open_in_place_resolving(
+        backing: Backing,
+        addr: usize,
+        resolve: Resolver<'_>,
+    ) -> Result<Segment> {
+        // SAFETY: forwarded contract.
+        unsafe { Segment::open_in_place_inner(backing, addr, Some(resolve)) }
+    }
+
+    /// # Safety
+    /// As for [`Segment::open_in_place`].
+    unsafe fn open_in_place_inner(
+        backing: Backing,
+        addr: usize,
+        resolve: Option<Resolver<'_>>,
+    ) -> Result<Segment> {
         let layout = Member::read_layout(&backing)?;
         if !layout.in_place {
             return Err(Error::InvalidConfig(
@@ -182,7 +253,7 @@ impl Segment {
             ));
         }
         let m = Member::open(backing, addr, true)?;
-        Segment::finish_open(m)
+        Segment::finish_open(m, resolve)
     }
 
     /// Opens without running recovery (tests of recovery itself).
@@ -200,7 +271,7 @@ impl Segment {
         })
     }
 
-    fn finish_open(m: Member) -> Result<Segment> {
+    fn finish_open(m: Member, resolve: Option<Resolver<'_>>) -> Result<Segment> {
         let bound = m.bound_log();
         if bound != 0 {
             return Err(Error::BoundToGroup { log_id: bound });
@@ -218,7 +289,7 @@ impl Segment {
             });
         }
         let mut eng = Engine::new(log, dur, vec![m], LogHome::Embedded);
-        let recovery = eng.recover()?;
+        let recovery = eng.recover(resolve)?;
         Ok(Segment { eng, recovery })
     }
 
@@ -371,8 +442,42 @@ impl Group {
     }
 
     /// Opens a group: its shared log and every member (in any order; indices follow the
-    /// order of creation), then runs recovery across all members.
-    pub fn open(mut log: Backing, members: Vec<(Backing, usize)>) -> Result<Group> {
+    /// order of creation), then runs recovery across all members: an unfinished
+    /// transaction is rolled back. A prepared one is refused with [`Error::Prepared`] and
+    /// left as it is (see [`Group::open_resolving`]).
+    pub fn open(log: Backing, members: Vec<(Backing, usize)>) -> Result<Group> {
+        Group::open_inner(log, members, None)
+    }
+
+    /// As [`Group::open`], but a prepared transaction in the shared log is decided by
+    /// `resolve` (called with its tag, e.g. to ask the two-phase-commit coordinator):
+    /// committed ([`Resolution::Commit`]: the commit point `tail = 0`) or rolled back
+    /// across all members ([`Resolution::Abort`]). An `Err` from `resolve` fails the open
+    /// and leaves the log as it was. An unprepared unfinished transaction is rolled back
+    /// without asking. [`Group::recovery`] tells what was decided.
+    pub fn open_resolving(
+        log: Backing,
+        members: Vec<(Backing, usize)>,
+        resolve: Resolver<'_>,
+    ) -> Result<Group> {
+        Group::open_inner(log, members, Some(resolve))
+    }
+
+    /// Whether the shared log in `log` (not open) holds a prepared transaction, and its
+    /// tag; reads only, takes no lock (for status tools; the answer may be stale if the
+    /// group is open in a running process).
+    pub fn prepared_tag(log: &Backing) -> Result<Option<u64>> {
+        let len = log.len() & !(PAGE as u64 - 1);
+        let mut page = vec![0u8; LOG_HEADER_LEN];
+        log.read_at(0, &mut page)?;
+        vlog::prepared_in(&page, len)
+    }
+
+    fn open_inner(
+        mut log: Backing,
+        members: Vec<(Backing, usize)>,
+        resolve: Option<Resolver<'_>>,
+    ) -> Result<Group> {
         let map = map_log(&mut log)?;
         let dur = log.durability();
         // SAFETY: the mapping is exclusively ours and is kept in the engine's LogHome
@@ -393,7 +498,7 @@ impl Group {
             if bound == 0 {
                 // Created as a member but not yet bound (crash during Group::create), or
                 // unbound again: recover it on its own log first, then bind.
-                let mut alone = Segment::finish_open(m)?;
+                let mut alone = Segment::finish_open(m, None)?;
                 m = take_members(&mut alone.eng)?
                     .pop()
                     .ok_or(Error::MissingSegment { seg_id: id })?;
@@ -427,7 +532,7 @@ impl Group {
                 _backing: log,
             },
         );
-        let recovery = eng.recover()?;
+        let recovery = eng.recover(resolve)?;
         Ok(Group { eng, recovery })
     }
 
@@ -437,7 +542,7 @@ impl Group {
         let mut out = Vec::new();
         for m in members {
             m.set_bound_log(0)?;
-            out.push(Segment::finish_open(m)?);
+            out.push(Segment::finish_open(m, None)?);
         }
         Ok(out)
     }

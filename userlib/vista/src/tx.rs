@@ -2,7 +2,8 @@
 //!
 //! A [`Tx`] mutably borrows its [`Segment`](crate::Segment) or [`Group`](crate::Group),
 //! so a second `begin` while one is open, or any use after `commit`/`abort` (which consume
-//! the handle), does not compile. Dropping a `Tx` without committing aborts it. What can
+//! the handle), does not compile. Dropping a `Tx` without committing aborts it (unless it
+//! is prepared: see [`Tx::prepare`]). What can
 //! only be checked at run time (ranges outside the segments, double frees, a handle leaked
 //! with `mem::forget`) returns an [`Error`].
 //!
@@ -69,14 +70,42 @@ impl<'a> Tx<'a> {
 
     /// Commits: all stores since `begin` become permanent atomically. If committing fails
     /// before the commit point (e.g. an `msync` error) the transaction is aborted and the
-    /// error returned.
+    /// error returned. A prepared transaction cannot fail before its commit point.
     pub fn commit(mut self) -> Result<()> {
         self.done = true;
         let r = self.eng.commit();
-        if r.is_err() && self.eng.is_active() {
+        if r.is_err() && self.eng.is_active() && self.eng.prepared().is_none() {
             let _ = self.eng.abort();
         }
         r
+    }
+
+    /// Phase one of two-phase commit: votes "yes" under `tag` (non-zero, e.g. the 2PC
+    /// epoch). Every undo record and every store into the logged ranges is made as durable
+    /// as a commit would make it (the same syncs as commit for the backings' durability),
+    /// then `tag` is recorded durably in the log's `prepared` word.
+    ///
+    /// Afterwards the transaction can only [`commit`](Tx::commit) or
+    /// [`abort`](Tx::abort), as the coordinator decides: `set_range`, heap and root changes
+    /// and a second `prepare` fail with [`Error::Prepared`] (in implicit mode a store to a
+    /// page not yet logged aborts the process). Stores into ranges logged before `prepare`
+    /// must not happen either: abort would undo them, but nothing forces them to stable
+    /// storage. Dropping the handle does **not** abort a prepared transaction: it stays in
+    /// doubt in the log (and the segment or group refuses `begin`) until
+    /// [`Group::resolve`](crate::Group::resolve) / [`Segment::resolve`](crate::Segment::resolve)
+    /// in this process, or an opening variant with a resolver
+    /// ([`Group::open_resolving`](crate::Group::open_resolving)) after a crash; a plain
+    /// `open` refuses it with [`Error::Prepared`].
+    ///
+    /// A zero `tag` is refused ([`Error::InvalidConfig`]). On any `Err` the transaction
+    /// is not prepared (it is still open; abort or drop it) and the vote must be "no".
+    pub fn prepare(&mut self, tag: u64) -> Result<()> {
+        self.eng.prepare(tag)
+    }
+
+    /// The tag this transaction was prepared with, if it was.
+    pub fn prepared_tag(&self) -> Option<u64> {
+        self.eng.prepared()
     }
 
     /// Aborts: every logged range (and the heap and roots) returns to its state at `begin`.
@@ -86,7 +115,7 @@ impl<'a> Tx<'a> {
     }
 
     /// Commits and immediately begins the next transaction on the same handle (a
-    /// checkpoint, in Discount Checking's terms).
+    /// checkpoint, in Discount Checking's terms). Works on a prepared transaction too.
     pub fn checkpoint(&mut self) -> Result<()> {
         self.eng.commit()?;
         self.eng.begin()
@@ -160,7 +189,7 @@ impl<'a> Tx<'a> {
 
 impl Drop for Tx<'_> {
     fn drop(&mut self) {
-        if !self.done && self.eng.is_active() {
+        if !self.done && self.eng.is_active() && self.eng.prepared().is_none() {
             let _ = self.eng.abort();
         }
     }

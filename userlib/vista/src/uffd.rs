@@ -313,8 +313,10 @@ fn serve(uffd: &OwnedFd, stop: i32, sh: &Shared) {
             // SAFETY: page is inside the registered (readable) segment and still
             // write-protected; the log is valid while the tracker lives and is a different
             // mapping; the owning thread is blocked on this very fault.
-            if unsafe { sh.pages.log_before_write(page) }.is_err() {
-                die("vista: undo log full while logging a page (userfaultfd); aborting, recovery will roll the transaction back");
+            match unsafe { sh.pages.log_before_write(page) } {
+                Ok(_) => {}
+                Err(Error::Prepared { .. }) => die("vista: store to a page not logged before prepare (userfaultfd); aborting, the transaction stays prepared for the resolver"),
+                Err(_) => die("vista: undo log full while logging a page (userfaultfd); aborting, recovery will roll the transaction back"),
             }
             match sh.dirty.lock() {
                 Ok(mut d) if d.len() <= DIRTY_MAX => d.push(page),
