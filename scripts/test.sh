@@ -32,6 +32,7 @@ declare -A MIN_TESTS=(
     ["userlib/dc-drive/src/lib.rs"]=2
     ["userlib/dc/src/main.rs"]=2
     ["userlib/dc/tests/bc.rs"]=7
+    ["userlib/dc/tests/twopc.rs"]=3
     ["userlib/dc/tests/ed.rs"]=6
     ["userlib/dc/tests/nvi.rs"]=5
     ["userlib/dc/tests/sc.rs"]=5

@@ -19,6 +19,8 @@ use clap::{Args, Parser, Subcommand};
 use discount::state::{self, ImageState};
 use discount::{oracle, Config, StoreKind};
 
+mod coord;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "dc",
@@ -58,13 +60,25 @@ enum Cmd {
         #[arg(long)]
         trace: Option<PathBuf>,
     },
+    /// Coordinate the distributed checkpoints of a computation of several processes
+    /// (the 2PC protocols: each member runs `dc run --protocol cpv-2pc --coord ADDR
+    /// --member I`).
+    Coord(coord::CoordArgs),
 }
 
 #[derive(Args, Debug)]
 struct RunArgs {
-    /// Commit protocol: cpvs, cbndvs, cand, cbndvs-log, cand-log, manual.
+    /// Commit protocol: cpvs, cbndvs, cand, cbndvs-log, cand-log, manual; for a process
+    /// of a computation whose checkpoints are taken together, cpv-2pc or cbndv-2pc (with
+    /// --coord and --member).
     #[arg(long, short = 'p', default_value = "cpvs")]
     protocol: String,
+    /// The 2PC coordinator's address (`dc coord` prints it), for cpv-2pc and cbndv-2pc.
+    #[arg(long, value_name = "IP:PORT", requires = "member")]
+    coord: Option<String>,
+    /// This process's index in the computation (0 to N-1), with --coord.
+    #[arg(long, value_name = "I", requires = "coord")]
+    member: Option<u16>,
     /// Where the checkpoint image lives: `files` (in the state directory) or
     /// `rio:PREFIX` (Rio objects of /dev/rio; the directory must be mounted -o sync).
     #[arg(long, default_value = "files")]
@@ -282,6 +296,15 @@ fn run(a: RunArgs) -> Result<()> {
     if let Some(ms) = a.interval {
         settings.push(("DC_INTERVAL_MS".into(), ms.to_string()));
     }
+    if let (Some(c), Some(m)) = (&a.coord, a.member) {
+        settings.push(("DC_COORD".into(), c.clone()));
+        settings.push(("DC_MEMBER".into(), m.to_string()));
+    }
+    if protocol.uses_2pc() != a.coord.is_some() {
+        bail!(
+            "--coord and --member go with the 2PC protocols (cpv-2pc, cbndv-2pc), and they need them (protocol {protocol})"
+        );
+    }
     if a.trace {
         settings.push(("DC_TRACE".into(), "1".into()));
     }
@@ -405,7 +428,14 @@ fn status(d: DirArgs) -> Result<()> {
         ImageState::Finished => "finished (the program exited): the next run starts afresh",
         ImageState::Empty => "none committed yet: the next run starts afresh",
     };
-    println!("checkpoint: #{} {what}", i.seq);
+    match i.prepared {
+        Some(tag) => println!(
+            "checkpoint: prepared for distributed commit epoch {tag}: the next `dc run` asks \
+             the coordinator (DC_COORD {}) whether to finish or roll it back",
+            conf_get(&conf, "DC_COORD").unwrap_or("?")
+        ),
+        None => println!("checkpoint: #{} {what}", i.seq),
+    }
     if let Some(ns) = i.age_ns {
         println!("last commit: {:.1} s ago", ns as f64 / 1e9);
     }
@@ -500,6 +530,7 @@ fn main() -> Result<()> {
         Cmd::Status(d) => status(d),
         Cmd::Discard { dir, yes } => discard(dir, yes),
         Cmd::Check { dir, trace } => check(dir, trace),
+        Cmd::Coord(a) => coord::coord(a),
     }
 }
 

@@ -477,6 +477,9 @@ extern "C" fn commit_entry(arg: usize, sp: usize) -> usize {
     let rt = unsafe { &mut *(arg as *mut Runtime) };
     match rt.commit(sp) {
         Ok(()) => 0,
+        // The round was aborted (another member failed): the image is as the last
+        // committed checkpoint left it, and this process re-executes into recovery.
+        Err(Error::RolledBack) => crate::twopc::rollback_in(rt.store.dir()),
         Err(e) => {
             // The dirty bits were consumed: the image can no longer follow the working
             // memory. Die; the next run resumes from the previous checkpoint. (No heap
@@ -681,6 +684,17 @@ impl Runtime {
                 (*h).input_start = cursor as u64;
             }
         }
+        // A round of a distributed checkpoint (`twopc`): prepared, voted, and committed
+        // only if the coordinator says every member prepared; otherwise aborted and the
+        // process rolls back (`Error::RolledBack`).
+        let round = crate::twopc::serving();
+        if round != 0 {
+            tx.prepare(round)?;
+            if !crate::twopc::vote(round) {
+                let _ = tx.abort();
+                return Err(Error::RolledBack);
+            }
+        }
         tx.commit()?;
         let c_end = cycles();
         let dt = crate::vdso::mono_ns().saturating_sub(t0);
@@ -724,6 +738,17 @@ pub(crate) fn checkpoint(low_hint: usize) -> Result<bool> {
     // SAFETY: no guard holder runs below us (in_dc is zero, and we won `busy`, which we
     // hold until `take_busy` returns): the only context in use.
     let mut cx = unsafe { Ctx::enter() };
+    if crate::twopc::wants_global() {
+        // A member of a computation checkpoints only together with the others; `take`
+        // (called by the round) wins `busy` again. The protocols that use 2PC refuse the
+        // periodic timer and take no checkpoint in a signal handler, so nothing enters
+        // between here and there.
+        v.busy.store(false, Ordering::Release);
+        v.in_dc.fetch_add(1, Ordering::AcqRel);
+        let r = crate::twopc::global_commit(&mut cx);
+        v.in_dc.fetch_sub(1, Ordering::AcqRel);
+        return r;
+    }
     take_busy(&mut cx, low_hint)
 }
 
@@ -733,6 +758,9 @@ pub(crate) fn take(cx: &mut Ctx, low_hint: usize) -> Result<bool> {
     let v = vol::get();
     if !v.active.load(Ordering::Acquire) {
         return Err(Error::State("Discount Checking is not initialized"));
+    }
+    if crate::twopc::wants_global() {
+        return crate::twopc::global_commit(cx);
     }
     if v.busy.swap(true, Ordering::AcqRel) {
         return Ok(false);
@@ -774,6 +802,8 @@ fn take_busy(cx: &mut Ctx, low_hint: usize) -> Result<bool> {
             .map(|rt| unsafe { (*rt.header()).sigmask });
         v.busy.store(false, Ordering::Release);
         v.active.store(true, Ordering::Release);
+        // A member of a computation joins it again before anything of the program runs.
+        crate::twopc::join();
         if let Some(mask) = mask {
             // SAFETY: rt_sigprocmask reads an 8-byte set from a live local.
             unsafe {
@@ -818,7 +848,14 @@ pub(crate) fn has_valid_checkpoint(store: &dyn Store, cfg: &Config) -> Result<bo
     if !image::exists(store) {
         return Ok(false);
     }
-    let img = internal(|| Image::open(store, ctl_layout(cfg)))?;
+    let img = match internal(|| Image::open(store, ctl_layout(cfg))) {
+        Ok(img) => img,
+        // Prepared for a distributed commit (a member of a computation that crashed in a
+        // round): an earlier checkpoint was committed before any round could begin, and
+        // the process that recovers (with its coordinator to ask) resolves this one.
+        Err(Error::Vista(vista::Error::Prepared { .. })) => return Ok(true),
+        Err(e) => return Err(e),
+    };
     img.check_header()?;
     // SAFETY: header is mapped while img lives.
     let st = unsafe { (*img.header()).state };
@@ -1033,6 +1070,13 @@ pub(crate) fn finish() {
         // SAFETY: no guard holder runs below us and we won `busy` (kept: nothing may
         // checkpoint after this): the only context in use.
         let mut cx = unsafe { Ctx::enter() };
+        if crate::twopc::configured() {
+            // The exit is a visible event of the computation: commit with the others,
+            // then leave (rounds no longer wait for this member).
+            v.busy.store(false, Ordering::Release);
+            crate::twopc::leave(&mut cx);
+            v.busy.store(true, Ordering::Release);
+        }
         if let Some(rt) = cx.rt() {
             // SAFETY: the runtime's header is mapped.
             unsafe { image::mark_finished(rt.header()) };

@@ -94,6 +94,9 @@ pub struct Config {
     pub timer_signal: i32,
     /// Syscall User Dispatch.
     pub sud: SudMode,
+    /// Member of a computation whose checkpoints are distributed (the 2PC protocols;
+    /// `DC_COORD`, `DC_MEMBER`).
+    pub twopc: Option<crate::twopc::Member>,
 }
 
 impl Default for Config {
@@ -114,6 +117,7 @@ impl Default for Config {
             log: None,
             timer_signal: 62,
             sud: SudMode::Auto,
+            twopc: None,
         }
     }
 }
@@ -229,6 +233,22 @@ impl Config {
         if let Some(v) = env_num("DC_TIMER_SIG")? {
             c.timer_signal = v as i32;
         }
+        match (std::env::var("DC_COORD"), env_num("DC_MEMBER")?) {
+            (Ok(a), Some(i)) => {
+                let coord = a.parse().map_err(|_| {
+                    Error::Config(format!("DC_COORD={a:?} is not an IPv4 address and port"))
+                })?;
+                let index = u16::try_from(i)
+                    .map_err(|_| Error::Config(format!("DC_MEMBER={i} is out of range")))?;
+                c.twopc = Some(crate::twopc::Member { coord, index });
+            }
+            (Err(_), None) => {}
+            _ => {
+                return Err(Error::Config(
+                    "DC_COORD and DC_MEMBER go together (the coordinator's address and this member's index)".into(),
+                ))
+            }
+        }
         if let Ok(v) = std::env::var("DC_SUD") {
             c.sud = match v.as_str() {
                 "0" | "off" => SudMode::Off,
@@ -241,6 +261,26 @@ impl Config {
     }
 
     pub(crate) fn check(&self) -> Result<()> {
+        match (self.protocol.uses_2pc(), self.twopc.is_some()) {
+            (true, false) => {
+                return Err(Error::Config(format!(
+                    "{} needs a coordinator (DC_COORD=ip:port, DC_MEMBER=index; `dc coord`)",
+                    self.protocol
+                )))
+            }
+            (false, true) => {
+                return Err(Error::Config(format!(
+                    "DC_COORD is for the 2PC protocols (cpv-2pc, cbndv-2pc), not {}",
+                    self.protocol
+                )))
+            }
+            (true, true) if self.interval.is_some() => {
+                return Err(Error::Config(
+                    "periodic checkpoints (DC_INTERVAL_MS) cannot be distributed: not with the 2PC protocols".into(),
+                ))
+            }
+            _ => {}
+        }
         if self.heap_size < (1 << 20) || self.heap_size % 4096 != 0 {
             return Err(Error::Config(
                 "heap_size must be a multiple of 4096, >= 1 MiB".into(),

@@ -40,6 +40,11 @@ pub enum Error {
     #[error("{0}")]
     State(&'static str),
 
+    /// A distributed checkpoint was aborted (another member of the computation failed):
+    /// this process must roll back to its last committed checkpoint (`twopc`).
+    #[error("the distributed checkpoint was aborted: rolling back")]
+    RolledBack,
+
     /// Recovery cannot rebuild a piece of kernel state the checkpoint had (a lock another
     /// process holds now, ...).
     #[error("recovery cannot rebuild the kernel state: {0}")]

@@ -387,7 +387,21 @@ impl Image {
             let len = Segment::backing_len(&member_cfg(m.len))?;
             v.push((store.open_len(&format!("m{i}.vista"), len)?, m.addr));
         }
-        let group = Group::open(store.open("log.vista")?, v)?;
+        // A checkpoint prepared for a distributed commit (`twopc`) is finished or rolled
+        // back as the coordinator decided, never by this process alone; without a
+        // coordinator to ask, opening fails with `vista::Error::Prepared`.
+        let mut resolve = |tag: u64| -> vista::Result<vista::Resolution> {
+            if crate::twopc::configured() {
+                Ok(if crate::twopc::resolve(tag) {
+                    vista::Resolution::Commit
+                } else {
+                    vista::Resolution::Abort
+                })
+            } else {
+                Err(vista::Error::Prepared { tag })
+            }
+        };
+        let group = Group::open_resolving(store.open("log.vista")?, v, &mut resolve)?;
         Ok(Image {
             group,
             members,

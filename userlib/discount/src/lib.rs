@@ -72,6 +72,7 @@ pub mod sud;
 pub mod sys;
 pub mod trace;
 pub mod track;
+pub mod twopc;
 pub mod vdso;
 pub mod vol;
 
@@ -160,12 +161,21 @@ pub fn init(cfg: Config) -> Result<()> {
             "address-space randomization is still on after the re-exec".into(),
         ));
     }
+    if let Some(m) = &cfg.twopc {
+        // A member of a computation: its socket to the coordinator first, since recovery
+        // may have to ask it about a prepared checkpoint.
+        twopc::setup(m)?;
+    }
     if ckpt::has_valid_checkpoint(store.as_ref(), &cfg)? {
         return ckpt::recover(cfg, store, intercept::HOOKS);
     }
     // SAFETY: registering a plain extern "C" function with atexit.
     unsafe { libc::atexit(at_exit) };
     let r = ckpt::init_fresh(cfg, store, intercept::HOOKS);
+    if r.is_ok() {
+        // A member waits here until every member of the computation has started.
+        twopc::join();
+    }
     // Back to the program (the first time, or resumed into this checkpoint after a
     // crash): its system calls are trapped from here on.
     if sud::on() {

@@ -104,7 +104,10 @@ pub fn parse(text: &str) -> Result<Vec<Event>> {
                     hash: u64::from_str_radix(f[2], 16).map_err(|_| bad())?,
                 }
             }
-            "" => continue,
+            // Two-phase commit's own steps (join, request, rollback, a prepared
+            // checkpoint resolved) and sends inside the computation: the commits and
+            // recoveries they lead to have their own lines.
+            "" | "J" | "Q" | "B" | "PC" | "PA" | "M" => continue,
             _ => return Err(Error::Corrupt(format!("trace line {}: {line:?}", n + 1))),
         });
     }

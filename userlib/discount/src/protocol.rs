@@ -50,18 +50,33 @@ pub enum Protocol {
     CandLog,
     /// `Cbndvs` with input logging.
     CbndvsLog,
+    /// Commit prior to a visible event, all processes of the computation together by
+    /// two-phase commit; sends are not visible (thesis 6.2.2, CPV-2PC).
+    Cpv2pc,
+    /// As `Cpv2pc`, only if this process had a non-deterministic event since its last
+    /// commit (CBNDV-2PC).
+    Cbndv2pc,
 }
 
 impl Protocol {
     /// All protocols.
-    pub const ALL: [Protocol; 6] = [
+    pub const ALL: [Protocol; 8] = [
         Protocol::Manual,
         Protocol::Cand,
         Protocol::Cpvs,
         Protocol::Cbndvs,
         Protocol::CandLog,
         Protocol::CbndvsLog,
+        Protocol::Cpv2pc,
+        Protocol::Cbndv2pc,
     ];
+
+    /// Whether checkpoints are distributed (two-phase commit with the other processes of
+    /// the computation, `crate::twopc`). Logging is not combined with them (thesis
+    /// 6.2.2: a logged receive cannot be aborted by the sender).
+    pub fn uses_2pc(self) -> bool {
+        matches!(self, Protocol::Cpv2pc | Protocol::Cbndv2pc)
+    }
 
     /// Whether input reads are logged.
     pub fn logs_input(self) -> bool {
@@ -77,6 +92,8 @@ impl Protocol {
             Protocol::Cbndvs => "CBNDVS",
             Protocol::CandLog => "CAND-LOG",
             Protocol::CbndvsLog => "CBNDVS-LOG",
+            Protocol::Cpv2pc => "CPV-2PC",
+            Protocol::Cbndv2pc => "CBNDV-2PC",
         }
     }
 }
@@ -96,9 +113,11 @@ impl std::str::FromStr for Protocol {
             "cbndvs" => Protocol::Cbndvs,
             "candlog" => Protocol::CandLog,
             "cbndvslog" => Protocol::CbndvsLog,
+            "cpv2pc" => Protocol::Cpv2pc,
+            "cbndv2pc" => Protocol::Cbndv2pc,
             _ => {
                 return Err(Error::Config(format!(
-                    "unknown protocol {s:?} (manual, cand, cpvs, cbndvs, cand-log, cbndvs-log)"
+                    "unknown protocol {s:?} (manual, cand, cpvs, cbndvs, cand-log, cbndvs-log, cpv-2pc, cbndv-2pc)"
                 )))
             }
         })
@@ -171,15 +190,24 @@ pub(crate) fn commits_after_nd(p: Protocol) -> bool {
 /// [`nd_pending`]).
 pub(crate) fn commits_before_visible(p: Protocol, nd: bool) -> bool {
     match p {
-        Protocol::Cpvs => true,
-        Protocol::Cbndvs | Protocol::CbndvsLog => nd,
+        Protocol::Cpvs | Protocol::Cpv2pc => true,
+        Protocol::Cbndvs | Protocol::CbndvsLog | Protocol::Cbndv2pc => nd,
         Protocol::Cand | Protocol::CandLog | Protocol::Manual => false,
     }
 }
 
 /// Whether `p` remembers non-deterministic events until the next visible one.
 pub(crate) fn defers_nd(p: Protocol) -> bool {
-    matches!(p, Protocol::Cbndvs | Protocol::CbndvsLog)
+    matches!(
+        p,
+        Protocol::Cbndvs | Protocol::CbndvsLog | Protocol::Cbndv2pc
+    )
+}
+
+/// Whether a send on a socket is a visible event under `p` (all but the 2PC protocols,
+/// under which the other end is a process of the computation that commits with this one).
+pub(crate) fn send_is_visible(p: Protocol) -> bool {
+    !p.uses_2pc()
 }
 
 #[cfg(test)]

@@ -37,6 +37,10 @@ pub struct CheckpointInfo {
     pub image_bytes: u64,
     /// Bytes they occupy on disk (the file store; 0 for Rio objects).
     pub disk_bytes: u64,
+    /// The last checkpoint is *prepared* for a distributed commit of this epoch (a member
+    /// of a computation crashed in a 2PC round): the next run asks the coordinator
+    /// whether to finish or roll it back. `seq` and the age are unknown until then.
+    pub prepared: Option<u64>,
 }
 
 /// The checkpoint in `cfg`'s store, if an image exists. Opening it runs Vista's recovery
@@ -48,7 +52,22 @@ pub fn inspect(cfg: &Config) -> Result<Option<CheckpointInfo>> {
         return Ok(None);
     }
     let ctl = image::CtlLayout::new(cfg.fundo_capacity, cfg.input_capacity);
-    let img = internal(|| Image::open(store.as_ref(), ctl))?;
+    let img = match internal(|| Image::open(store.as_ref(), ctl)) {
+        Ok(img) => img,
+        Err(crate::Error::Vista(vista::Error::Prepared { tag })) => {
+            let (image_bytes, disk_bytes) = backing_sizes(store.dir());
+            return Ok(Some(CheckpointInfo {
+                state: ImageState::Valid,
+                seq: 0,
+                exec: ExecInfo::load(store.dir()).ok(),
+                age_ns: None,
+                image_bytes,
+                disk_bytes,
+                prepared: Some(tag),
+            }));
+        }
+        Err(e) => return Err(e),
+    };
     img.check_header()?;
     // SAFETY: the header is mapped while `img` lives.
     let (st, seq, commit_ns) = unsafe {
@@ -72,6 +91,7 @@ pub fn inspect(cfg: &Config) -> Result<Option<CheckpointInfo>> {
             img.members.iter().map(|m| m.len as u64).sum()
         },
         disk_bytes,
+        prepared: None,
     }))
 }
 

@@ -8,7 +8,9 @@
 //! is the problem the thesis (5.2.4) met with Vista's globals: recovery would otherwise
 //! "restore" them to the crashed process's values.
 
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU8, AtomicUsize};
+use std::sync::atomic::{
+    AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize,
+};
 
 use crate::arena::Arena;
 
@@ -62,6 +64,17 @@ pub struct Vol {
     pub sud_selector: AtomicU8,
     /// Syscall User Dispatch is on in this process.
     pub sud_on: AtomicBool,
+    /// Two-phase commit ([`crate::twopc`]): the socket to the coordinator (-1: this
+    /// process is no member of a computation).
+    pub tp_fd: AtomicI32,
+    /// This process's random boot id (non-zero once a member).
+    pub tp_boot: AtomicU64,
+    /// The member index.
+    pub tp_member: AtomicU32,
+    /// The incarnation of the computation this process joined (0: not joined yet).
+    pub tp_inc: AtomicU64,
+    /// The epoch of the round whose checkpoint is being taken (0: none).
+    pub tp_serving: AtomicU64,
 }
 
 /// The one instance.
@@ -84,6 +97,11 @@ pub static VOL: Vol = Vol {
     handler_low: AtomicUsize::new(usize::MAX),
     sud_selector: AtomicU8::new(0),
     sud_on: AtomicBool::new(false),
+    tp_fd: AtomicI32::new(-1),
+    tp_boot: AtomicU64::new(0),
+    tp_member: AtomicU32::new(0),
+    tp_inc: AtomicU64::new(0),
+    tp_serving: AtomicU64::new(0),
 };
 
 /// For a signal handler that interrupted code whose stack pointer was `rsp`: the lowest

@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use libc::{c_int, c_void, size_t, ssize_t};
 
 use super::files::log_file_write;
-use super::{active, logged, nondeterministic, raw_ret, visible_event, Entry};
+use super::{active, logged, nondeterministic, raw_ret, visible_event, wait_as_member, Entry};
 use crate::ckpt::{self, Ctx};
 use crate::protocol;
 use crate::sys::{libc_ret, sc, sc4, syscall6};
@@ -114,6 +114,7 @@ unsafe fn input_read(e: &mut Entry, fd: c_int, buf: *mut c_void, n: size_t, what
             return r;
         }
     }
+    wait_as_member(e.cx(), fd, libc::POLLIN, -1);
     // SAFETY: the program's buffer, writable for n bytes (function contract).
     let r = unsafe { sc(libc::SYS_read, fd as usize, buf as usize, n) };
     let len = if r > 0 { r as usize } else { 0 };
@@ -573,6 +574,10 @@ pub(super) unsafe fn sys_recvfrom(
     addr: usize,
     alen: usize,
 ) -> isize {
+    if active() && flags & libc::MSG_DONTWAIT == 0 {
+        let mut e = Entry::enter();
+        wait_as_member(e.cx(), fd, libc::POLLIN, -1);
+    }
     if !active() || flags != 0 || addr != 0 {
         // SAFETY: recvfrom into the program's buffer (writable for n bytes), with its
         // address arguments.
@@ -634,6 +639,11 @@ pub(super) unsafe fn sys_nd(nr: i64, a: [usize; 6], what: &str) -> isize {
         // SAFETY: the caller's arguments for nr (function contract).
         return unsafe { ready_logged(nr, a, what) };
     }
+    if active() && crate::twopc::configured() && crate::twopc::serving() == 0 {
+        let mut e = Entry::enter();
+        // SAFETY: the caller's arguments for nr (function contract).
+        unsafe { wait_ready_as_member(e.cx(), nr, &a) };
+    }
     // SAFETY: the caller's arguments for nr (function contract).
     let r = unsafe { syscall6(nr, a) };
     if active() {
@@ -641,6 +651,46 @@ pub(super) unsafe fn sys_nd(nr: i64, a: [usize; 6], what: &str) -> isize {
         nondeterministic(e.cx(), what, usize::MAX);
     }
     r
+}
+
+/// For a member of a computation, before a readiness call that may block (`poll` and
+/// `epoll_wait` with a timeout that is not 0): waits for the same readiness (and as long
+/// as the timeout) while serving the coordinator (`crate::twopc::wait_ready`), so that
+/// the call itself then returns at once. Other readiness calls block unserved (a member
+/// blocked in one answers a prepare when it returns).
+///
+/// # Safety
+/// `a` are valid arguments for system call `nr`.
+unsafe fn wait_ready_as_member(cx: &mut Ctx, nr: i64, a: &[usize; 6]) {
+    match nr {
+        libc::SYS_poll if a[2] as i32 != 0 && a[1] <= 1024 => {
+            let n = a[1];
+            let fds = a[0] as *mut libc::pollfd;
+            if n > 0 && fds.is_null() {
+                return;
+            }
+            // The program's array, copied so that the wait does not write into it.
+            let mut copy: Vec<libc::pollfd> = crate::alloc::internal(|| {
+                if n == 0 {
+                    Vec::new()
+                } else {
+                    // SAFETY: the program's array of n pollfds (poll's contract), only
+                    // read here.
+                    unsafe { std::slice::from_raw_parts(fds, n) }.to_vec()
+                }
+            });
+            let _ = crate::twopc::wait_ready(cx, &mut copy, a[2] as i32);
+        }
+        libc::SYS_epoll_wait | libc::SYS_epoll_pwait if a[3] as i32 != 0 => {
+            let mut p = [libc::pollfd {
+                fd: a[0] as i32,
+                events: libc::POLLIN,
+                revents: 0,
+            }];
+            let _ = crate::twopc::wait_ready(cx, &mut p, a[3] as i32);
+        }
+        _ => {}
+    }
 }
 
 /// `ioctl(2)`: terminal settings (`TCSETS`, `TCSETSW`, `TCSETSF`: what `tcsetattr` does)

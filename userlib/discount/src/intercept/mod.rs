@@ -231,10 +231,56 @@ fn logged(what: &str) {
 
 /// Before a visible event (`data` is what will be written).
 fn visible(cx: &mut Ctx, fd: i32, data: &[u8]) {
+    if !protocol::send_is_visible(protocol::current()) && is_socket(fd) {
+        // A send to another process of the computation, which commits with this one.
+        crate::trace::event(
+            "M",
+            &format!("{} {:016x}", data.len(), crate::trace::fnv(data)),
+        );
+        return;
+    }
     if protocol::commits_before_visible(protocol::current(), protocol::nd_pending()) {
         commit(cx, usize::MAX);
     }
     crate::trace::visible(fd, data);
+}
+
+/// Whether `fd` is a socket.
+fn is_socket(fd: i32) -> bool {
+    // SAFETY: an all-zero `stat` is a valid value of the plain C struct.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat writes one `stat` into a live local.
+    let r = unsafe {
+        sc4(
+            libc::SYS_fstat,
+            fd as usize,
+            &mut st as *mut libc::stat as usize,
+            0,
+            0,
+        )
+    };
+    r == 0 && st.st_mode & libc::S_IFMT == libc::S_IFSOCK
+}
+
+/// For a member of a computation (`crate::twopc`), before a call that may block waiting
+/// for `fd` (`events`, `ms` as `poll`'s): waits while serving the coordinator, so that a
+/// member blocked on another's message still takes part in a distributed checkpoint.
+/// Returns at once for a descriptor in non-blocking mode.
+fn wait_as_member(cx: &mut Ctx, fd: i32, events: i16, ms: i32) {
+    if !crate::twopc::configured() || crate::twopc::serving() != 0 {
+        return;
+    }
+    // SAFETY: F_GETFL takes plain values.
+    let fl = unsafe { sc4(libc::SYS_fcntl, fd as usize, libc::F_GETFL as usize, 0, 0) };
+    if fl < 0 || fl as i32 & libc::O_NONBLOCK != 0 {
+        return;
+    }
+    let mut p = [libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    }];
+    let _ = crate::twopc::wait_ready(cx, &mut p, ms);
 }
 
 /// Appends `rec` to the file undo log (before the change it undoes). A full log forces

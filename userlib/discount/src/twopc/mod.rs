@@ -1,0 +1,455 @@
+//! Two-phase commit for a computation of several processes (thesis 6.2.2, CPV-2PC and
+//! CBNDV-2PC): every checkpoint of a member is a *distributed* checkpoint that all the
+//! computation's processes take together, run by a coordinator ([`coord`], `dc coord`),
+//! so that sends between members need no commit and only real visible events do.
+//!
+//! The member's side, here:
+//!
+//! * **Start**: after its first checkpoint (epoch 0) or after recovery, a member joins
+//!   ([`wire::Kind::Join`], with its last committed epoch) and waits until the
+//!   coordinator says every member has ([`wire::Kind::Resume`]).
+//! * **A commit the protocol asks for** (before a visible event under CPV-2PC; under
+//!   CBNDV-2PC only after a non-deterministic event since the last commit) and every
+//!   other checkpoint Discount Checking would take (a full undo log, ...) become a
+//!   request to the coordinator ([`global_commit`]); the member then waits, serving the
+//!   coordinator, until a round has committed its state.
+//! * **Prepare** ([`wire::Kind::Prepare`]): the member takes its checkpoint as a Vista
+//!   *prepared* transaction tagged with the epoch (every page copied and logged, the
+//!   commit store not yet done), votes, and waits for the decision: on commit it does the
+//!   commit store; on abort (another member failed) it aborts the transaction and rolls
+//!   back. A member that crashes while prepared finds its checkpoint prepared at
+//!   recovery and asks the coordinator what became of that epoch ([`resolve`]) instead
+//!   of deciding alone (Gray's participant rule).
+//! * **Serving while blocked**: a member blocked in a receive or a readiness call
+//!   (`read`, `recv`, `poll`, ...) would never answer a prepare, and a member waiting for
+//!   another's message that itself waits for a commit would deadlock; so those calls
+//!   wait on the coordinator's socket too ([`wait_ready`]) and serve it.
+//! * **Rollback** ([`wire::Kind::Rollback`]): another member failed; this process
+//!   re-executes itself into recovery from its last committed checkpoint, which is the
+//!   same round's as every other member's.
+//!
+//! Messages from and to the coordinator go over Discount Checking's own UDP socket (a
+//! descriptor >= [`crate::kstate::FD_FLOOR`], not part of the program's state), connected
+//! to the coordinator so that nothing else reaches it; each is repeated every
+//! [`RESEND_MS`] until answered, since UDP may lose it.
+//!
+//! Limits (see the README): the members' messages to each other are the program's own
+//! (UDP programs retransmit, as the thesis's did), so a message in flight when a round
+//! commits, or sent by a process that is rolled back, is lost or repeated as UDP may lose
+//! or repeat it; the sockets of every member are sends inside the computation (a socket
+//! to a peer outside it is not told apart); a member that computes without making a
+//! system call answers a prepare at its next one.
+
+pub mod coord;
+pub mod wire;
+
+use std::net::SocketAddrV4;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::{Error, Result};
+use crate::sys::{self, sc, sc4, syscall6};
+use crate::vol;
+use wire::{Kind, Msg};
+
+/// How often an unanswered message is repeated.
+pub const RESEND_MS: i32 = 20;
+
+/// The member's configuration ([`crate::Config::twopc`]; `DC_COORD`, `DC_MEMBER`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Member {
+    /// The coordinator's address.
+    pub coord: SocketAddrV4,
+    /// This member's index in the computation (0 to n-1).
+    pub index: u16,
+}
+
+/// The epoch of the last committed checkpoint. Checkpointed memory: after recovery it is
+/// the epoch of the checkpoint resumed. Set to the round's epoch before the round's
+/// checkpoint copies memory, so the image of epoch `e` says `e`.
+static EPOCH: AtomicU64 = AtomicU64::new(0);
+
+/// Whether this process is a member of a computation (configured, and its socket open).
+pub fn configured() -> bool {
+    vol::get().tp_fd.load(Ordering::Acquire) >= 0
+}
+
+/// Whether a checkpoint must be a distributed one now: a member that has joined, not
+/// already inside a round.
+pub(crate) fn wants_global() -> bool {
+    let v = vol::get();
+    configured()
+        && v.tp_inc.load(Ordering::Acquire) > 0
+        && v.tp_serving.load(Ordering::Acquire) == 0
+}
+
+/// The epoch of the round being prepared (0: none).
+pub(crate) fn serving() -> u64 {
+    vol::get().tp_serving.load(Ordering::Acquire)
+}
+
+/// The last committed epoch.
+pub fn epoch() -> u64 {
+    EPOCH.load(Ordering::Acquire)
+}
+
+/// Opens the member's socket to the coordinator and draws this process's boot id
+/// (once per process; called by `init`, fresh and at recovery, before the image is
+/// opened).
+pub(crate) fn setup(m: &Member) -> Result<()> {
+    let v = vol::get();
+    if v.tp_fd.load(Ordering::Acquire) >= 0 {
+        return Ok(());
+    }
+    let mut boot = 0u64;
+    while boot == 0 {
+        // SAFETY: getrandom writes 8 bytes into a live local.
+        let r = unsafe { sc(libc::SYS_getrandom, &mut boot as *mut u64 as usize, 8, 0) };
+        if r != 8 {
+            return Err(Error::sys("getrandom", -(r as i32)));
+        }
+    }
+    // SAFETY: socket takes plain values.
+    let fd = unsafe {
+        sc(
+            libc::SYS_socket,
+            libc::AF_INET as usize,
+            (libc::SOCK_DGRAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK) as usize,
+            0,
+        )
+    };
+    let fd = sys::check(fd).map_err(|e| Error::sys("socket (to the coordinator)", e))? as i32;
+    let fd = sys::move_high(fd);
+    let sa = sockaddr(m.coord);
+    // SAFETY: connect reads a sockaddr_in from a live local of that size.
+    let r = unsafe {
+        sc(
+            libc::SYS_connect,
+            fd as usize,
+            &sa as *const libc::sockaddr_in as usize,
+            std::mem::size_of::<libc::sockaddr_in>(),
+        )
+    };
+    if let Err(e) = sys::check(r) {
+        return Err(Error::sys("connect (to the coordinator)", e));
+    }
+    v.tp_boot.store(boot, Ordering::Release);
+    v.tp_member.store(m.index as u32, Ordering::Release);
+    v.tp_fd.store(fd, Ordering::Release);
+    Ok(())
+}
+
+fn sockaddr(a: SocketAddrV4) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: a.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(a.ip().octets()),
+        },
+        sin_zero: [0; 8],
+    }
+}
+
+fn send(kind: Kind, epoch: u64) {
+    let v = vol::get();
+    let m = Msg {
+        member: v.tp_member.load(Ordering::Relaxed) as u16,
+        boot: v.tp_boot.load(Ordering::Relaxed),
+        ..Msg::new(kind, epoch)
+    };
+    let b = m.encode();
+    // SAFETY: send reads LEN bytes from a live local; the socket is connected. A lost or
+    // refused datagram (the coordinator not there yet) is repeated by the caller.
+    unsafe {
+        syscall6(
+            libc::SYS_sendto,
+            [
+                v.tp_fd.load(Ordering::Relaxed) as usize,
+                b.as_ptr() as usize,
+                b.len(),
+                libc::MSG_NOSIGNAL as usize,
+                0,
+                0,
+            ],
+        )
+    };
+}
+
+/// Polls `fds` plus the coordinator's socket (last) for up to `ms` milliseconds (-1:
+/// forever); returns poll's result with the `revents` filled in.
+fn poll_with_ctl(fds: &mut [libc::pollfd], ms: i32) -> isize {
+    // SAFETY: poll reads and writes `fds.len()` pollfds of a live slice.
+    unsafe {
+        sc(
+            libc::SYS_poll,
+            fds.as_mut_ptr() as usize,
+            fds.len(),
+            ms as isize as usize,
+        )
+    }
+}
+
+/// The next message from the coordinator, if one is waiting (never blocks).
+fn recv() -> Option<Msg> {
+    let fd = vol::get().tp_fd.load(Ordering::Relaxed);
+    let mut b = [0u8; wire::LEN + 1];
+    loop {
+        // SAFETY: recv writes at most b.len() bytes into a live local.
+        let r = unsafe {
+            sc4(
+                libc::SYS_recvfrom,
+                fd as usize,
+                b.as_mut_ptr() as usize,
+                b.len(),
+                libc::MSG_DONTWAIT as usize,
+            )
+        };
+        if r < 0 {
+            return None;
+        }
+        // Anything that is not a coordinator's message is dropped (untrusted input).
+        if let Some(m) = Msg::decode(&b[..r as usize]) {
+            if !m.kind.from_member() {
+                return Some(m);
+            }
+        }
+    }
+}
+
+/// Waits up to `ms` for a message from the coordinator.
+fn recv_wait(ms: i32) -> Option<Msg> {
+    if let Some(m) = recv() {
+        return Some(m);
+    }
+    let mut p = [libc::pollfd {
+        fd: vol::get().tp_fd.load(Ordering::Relaxed),
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    if poll_with_ctl(&mut p, ms) > 0 {
+        recv()
+    } else {
+        None
+    }
+}
+
+/// Whether rollback order `m` is for this process now.
+fn rollback_for_me(m: &Msg) -> bool {
+    let v = vol::get();
+    let boot = v.tp_boot.load(Ordering::Relaxed);
+    m.kind == Kind::Rollback
+        && (m.boot == 0 || m.boot == boot)
+        && m.inc > v.tp_inc.load(Ordering::Relaxed)
+}
+
+/// Joins the computation from the checkpoint of [`epoch`] and waits until every member
+/// has (the start barrier, also after a rollback).
+pub(crate) fn join() {
+    if !configured() {
+        return;
+    }
+    crate::trace::event(
+        "J",
+        &format!(
+            "{} {:016x} {}",
+            epoch(),
+            vol::get().tp_boot.load(Ordering::Relaxed),
+            // SAFETY: getpid takes nothing.
+            unsafe { sc(libc::SYS_getpid, 0, 0, 0) }
+        ),
+    );
+    loop {
+        send(Kind::Join, epoch());
+        let deadline = sys::mono_ns() + RESEND_MS as u64 * 1_000_000;
+        while sys::mono_ns() < deadline {
+            match recv_wait(RESEND_MS) {
+                Some(m) if m.kind == Kind::Resume => {
+                    vol::get().tp_inc.store(m.inc.max(1), Ordering::Release);
+                    return;
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Asks the coordinator what became of prepared epoch `tag` (recovery found this
+/// member's checkpoint prepared): `true` to commit it.
+pub(crate) fn resolve(tag: u64) -> bool {
+    loop {
+        send(Kind::Ask, tag);
+        if let Some(m) = recv_wait(RESEND_MS) {
+            if m.kind == Kind::Outcome && m.epoch == tag {
+                crate::trace::event_num(if m.flag { "PC" } else { "PA" }, tag);
+                return m.flag;
+            }
+        }
+    }
+}
+
+/// Inside a round's checkpoint, after the transaction was prepared: votes yes and waits
+/// for the decision. `true`: commit; `false`: abort (and then roll back).
+pub(crate) fn vote(e: u64) -> bool {
+    loop {
+        send(Kind::Vote, e);
+        if let Some(m) = recv_wait(RESEND_MS) {
+            if m.kind == Kind::Decide && m.epoch == e {
+                return m.flag;
+            }
+            if rollback_for_me(&m) {
+                return false;
+            }
+        }
+    }
+}
+
+/// What a member does with a message while it waits or is blocked: take part in a round
+/// (`Ok(true)` when this call returns in a new process after recovery, as a checkpoint
+/// does), or roll back.
+fn serve(cx: &mut crate::ckpt::Ctx, m: &Msg) -> Result<bool> {
+    if rollback_for_me(m) {
+        rollback(cx);
+    }
+    if m.kind == Kind::Prepare
+        && m.epoch > epoch()
+        && m.inc >= vol::get().tp_inc.load(Ordering::Relaxed)
+    {
+        return round(cx, m.epoch);
+    }
+    Ok(false)
+}
+
+/// Takes this member's part of round `e`.
+fn round(cx: &mut crate::ckpt::Ctx, e: u64) -> Result<bool> {
+    let v = vol::get();
+    let before = epoch();
+    v.tp_serving.store(e, Ordering::Release);
+    EPOCH.store(e, Ordering::Release);
+    let r = crate::ckpt::take(cx, usize::MAX);
+    v.tp_serving.store(0, Ordering::Release);
+    match r {
+        Err(Error::RolledBack) => rollback(cx),
+        Err(err) => {
+            EPOCH.store(before, Ordering::Release);
+            Err(err)
+        }
+        ok => ok,
+    }
+}
+
+/// Re-executes this process into recovery from its last committed checkpoint. Closes
+/// every descriptor above stderr first, so that the program's sockets, bound to the ports
+/// recovery binds again, are gone.
+fn rollback(cx: &mut crate::ckpt::Ctx) -> ! {
+    match cx.rt().map(|rt| rt.store.dir().to_path_buf()) {
+        Some(d) => rollback_in(&d),
+        None => sys::fatal_to(2, "discount: rollback failed: no runtime"),
+    }
+}
+
+/// [`rollback`] for the image whose plain files are in `dir`.
+pub(crate) fn rollback_in(dir: &std::path::Path) -> ! {
+    crate::trace::event_num("B", epoch());
+    let err = crate::alloc::internal(|| match crate::reexec::ExecInfo::load(dir) {
+        Ok(info) => {
+            // SAFETY: close_range takes plain values; nothing of this process is used
+            // after the exec below.
+            unsafe { sc(libc::SYS_close_range, 3, u32::MAX as usize, 0) };
+            info.exec()
+        }
+        Err(e) => e,
+    });
+    sys::fatal_to(2, &format!("discount: rollback failed: {err}"))
+}
+
+/// A distributed checkpoint: asks the coordinator for a round and serves it until one
+/// has committed this member's state. As [`crate::ckpt::take`]: `Ok(true)` when returning
+/// in a new process after recovery.
+pub(crate) fn global_commit(cx: &mut crate::ckpt::Ctx) -> Result<bool> {
+    let start = epoch();
+    crate::trace::event_num("Q", start);
+    loop {
+        send(Kind::Request, start);
+        let deadline = sys::mono_ns() + RESEND_MS as u64 * 1_000_000;
+        while sys::mono_ns() < deadline {
+            if let Some(m) = recv_wait(RESEND_MS) {
+                if serve(cx, &m)? {
+                    return Ok(true);
+                }
+                if epoch() > start {
+                    return Ok(false);
+                }
+            }
+        }
+    }
+}
+
+/// Leaves the computation at exit, after a last distributed commit (the exit is a
+/// visible event). Waits for the coordinator's answer a few seconds at most.
+pub(crate) fn leave(cx: &mut crate::ckpt::Ctx) {
+    if !configured() || vol::get().tp_inc.load(Ordering::Acquire) == 0 {
+        return;
+    }
+    if let Err(e) = global_commit(cx) {
+        crate::diag::diag(&format!("last distributed commit before exit failed: {e}"));
+    }
+    let until = sys::mono_ns() + 3_000_000_000;
+    while sys::mono_ns() < until {
+        send(Kind::Leave, epoch());
+        if let Some(m) = recv_wait(RESEND_MS) {
+            if m.kind == Kind::Resume {
+                return;
+            }
+            let _ = serve(cx, &m);
+        }
+    }
+}
+
+/// Waits until one of `fds` is ready (as `poll(fds, ms)` would), serving the coordinator
+/// meanwhile. Returns the number of ready descriptors (0 on timeout) or `-errno`, with
+/// `revents` filled in; `Err(true)` if it returned in a new process after recovery (the
+/// caller must then redo its call from the start: the checkpoint was taken before it).
+pub(crate) fn wait_ready(
+    cx: &mut crate::ckpt::Ctx,
+    fds: &mut [libc::pollfd],
+    ms: i32,
+) -> std::result::Result<isize, bool> {
+    let until = (ms >= 0).then(|| sys::mono_ns() + ms as u64 * 1_000_000);
+    let mut all: Vec<libc::pollfd> = crate::alloc::internal(|| {
+        let mut v = fds.to_vec();
+        v.push(libc::pollfd {
+            fd: vol::get().tp_fd.load(Ordering::Relaxed),
+            events: libc::POLLIN,
+            revents: 0,
+        });
+        v
+    });
+    loop {
+        let left = match until {
+            None => -1,
+            Some(u) => (u.saturating_sub(sys::mono_ns()) / 1_000_000) as i32,
+        };
+        for p in all.iter_mut() {
+            p.revents = 0;
+        }
+        let r = poll_with_ctl(&mut all, left);
+        if r < 0 {
+            return Ok(r);
+        }
+        let ctl = all[all.len() - 1].revents != 0;
+        let n = all.len() - 1;
+        let ready = all[..n].iter().filter(|p| p.revents != 0).count();
+        if ctl {
+            while let Some(m) = recv() {
+                match serve(cx, &m) {
+                    Ok(true) => return Err(true),
+                    Ok(false) => {}
+                    Err(e) => crate::diag::diag(&format!("distributed checkpoint failed: {e}")),
+                }
+            }
+        }
+        if ready > 0 || r == 0 {
+            fds.copy_from_slice(&all[..n]);
+            return Ok(ready as isize);
+        }
+    }
+}
