@@ -234,6 +234,20 @@ fn computation(protocol: &str, seed: u64, kills: usize, no_rollback: bool) -> Re
             lines[id]
         );
     }
+    // Save-work on the merged trace (Lamport causality across the members, a round's
+    // commits as one).
+    let traces: Vec<Vec<discount::oracle::Event>> = (0..MEMBERS)
+        .map(|id| {
+            discount::oracle::trace_since(&dir.join(format!("m{id}/trace")), 0).map(|(t, _)| t)
+        })
+        .collect::<Result<_, _>>()?;
+    let merged = discount::oracle::merge(&traces)?;
+    let bad = discount::oracle::check(&merged);
+    ensure!(
+        bad.is_empty(),
+        "commit invariant violated on the merged trace: {:?}",
+        &bad[..bad.len().min(5)]
+    );
     // Last, the coordinator's own count (after the checks that share nothing with it).
     ensure!(
         last.contains(&format!("{kills} failures")) && last.contains(" 0 inconsistent joins"),

@@ -50,6 +50,9 @@ pub enum Event {
     Send(u64),
     /// Message `id` received.
     Recv(u64),
+    /// The commit just before was this process's part of distributed checkpoint `epoch`
+    /// (two-phase commit: every member committed it in one round).
+    Round(u64),
     /// Normal exit.
     Exit,
 }
@@ -104,10 +107,28 @@ pub fn parse(text: &str) -> Result<Vec<Event>> {
                     hash: u64::from_str_radix(f[2], 16).map_err(|_| bad())?,
                 }
             }
+            // A message's identity is its length and content hash (a retransmission of
+            // the same bytes is the same message).
+            "M" | "G" => {
+                let f: Vec<&str> = rest.split_whitespace().collect();
+                let bad = || Error::Corrupt(format!("trace line {}: {line:?}", n + 1));
+                if f.len() != 2 {
+                    return Err(bad());
+                }
+                let len: u64 = f[0].parse().map_err(|_| bad())?;
+                let hash = u64::from_str_radix(f[1], 16).map_err(|_| bad())?;
+                let id = hash ^ len.rotate_left(48);
+                if kind == "M" {
+                    Event::Send(id)
+                } else {
+                    Event::Recv(id)
+                }
+            }
+            "D" => Event::Round(num()?),
             // Two-phase commit's own steps (join, request, rollback, a prepared
-            // checkpoint resolved) and sends inside the computation: the commits and
-            // recoveries they lead to have their own lines.
-            "" | "J" | "Q" | "B" | "PC" | "PA" | "M" => continue,
+            // checkpoint resolved): the commits and recoveries they lead to have their
+            // own lines.
+            "" | "J" | "Q" | "B" | "PC" | "PA" => continue,
             _ => return Err(Error::Corrupt(format!("trace line {}: {line:?}", n + 1))),
         });
     }
@@ -168,8 +189,44 @@ pub fn check(trace: &[(usize, Event)]) -> Vec<Violation> {
     let mut last_commit: HashMap<usize, u64> = HashMap::new();
     let mut msgs: HashMap<u64, Know> = HashMap::new();
     let mut out = Vec::new();
+    // The processes' commits of each distributed checkpoint (a `Commit` followed by its
+    // process's `Round`): all of them are one atomic commit, so none depends on another
+    // member's uncommitted event of the same round.
+    let mut rounds: HashMap<u64, Vec<(usize, usize)>> = HashMap::new();
+    for w in trace.windows(2) {
+        if let [(p, Event::Commit(_)), (q, Event::Round(e))] = w {
+            if p == q {
+                rounds.entry(*e).or_default();
+            }
+        }
+    }
+    for (i, w) in trace.iter().enumerate() {
+        if let (p, Event::Commit(_)) = w {
+            if let Some((q, Event::Round(e))) = trace.get(i + 1) {
+                if p == q {
+                    if let Some(v) = rounds.get_mut(e) {
+                        v.push((*p, i));
+                    }
+                }
+            }
+        }
+    }
     for (i, (p, e)) in trace.iter().enumerate() {
         let p = *p;
+        if let (Event::Commit(_), Some((q, Event::Round(r)))) = (e, trace.get(i + 1)) {
+            if *q == p {
+                // Every member of the round knows that all of them committed.
+                if let Some(members) = rounds.get(r) {
+                    let k = know.entry(p).or_default();
+                    for &(m, at) in members {
+                        if m != p {
+                            let c = k.commit.entry(m).or_insert(at);
+                            *c = (*c).max(at);
+                        }
+                    }
+                }
+            }
+        }
         let k = know.entry(p).or_default();
         match e {
             Event::Start => {
@@ -178,7 +235,7 @@ pub fn check(trace: &[(usize, Event)]) -> Vec<Violation> {
             Event::Nd(_) => {
                 k.nd.insert(p, i);
             }
-            Event::Logged(_) | Event::Exit => {}
+            Event::Logged(_) | Event::Exit | Event::Round(_) => {}
             Event::Commit(seq) => {
                 for (q, n) in k.uncommitted(Some(p)) {
                     out.push(Violation {
@@ -247,6 +304,100 @@ pub fn check(trace: &[(usize, Event)]) -> Vec<Violation> {
         }
     }
     out
+}
+
+/// Orders the traces of a computation's processes into one trace consistent with
+/// causality, for [`check`]: a receive comes after a send of the same message (a message
+/// no process sent, e.g. from outside the computation, may come any time), and the
+/// members' commits of one distributed checkpoint (`Commit` then `Round(e)`) come
+/// together, when every process whose trace holds that round has reached it. Among the
+/// events that may come next, the lowest-numbered process's goes first. Fails if the
+/// traces cannot be ordered (a receive whose message is sent only later, a round some
+/// member never reaches).
+pub fn merge(traces: &[Vec<Event>]) -> Result<Vec<(usize, Event)>> {
+    use std::collections::HashSet;
+    let all_sent: HashSet<u64> = traces
+        .iter()
+        .flatten()
+        .filter_map(|e| match e {
+            Event::Send(m) => Some(*m),
+            _ => None,
+        })
+        .collect();
+    let round_members: HashMap<u64, Vec<usize>> = {
+        let mut m: HashMap<u64, Vec<usize>> = HashMap::new();
+        for (p, t) in traces.iter().enumerate() {
+            for e in t {
+                if let Event::Round(r) = e {
+                    let v = m.entry(*r).or_default();
+                    if !v.contains(&p) {
+                        v.push(p);
+                    }
+                }
+            }
+        }
+        m
+    };
+    let mut pos = vec![0usize; traces.len()];
+    let mut sent: HashSet<u64> = HashSet::new();
+    let mut out = Vec::with_capacity(traces.iter().map(|t| t.len()).sum());
+    // The round process `p` stands before (its next events are `Commit`, `Round(r)`).
+    let at_round = |p: usize, pos: &[usize]| -> Option<u64> {
+        match (traces[p].get(pos[p]), traces[p].get(pos[p] + 1)) {
+            (Some(Event::Commit(_)), Some(Event::Round(r))) => Some(*r),
+            _ => None,
+        }
+    };
+    loop {
+        let mut progressed = false;
+        for p in 0..traces.len() {
+            let Some(e) = traces[p].get(pos[p]) else {
+                continue;
+            };
+            if let Some(r) = at_round(p, &pos) {
+                let members = &round_members[&r];
+                if members.iter().all(|&q| at_round(q, &pos) == Some(r)) {
+                    for &q in members {
+                        out.push((q, traces[q][pos[q]].clone()));
+                        out.push((q, traces[q][pos[q] + 1].clone()));
+                        pos[q] += 2;
+                    }
+                    progressed = true;
+                    break;
+                }
+                continue;
+            }
+            let ready = match e {
+                Event::Recv(m) => sent.contains(m) || !all_sent.contains(m),
+                _ => true,
+            };
+            if ready {
+                if let Event::Send(m) = e {
+                    sent.insert(*m);
+                }
+                out.push((p, e.clone()));
+                pos[p] += 1;
+                progressed = true;
+                break;
+            }
+        }
+        if !progressed {
+            if pos.iter().zip(traces).all(|(&i, t)| i >= t.len()) {
+                return Ok(out);
+            }
+            let stuck: Vec<String> = (0..traces.len())
+                .filter_map(|p| {
+                    traces[p]
+                        .get(pos[p])
+                        .map(|e| format!("process {p} at #{}: {e:?}", pos[p]))
+                })
+                .collect();
+            return Err(Error::Corrupt(format!(
+                "the traces cannot be ordered by causality: {}",
+                stuck.join("; ")
+            )));
+        }
+    }
 }
 
 /// [`check`] for a single-process trace.
@@ -671,6 +822,38 @@ pub fn check_resumed(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn merged_traces_of_a_round_pass_and_an_uncoordinated_pair_does_not() {
+        use Event::*;
+        let nd = || Nd("recv".into());
+        let vis = || Visible {
+            fd: 1,
+            len: 3,
+            hash: 9,
+        };
+        // p0 receives q's message (non-deterministic), then both commit in round 1,
+        // then p0 writes: fine. q sends after a receive of its own.
+        let p0 = vec![Start, Commit(1), Recv(5), nd(), Commit(2), Round(1), vis()];
+        let p1 = vec![Start, Commit(1), nd(), Send(5), Commit(2), Round(1)];
+        let m = merge(&[p0.clone(), p1.clone()]).unwrap();
+        assert!(check(&m).is_empty(), "{:?}", check(&m));
+        // The receive waits for the send.
+        let send_at = m.iter().position(|(_, e)| *e == Send(5)).unwrap();
+        let recv_at = m.iter().position(|(_, e)| *e == Recv(5)).unwrap();
+        assert!(send_at < recv_at);
+        // Without the round, p0's commit depends on q's uncommitted receive, and p0's
+        // output too: violations.
+        let p0 = vec![Start, Commit(1), Recv(5), nd(), Commit(2), vis()];
+        let p1 = vec![Start, Commit(1), nd(), Send(5)];
+        let m = merge(&[p0, p1]).unwrap();
+        let v = check(&m);
+        assert!(v.iter().any(|x| x.what.contains("Save-work")), "{v:?}");
+        // A receive of something only sent later cannot be ordered.
+        let p0 = vec![Start, Recv(7), Send(8)];
+        let p1 = vec![Start, Recv(8), Send(7)];
+        assert!(merge(&[p0, p1]).is_err());
+    }
 
     fn v() -> Event {
         Event::Visible {

@@ -10,6 +10,10 @@
 //! | `N <what>` | a non-deterministic event (input read, time, signal, ...) |
 //! | `L <what>` | an input event made deterministic by logging (or replayed from the log) |
 //! | `V <fd> <len> <hash>` | a visible event (output written to fd) |
+//! | `M <len> <hash>` | a message sent on a socket (before the send) |
+//! | `G <len> <hash>` | a message received on a socket |
+//! | `D <epoch>` | the `C` before it was this process's part of distributed checkpoint `epoch` |
+//! | `J <epoch> <boot> <pid>`, `Q <epoch>`, `B <epoch>`, `PC`/`PA <epoch>` | two-phase commit: joined, asked for a round, rolled back, a prepared checkpoint committed or aborted at recovery |
 //! | `E` | normal exit |
 
 use std::path::Path;
@@ -77,6 +81,28 @@ pub fn event(kind: &str, what: &str) {
 /// Records an event with a number.
 pub fn event_num(kind: &str, n: u64) {
     emit(kind, format_args!("{n}"));
+}
+
+/// Whether a trace is being written (so that callers can skip work only the trace needs).
+pub fn on() -> bool {
+    crate::vol::get().trace_fd.load(Ordering::Relaxed) >= 0
+}
+
+/// Records a message sent on a socket (before the send): `M <len> <hash>`; the oracle
+/// matches it with the receive of the same bytes (`G`) to order the processes' traces.
+pub fn message_sent(data: &[u8]) {
+    emit("M", format_args!("{} {:016x}", data.len(), fnv(data)));
+}
+
+/// Records a message received on a socket (after the receive): `G <len> <hash>`.
+pub fn message_received(data: &[u8]) {
+    emit("G", format_args!("{} {:016x}", data.len(), fnv(data)));
+}
+
+/// Records that this process's last commit was its part of distributed checkpoint
+/// `epoch` (two-phase commit): `D <epoch>`, right after its `C` line.
+pub fn round(epoch: u64) {
+    emit("D", format_args!("{epoch}"));
 }
 
 /// Records a visible event.

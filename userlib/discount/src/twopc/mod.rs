@@ -326,6 +326,9 @@ fn round(cx: &mut crate::ckpt::Ctx, e: u64) -> Result<bool> {
     EPOCH.store(e, Ordering::Release);
     let r = crate::ckpt::take(cx, usize::MAX);
     v.tp_serving.store(0, Ordering::Release);
+    if matches!(r, Ok(false)) {
+        crate::trace::round(e);
+    }
     match r {
         Err(Error::RolledBack) => rollback(cx),
         Err(err) => {
