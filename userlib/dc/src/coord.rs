@@ -143,6 +143,9 @@ pub fn coord(a: CoordArgs) -> Result<()> {
     eprintln!("dc coord: {} members, listening on {here}", a.members);
     let mut buf = [0u8; LEN + 1];
     let mut last_tick = Instant::now();
+    // When every member had left: the coordinator stays a little longer, so that a late
+    // vote (of a round a member served just before its goodbye arrived) gets its answer.
+    let mut all_left_at: Option<Instant> = None;
     loop {
         let mut out = Vec::new();
         match sock.recv_from(&mut buf) {
@@ -176,7 +179,10 @@ pub fn coord(a: CoordArgs) -> Result<()> {
                 eprintln!("dc coord: {l}");
             }
         }
-        if a.exit_when_done && c.all_left() {
+        if a.exit_when_done && c.all_left() && all_left_at.is_none() {
+            all_left_at = Some(Instant::now());
+        }
+        if all_left_at.is_some_and(|t| t.elapsed() >= Duration::from_millis(300)) {
             let s = c.stats();
             eprintln!(
                 "dc coord: every member left: {} rounds, {} committed, {} aborted, {} failures, {} inconsistent joins",

@@ -173,6 +173,13 @@ pub(crate) struct Hooks {
     pub on_timer: crate::signals::Handler,
     /// The SIGSYS handler of Syscall User Dispatch ([`crate::sud`]).
     pub on_sigsys: crate::signals::Handler,
+    /// A distributed checkpoint for a member of a computation ([`crate::twopc`]): asks
+    /// for a round and serves it (as [`take`]: `Ok(true)` when resumed after recovery).
+    pub global_commit: fn(&mut Ctx) -> Result<bool>,
+    /// A member's last distributed commit and goodbye at exit.
+    pub leave: fn(&mut Ctx),
+    /// A member's rollback (re-execution into recovery) for the image in the directory.
+    pub rollback_in: fn(&std::path::Path) -> !,
 }
 
 /// The kernel-state records: checkpointed memory (`.bss`, their vectors on the persistent
@@ -263,6 +270,11 @@ impl Ctx {
 fn publish(rt: Box<Runtime>) -> *mut Runtime {
     let v = vol::get();
     crate::protocol::set_current(rt.cfg.protocol);
+    if rt.cfg.test_uncoordinated {
+        crate::vol::get()
+            .sends_internal_for_tests
+            .store(true, Ordering::Relaxed);
+    }
     let timer = rt.cfg.interval.map_or(0, |_| rt.cfg.timer_signal);
     v.timer_sig.store(timer, Ordering::Relaxed);
     let raw = Box::into_raw(rt);
@@ -479,7 +491,7 @@ extern "C" fn commit_entry(arg: usize, sp: usize) -> usize {
         Ok(()) => 0,
         // The round was aborted (another member failed): the image is as the last
         // committed checkpoint left it, and this process re-executes into recovery.
-        Err(Error::RolledBack) => crate::twopc::rollback_in(rt.store.dir()),
+        Err(Error::RolledBack) => (rt.hooks.rollback_in)(rt.store.dir()),
         Err(e) => {
             // The dirty bits were consumed: the image can no longer follow the working
             // memory. Die; the next run resumes from the previous checkpoint. (No heap
@@ -745,7 +757,10 @@ pub(crate) fn checkpoint(low_hint: usize) -> Result<bool> {
         // between here and there.
         v.busy.store(false, Ordering::Release);
         v.in_dc.fetch_add(1, Ordering::AcqRel);
-        let r = crate::twopc::global_commit(&mut cx);
+        let r = match cx.rt().map(|rt| rt.hooks.global_commit) {
+            Some(global) => global(&mut cx),
+            None => Err(Error::State("no runtime")),
+        };
         v.in_dc.fetch_sub(1, Ordering::AcqRel);
         return r;
     }
@@ -760,7 +775,10 @@ pub(crate) fn take(cx: &mut Ctx, low_hint: usize) -> Result<bool> {
         return Err(Error::State("Discount Checking is not initialized"));
     }
     if crate::twopc::wants_global() {
-        return crate::twopc::global_commit(cx);
+        return match cx.rt().map(|rt| rt.hooks.global_commit) {
+            Some(global) => global(cx),
+            None => Err(Error::State("no runtime")),
+        };
     }
     if v.busy.swap(true, Ordering::AcqRel) {
         return Ok(false);
@@ -1074,7 +1092,9 @@ pub(crate) fn finish() {
             // The exit is a visible event of the computation: commit with the others,
             // then leave (rounds no longer wait for this member).
             v.busy.store(false, Ordering::Release);
-            crate::twopc::leave(&mut cx);
+            if let Some(leave) = cx.rt().map(|rt| rt.hooks.leave) {
+                leave(&mut cx);
+            }
             v.busy.store(true, Ordering::Release);
         }
         if let Some(rt) = cx.rt() {

@@ -97,6 +97,10 @@ pub struct Config {
     /// Member of a computation whose checkpoints are distributed (the 2PC protocols;
     /// `DC_COORD`, `DC_MEMBER`).
     pub twopc: Option<crate::twopc::Member>,
+    /// Negative controls only (`DC_TEST_UNCOORDINATED=1`): treat sends on sockets as not
+    /// visible without a coordinator, i.e. a computation without coordination, which the
+    /// oracle must reject.
+    pub test_uncoordinated: bool,
 }
 
 impl Default for Config {
@@ -118,6 +122,7 @@ impl Default for Config {
             timer_signal: 62,
             sud: SudMode::Auto,
             twopc: None,
+            test_uncoordinated: false,
         }
     }
 }
@@ -249,6 +254,7 @@ impl Config {
                 ))
             }
         }
+        c.test_uncoordinated = std::env::var_os("DC_TEST_UNCOORDINATED").is_some_and(|v| v == "1");
         if let Ok(v) = std::env::var("DC_SUD") {
             c.sud = match v.as_str() {
                 "0" | "off" => SudMode::Off,

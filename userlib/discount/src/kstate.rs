@@ -45,6 +45,9 @@
 //!   terminal at that descriptor. Window-size and mode queries change nothing.
 //! * **epoll instances**: the instance and its registrations (`epoll_ctl`) are rebuilt
 //!   at the same descriptor number; waiting on one is a non-deterministic event.
+//! * **datagram sockets** (UDP, `AF_UNIX` datagram; [`sock`]): made again at the same
+//!   numbers, bound to the same name (the port the kernel chose, for a port 0),
+//!   connected to the same peer, with the options and the shutdown the program gave them.
 //!
 //! Discount Checking's own descriptors are moved to numbers >= [`FD_FLOOR`] so that the
 //! program's descriptor numbers are free when recovery reopens them.
@@ -56,6 +59,9 @@ use crate::error::{Error, Result};
 use crate::sys::{self, check, sc, sc4, syscall6};
 
 pub use crate::sys::{move_high, FD_FLOOR};
+
+pub mod sock;
+pub use sock::{SockOpt, SockRec};
 
 /// One descriptor the program opened (or inherited and we watch).
 #[derive(Debug, Clone)]
@@ -176,6 +182,8 @@ pub struct KState {
     pub term_seq: u64,
     /// The umask the program set (None: never set).
     pub umask: Option<u32>,
+    /// Datagram sockets, one per open file description ([`sock`]).
+    pub socks: Vec<SockRec>,
 }
 
 impl KState {
@@ -199,6 +207,7 @@ impl KState {
             termios: Vec::new(),
             term_seq: 0,
             umask: None,
+            socks: Vec::new(),
         }
     }
 }
@@ -817,8 +826,12 @@ impl KState {
         let Some(e) = self.entry_ref(fd) else {
             return;
         };
-        let path = e.path.clone();
+        let (path, ofd) = (e.path.clone(), e.ofd);
         let last = !self.ofd_shared(fd);
+        if last && ofd != 0 {
+            // The socket goes with its last descriptor.
+            self.socks.retain(|s| s.ofd != ofd);
+        }
         let fds = &self.fds;
         let same_ofd = |l: &LockRec| {
             let of = |x: i32| {
@@ -901,7 +914,7 @@ impl KState {
             // SAFETY: umask takes a number.
             unsafe { sc(libc::SYS_umask, m as usize, 0, 0) };
         }
-        k.restore_fds();
+        k.restore_fds()?;
         // Graveyard: files not kept for an open descriptor are left over from committed
         // unlinks.
         if !k.grave_dir.is_empty() {
@@ -957,13 +970,15 @@ impl KState {
     /// Recovery: the descriptors. Each open file description is opened once, at the
     /// lowest number that had it, and duplicated onto the others (so duplicates share one
     /// offset again); offsets are seeked, status flags set with `F_SETFL` redone (on
-    /// inherited descriptors too), close-on-exec per descriptor; then epoll instances
-    /// are made again at their numbers with their registrations.
-    pub fn restore_fds(&self) {
+    /// inherited descriptors too), close-on-exec per descriptor; then the datagram
+    /// sockets are made again, bound and connected ([`KState::restore_socks`]: a name
+    /// that cannot be bound again fails recovery), and epoll instances are made again at
+    /// their numbers with their registrations.
+    pub fn restore_fds(&self) -> Result<()> {
         let k = self;
         for (fd, e) in k.fds.iter().enumerate() {
             let Some(e) = e else { continue };
-            if e.epoll.is_some() {
+            if e.epoll.is_some() || k.is_sock_ofd(e.ofd) {
                 continue;
             }
             let cloexec = if e.flags & libc::O_CLOEXEC != 0 {
@@ -1039,6 +1054,7 @@ impl KState {
                 };
             }
         }
+        k.restore_socks()?;
         for (fd, e) in k.fds.iter().enumerate() {
             let Some(Some(regs)) = e.as_ref().map(|e| e.epoll.as_ref()) else {
                 continue;
@@ -1078,6 +1094,7 @@ impl KState {
                 }
             }
         }
+        Ok(())
     }
 
     /// Recovery: the locks, re-taken without waiting (the crashed process's are gone with
@@ -1211,7 +1228,7 @@ mod tests {
         let mut dup = file_entry(&p, libc::O_RDWR | libc::O_CLOEXEC, 4, 1);
         dup.offset = 4;
         ks.set_entry(612, Some(dup));
-        ks.restore_fds();
+        ks.restore_fds().unwrap();
         assert_eq!((offset(610), offset(611), offset(612)), (4, 9, 4));
         // SAFETY: lseek on a descriptor the restore made.
         unsafe { libc::lseek(610, 7, libc::SEEK_SET) };
@@ -1241,7 +1258,7 @@ mod tests {
         inh.flags = libc::O_NONBLOCK;
         inh.setfl = true;
         ks.set_entry(pfd[0], Some(inh));
-        ks.restore_fds();
+        ks.restore_fds().unwrap();
         // SAFETY: F_GETFL on descriptors this test owns.
         let fl = |fd| unsafe { libc::fcntl(fd, libc::F_GETFL) };
         assert_ne!(fl(620) & libc::O_NONBLOCK, 0);
@@ -1307,7 +1324,7 @@ mod tests {
         e.flock = libc::LOCK_EX;
         ks.set_entry(630, Some(e));
         ks.lock_op(lock(630, libc::F_WRLCK as i16, 2, 5, &pb));
-        ks.restore_fds();
+        ks.restore_fds().unwrap();
         ks.restore_locks().unwrap();
         // Seen from another open file description: the record lock and the flock.
         let f = std::fs::OpenOptions::new()
@@ -1336,7 +1353,7 @@ mod tests {
         close_all(&[630]);
         // SAFETY: flock on our descriptor.
         assert_eq!(unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) }, 0);
-        ks.restore_fds();
+        ks.restore_fds().unwrap();
         let err = ks.restore_locks().unwrap_err().to_string();
         assert!(err.contains("flock of") && err.contains("/f"), "{err}");
         close_all(&[630]);
@@ -1355,7 +1372,7 @@ mod tests {
                 ..FdEntry::inherited(false)
             }),
         );
-        ks.restore_fds();
+        ks.restore_fds().unwrap();
         // SAFETY: writing one byte into our pipe.
         assert_eq!(unsafe { libc::write(pfd[1], b"x".as_ptr().cast(), 1) }, 1);
         let mut ev = libc::epoll_event { events: 0, u64: 0 };

@@ -46,7 +46,7 @@
 //! Limits (see the README): single-threaded; thread-local storage, anonymous `mmap`s,
 //! `fork`ed children and memory shared with other processes are not checkpointed (the
 //! calls are refused with a message when trapped); glibc's internal reads of the vDSO
-//! clock are not seen; sockets are not reconnected.
+//! clock are not seen; only datagram sockets are rebuilt (stream sockets are refused).
 
 #![deny(missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]

@@ -53,6 +53,9 @@ pub enum Event {
     /// The commit just before was this process's part of distributed checkpoint `epoch`
     /// (two-phase commit: every member committed it in one round).
     Round(u64),
+    /// The process joined its computation from the checkpoint of distributed checkpoint
+    /// `epoch` (two-phase commit; after start-up, recovery or a rollback).
+    Joined(u64),
     /// Normal exit.
     Exit,
 }
@@ -125,10 +128,10 @@ pub fn parse(text: &str) -> Result<Vec<Event>> {
                 }
             }
             "D" => Event::Round(num()?),
-            // Two-phase commit's own steps (join, request, rollback, a prepared
-            // checkpoint resolved): the commits and recoveries they lead to have their
-            // own lines.
-            "" | "J" | "Q" | "B" | "PC" | "PA" => continue,
+            "J" => Event::Joined(num()?),
+            // Two-phase commit's own steps (request, rollback, a prepared checkpoint
+            // resolved): the commits and recoveries they lead to have their own lines.
+            "" | "Q" | "B" | "PC" | "PA" => continue,
             _ => return Err(Error::Corrupt(format!("trace line {}: {line:?}", n + 1))),
         });
     }
@@ -235,7 +238,7 @@ pub fn check(trace: &[(usize, Event)]) -> Vec<Violation> {
             Event::Nd(_) => {
                 k.nd.insert(p, i);
             }
-            Event::Logged(_) | Event::Exit | Event::Round(_) => {}
+            Event::Logged(_) | Event::Exit | Event::Round(_) | Event::Joined(_) => {}
             Event::Commit(seq) => {
                 for (q, n) in k.uncommitted(Some(p)) {
                     out.push(Violation {
@@ -316,6 +319,8 @@ pub fn check(trace: &[(usize, Event)]) -> Vec<Violation> {
 /// member never reaches).
 pub fn merge(traces: &[Vec<Event>]) -> Result<Vec<(usize, Event)>> {
     use std::collections::HashSet;
+    let filled: Vec<Vec<Event>> = traces.iter().map(|t| lost_commits(t)).collect();
+    let traces = &filled[..];
     let all_sent: HashSet<u64> = traces
         .iter()
         .flatten()
@@ -398,6 +403,44 @@ pub fn merge(traces: &[Vec<Event>]) -> Result<Vec<(usize, Event)>> {
             )));
         }
     }
+}
+
+/// A process killed after the commit point of a checkpoint but before its `C` line (in
+/// a round: before or after its vote, its prepared checkpoint then committed at recovery)
+/// leaves a trace whose next run recovers a checkpoint it never saw committed. The
+/// commit happened where the killed run's events end: put it there, and if the process
+/// then joined its computation from a distributed checkpoint newer than any round it
+/// recorded, that commit was its part of that round (`Round`).
+fn lost_commits(t: &[Event]) -> Vec<Event> {
+    let mut out = Vec::with_capacity(t.len() + 4);
+    let mut seen: std::collections::HashSet<u64> = std::collections::HashSet::new();
+    let mut last_round = 0u64;
+    for (i, e) in t.iter().enumerate() {
+        match e {
+            Event::Commit(c) => {
+                seen.insert(*c);
+            }
+            Event::Round(r) => last_round = last_round.max(*r),
+            Event::Recover(seq) if !seen.contains(seq) => {
+                out.push(Event::Commit(*seq));
+                seen.insert(*seq);
+                let joined = t[i + 1..]
+                    .iter()
+                    .take_while(|x| !matches!(x, Event::Recover(_) | Event::Start))
+                    .find_map(|x| match x {
+                        Event::Joined(e) => Some(*e),
+                        _ => None,
+                    });
+                if let Some(e) = joined.filter(|&e| e > last_round) {
+                    out.push(Event::Round(e));
+                    last_round = e;
+                }
+            }
+            _ => {}
+        }
+        out.push(e.clone());
+    }
+    out
 }
 
 /// [`check`] for a single-process trace.

@@ -208,6 +208,9 @@ pub(crate) fn defers_nd(p: Protocol) -> bool {
 /// under which the other end is a process of the computation that commits with this one).
 pub(crate) fn send_is_visible(p: Protocol) -> bool {
     !p.uses_2pc()
+        && !crate::vol::get()
+            .sends_internal_for_tests
+            .load(Ordering::Relaxed)
 }
 
 #[cfg(test)]

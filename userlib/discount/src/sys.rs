@@ -165,6 +165,12 @@ pub fn errno_name(e: i32) -> &'static str {
         libc::ENOLCK => "ENOLCK (no locks available)",
         libc::EOPNOTSUPP => "EOPNOTSUPP (operation not supported)",
         libc::EDEADLK => "EDEADLK (deadlock avoided)",
+        libc::EADDRINUSE => "EADDRINUSE (address already in use)",
+        libc::EADDRNOTAVAIL => "EADDRNOTAVAIL (address not available)",
+        libc::ECONNREFUSED => "ECONNREFUSED (connection refused)",
+        libc::ENOTCONN => "ENOTCONN (not connected)",
+        libc::ENOTSOCK => "ENOTSOCK (not a socket)",
+        libc::EAFNOSUPPORT => "EAFNOSUPPORT (address family not supported)",
         _ => "errno",
     }
 }

@@ -99,10 +99,39 @@ pub fn message_received(data: &[u8]) {
     emit("G", format_args!("{} {:016x}", data.len(), fnv(data)));
 }
 
+/// [`message_received`] for the first `n` bytes of a receive's buffers `iov`.
+///
+/// # Safety
+/// Each iovec describes readable memory of its length.
+pub unsafe fn message_received_iov(iov: &[libc::iovec], n: usize) {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut left = n;
+    for v in iov {
+        let k = v.iov_len.min(left);
+        if k == 0 || v.iov_base.is_null() {
+            continue;
+        }
+        // SAFETY: the iovec's buffer is readable for iov_len >= k bytes (contract).
+        let b = unsafe { std::slice::from_raw_parts(v.iov_base as *const u8, k) };
+        for &x in b {
+            h ^= x as u64;
+            h = h.wrapping_mul(0x100_0000_01b3);
+        }
+        left -= k;
+    }
+    emit("G", format_args!("{n} {h:016x}"));
+}
+
 /// Records that this process's last commit was its part of distributed checkpoint
 /// `epoch` (two-phase commit): `D <epoch>`, right after its `C` line.
 pub fn round(epoch: u64) {
     emit("D", format_args!("{epoch}"));
+}
+
+/// Records that this process joined its computation from the checkpoint of `epoch`
+/// (two-phase commit): `J <epoch> <boot> <pid>`.
+pub fn joined(epoch: u64, boot: u64, pid: i64) {
+    emit("J", format_args!("{epoch} {boot:016x} {pid}"));
 }
 
 /// Records a visible event.

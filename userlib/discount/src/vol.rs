@@ -75,6 +75,9 @@ pub struct Vol {
     pub tp_inc: AtomicU64,
     /// The epoch of the round whose checkpoint is being taken (0: none).
     pub tp_serving: AtomicU64,
+    /// Negative controls only (`DC_TEST_UNCOORDINATED=1`): sends on sockets are not
+    /// visible although no coordinator commits the receivers with the sender.
+    pub sends_internal_for_tests: AtomicBool,
 }
 
 /// The one instance.
@@ -102,6 +105,7 @@ pub static VOL: Vol = Vol {
     tp_member: AtomicU32::new(0),
     tp_inc: AtomicU64::new(0),
     tp_serving: AtomicU64::new(0),
+    sends_internal_for_tests: AtomicBool::new(false),
 };
 
 /// For a signal handler that interrupted code whose stack pointer was `rsp`: the lowest

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod apps;
+pub mod dist;
 pub mod pty;
 pub mod screen;
 

@@ -12,7 +12,9 @@ use std::sync::atomic::Ordering;
 use libc::{c_int, c_void, size_t, ssize_t};
 
 use super::files::log_file_write;
-use super::{active, logged, nondeterministic, raw_ret, visible_event, wait_as_member, Entry};
+use super::{
+    active, logged, nondeterministic, raw_ret, received, visible_event, wait_as_member, Entry,
+};
 use crate::ckpt::{self, Ctx};
 use crate::protocol;
 use crate::sys::{libc_ret, sc, sc4, syscall6};
@@ -36,22 +38,22 @@ const INREC_HDR: usize = 24;
 
 /// Base of the tags of readiness calls' records: `READY_TAG - nr` for system call `nr`,
 /// below every `int` descriptor a read's record carries.
-const READY_TAG: i64 = -(1 << 32);
+pub(super) const READY_TAG: i64 = -(1 << 32);
 
 /// One record of the input log, as found at the replay cursor.
-struct InRec {
-    tag: i64,
-    res: i64,
+pub(super) struct InRec {
+    pub(super) tag: i64,
+    pub(super) res: i64,
     /// The record's data, inside the input area.
-    data: *const u8,
-    len: usize,
+    pub(super) data: *const u8,
+    pub(super) len: usize,
     /// Offset of the next record.
     next: usize,
 }
 
 /// The next record of the input log, if re-executing through it (None when the log is
 /// used up, or when the record there is malformed: replay then stops).
-fn next_record(cx: &mut Ctx) -> Option<InRec> {
+pub(super) fn next_record(cx: &mut Ctx) -> Option<InRec> {
     let rt = cx.rt()?;
     let h = rt.image.header();
     let (area, _) = rt.image.input_area();
@@ -87,7 +89,7 @@ fn next_record(cx: &mut Ctx) -> Option<InRec> {
 
 /// Re-execution diverged from the log (the next record is not for this call): replay
 /// stops, and every later input call is performed (and logged) again.
-fn diverge(cx: &mut Ctx) {
+pub(super) fn diverge(cx: &mut Ctx) {
     if let Some(rt) = cx.rt() {
         // SAFETY: the header lies in the control member, mapped while the runtime lives.
         rt.input_cursor = unsafe { (*rt.image.header()).input_end } as usize;
@@ -95,7 +97,7 @@ fn diverge(cx: &mut Ctx) {
 }
 
 /// The record `rec` was replayed: the cursor moves past it.
-fn consume(cx: &mut Ctx, rec: &InRec) {
+pub(super) fn consume(cx: &mut Ctx, rec: &InRec) {
     if let Some(rt) = cx.rt() {
         rt.input_cursor = rec.next;
     }
@@ -110,6 +112,12 @@ unsafe fn input_read(e: &mut Entry, fd: c_int, buf: *mut c_void, n: size_t, what
     let logs = protocol::current().logs_input();
     if logs {
         if let Some(r) = replay_input(e.cx(), fd, buf, n) {
+            if r >= 0 {
+                // SAFETY: replay_input copied r bytes (at most n) into the buffer.
+                let data =
+                    unsafe { std::slice::from_raw_parts(buf as *const u8, (r as usize).min(n)) };
+                received(fd, data);
+            }
             logged(what);
             return r;
         }
@@ -120,6 +128,9 @@ unsafe fn input_read(e: &mut Entry, fd: c_int, buf: *mut c_void, n: size_t, what
     let len = if r > 0 { r as usize } else { 0 };
     // SAFETY: the kernel just wrote len bytes into the program's buffer.
     let data = unsafe { std::slice::from_raw_parts(buf as *const u8, len) };
+    if r >= 0 {
+        received(fd, data);
+    }
     if logs && log_record(e.cx(), fd as i64, r, &[data]) {
         logged(what);
     } else {
@@ -145,7 +156,7 @@ fn replay_input(cx: &mut Ctx, fd: c_int, buf: *mut c_void, n: size_t) -> Option<
 /// Appends a record (`tag`, `res`, the concatenation of `parts`) to the input log. A
 /// full log forces a checkpoint first (which empties it: what the call returned is then
 /// in the checkpointed memory). False if it still does not fit.
-fn log_record(cx: &mut Ctx, tag: i64, res: isize, parts: &[&[u8]]) -> bool {
+pub(super) fn log_record(cx: &mut Ctx, tag: i64, res: isize, parts: &[&[u8]]) -> bool {
     let len: usize = parts.iter().map(|p| p.len()).sum();
     let need = (INREC_HDR + len + 7) & !7;
     // Where the record goes: the end of the log, after a checkpoint if it is full now.
@@ -589,6 +600,12 @@ pub(super) unsafe fn sys_recvfrom(
         };
         if active() {
             let mut e = Entry::enter();
+            if r >= 0 {
+                // SAFETY: the kernel just wrote r bytes (at most n) into the buffer.
+                let data =
+                    unsafe { std::slice::from_raw_parts(buf as *const u8, (r as usize).min(n)) };
+                received(fd, data);
+            }
             nondeterministic(e.cx(), "recv", usize::MAX);
         }
         return r;
@@ -655,7 +672,7 @@ pub(super) unsafe fn sys_nd(nr: i64, a: [usize; 6], what: &str) -> isize {
 
 /// For a member of a computation, before a readiness call that may block (`poll` and
 /// `epoll_wait` with a timeout that is not 0): waits for the same readiness (and as long
-/// as the timeout) while serving the coordinator (`crate::twopc::wait_ready`), so that
+/// as the timeout) while serving the coordinator (`member::wait_ready`), so that
 /// the call itself then returns at once. Other readiness calls block unserved (a member
 /// blocked in one answers a prepare when it returns).
 ///
@@ -669,17 +686,21 @@ unsafe fn wait_ready_as_member(cx: &mut Ctx, nr: i64, a: &[usize; 6]) {
             if n > 0 && fds.is_null() {
                 return;
             }
-            // The program's array, copied so that the wait does not write into it.
-            let mut copy: Vec<libc::pollfd> = crate::alloc::internal(|| {
-                if n == 0 {
-                    Vec::new()
-                } else {
-                    // SAFETY: the program's array of n pollfds (poll's contract), only
-                    // read here.
-                    unsafe { std::slice::from_raw_parts(fds, n) }.to_vec()
-                }
-            });
-            let _ = crate::twopc::wait_ready(cx, &mut copy, a[2] as i32);
+            if n > crate::twopc::MAX_WAIT_FDS {
+                return;
+            }
+            // The program's array, copied (on the stack: the wait may checkpoint) so that
+            // the wait does not write into it.
+            let mut copy = [libc::pollfd {
+                fd: -1,
+                events: 0,
+                revents: 0,
+            }; crate::twopc::MAX_WAIT_FDS];
+            if n > 0 {
+                // SAFETY: the program's array of n pollfds (poll's contract), only read.
+                copy[..n].copy_from_slice(unsafe { std::slice::from_raw_parts(fds, n) });
+            }
+            let _ = super::member::wait_ready(cx, &mut copy[..n], a[2] as i32);
         }
         libc::SYS_epoll_wait | libc::SYS_epoll_pwait if a[3] as i32 != 0 => {
             let mut p = [libc::pollfd {
@@ -687,7 +708,7 @@ unsafe fn wait_ready_as_member(cx: &mut Ctx, nr: i64, a: &[usize; 6]) {
                 events: libc::POLLIN,
                 revents: 0,
             }];
-            let _ = crate::twopc::wait_ready(cx, &mut p, a[3] as i32);
+            let _ = super::member::wait_ready(cx, &mut p, a[3] as i32);
         }
         _ => {}
     }

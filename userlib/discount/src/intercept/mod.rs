@@ -82,6 +82,8 @@ macro_rules! alias {
 
 mod files;
 mod io;
+mod member;
+mod net;
 mod process;
 mod signals;
 mod sysnames;
@@ -93,6 +95,9 @@ pub(crate) const HOOKS: Hooks = Hooks {
     reinstall_signal: signals::install_app_signal,
     on_timer: signals::on_timer,
     on_sigsys: trap::on_sigsys,
+    global_commit: member::global_commit,
+    leave: member::leave,
+    rollback_in: member::rollback_in,
 };
 
 #[inline(always)]
@@ -231,18 +236,29 @@ fn logged(what: &str) {
 
 /// Before a visible event (`data` is what will be written).
 fn visible(cx: &mut Ctx, fd: i32, data: &[u8]) {
-    if !protocol::send_is_visible(protocol::current()) && is_socket(fd) {
+    let inside = !protocol::send_is_visible(protocol::current());
+    let socket = (inside || crate::trace::on()) && is_socket(fd);
+    if inside && socket {
         // A send to another process of the computation, which commits with this one.
-        crate::trace::event(
-            "M",
-            &format!("{} {:016x}", data.len(), crate::trace::fnv(data)),
-        );
+        crate::trace::message_sent(data);
         return;
     }
     if protocol::commits_before_visible(protocol::current(), protocol::nd_pending()) {
         commit(cx, usize::MAX);
     }
     crate::trace::visible(fd, data);
+    if socket {
+        // After the commit: what the message carries is what the commit saved.
+        crate::trace::message_sent(data);
+    }
+}
+
+/// After a receive of `data` from `fd`: the message's trace line, if `fd` is a socket
+/// and a trace is written.
+fn received(fd: i32, data: &[u8]) {
+    if crate::trace::on() && is_socket(fd) {
+        crate::trace::message_received(data);
+    }
 }
 
 /// Whether `fd` is a socket.
@@ -280,7 +296,7 @@ fn wait_as_member(cx: &mut Ctx, fd: i32, events: i16, ms: i32) {
         events,
         revents: 0,
     }];
-    let _ = crate::twopc::wait_ready(cx, &mut p, ms);
+    let _ = member::wait_ready(cx, &mut p, ms);
 }
 
 /// Appends `rec` to the file undo log (before the change it undoes). A full log forces

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use libc::{c_char, c_int, c_uint, c_void};
 
-use super::{files, io, process, signals, sysnames, time};
+use super::{files, io, net, process, signals, sysnames, time};
 use crate::sud::{self, Allow};
 use crate::sys::{self, syscall6, KSigaction};
 use crate::vol;
@@ -109,7 +109,11 @@ pub(super) fn harmless(nr: i64, a: &[usize; 6]) -> bool {
         | libc::SYS_fadvise64
         | libc::SYS_msync
         | libc::SYS_wait4
-        | libc::SYS_waitid => true,
+        | libc::SYS_waitid
+        // Socket queries.
+        | libc::SYS_getsockname
+        | libc::SYS_getpeername
+        | libc::SYS_getsockopt => true,
         // Queries only.
         libc::SYS_prlimit64 => a[2] == 0,
         libc::SYS_brk => a[0] == 0,
@@ -164,11 +168,31 @@ unsafe fn dispatch(nr: i64, a: [usize; 6]) -> isize {
             libc::SYS_readv => io::sys_readv(i0, a[1] as *const libc::iovec, i2),
             libc::SYS_writev => io::sys_writev(i0, a[1] as *const libc::iovec, i2),
             libc::SYS_recvfrom => {
-                io::sys_recvfrom(i0, a[1] as *mut c_void, a[2], a[3] as c_int, a[4], a[5])
+                net::sys_recvfrom(i0, a[1] as *mut c_void, a[2], a[3] as c_int, a[4], a[5])
             }
             libc::SYS_sendto => {
-                io::sys_sendto(i0, a[1] as *const c_void, a[2], a[3] as c_int, a[4], a[5])
+                net::sys_sendto(i0, a[1] as *const c_void, a[2], a[3] as c_int, a[4], a[5])
             }
+            libc::SYS_recvmsg => net::sys_recvmsg(i0, a[1] as *mut libc::msghdr, i2),
+            libc::SYS_sendmsg => net::sys_sendmsg(i0, a[1] as *const libc::msghdr, i2),
+            // Sockets (`net`): datagram sockets are recorded, stream sockets refused.
+            libc::SYS_socket => net::sys_socket(i0, i1, i2),
+            libc::SYS_socketpair => net::sys_socketpair(i0, i1, i2, a[3] as *mut c_int),
+            libc::SYS_bind => {
+                net::sys_bind(i0, a[1] as *const libc::sockaddr, a[2] as libc::socklen_t)
+            }
+            libc::SYS_connect => {
+                net::sys_connect(i0, a[1] as *const libc::sockaddr, a[2] as libc::socklen_t)
+            }
+            libc::SYS_setsockopt => {
+                net::sys_setsockopt(i0, i1, i2, a[3] as *const c_void, a[4] as libc::socklen_t)
+            }
+            libc::SYS_shutdown => net::sys_shutdown(i0, i1),
+            libc::SYS_listen | libc::SYS_accept | libc::SYS_accept4 => refuse_named(
+                "listen/accept (stream sockets are not recovered; only datagram sockets are)",
+                nr,
+            ),
+            libc::SYS_ioctl if a[1] as u64 == libc::FIONBIO => net::sys_fionbio(i0, a[2]),
             libc::SYS_poll | libc::SYS_ppoll | libc::SYS_select | libc::SYS_pselect6 => {
                 io::sys_nd(nr, a, sysnames::name(nr))
             }

@@ -28,6 +28,10 @@
 //!   re-executes itself into recovery from its last committed checkpoint, which is the
 //!   same round's as every other member's.
 //!
+//! The parts that take checkpoints (serving a round, asking for one, rolling back,
+//! leaving, waiting while serving) are in `intercept/member.rs`, which `ckpt` reaches
+//! through its hooks: this module depends on nothing that takes a checkpoint.
+//!
 //! Messages from and to the coordinator go over Discount Checking's own UDP socket (a
 //! descriptor >= [`crate::kstate::FD_FLOOR`], not part of the program's state), connected
 //! to the coordinator so that nothing else reaches it; each is repeated every
@@ -67,6 +71,17 @@ pub struct Member {
 /// the epoch of the checkpoint resumed. Set to the round's epoch before the round's
 /// checkpoint copies memory, so the image of epoch `e` says `e`.
 static EPOCH: AtomicU64 = AtomicU64::new(0);
+
+/// Sets the epoch of the last committed checkpoint (a round's, before its checkpoint
+/// copies memory; back if the round failed).
+pub(crate) fn set_epoch(e: u64) {
+    EPOCH.store(e, Ordering::Release);
+}
+
+/// Sets the epoch of the round being prepared (0: none).
+pub(crate) fn set_serving(e: u64) {
+    vol::get().tp_serving.store(e, Ordering::Release);
+}
 
 /// Whether this process is a member of a computation (configured, and its socket open).
 pub fn configured() -> bool {
@@ -149,7 +164,7 @@ fn sockaddr(a: SocketAddrV4) -> libc::sockaddr_in {
     }
 }
 
-fn send(kind: Kind, epoch: u64) {
+pub(crate) fn send(kind: Kind, epoch: u64) {
     let v = vol::get();
     let m = Msg {
         member: v.tp_member.load(Ordering::Relaxed) as u16,
@@ -176,7 +191,7 @@ fn send(kind: Kind, epoch: u64) {
 
 /// Polls `fds` plus the coordinator's socket (last) for up to `ms` milliseconds (-1:
 /// forever); returns poll's result with the `revents` filled in.
-fn poll_with_ctl(fds: &mut [libc::pollfd], ms: i32) -> isize {
+pub(crate) fn poll_with_ctl(fds: &mut [libc::pollfd], ms: i32) -> isize {
     // SAFETY: poll reads and writes `fds.len()` pollfds of a live slice.
     unsafe {
         sc(
@@ -189,7 +204,7 @@ fn poll_with_ctl(fds: &mut [libc::pollfd], ms: i32) -> isize {
 }
 
 /// The next message from the coordinator, if one is waiting (never blocks).
-fn recv() -> Option<Msg> {
+pub(crate) fn recv() -> Option<Msg> {
     let fd = vol::get().tp_fd.load(Ordering::Relaxed);
     let mut b = [0u8; wire::LEN + 1];
     loop {
@@ -216,7 +231,7 @@ fn recv() -> Option<Msg> {
 }
 
 /// Waits up to `ms` for a message from the coordinator.
-fn recv_wait(ms: i32) -> Option<Msg> {
+pub(crate) fn recv_wait(ms: i32) -> Option<Msg> {
     if let Some(m) = recv() {
         return Some(m);
     }
@@ -233,12 +248,41 @@ fn recv_wait(ms: i32) -> Option<Msg> {
 }
 
 /// Whether rollback order `m` is for this process now.
-fn rollback_for_me(m: &Msg) -> bool {
+pub(crate) fn rollback_for_me(m: &Msg) -> bool {
     let v = vol::get();
     let boot = v.tp_boot.load(Ordering::Relaxed);
     m.kind == Kind::Rollback
         && (m.boot == 0 || m.boot == boot)
         && m.inc > v.tp_inc.load(Ordering::Relaxed)
+}
+
+/// Counts the retransmissions of one wait and says once, after about five seconds,
+/// that the coordinator does not answer (it may be down: the member keeps waiting, since
+/// it may not go on alone).
+pub(crate) struct Patience {
+    tries: u32,
+    what: &'static str,
+}
+
+impl Patience {
+    pub(crate) fn new(what: &'static str) -> Patience {
+        Patience { tries: 0, what }
+    }
+
+    pub(crate) fn tick(&mut self) {
+        self.tries += 1;
+        if self.tries == 5000 / RESEND_MS as u32 {
+            let mut w = sys::StackWriter::new();
+            let _ = std::fmt::Write::write_fmt(
+                &mut w,
+                format_args!(
+                    "no answer from the coordinator for 5 s ({}): still waiting",
+                    self.what
+                ),
+            );
+            crate::diag::diag(w.as_str());
+        }
+    }
 }
 
 /// Joins the computation from the checkpoint of [`epoch`] and waits until every member
@@ -247,17 +291,15 @@ pub(crate) fn join() {
     if !configured() {
         return;
     }
-    crate::trace::event(
-        "J",
-        &format!(
-            "{} {:016x} {}",
-            epoch(),
-            vol::get().tp_boot.load(Ordering::Relaxed),
-            // SAFETY: getpid takes nothing.
-            unsafe { sc(libc::SYS_getpid, 0, 0, 0) }
-        ),
+    crate::trace::joined(
+        epoch(),
+        vol::get().tp_boot.load(Ordering::Relaxed),
+        // SAFETY: getpid takes nothing.
+        unsafe { sc(libc::SYS_getpid, 0, 0, 0) } as i64,
     );
+    let mut patience = Patience::new("joining");
     loop {
+        patience.tick();
         send(Kind::Join, epoch());
         let deadline = sys::mono_ns() + RESEND_MS as u64 * 1_000_000;
         while sys::mono_ns() < deadline {
@@ -275,7 +317,9 @@ pub(crate) fn join() {
 /// Asks the coordinator what became of prepared epoch `tag` (recovery found this
 /// member's checkpoint prepared): `true` to commit it.
 pub(crate) fn resolve(tag: u64) -> bool {
+    let mut patience = Patience::new("asking what became of a prepared checkpoint");
     loop {
+        patience.tick();
         send(Kind::Ask, tag);
         if let Some(m) = recv_wait(RESEND_MS) {
             if m.kind == Kind::Outcome && m.epoch == tag {
@@ -289,7 +333,9 @@ pub(crate) fn resolve(tag: u64) -> bool {
 /// Inside a round's checkpoint, after the transaction was prepared: votes yes and waits
 /// for the decision. `true`: commit; `false`: abort (and then roll back).
 pub(crate) fn vote(e: u64) -> bool {
+    let mut patience = Patience::new("waiting for the decision on a prepared checkpoint");
     loop {
+        patience.tick();
         send(Kind::Vote, e);
         if let Some(m) = recv_wait(RESEND_MS) {
             if m.kind == Kind::Decide && m.epoch == e {
@@ -302,157 +348,5 @@ pub(crate) fn vote(e: u64) -> bool {
     }
 }
 
-/// What a member does with a message while it waits or is blocked: take part in a round
-/// (`Ok(true)` when this call returns in a new process after recovery, as a checkpoint
-/// does), or roll back.
-fn serve(cx: &mut crate::ckpt::Ctx, m: &Msg) -> Result<bool> {
-    if rollback_for_me(m) {
-        rollback(cx);
-    }
-    if m.kind == Kind::Prepare
-        && m.epoch > epoch()
-        && m.inc >= vol::get().tp_inc.load(Ordering::Relaxed)
-    {
-        return round(cx, m.epoch);
-    }
-    Ok(false)
-}
-
-/// Takes this member's part of round `e`.
-fn round(cx: &mut crate::ckpt::Ctx, e: u64) -> Result<bool> {
-    let v = vol::get();
-    let before = epoch();
-    v.tp_serving.store(e, Ordering::Release);
-    EPOCH.store(e, Ordering::Release);
-    let r = crate::ckpt::take(cx, usize::MAX);
-    v.tp_serving.store(0, Ordering::Release);
-    if matches!(r, Ok(false)) {
-        crate::trace::round(e);
-    }
-    match r {
-        Err(Error::RolledBack) => rollback(cx),
-        Err(err) => {
-            EPOCH.store(before, Ordering::Release);
-            Err(err)
-        }
-        ok => ok,
-    }
-}
-
-/// Re-executes this process into recovery from its last committed checkpoint. Closes
-/// every descriptor above stderr first, so that the program's sockets, bound to the ports
-/// recovery binds again, are gone.
-fn rollback(cx: &mut crate::ckpt::Ctx) -> ! {
-    match cx.rt().map(|rt| rt.store.dir().to_path_buf()) {
-        Some(d) => rollback_in(&d),
-        None => sys::fatal_to(2, "discount: rollback failed: no runtime"),
-    }
-}
-
-/// [`rollback`] for the image whose plain files are in `dir`.
-pub(crate) fn rollback_in(dir: &std::path::Path) -> ! {
-    crate::trace::event_num("B", epoch());
-    let err = crate::alloc::internal(|| match crate::reexec::ExecInfo::load(dir) {
-        Ok(info) => {
-            // SAFETY: close_range takes plain values; nothing of this process is used
-            // after the exec below.
-            unsafe { sc(libc::SYS_close_range, 3, u32::MAX as usize, 0) };
-            info.exec()
-        }
-        Err(e) => e,
-    });
-    sys::fatal_to(2, &format!("discount: rollback failed: {err}"))
-}
-
-/// A distributed checkpoint: asks the coordinator for a round and serves it until one
-/// has committed this member's state. As [`crate::ckpt::take`]: `Ok(true)` when returning
-/// in a new process after recovery.
-pub(crate) fn global_commit(cx: &mut crate::ckpt::Ctx) -> Result<bool> {
-    let start = epoch();
-    crate::trace::event_num("Q", start);
-    loop {
-        send(Kind::Request, start);
-        let deadline = sys::mono_ns() + RESEND_MS as u64 * 1_000_000;
-        while sys::mono_ns() < deadline {
-            if let Some(m) = recv_wait(RESEND_MS) {
-                if serve(cx, &m)? {
-                    return Ok(true);
-                }
-                if epoch() > start {
-                    return Ok(false);
-                }
-            }
-        }
-    }
-}
-
-/// Leaves the computation at exit, after a last distributed commit (the exit is a
-/// visible event). Waits for the coordinator's answer a few seconds at most.
-pub(crate) fn leave(cx: &mut crate::ckpt::Ctx) {
-    if !configured() || vol::get().tp_inc.load(Ordering::Acquire) == 0 {
-        return;
-    }
-    if let Err(e) = global_commit(cx) {
-        crate::diag::diag(&format!("last distributed commit before exit failed: {e}"));
-    }
-    let until = sys::mono_ns() + 3_000_000_000;
-    while sys::mono_ns() < until {
-        send(Kind::Leave, epoch());
-        if let Some(m) = recv_wait(RESEND_MS) {
-            if m.kind == Kind::Resume {
-                return;
-            }
-            let _ = serve(cx, &m);
-        }
-    }
-}
-
-/// Waits until one of `fds` is ready (as `poll(fds, ms)` would), serving the coordinator
-/// meanwhile. Returns the number of ready descriptors (0 on timeout) or `-errno`, with
-/// `revents` filled in; `Err(true)` if it returned in a new process after recovery (the
-/// caller must then redo its call from the start: the checkpoint was taken before it).
-pub(crate) fn wait_ready(
-    cx: &mut crate::ckpt::Ctx,
-    fds: &mut [libc::pollfd],
-    ms: i32,
-) -> std::result::Result<isize, bool> {
-    let until = (ms >= 0).then(|| sys::mono_ns() + ms as u64 * 1_000_000);
-    let mut all: Vec<libc::pollfd> = crate::alloc::internal(|| {
-        let mut v = fds.to_vec();
-        v.push(libc::pollfd {
-            fd: vol::get().tp_fd.load(Ordering::Relaxed),
-            events: libc::POLLIN,
-            revents: 0,
-        });
-        v
-    });
-    loop {
-        let left = match until {
-            None => -1,
-            Some(u) => (u.saturating_sub(sys::mono_ns()) / 1_000_000) as i32,
-        };
-        for p in all.iter_mut() {
-            p.revents = 0;
-        }
-        let r = poll_with_ctl(&mut all, left);
-        if r < 0 {
-            return Ok(r);
-        }
-        let ctl = all[all.len() - 1].revents != 0;
-        let n = all.len() - 1;
-        let ready = all[..n].iter().filter(|p| p.revents != 0).count();
-        if ctl {
-            while let Some(m) = recv() {
-                match serve(cx, &m) {
-                    Ok(true) => return Err(true),
-                    Ok(false) => {}
-                    Err(e) => crate::diag::diag(&format!("distributed checkpoint failed: {e}")),
-                }
-            }
-        }
-        if ready > 0 || r == 0 {
-            fds.copy_from_slice(&all[..n]);
-            return Ok(ready as isize);
-        }
-    }
-}
+/// The most descriptors [`wait_ready`] waits on (a call with more blocks unserved).
+pub const MAX_WAIT_FDS: usize = 64;

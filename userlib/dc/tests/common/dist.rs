@@ -1,0 +1,307 @@
+//! A computation of several processes under `dc run` (a coordinator `dc coord` for the
+//! 2PC protocols, none for the single-process protocols, under which each member commits
+//! on its own with sends as visible events), SIGKILLs of seeded random members at random
+//! moments, each killed member's command run again; or the same computation without
+//! Discount Checking (the failure-free reference). What the tests check is theirs.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use discount::oracle::{self, Event};
+
+/// One process of the computation.
+#[derive(Debug, Clone)]
+pub struct Member {
+    /// Program and arguments.
+    pub argv: Vec<String>,
+    /// A file for its standard input (each run opens it again; Discount Checking puts the
+    /// offset back), or nothing.
+    pub stdin: Option<PathBuf>,
+}
+
+/// How to run it.
+pub struct Plan<'a> {
+    /// `None`: plain, without Discount Checking (the reference run).
+    pub protocol: Option<&'a str>,
+    pub members: Vec<Member>,
+    pub kills: usize,
+    pub seed: u64,
+    /// The first kill after this many milliseconds (a random part of `spread_ms` added),
+    /// and the next ones as far apart.
+    pub first_ms: u64,
+    pub spread_ms: u64,
+    pub deadline: Duration,
+    /// Negative control: the coordinator does not roll the others back.
+    pub no_rollback: bool,
+    /// Extra `DC_*` settings for the members.
+    pub env: Vec<(String, String)>,
+}
+
+/// What happened.
+pub struct Outcome {
+    /// Each member's standard output, all its runs appended.
+    pub outs: Vec<String>,
+    /// Each member's trace (empty for the plain run).
+    pub traces: Vec<Vec<Event>>,
+    /// The member killed by each kill, in order.
+    pub killed: Vec<usize>,
+    /// The coordinator's last line (2PC protocols).
+    pub coord_last: Option<String>,
+    pub dir: tempfile::TempDir,
+}
+
+struct Reap(Option<Child>);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn spawn(dir: &Path, plan: &Plan<'_>, coord: Option<&str>, id: usize) -> Result<Child> {
+    let m = &plan.members[id];
+    let append = |name: String| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(name))
+    };
+    let mut cmd = match plan.protocol {
+        Some(p) => {
+            let mut c = Command::new(super::dc_bin());
+            c.args(["run", "--protocol", p, "--trace", "--dir"])
+                .arg(dir.join(format!("m{id}")));
+            if let Some(a) = coord {
+                c.args(["--coord", a, "--member", &id.to_string()]);
+            }
+            c.arg("--").args(&m.argv);
+            c.envs(super::dc_env())
+                .envs(plan.env.iter().cloned())
+                .env("DC_PRELOAD", super::preload());
+            c
+        }
+        None => {
+            let mut c = Command::new(&m.argv[0]);
+            c.args(&m.argv[1..]);
+            c
+        }
+    };
+    cmd.stdin(match &m.stdin {
+        Some(p) => Stdio::from(std::fs::File::open(p)?),
+        None => Stdio::null(),
+    })
+    .stdout(append(format!("out{id}"))?)
+    .stderr(append(format!("err{id}"))?);
+    Ok(cmd.spawn()?)
+}
+
+/// Runs `plan`.
+pub fn run(plan: &Plan<'_>) -> Result<Outcome> {
+    let t = tempfile::tempdir()?;
+    let dir = t.path().to_path_buf();
+    let n = plan.members.len();
+    let twopc = plan.protocol.is_some_and(|p| p.contains("2pc"));
+    let mut coord = Reap(None);
+    let mut addr = None;
+    if twopc {
+        let mut c = Command::new(super::dc_bin())
+            .args([
+                "coord",
+                "--members",
+                &n.to_string(),
+                "--exit-when-done",
+                "-v",
+            ])
+            .arg("--state")
+            .arg(dir.join("coord.state"))
+            .env_remove("DC_COORD_TEST_NO_ROLLBACK")
+            .envs(
+                plan.no_rollback
+                    .then_some(("DC_COORD_TEST_NO_ROLLBACK", "1")),
+            )
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(dir.join("coord.err"))?)
+            .spawn()?;
+        let mut line = String::new();
+        BufReader::new(c.stdout.take().context("coordinator stdout")?).read_line(&mut line)?;
+        addr = Some(line.trim().to_string());
+        coord.0 = Some(c);
+    }
+    let mut members: Vec<Reap> = (0..n)
+        .map(|i| spawn(&dir, plan, addr.as_deref(), i).map(|c| Reap(Some(c))))
+        .collect::<Result<_>>()?;
+    let mut rng = super::plan_rng(plan.seed);
+    let start = Instant::now();
+    let mut killed = Vec::new();
+    let mut next_kill =
+        start + Duration::from_millis(plan.first_ms + rng.below(plan.spread_ms.max(1)));
+    loop {
+        if start.elapsed() >= plan.deadline {
+            // Where the members that still run are (for the report).
+            for (i, m) in members.iter().enumerate() {
+                if let Some(c) = m.0.as_ref() {
+                    let pid = c.id();
+                    let rd = |f: &str| {
+                        std::fs::read_to_string(format!("/proc/{pid}/{f}")).unwrap_or_default()
+                    };
+                    eprintln!(
+                        "member {i} (pid {pid}) still runs: syscall {} wchan {}",
+                        rd("syscall").trim(),
+                        rd("wchan").trim()
+                    );
+                }
+            }
+        }
+        if start.elapsed() >= plan.deadline && std::env::var_os("DIST_KEEP").is_some() {
+            eprintln!("kept {}", dir.display());
+            let _ = t.keep();
+            anyhow::bail!("DIST_KEEP: deadline, kept {}", dir.display());
+        }
+        ensure!(
+            start.elapsed() < plan.deadline,
+            "the computation did not finish in {:?} (kills so far: {killed:?}); member errors: {}",
+            plan.deadline,
+            (0..n)
+                .map(|i| std::fs::read_to_string(dir.join(format!("err{i}"))).unwrap_or_default())
+                .collect::<Vec<_>>()
+                .join(" | ")
+        );
+        let mut running = 0;
+        for (i, m) in members.iter_mut().enumerate() {
+            if let Some(c) = m.0.as_mut() {
+                match c.try_wait()? {
+                    Some(st) => {
+                        let err = std::fs::read_to_string(dir.join(format!("err{i}")))
+                            .unwrap_or_default();
+                        ensure!(st.success(), "member {i} exited with {st}: {err}");
+                        m.0 = None;
+                    }
+                    None => running += 1,
+                }
+            }
+        }
+        if running == 0 {
+            break;
+        }
+        if killed.len() < plan.kills && Instant::now() >= next_kill {
+            let id = rng.below(n as u64) as usize;
+            if let Some(mut c) = members[id].0.take() {
+                c.kill()?;
+                c.wait()?;
+                killed.push(id);
+                std::thread::sleep(Duration::from_millis(20));
+                members[id].0 = Some(spawn(&dir, plan, addr.as_deref(), id)?);
+            }
+            next_kill = Instant::now()
+                + Duration::from_millis(plan.first_ms + rng.below(plan.spread_ms.max(1)));
+        }
+        std::thread::sleep(Duration::from_millis(3));
+    }
+    ensure!(
+        killed.len() == plan.kills,
+        "only {} of {} kills landed before the end",
+        killed.len(),
+        plan.kills
+    );
+    let mut coord_last = None;
+    if let Some(mut c) = coord.0.take() {
+        let st = c.wait()?;
+        let log = std::fs::read_to_string(dir.join("coord.err"))?;
+        ensure!(st.success(), "dc coord failed: {log}");
+        coord_last = log.lines().last().map(str::to_string);
+    }
+    let mut outs = Vec::new();
+    let mut traces = Vec::new();
+    for i in 0..n {
+        outs.push(std::fs::read_to_string(dir.join(format!("out{i}")))?);
+        traces.push(if plan.protocol.is_some() {
+            oracle::trace_since(&dir.join(format!("m{i}/trace")), 0)?.0
+        } else {
+            Vec::new()
+        });
+    }
+    if std::env::var_os("DIST_KEEP").is_some() && plan.protocol.is_some() {
+        eprintln!("kept {}", dir.display());
+        let _ = t.keep();
+        return Err(anyhow::anyhow!("DIST_KEEP: kept {}", dir.display()));
+    }
+    Ok(Outcome {
+        outs,
+        traces,
+        killed,
+        coord_last,
+        dir: t,
+    })
+}
+
+/// Definition 2 for one member's whole output (all its processes, one stream), against
+/// its failure-free output `want`: every line is the next expected one, or one printed
+/// before from which output then continues (a rollback). Returns the rollbacks seen.
+pub fn repetitions_only(who: &str, out: &str, want: &[&str]) -> Result<usize> {
+    let mut next = 0usize;
+    let mut rollbacks = 0;
+    for (n, l) in out.lines().enumerate() {
+        if next < want.len() && l == want[next] {
+            next += 1;
+        } else if let Some(j) = want[..next].iter().rposition(|w| *w == l) {
+            next = j + 1;
+            rollbacks += 1;
+        } else {
+            anyhow::bail!(
+                "{who}, line {}: {l:?} is not the expected output (next expected {:?})",
+                n + 1,
+                want.get(next)
+            );
+        }
+    }
+    ensure!(
+        next == want.len(),
+        "{who} stopped after {next} of {} lines",
+        want.len()
+    );
+    Ok(rollbacks)
+}
+
+/// Save-work on the merged traces (Lamport causality, a round's commits as one).
+pub fn save_work(o: &Outcome) -> Result<()> {
+    let merged = oracle::merge(&o.traces)?;
+    let bad = oracle::check(&merged);
+    ensure!(
+        bad.is_empty(),
+        "{} violations of the commit invariant on the merged trace, first: {:?}",
+        bad.len(),
+        &bad[..bad.len().min(3)]
+    );
+    Ok(())
+}
+
+/// No run started over: every run of a member after a kill began by recovering (its
+/// trace part begins with `R`), once a checkpoint had been committed.
+pub fn resumed(o: &Outcome) -> Result<()> {
+    for (i, t) in o.traces.iter().enumerate() {
+        let mut committed = false;
+        let mut prev: Option<&Event> = None;
+        for e in t {
+            if matches!(e, Event::Start) && committed {
+                anyhow::bail!("member {i} started over after a kill although a checkpoint was committed (after {prev:?})");
+            }
+            if matches!(e, Event::Commit(_)) {
+                committed = true;
+            }
+            prev = Some(e);
+        }
+    }
+    Ok(())
+}
+
+/// A port base for a test's members: distinct for each test of this process and for
+/// concurrent test processes.
+pub fn port_base(test: u16) -> u16 {
+    20000 + ((std::process::id() % 400) as u16) * 100 + test * 8
+}

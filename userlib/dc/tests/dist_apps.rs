@@ -1,0 +1,280 @@
+//! The two applications of the thesis's Figures 6.6 and 6.7 under Discount Checking, as
+//! computations of several processes on this machine (issue 16): `apps/heat.c` (a
+//! message-passing stencil over UDP with its own retransmission, few visible events: the
+//! role of TreadMarks Barnes-Hut) and `apps/chat.c` (a chat server and three clients over
+//! UDP, a visible event per line: xpilot's role). Ordinary socket programs, nothing
+//! Discount-Checking-specific but the launch. Each runs under the seven protocols (the
+//! five single-process ones on each member, sends visible; CPV-2PC and CBNDV-2PC with
+//! `dc coord`), with seeded SIGKILLs of random members.
+//!
+//! The oracles share no code with what they judge:
+//! * heat: every worker's output equals the failure-free run's (run here without Discount
+//!   Checking) with repetitions only, so the final checksums are the failure-free ones;
+//! * chat: the server's order is consistent (a line number never gets two texts across
+//!   rollbacks), every client shows exactly that conversation with repetitions only, and
+//!   every input line of every client is in it exactly once;
+//! * both: Save-work on the members' merged traces (Lamport causality; a distributed
+//!   checkpoint's commits as one), and no run started over.
+//!
+//! Negative control: heat with each worker on its own and its sends not visible
+//! (`DC_TEST_UNCOORDINATED=1` under CPVS: worker 0 commits before its output, the others
+//! never, no coordinator): a computation without coordination, which the oracle must
+//! reject (Save-work on the merged trace: worker 0's output depends on the other workers'
+//! uncommitted receives).
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use common::dist::{self, Member, Plan};
+
+const PROTOCOLS: [&str; 7] = [
+    "cpvs",
+    "cand",
+    "cbndvs",
+    "cand-log",
+    "cbndvs-log",
+    "cpv-2pc",
+    "cbndv-2pc",
+];
+
+fn build(name: &str, dir: &Path) -> Result<PathBuf> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("apps/{name}.c"));
+    let out = dir.join(name);
+    let st = Command::new("cc")
+        .args(["-O1", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .arg("-lm")
+        .status()
+        .context("run cc (the C compiler setup installs)")?;
+    ensure!(st.success(), "cc failed on {}", src.display());
+    Ok(out)
+}
+
+const WORKERS: usize = 3;
+
+fn heat_members(bin: &Path, base: u16, steps: usize) -> Vec<Member> {
+    let peers: Vec<String> = (0..WORKERS)
+        .map(|i| format!("127.0.0.1:{}", base + i as u16))
+        .collect();
+    (0..WORKERS)
+        .map(|i| Member {
+            argv: vec![
+                bin.display().to_string(),
+                i.to_string(),
+                steps.to_string(),
+                "200".into(),
+                // Worker 0 prints every 1 % of the steps: few visible events against
+                // thousands of messages.
+                (steps / 100).to_string(),
+                peers.join(","),
+            ],
+            stdin: None,
+        })
+        .collect()
+}
+
+fn heat(protocol: &str, test: u16, uncoordinated: bool) -> Result<()> {
+    let t = tempfile::tempdir()?;
+    let bin = build("heat", t.path())?;
+    let steps = 10000;
+    let base = dist::port_base(test);
+    let reference = dist::run(&Plan {
+        protocol: None,
+        members: heat_members(&bin, base, steps),
+        kills: 0,
+        seed: 0,
+        first_ms: 0,
+        spread_ms: 0,
+        deadline: Duration::from_secs(60),
+        no_rollback: false,
+        env: Vec::new(),
+    })?;
+    let o = dist::run(&Plan {
+        protocol: Some(protocol),
+        members: heat_members(&bin, base, steps),
+        // No kill in the negative control: without coordination the failure-free run
+        // already breaks the commit invariant, and the oracle must say so.
+        kills: if uncoordinated { 0 } else { 3 },
+        seed: 100 + test as u64,
+        first_ms: 100,
+        spread_ms: 300,
+        deadline: Duration::from_secs(120),
+        no_rollback: false,
+        env: if uncoordinated {
+            vec![("DC_TEST_UNCOORDINATED".into(), "1".into())]
+        } else {
+            Vec::new()
+        },
+    })?;
+    for i in 0..WORKERS {
+        let want: Vec<&str> = reference.outs[i].lines().collect();
+        dist::repetitions_only(&format!("worker {i}"), &o.outs[i], &want)?;
+    }
+    dist::resumed(&o)?;
+    dist::save_work(&o)?;
+    eprintln!(
+        "heat {protocol}: kills {:?}; {}",
+        o.killed,
+        o.coord_last.unwrap_or_default()
+    );
+    Ok(())
+}
+
+const CLIENTS: usize = 3;
+const LINES: usize = 40;
+
+fn chat(protocol: &str, test: u16) -> Result<()> {
+    let t = tempfile::tempdir()?;
+    let bin = build("chat", t.path())?;
+    let port = dist::port_base(test);
+    let mut members = vec![Member {
+        argv: vec![
+            bin.display().to_string(),
+            "server".into(),
+            port.to_string(),
+            CLIENTS.to_string(),
+        ],
+        stdin: None,
+    }];
+    let mut inputs = Vec::new();
+    for c in 0..CLIENTS {
+        let f = t.path().join(format!("in{c}"));
+        let lines: Vec<String> = (0..LINES)
+            .map(|k| format!("message {k} of client {c}"))
+            .collect();
+        std::fs::write(&f, lines.join("\n") + "\n")?;
+        inputs.extend(lines.into_iter().map(|l| format!("c{c}: {l}")));
+        members.push(Member {
+            argv: vec![
+                bin.display().to_string(),
+                "client".into(),
+                c.to_string(),
+                format!("c{c}"),
+                format!("127.0.0.1:{port}"),
+            ],
+            stdin: Some(f),
+        });
+    }
+    let o = dist::run(&Plan {
+        protocol: Some(protocol),
+        members,
+        kills: 3,
+        seed: 200 + test as u64,
+        first_ms: 40,
+        spread_ms: 120,
+        deadline: Duration::from_secs(120),
+        no_rollback: false,
+        env: Vec::new(),
+    })?;
+    // The server's order: a line number never gets two different texts.
+    let mut order: BTreeMap<usize, String> = BTreeMap::new();
+    for l in o.outs[0].lines() {
+        let Some(rest) = l.strip_prefix('#') else {
+            continue;
+        };
+        let (g, text) = rest.split_once(' ').context("server line")?;
+        let g: usize = g.parse()?;
+        if let Some(old) = order.insert(g, text.to_string()) {
+            ensure!(
+                old == text,
+                "the server ordered line {g} as {old:?} and later as {text:?}"
+            );
+        }
+    }
+    let total = CLIENTS * LINES;
+    ensure!(
+        order.len() == total && order.keys().copied().eq(1..=total),
+        "server ordered {:?}",
+        order.keys()
+    );
+    let mut count: HashMap<&str, usize> = HashMap::new();
+    for t in order.values() {
+        *count.entry(t.as_str()).or_default() += 1;
+    }
+    for l in &inputs {
+        ensure!(
+            count.get(l.as_str()) == Some(&1),
+            "{l:?} is in the conversation {:?} times",
+            count.get(l.as_str())
+        );
+    }
+    let conversation: Vec<String> = order.iter().map(|(g, t)| format!("[{g}] {t}")).collect();
+    let want: Vec<&str> = conversation.iter().map(String::as_str).collect();
+    for c in 0..CLIENTS {
+        let screen: String = o.outs[c + 1]
+            .lines()
+            .filter(|l| l.starts_with('['))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        dist::repetitions_only(&format!("client {c}"), &screen, &want)?;
+    }
+    dist::resumed(&o)?;
+    dist::save_work(&o)?;
+    eprintln!(
+        "chat {protocol}: kills {:?}; {}",
+        o.killed,
+        o.coord_last.unwrap_or_default()
+    );
+    Ok(())
+}
+
+macro_rules! cases {
+    ($($name:ident: $app:ident($proto:expr, $test:expr);)*) => {
+        $(
+            #[test]
+            fn $name() {
+                if !common::sud_or_skip(stringify!($name)) {
+                    return;
+                }
+                if let Err(e) = $app($proto, $test) {
+                    panic!("{e:#}");
+                }
+            }
+        )*
+    };
+}
+
+fn heat_ok(p: &str, t: u16) -> Result<()> {
+    heat(p, t, false)
+}
+
+cases! {
+    heat_cpvs: heat_ok(PROTOCOLS[0], 0);
+    heat_cand: heat_ok(PROTOCOLS[1], 1);
+    heat_cbndvs: heat_ok(PROTOCOLS[2], 2);
+    heat_cand_log: heat_ok(PROTOCOLS[3], 3);
+    heat_cbndvs_log: heat_ok(PROTOCOLS[4], 4);
+    heat_cpv_2pc: heat_ok(PROTOCOLS[5], 5);
+    heat_cbndv_2pc: heat_ok(PROTOCOLS[6], 6);
+    chat_cpvs: chat(PROTOCOLS[0], 7);
+    chat_cand: chat(PROTOCOLS[1], 8);
+    chat_cbndvs: chat(PROTOCOLS[2], 9);
+    chat_cand_log: chat(PROTOCOLS[3], 10);
+    chat_cbndvs_log: chat(PROTOCOLS[4], 11);
+    chat_cpv_2pc: chat(PROTOCOLS[5], 12);
+    chat_cbndv_2pc: chat(PROTOCOLS[6], 13);
+}
+
+#[test]
+fn heat_without_coordination_is_caught_by_the_oracle() {
+    if !common::sud_or_skip("heat_without_coordination_is_caught_by_the_oracle") {
+        return;
+    }
+    match heat("cpvs", 14, true) {
+        Ok(()) => panic!("a computation without coordination passed the oracle"),
+        Err(e) => {
+            let m = format!("{e:#}");
+            eprintln!("as expected: {}", &m[..m.len().min(400)]);
+            assert!(
+                m.contains("Save-work"),
+                "rejected, but not by Save-work: {m}"
+            );
+        }
+    }
+}

@@ -1,0 +1,860 @@
+//! Datagram sockets as recovered kernel state (thesis 5.2.2: "Discount Checking intercepts
+//! calls to bind, saves the name of the binding, and re-binds to this name during
+//! recovery"; for a connected socket it "remembers the destination address").
+//!
+//! Recorded: `AF_INET` and `AF_INET6` `SOCK_DGRAM` (UDP) and `AF_UNIX` `SOCK_DGRAM`
+//! sockets (bound to a path, to an abstract name, or unbound; pairs made by
+//! `socketpair`). One [`SockRec`] per socket, i.e. per open file description
+//! ([`SockRec::ofd`]); its descriptors (the one `socket` returned and its `dup`s) are in
+//! the descriptor table with that id. Recovery makes the socket again at the lowest of its
+//! numbers, duplicates it onto the others, sets its status flags, and redoes in order: the
+//! options set before the bind (with their values at the bind), the bind (the name the
+//! kernel gave it: for a system-chosen port, the port it chose), the options set after
+//! the bind (their latest values), the connect (the peer, if still connected), the
+//! shutdown. A name that cannot be bound again (another process holds the port or the
+//! path now) or a peer that cannot be reached makes recovery fail with a message naming
+//! the socket and the address: the program never gets a socket that silently changed.
+
+use super::{cstr, raw_close, KState};
+use crate::error::{Error, Result};
+use crate::sys::{self, check, sc, sc4, syscall6};
+
+/// Largest socket address recorded (`sizeof(struct sockaddr_storage)`).
+pub const ADDR_MAX: usize = 128;
+/// Largest option value recorded.
+pub const OPT_MAX: usize = 256;
+
+/// `SockRec::shut` bit: reading was shut down.
+pub const SHUT_RD_BIT: i32 = 1;
+/// `SockRec::shut` bit: writing was shut down.
+pub const SHUT_WR_BIT: i32 = 2;
+
+/// One socket option the program set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SockOpt {
+    /// `SOL_SOCKET`, `IPPROTO_IP`, `IPPROTO_IPV6`.
+    pub level: i32,
+    /// The option.
+    pub name: i32,
+    /// The value the program passed.
+    pub val: Vec<u8>,
+    /// Set after the bind (redone after it); else set before (redone before it, with its
+    /// value at the bind).
+    pub after_bind: bool,
+}
+
+/// One datagram socket (checkpointed memory).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SockRec {
+    /// Its open-file-description id (its descriptors' [`super::FdEntry::ofd`]).
+    pub ofd: u64,
+    /// `AF_INET`, `AF_INET6`, `AF_UNIX`.
+    pub domain: i32,
+    /// `SOCK_DGRAM` (without `SOCK_NONBLOCK`/`SOCK_CLOEXEC`, which are descriptor flags).
+    pub ty: i32,
+    /// The protocol argument of `socket`.
+    pub proto: i32,
+    /// Options, in the order first set.
+    pub opts: Vec<SockOpt>,
+    /// The name it is bound to (what `getsockname` returned after the bind).
+    pub bound: Option<Vec<u8>>,
+    /// The bind's port (or abstract name) was chosen by the kernel: a non-deterministic
+    /// event when it happened.
+    pub chosen: bool,
+    /// For an `AF_UNIX` name relative to the working directory: that directory at the
+    /// bind.
+    pub bind_dir: Vec<u8>,
+    /// The peer it is connected to.
+    pub peer: Option<Vec<u8>>,
+    /// For an `AF_UNIX` peer relative to the working directory: that directory at the
+    /// connect.
+    pub peer_dir: Vec<u8>,
+    /// [`SHUT_RD_BIT`] | [`SHUT_WR_BIT`].
+    pub shut: i32,
+    /// `socketpair`: the other end's id (0: none).
+    pub pair: u64,
+}
+
+impl SockRec {
+    /// A new, unbound socket.
+    pub fn new(ofd: u64, domain: i32, ty: i32, proto: i32) -> SockRec {
+        SockRec {
+            ofd,
+            domain,
+            ty,
+            proto,
+            opts: Vec::new(),
+            bound: None,
+            chosen: false,
+            bind_dir: Vec::new(),
+            peer: None,
+            peer_dir: Vec::new(),
+            shut: 0,
+            pair: 0,
+        }
+    }
+
+    /// What kind of socket, for messages.
+    pub fn kind(&self) -> &'static str {
+        match self.domain {
+            libc::AF_INET => "UDP",
+            libc::AF_INET6 => "UDP over IPv6",
+            _ => "AF_UNIX datagram",
+        }
+    }
+
+    /// Records a `setsockopt` that succeeded. Before the bind, an option's value is
+    /// replaced (only its value at the bind matters); after it, a second entry holds the
+    /// latest value. Multicast memberships are a list: a join is added, a leave removes
+    /// the same join.
+    pub fn set_opt(&mut self, level: i32, name: i32, val: &[u8]) {
+        let after_bind = self.bound.is_some();
+        if let Some(join) = membership_leave(level, name) {
+            if let Some(i) = self
+                .opts
+                .iter()
+                .position(|o| o.level == level && o.name == join && o.val == val)
+            {
+                self.opts.remove(i);
+                return;
+            }
+        }
+        let list = membership_join(level, name) || membership_leave(level, name).is_some();
+        if !list {
+            if let Some(o) = self
+                .opts
+                .iter_mut()
+                .find(|o| o.level == level && o.name == name && o.after_bind == after_bind)
+            {
+                o.val = val.to_vec();
+                return;
+            }
+        }
+        self.opts.push(SockOpt {
+            level,
+            name,
+            val: val.to_vec(),
+            after_bind,
+        });
+    }
+}
+
+fn membership_join(level: i32, name: i32) -> bool {
+    (level == libc::IPPROTO_IP && name == libc::IP_ADD_MEMBERSHIP)
+        || (level == libc::IPPROTO_IPV6 && name == libc::IPV6_ADD_MEMBERSHIP)
+}
+
+/// The join a leave undoes.
+fn membership_leave(level: i32, name: i32) -> Option<i32> {
+    match (level, name) {
+        (libc::IPPROTO_IP, libc::IP_DROP_MEMBERSHIP) => Some(libc::IP_ADD_MEMBERSHIP),
+        (libc::IPPROTO_IPV6, libc::IPV6_DROP_MEMBERSHIP) => Some(libc::IPV6_ADD_MEMBERSHIP),
+        _ => None,
+    }
+}
+
+/// Whether `setsockopt(level, name)` is one Discount Checking records and redoes (the
+/// common options of datagram sockets; the value is plain data, no pointers).
+pub fn opt_recorded(level: i32, name: i32) -> bool {
+    match level {
+        libc::SOL_SOCKET => matches!(
+            name,
+            libc::SO_REUSEADDR
+                | libc::SO_REUSEPORT
+                | libc::SO_RCVBUF
+                | libc::SO_SNDBUF
+                | libc::SO_BROADCAST
+                | libc::SO_RCVTIMEO
+                | libc::SO_SNDTIMEO
+                | 66 /* SO_RCVTIMEO_NEW */
+                | 67 /* SO_SNDTIMEO_NEW */
+                | libc::SO_PRIORITY
+                | libc::SO_DONTROUTE
+                | libc::SO_RCVLOWAT
+                | libc::SO_TIMESTAMP
+                | libc::SO_TIMESTAMPNS
+                | libc::SO_BINDTODEVICE
+                | libc::SO_NO_CHECK
+                | libc::SO_PASSCRED
+        ),
+        libc::IPPROTO_IP => matches!(
+            name,
+            libc::IP_TOS
+                | libc::IP_TTL
+                | libc::IP_MULTICAST_TTL
+                | libc::IP_MULTICAST_LOOP
+                | libc::IP_MULTICAST_IF
+                | libc::IP_ADD_MEMBERSHIP
+                | libc::IP_DROP_MEMBERSHIP
+                | libc::IP_PKTINFO
+                | libc::IP_RECVTOS
+                | libc::IP_RECVTTL
+                | libc::IP_RECVERR
+                | libc::IP_MTU_DISCOVER
+                | libc::IP_FREEBIND
+        ),
+        libc::IPPROTO_IPV6 => matches!(
+            name,
+            libc::IPV6_V6ONLY
+                | libc::IPV6_UNICAST_HOPS
+                | libc::IPV6_MULTICAST_HOPS
+                | libc::IPV6_MULTICAST_LOOP
+                | libc::IPV6_MULTICAST_IF
+                | libc::IPV6_ADD_MEMBERSHIP
+                | libc::IPV6_DROP_MEMBERSHIP
+                | libc::IPV6_RECVPKTINFO
+                | libc::IPV6_TCLASS
+                | libc::IPV6_RECVERR
+                | libc::IPV6_MTU_DISCOVER
+        ),
+        _ => false,
+    }
+}
+
+/// The family of a socket address (`AF_UNSPEC` for one too short to have one).
+pub fn family(addr: &[u8]) -> i32 {
+    match addr {
+        [a, b, ..] => i32::from(u16::from_ne_bytes([*a, *b])),
+        _ => libc::AF_UNSPEC,
+    }
+}
+
+/// The port of an `AF_INET`/`AF_INET6` address (None for other families).
+pub fn port(addr: &[u8]) -> Option<u16> {
+    match family(addr) {
+        libc::AF_INET | libc::AF_INET6 if addr.len() >= 4 => {
+            Some(u16::from_be_bytes([addr[2], addr[3]]))
+        }
+        _ => None,
+    }
+}
+
+/// The path of an `AF_UNIX` address bound in the file system (None for an abstract or
+/// unnamed one, or another family).
+pub fn unix_path(addr: &[u8]) -> Option<&[u8]> {
+    if family(addr) != libc::AF_UNIX {
+        return None;
+    }
+    let p = addr.get(2..)?;
+    let p = &p[..p.iter().position(|&c| c == 0).unwrap_or(p.len())];
+    (!p.is_empty()).then_some(p)
+}
+
+/// A socket address, for messages: `127.0.0.1:5000`, `[::1]:5000`, `unix /run/x`, `unix
+/// @name` (abstract), `unix (unnamed)`.
+pub fn describe(addr: &[u8]) -> String {
+    match family(addr) {
+        libc::AF_INET if addr.len() >= 8 => format!(
+            "{}.{}.{}.{}:{}",
+            addr[4],
+            addr[5],
+            addr[6],
+            addr[7],
+            u16::from_be_bytes([addr[2], addr[3]])
+        ),
+        libc::AF_INET6 if addr.len() >= 24 => {
+            let mut b = [0u8; 16];
+            b.copy_from_slice(&addr[8..24]);
+            format!(
+                "[{}]:{}",
+                std::net::Ipv6Addr::from(b),
+                u16::from_be_bytes([addr[2], addr[3]])
+            )
+        }
+        libc::AF_UNIX => match (unix_path(addr), addr.get(2)) {
+            (Some(p), _) => format!("unix {}", String::from_utf8_lossy(p)),
+            (None, Some(0)) => format!(
+                "unix @{}",
+                String::from_utf8_lossy(addr.get(3..).unwrap_or(&[]))
+            ),
+            _ => "unix (unnamed)".into(),
+        },
+        libc::AF_UNSPEC => "AF_UNSPEC".into(),
+        f => format!("an address of family {f}"),
+    }
+}
+
+/// `getsockname` (`peer`: `getpeername`) of `fd`.
+pub fn sock_name(fd: i32, peer: bool) -> std::result::Result<Vec<u8>, i32> {
+    let mut buf = [0u8; ADDR_MAX];
+    let mut len = ADDR_MAX as libc::socklen_t;
+    let nr = if peer {
+        libc::SYS_getpeername
+    } else {
+        libc::SYS_getsockname
+    };
+    // SAFETY: getsockname writes at most `len` bytes into the buffer and the length
+    // into the live local.
+    let r = unsafe {
+        sc(
+            nr,
+            fd as usize,
+            buf.as_mut_ptr() as usize,
+            &mut len as *mut libc::socklen_t as usize,
+        )
+    };
+    check(r)?;
+    Ok(buf[..(len as usize).min(ADDR_MAX)].to_vec())
+}
+
+/// Runs `f` with the working directory `dir` (if not empty and not `cwd`), then goes back
+/// to `cwd`: an `AF_UNIX` name relative to the directory it was bound or connected in.
+fn in_dir<T>(dir: &[u8], cwd: &[u8], f: impl FnOnce() -> T) -> T {
+    let moved = !dir.is_empty() && dir != cwd && {
+        let c = cstr(dir);
+        // SAFETY: chdir to a NUL-terminated path.
+        unsafe { sc(libc::SYS_chdir, c.as_ptr() as usize, 0, 0) == 0 }
+    };
+    let r = f();
+    if moved {
+        let c = cstr(cwd);
+        // SAFETY: chdir to a NUL-terminated path.
+        unsafe { sc(libc::SYS_chdir, c.as_ptr() as usize, 0, 0) };
+    }
+    r
+}
+
+fn addr_call(nr: i64, fd: i32, addr: &[u8]) -> std::result::Result<(), i32> {
+    // SAFETY: bind/connect read `addr.len()` bytes of socket address from the slice.
+    let r = unsafe { sc(nr, fd as usize, addr.as_ptr() as usize, addr.len()) };
+    check(r).map(|_| ())
+}
+
+/// Whether a live socket (another process's) is bound at `addr`'s path: a probe's
+/// `connect` is refused by a socket file nobody holds any more.
+fn unix_name_held(domain: i32, addr: &[u8]) -> bool {
+    // SAFETY: socket takes numbers only.
+    let Ok(p) = check(unsafe {
+        sc(
+            libc::SYS_socket,
+            domain as usize,
+            (libc::SOCK_DGRAM | libc::SOCK_CLOEXEC) as usize,
+            0,
+        )
+    }) else {
+        return false;
+    };
+    let r = addr_call(libc::SYS_connect, p as i32, addr);
+    raw_close(p as i32);
+    // Connected: someone is there; a stream socket there (EPROTOTYPE) is someone too.
+    matches!(r, Ok(()) | Err(libc::EPROTOTYPE))
+}
+
+impl KState {
+    /// The record of the socket `fd` refers to.
+    pub fn sock(&self, fd: i32) -> Option<&SockRec> {
+        let ofd = self.entry_ref(fd)?.ofd;
+        self.socks.iter().find(|s| ofd != 0 && s.ofd == ofd)
+    }
+
+    /// The record of the socket `fd` refers to, to change.
+    pub fn sock_mut(&mut self, fd: i32) -> Option<&mut SockRec> {
+        let ofd = self.entry_ref(fd)?.ofd;
+        self.socks.iter_mut().find(|s| ofd != 0 && s.ofd == ofd)
+    }
+
+    /// Whether `ofd` is a recorded socket.
+    pub fn is_sock_ofd(&self, ofd: u64) -> bool {
+        ofd != 0 && self.socks.iter().any(|s| s.ofd == ofd)
+    }
+
+    /// A socket the program made at `fd` (`flags`: `O_NONBLOCK`, `O_CLOEXEC` from its
+    /// type).
+    pub fn add_sock(&mut self, fd: i32, rec: SockRec, flags: i32) {
+        self.set_entry(
+            fd,
+            Some(super::FdEntry {
+                flags: libc::O_RDWR | flags,
+                ofd: rec.ofd,
+                ..super::FdEntry::inherited(false)
+            }),
+        );
+        self.socks.retain(|s| s.ofd != rec.ofd);
+        self.socks.push(rec);
+    }
+
+    /// The descriptors of open file description `ofd`, lowest first.
+    fn fds_of(&self, ofd: u64) -> Vec<i32> {
+        self.fds
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.as_ref().is_some_and(|e| e.ofd == ofd))
+            .map(|(i, _)| i as i32)
+            .collect()
+    }
+
+    /// Puts the new socket `n` at the descriptors of `ofd` (the lowest gets it, the
+    /// others are duplicates), with each one's close-on-exec flag and the shared status
+    /// flags. Returns the lowest.
+    fn place_sock(&self, n: i32, ofd: u64) -> Option<i32> {
+        let fds = self.fds_of(ofd);
+        let Some(&first) = fds.first() else {
+            raw_close(n);
+            return None;
+        };
+        let cloexec = |fd: i32| self.entry_ref(fd).map_or(0, |e| e.flags & libc::O_CLOEXEC);
+        if n == first {
+            let fl = if cloexec(first) != 0 {
+                libc::FD_CLOEXEC
+            } else {
+                0
+            };
+            // SAFETY: F_SETFD on our new descriptor takes numbers only.
+            unsafe {
+                sc(
+                    libc::SYS_fcntl,
+                    n as usize,
+                    libc::F_SETFD as usize,
+                    fl as usize,
+                )
+            };
+        } else {
+            // SAFETY: dup3 onto the recorded number (ours are >= FD_FLOOR).
+            unsafe {
+                sc(
+                    libc::SYS_dup3,
+                    n as usize,
+                    first as usize,
+                    cloexec(first) as usize,
+                )
+            };
+            raw_close(n);
+        }
+        for &fd in &fds[1..] {
+            // SAFETY: dup3 onto the recorded number.
+            unsafe {
+                sc(
+                    libc::SYS_dup3,
+                    first as usize,
+                    fd as usize,
+                    cloexec(fd) as usize,
+                )
+            };
+        }
+        let nonblock = self
+            .entry_ref(first)
+            .map_or(0, |e| e.flags & libc::O_NONBLOCK);
+        // SAFETY: F_SETFL takes numbers only.
+        unsafe {
+            sc(
+                libc::SYS_fcntl,
+                first as usize,
+                libc::F_SETFL as usize,
+                nonblock as usize,
+            )
+        };
+        Some(first)
+    }
+
+    /// Recovery: every recorded socket, at its descriptors, bound, connected and set up
+    /// as it was at the checkpoint (run after the files are reopened, before the epoll
+    /// instances, which may watch sockets).
+    pub fn restore_socks(&self) -> Result<()> {
+        for s in &self.socks {
+            if s.pair != 0 && s.pair < s.ofd {
+                continue; // made with the other end
+            }
+            let ty = (s.ty | libc::SOCK_CLOEXEC) as usize;
+            let made = if s.pair != 0 {
+                let mut sv = [0i32; 2];
+                // SAFETY: socketpair writes two descriptors into the live array.
+                check(unsafe {
+                    sc4(
+                        libc::SYS_socketpair,
+                        s.domain as usize,
+                        ty,
+                        s.proto as usize,
+                        sv.as_mut_ptr() as usize,
+                    )
+                })
+                .map(|_| (sv[0], Some(sv[1])))
+            } else {
+                // SAFETY: socket takes numbers only.
+                check(unsafe { sc(libc::SYS_socket, s.domain as usize, ty, s.proto as usize) })
+                    .map(|n| (n as i32, None))
+            };
+            let (n, other) = made.map_err(|errno| {
+                Error::Restore(format!(
+                    "cannot make the {} socket of fd {} again: {} ({errno})",
+                    s.kind(),
+                    self.fds_of(s.ofd).first().copied().unwrap_or(-1),
+                    sys::errno_name(errno)
+                ))
+            })?;
+            if let Some(fd) = self.place_sock(n, s.ofd) {
+                self.redo_sock(fd, s)?;
+            }
+            if let (Some(m), Some(o)) = (other, self.socks.iter().find(|o| o.ofd == s.pair)) {
+                if let Some(fd) = self.place_sock(m, o.ofd) {
+                    self.redo_sock(fd, o)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Redoes what the program did to socket `s`, now at `fd`.
+    fn redo_sock(&self, fd: i32, s: &SockRec) -> Result<()> {
+        let fail = |what: &str, addr: &str, errno: i32, why: &str| {
+            Error::Restore(format!(
+                "the {} socket of fd {fd}: cannot {what} {addr} again: {} ({errno}){why}",
+                s.kind(),
+                sys::errno_name(errno)
+            ))
+        };
+        let opts = |after: bool| -> Result<()> {
+            for o in s.opts.iter().filter(|o| o.after_bind == after) {
+                // SAFETY: setsockopt reads `val.len()` bytes of option value.
+                let r = unsafe {
+                    syscall6(
+                        libc::SYS_setsockopt,
+                        [
+                            fd as usize,
+                            o.level as usize,
+                            o.name as usize,
+                            o.val.as_ptr() as usize,
+                            o.val.len(),
+                            0,
+                        ],
+                    )
+                };
+                if let Err(errno) = check(r) {
+                    let what = format!("option {}/{}", o.level, o.name);
+                    return Err(fail("set", &what, errno, ""));
+                }
+            }
+            Ok(())
+        };
+        opts(false)?;
+        if let Some(addr) = &s.bound {
+            let r = in_dir(&s.bind_dir, &self.cwd, || {
+                let path = unix_path(addr);
+                // After the file undo, the file system is as it was at the checkpoint:
+                // a socket file there is the crashed run's (unless a live process holds
+                // it: then the name is taken), none means the program had unlinked it.
+                let there = path.and_then(|p| super::stat_at(p, libc::AT_SYMLINK_NOFOLLOW));
+                if let (Some(p), Some(st)) = (path, there) {
+                    if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+                        return Err((libc::EADDRINUSE, ": a file that is no socket is there"));
+                    }
+                    if unix_name_held(s.domain, addr) {
+                        return Err((libc::EADDRINUSE, ": another process holds it now"));
+                    }
+                    let _ = super::raw_unlink(p);
+                }
+                addr_call(libc::SYS_bind, fd, addr).map_err(|e| {
+                    let why = if e == libc::EADDRINUSE {
+                        ": another process holds it now"
+                    } else {
+                        ""
+                    };
+                    (e, why)
+                })?;
+                if let (Some(p), None) = (path, there) {
+                    let _ = super::raw_unlink(p);
+                }
+                Ok(())
+            });
+            r.map_err(|(errno, why)| fail("bind", &describe(addr), errno, why))?;
+        }
+        opts(true)?;
+        if let Some(addr) = &s.peer {
+            in_dir(&s.peer_dir, &self.cwd, || {
+                addr_call(libc::SYS_connect, fd, addr)
+            })
+            .map_err(|errno| fail("connect to", &describe(addr), errno, ""))?;
+        }
+        let how = match s.shut {
+            0 => None,
+            SHUT_RD_BIT => Some(libc::SHUT_RD),
+            SHUT_WR_BIT => Some(libc::SHUT_WR),
+            _ => Some(libc::SHUT_RDWR),
+        };
+        if let Some(how) = how {
+            // SAFETY: shutdown takes numbers only.
+            let r = unsafe { sc(libc::SYS_shutdown, fd as usize, how as usize, 0) };
+            // An unconnected datagram socket answers ENOTCONN but is shut down all the
+            // same (as when the program did it).
+            match check(r) {
+                Ok(_) | Err(libc::ENOTCONN) => {}
+                Err(errno) => return Err(fail("shut down", "the socket", errno, "")),
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::FdEntry;
+    use super::*;
+    use std::net::{SocketAddr, UdpSocket};
+    use std::os::unix::ffi::OsStrExt;
+
+    fn inet(ip: [u8; 4], port: u16) -> Vec<u8> {
+        let mut a = vec![0u8; 16];
+        a[..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+        a[2..4].copy_from_slice(&port.to_be_bytes());
+        a[4..8].copy_from_slice(&ip);
+        a
+    }
+
+    fn unix(path: &[u8]) -> Vec<u8> {
+        let mut a = (libc::AF_UNIX as u16).to_ne_bytes().to_vec();
+        a.extend_from_slice(path);
+        a
+    }
+
+    /// A port nobody holds now.
+    fn free_port() -> u16 {
+        UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    fn close_all(fds: &[i32]) {
+        for &f in fds {
+            // SAFETY: closing descriptors this test made.
+            unsafe { libc::close(f) };
+        }
+    }
+
+    fn getsockopt_int(fd: i32, level: i32, name: i32) -> i32 {
+        let mut v: i32 = 0;
+        let mut l = 4 as libc::socklen_t;
+        // SAFETY: getsockopt writes one int into the live local.
+        let r = unsafe { libc::getsockopt(fd, level, name, (&mut v as *mut i32).cast(), &mut l) };
+        assert_eq!(r, 0);
+        v
+    }
+
+    fn udp(ks: &mut KState, fd: i32, flags: i32) -> u64 {
+        let ofd = ks.new_ofd();
+        ks.add_sock(
+            fd,
+            SockRec::new(ofd, libc::AF_INET, libc::SOCK_DGRAM, 0),
+            flags,
+        );
+        ofd
+    }
+
+    #[test]
+    fn options_before_and_after_the_bind() {
+        let mut s = SockRec::new(1, libc::AF_INET, libc::SOCK_DGRAM, 0);
+        s.set_opt(libc::SOL_SOCKET, libc::SO_REUSEADDR, &1i32.to_ne_bytes());
+        s.set_opt(libc::SOL_SOCKET, libc::SO_REUSEADDR, &0i32.to_ne_bytes());
+        assert_eq!(
+            s.opts.len(),
+            1,
+            "before the bind only the last value matters"
+        );
+        s.bound = Some(inet([127, 0, 0, 1], 9));
+        s.set_opt(libc::SOL_SOCKET, libc::SO_REUSEADDR, &1i32.to_ne_bytes());
+        s.set_opt(libc::SOL_SOCKET, libc::SO_RCVBUF, &65536i32.to_ne_bytes());
+        s.set_opt(libc::SOL_SOCKET, libc::SO_RCVBUF, &32768i32.to_ne_bytes());
+        let kept: Vec<(i32, bool)> = s.opts.iter().map(|o| (o.name, o.after_bind)).collect();
+        assert_eq!(
+            kept,
+            vec![
+                (libc::SO_REUSEADDR, false),
+                (libc::SO_REUSEADDR, true),
+                (libc::SO_RCVBUF, true)
+            ]
+        );
+        assert_eq!(s.opts[0].val, 0i32.to_ne_bytes());
+        assert_eq!(s.opts[2].val, 32768i32.to_ne_bytes());
+        // Memberships are a list: two joins, a leave of the first.
+        let (g1, g2) = ([239u8, 1, 1, 1, 0, 0, 0, 0], [239u8, 1, 1, 2, 0, 0, 0, 0]);
+        s.set_opt(libc::IPPROTO_IP, libc::IP_ADD_MEMBERSHIP, &g1);
+        s.set_opt(libc::IPPROTO_IP, libc::IP_ADD_MEMBERSHIP, &g2);
+        s.set_opt(libc::IPPROTO_IP, libc::IP_DROP_MEMBERSHIP, &g1);
+        let groups: Vec<&[u8]> = s
+            .opts
+            .iter()
+            .filter(|o| o.level == libc::IPPROTO_IP)
+            .map(|o| &o.val[..])
+            .collect();
+        assert_eq!(groups, vec![&g2[..]]);
+        assert!(opt_recorded(libc::SOL_SOCKET, libc::SO_BROADCAST));
+        assert!(!opt_recorded(libc::SOL_SOCKET, libc::SO_ATTACH_FILTER));
+        assert_eq!(describe(&inet([10, 0, 0, 2], 53)), "10.0.0.2:53");
+        assert_eq!(describe(&unix(b"/tmp/x\0")), "unix /tmp/x");
+        assert_eq!(describe(&unix(b"\0abc")), "unix @abc");
+        assert_eq!(port(&inet([0; 4], 7)), Some(7));
+    }
+
+    #[test]
+    fn udp_socket_comes_back_bound_connected_and_set_up() {
+        let port = free_port();
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let peer_addr = match peer.local_addr().unwrap() {
+            SocketAddr::V4(a) => inet(a.ip().octets(), a.port()),
+            SocketAddr::V6(_) => unreachable!(),
+        };
+        let mut ks = KState::new();
+        let ofd = udp(&mut ks, 650, libc::O_NONBLOCK);
+        // A dup at 651 (close-on-exec), as `dup_entry` records it.
+        ks.set_entry(
+            651,
+            Some(FdEntry {
+                flags: libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC,
+                ofd,
+                ..FdEntry::inherited(false)
+            }),
+        );
+        let s = ks.sock_mut(650).unwrap();
+        s.set_opt(libc::SOL_SOCKET, libc::SO_REUSEADDR, &1i32.to_ne_bytes());
+        s.bound = Some(inet([127, 0, 0, 1], port));
+        s.set_opt(libc::SOL_SOCKET, libc::SO_BROADCAST, &1i32.to_ne_bytes());
+        s.peer = Some(peer_addr.clone());
+        ks.restore_socks().unwrap();
+        assert_eq!(sock_name(650, false).unwrap(), inet([127, 0, 0, 1], port));
+        assert_eq!(sock_name(651, false).unwrap(), inet([127, 0, 0, 1], port));
+        assert_eq!(sock_name(650, true).unwrap(), peer_addr);
+        assert_eq!(getsockopt_int(650, libc::SOL_SOCKET, libc::SO_REUSEADDR), 1);
+        assert_eq!(getsockopt_int(650, libc::SOL_SOCKET, libc::SO_BROADCAST), 1);
+        // SAFETY: F_GETFL/F_GETFD on descriptors the restore made.
+        let (fl, fd0, fd1) = unsafe {
+            (
+                libc::fcntl(650, libc::F_GETFL),
+                libc::fcntl(650, libc::F_GETFD),
+                libc::fcntl(651, libc::F_GETFD),
+            )
+        };
+        assert_ne!(fl & libc::O_NONBLOCK, 0);
+        assert_eq!((fd0, fd1), (0, libc::FD_CLOEXEC));
+        // It receives what the peer sends to the name it had, and its sends reach the peer.
+        peer.send_to(b"ping", ("127.0.0.1", port)).unwrap();
+        let mut buf = [0u8; 16];
+        let mut n = -1;
+        for _ in 0..200 {
+            // SAFETY: recv into the live local buffer.
+            n = unsafe { libc::recv(651, buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n >= 0 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(&buf[..n.max(0) as usize], b"ping");
+        // SAFETY: send from the live local buffer.
+        assert_eq!(unsafe { libc::send(650, b"pong".as_ptr().cast(), 4, 0) }, 4);
+        let (m, from) = peer.recv_from(&mut buf).unwrap();
+        assert_eq!((&buf[..m], from.port()), (&b"pong"[..], port));
+        close_all(&[650, 651]);
+    }
+
+    #[test]
+    fn a_port_taken_meanwhile_fails_recovery_naming_socket_and_address() {
+        let thief = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = thief.local_addr().unwrap().port();
+        let mut ks = KState::new();
+        udp(&mut ks, 652, 0);
+        ks.sock_mut(652).unwrap().bound = Some(inet([127, 0, 0, 1], port));
+        let err = ks.restore_socks().unwrap_err().to_string();
+        assert!(
+            err.contains("fd 652")
+                && err.contains(&format!("bind 127.0.0.1:{port}"))
+                && err.contains("EADDRINUSE"),
+            "{err}"
+        );
+        close_all(&[652]);
+    }
+
+    #[test]
+    fn unix_names_come_back_and_stale_files_are_replaced() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().as_os_str().as_bytes().to_vec();
+        // The names are relative to `dir`, which is not the working directory (recovery
+        // has restored the checkpoint's, `ks.cwd`): the bind goes there and back.
+        let here = std::env::current_dir()
+            .unwrap()
+            .as_os_str()
+            .as_bytes()
+            .to_vec();
+        let mut ks = KState::new();
+        ks.cwd = here.clone();
+        // Bound to a relative path whose file the crashed run left; and a second one
+        // whose file the program had unlinked before the checkpoint.
+        {
+            let s = std::os::unix::net::UnixDatagram::bind(d.path().join("srv")).unwrap();
+            drop(s); // the crashed run's socket: its file stays
+        }
+        for (fd, name) in [(653, &b"srv"[..]), (654, &b"gone"[..])] {
+            let ofd = ks.new_ofd();
+            let mut r = SockRec::new(ofd, libc::AF_UNIX, libc::SOCK_DGRAM, 0);
+            r.bound = Some(unix(name));
+            r.bind_dir = dir.clone();
+            ks.add_sock(fd, r, 0);
+        }
+        ks.restore_socks().unwrap();
+        assert_eq!(sock_name(653, false).unwrap(), unix(b"srv\0"));
+        assert!(d.path().join("srv").exists());
+        assert!(
+            !d.path().join("gone").exists(),
+            "an unlinked name stays unlinked"
+        );
+        let c = std::os::unix::net::UnixDatagram::unbound().unwrap();
+        c.send_to(b"hi", d.path().join("srv")).unwrap();
+        let mut buf = [0u8; 8];
+        // SAFETY: recv into the live local buffer.
+        let n = unsafe { libc::recv(653, buf.as_mut_ptr().cast(), buf.len(), 0) };
+        assert_eq!(&buf[..n.max(0) as usize], b"hi");
+        // A live socket holding the path: recovery fails, naming it.
+        let mut ks2 = KState::new();
+        ks2.cwd = here.clone();
+        let ofd = ks2.new_ofd();
+        let mut r = SockRec::new(ofd, libc::AF_UNIX, libc::SOCK_DGRAM, 0);
+        r.bound = Some(unix(b"srv"));
+        r.bind_dir = dir.clone();
+        ks2.add_sock(655, r, 0);
+        let err = ks2.restore_socks().unwrap_err().to_string();
+        assert!(err.contains("fd 655") && err.contains("unix srv"), "{err}");
+        close_all(&[653, 654, 655]);
+        assert_eq!(
+            std::env::current_dir().unwrap().as_os_str().as_bytes(),
+            &here[..]
+        );
+    }
+
+    #[test]
+    fn socket_pairs_and_shutdowns_are_redone() {
+        let mut ks = KState::new();
+        let (a, b) = (ks.new_ofd(), ks.new_ofd());
+        let mut ra = SockRec::new(a, libc::AF_UNIX, libc::SOCK_DGRAM, 0);
+        let mut rb = SockRec::new(b, libc::AF_UNIX, libc::SOCK_DGRAM, 0);
+        ra.pair = b;
+        rb.pair = a;
+        rb.shut = SHUT_WR_BIT;
+        ks.add_sock(656, ra, 0);
+        ks.add_sock(657, rb, 0);
+        ks.restore_socks().unwrap();
+        // SAFETY: send/recv on the pair the restore made, with live local buffers.
+        unsafe {
+            assert_eq!(libc::send(656, b"x".as_ptr().cast(), 1, 0), 1);
+            let mut c = [0u8; 1];
+            assert_eq!(libc::recv(657, c.as_mut_ptr().cast(), 1, 0), 1);
+            assert_eq!(
+                libc::send(657, b"y".as_ptr().cast(), 1, libc::MSG_NOSIGNAL),
+                -1,
+                "the shutdown of writing must be redone"
+            );
+        }
+        // Closing the last descriptor forgets the socket; a dup keeps it.
+        ks.set_entry(
+            658,
+            Some(FdEntry {
+                ofd: a,
+                ..FdEntry::inherited(false)
+            }),
+        );
+        ks.closing(656);
+        ks.set_entry(656, None);
+        assert!(ks.is_sock_ofd(a));
+        ks.closing(658);
+        ks.set_entry(658, None);
+        assert!(!ks.is_sock_ofd(a) && ks.is_sock_ofd(b));
+        close_all(&[656, 657]);
+    }
+}
