@@ -6,7 +6,7 @@ export RIO_ROOT := $(CURDIR)
 GUEST_TARGET := x86_64-unknown-linux-gnu
 CARGO_GUEST := cd userlib && RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --target $(GUEST_TARGET)
 
-.PHONY: test-long all setup kernel kernel-debug module module-debug guest initramfs initramfs-debug test lint demo shell bench-rio bench-vista bench-vistagrams bench-fs bench-fio campaign bench-vista-rio bench-dc bench-dc-apps fuzz clean help
+.PHONY: test-long all setup kernel kernel-debug module module-debug guest initramfs initramfs-debug test lint demo shell bench-rio bench-vista bench-vistagrams bench-fs bench-fio campaign bench-vista-rio bench-dc bench-dc-apps bench-dc-dist fuzz clean help
 
 all: initramfs
 
@@ -28,6 +28,7 @@ help:
 	@echo "make bench-fio  fio IOPS and p50/p99: riofs (protection on/off), tmpfs, ext4 on Rio, ext4 on disk (guest; RUNS, RUNTIME, SIZE)"
 	@echo "make bench-dc   Discount Checking: checkpoint latency, cost per page, overheads (host)"
 	@echo "make bench-dc-apps the thesis's protocol study (6.2.4) on bc, ed, nvi, sc: commits, run-time ratios, SVG plots (host; DC_APPS_REPS)"
+	@echo "make bench-dc-dist computations of several processes (heat, chat) under the seven protocols incl. CPV-2PC/CBNDV-2PC: commits, run-time ratios, SVG plots (host; DC_DIST_REPS)"
 	@echo "make fuzz       fuzz /dev/rio (and with RIOFS=1 riofs system calls) from several users against a model, on the debug kernel (DURATION=seconds, SEED, PANIC_EVERY)"
 	@echo "make campaign   crash campaign: COUNT runs per fault class and configuration (default 50), JOBS guests at once (default 2)"
 
@@ -123,6 +124,9 @@ bench-dc: setup
 
 bench-dc-apps: setup
 	@bash scripts/bench-dc-apps.sh
+
+bench-dc-dist: setup
+	@bash scripts/bench-dc-dist.sh
 
 bench-vista: setup
 	@bash scripts/bench-vista.sh

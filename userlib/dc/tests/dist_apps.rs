@@ -94,6 +94,8 @@ fn heat(protocol: &str, test: u16, uncoordinated: bool) -> Result<()> {
         deadline: Duration::from_secs(60),
         no_rollback: false,
         env: Vec::new(),
+        trace: true,
+        root: None,
     })?;
     let o = dist::run(&Plan {
         protocol: Some(protocol),
@@ -111,6 +113,8 @@ fn heat(protocol: &str, test: u16, uncoordinated: bool) -> Result<()> {
         } else {
             Vec::new()
         },
+        trace: true,
+        root: None,
     })?;
     for i in 0..WORKERS {
         let want: Vec<&str> = reference.outs[i].lines().collect();
@@ -171,6 +175,8 @@ fn chat(protocol: &str, test: u16) -> Result<()> {
         deadline: Duration::from_secs(120),
         no_rollback: false,
         env: Vec::new(),
+        trace: true,
+        root: None,
     })?;
     // The server's order: a line number never gets two different texts.
     let mut order: BTreeMap<usize, String> = BTreeMap::new();

@@ -38,6 +38,12 @@ pub struct Plan<'a> {
     pub no_rollback: bool,
     /// Extra `DC_*` settings for the members.
     pub env: Vec<(String, String)>,
+    /// Record each member's event trace (`dc run --trace`; the tests' oracles need it,
+    /// the benchmark does without).
+    pub trace: bool,
+    /// Where the run's directory (state directories included) is made (default: the
+    /// system's temporary directory).
+    pub root: Option<PathBuf>,
 }
 
 /// What happened.
@@ -50,6 +56,8 @@ pub struct Outcome {
     pub killed: Vec<usize>,
     /// The coordinator's last line (2PC protocols).
     pub coord_last: Option<String>,
+    /// From the first member's start to the last member's exit.
+    pub wall: Duration,
     pub dir: tempfile::TempDir,
 }
 
@@ -75,8 +83,11 @@ fn spawn(dir: &Path, plan: &Plan<'_>, coord: Option<&str>, id: usize) -> Result<
     let mut cmd = match plan.protocol {
         Some(p) => {
             let mut c = Command::new(super::dc_bin());
-            c.args(["run", "--protocol", p, "--trace", "--dir"])
+            c.args(["run", "--protocol", p, "--dir"])
                 .arg(dir.join(format!("m{id}")));
+            if plan.trace {
+                c.arg("--trace");
+            }
             if let Some(a) = coord {
                 c.args(["--coord", a, "--member", &id.to_string()]);
             }
@@ -103,7 +114,10 @@ fn spawn(dir: &Path, plan: &Plan<'_>, coord: Option<&str>, id: usize) -> Result<
 
 /// Runs `plan`.
 pub fn run(plan: &Plan<'_>) -> Result<Outcome> {
-    let t = tempfile::tempdir()?;
+    let t = match &plan.root {
+        Some(r) => tempfile::tempdir_in(r)?,
+        None => tempfile::tempdir()?,
+    };
     let dir = t.path().to_path_buf();
     let n = plan.members.len();
     let twopc = plan.protocol.is_some_and(|p| p.contains("2pc"));
@@ -203,6 +217,7 @@ pub fn run(plan: &Plan<'_>) -> Result<Outcome> {
         }
         std::thread::sleep(Duration::from_millis(3));
     }
+    let wall = start.elapsed();
     ensure!(
         killed.len() == plan.kills,
         "only {} of {} kills landed before the end",
@@ -220,7 +235,7 @@ pub fn run(plan: &Plan<'_>) -> Result<Outcome> {
     let mut traces = Vec::new();
     for i in 0..n {
         outs.push(std::fs::read_to_string(dir.join(format!("out{i}")))?);
-        traces.push(if plan.protocol.is_some() {
+        traces.push(if plan.protocol.is_some() && plan.trace {
             oracle::trace_since(&dir.join(format!("m{i}/trace")), 0)?.0
         } else {
             Vec::new()
@@ -236,6 +251,7 @@ pub fn run(plan: &Plan<'_>) -> Result<Outcome> {
         traces,
         killed,
         coord_last,
+        wall,
         dir: t,
     })
 }
