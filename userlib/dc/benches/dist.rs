@@ -75,67 +75,23 @@ impl Store {
 struct App {
     name: &'static str,
     src: &'static str,
-    members: fn(&Path, u16) -> Vec<Member>,
+    members: fn(&Path, u16) -> Result<Vec<Member>>,
     check: fn(&[String], &[String]) -> Result<()>,
 }
 
-const WORKERS: usize = 3;
 const STEPS: usize = 2_000;
 /// Longest one run may take; a configuration that takes longer is reported as "more than
 /// this" (a disk store that commits every receive cannot keep up, as the thesis found).
 const RUN_LIMIT: Duration = Duration::from_secs(120);
-const CLIENTS: usize = 3;
-const LINES: usize = 40;
+use dist::{CHAT_CLIENTS as CLIENTS, CHAT_LINES as LINES};
 
-fn heat_members(bin: &Path, base: u16) -> Vec<Member> {
-    let peers: Vec<String> = (0..WORKERS)
-        .map(|i| format!("127.0.0.1:{}", base + i as u16))
-        .collect();
-    (0..WORKERS)
-        .map(|i| Member {
-            argv: vec![
-                bin.display().to_string(),
-                i.to_string(),
-                STEPS.to_string(),
-                "200".into(),
-                (STEPS / 100).to_string(),
-                peers.join(","),
-            ],
-            stdin: None,
-        })
-        .collect()
+fn heat_members(bin: &Path, base: u16) -> Result<Vec<Member>> {
+    Ok(dist::heat_members(bin, base, STEPS))
 }
 
-fn chat_members(bin: &Path, port: u16) -> Vec<Member> {
+fn chat_members(bin: &Path, port: u16) -> Result<Vec<Member>> {
     let dir = bin.parent().unwrap_or(Path::new("."));
-    let mut m = vec![Member {
-        argv: vec![
-            bin.display().to_string(),
-            "server".into(),
-            port.to_string(),
-            CLIENTS.to_string(),
-        ],
-        stdin: None,
-    }];
-    for c in 0..CLIENTS {
-        let f = dir.join(format!("in{c}"));
-        let lines: Vec<String> = (0..LINES)
-            .map(|k| format!("message {k} of client {c}"))
-            .collect();
-        // Written once per run; the same every time.
-        let _ = std::fs::write(&f, lines.join("\n") + "\n");
-        m.push(Member {
-            argv: vec![
-                bin.display().to_string(),
-                "client".into(),
-                c.to_string(),
-                format!("c{c}"),
-                format!("127.0.0.1:{port}"),
-            ],
-            stdin: Some(f),
-        });
-    }
-    m
+    Ok(dist::chat_members(bin, port, dir)?.0)
 }
 
 fn heat_check(got: &[String], base: &[String]) -> Result<()> {
@@ -170,20 +126,6 @@ const APPS: [App; 2] = [
         check: chat_check,
     },
 ];
-
-fn build(src: &str, dir: &Path) -> Result<PathBuf> {
-    let c = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("apps/{src}.c"));
-    let out = dir.join(src);
-    let st = Command::new("cc")
-        .args(["-O1", "-o"])
-        .arg(&out)
-        .arg(&c)
-        .arg("-lm")
-        .status()
-        .context("run cc")?;
-    ensure!(st.success(), "cc failed on {}", c.display());
-    Ok(out)
-}
 
 /// Commits of one run: each member's checkpoint number, summed.
 fn commits(dir: &Path, n: usize) -> Result<u64> {
@@ -396,7 +338,7 @@ fn main() -> Result<()> {
             .map_err(|e| anyhow::anyhow!("{e}"))?,
     );
     for (ai, app) in APPS.iter().enumerate() {
-        let bin = build(app.src, work.path())?;
+        let bin = dist::build_app(app.src, work.path())?;
         let mut samples: BTreeMap<String, Samples> = BTreeMap::new();
         let mut base_out: Option<Vec<String>> = None;
         let mut rng = rio_prng::Rng::new(0xd157 + ai as u64);
@@ -437,7 +379,7 @@ fn main() -> Result<()> {
                 }
                 let r = dist::run(&Plan {
                     protocol,
-                    members: (app.members)(&bin, port),
+                    members: (app.members)(&bin, port)?,
                     kills: 0,
                     seed: 0,
                     first_ms: 0,

@@ -25,12 +25,10 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use common::dist::{self, Member, Plan};
+use common::dist::{self, Plan};
 
 const PROTOCOLS: [&str; 7] = [
     "cpvs",
@@ -42,51 +40,14 @@ const PROTOCOLS: [&str; 7] = [
     "cbndv-2pc",
 ];
 
-fn build(name: &str, dir: &Path) -> Result<PathBuf> {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("apps/{name}.c"));
-    let out = dir.join(name);
-    let st = Command::new("cc")
-        .args(["-O1", "-o"])
-        .arg(&out)
-        .arg(&src)
-        .arg("-lm")
-        .status()
-        .context("run cc (the C compiler setup installs)")?;
-    ensure!(st.success(), "cc failed on {}", src.display());
-    Ok(out)
-}
-
-const WORKERS: usize = 3;
-
-fn heat_members(bin: &Path, base: u16, steps: usize) -> Vec<Member> {
-    let peers: Vec<String> = (0..WORKERS)
-        .map(|i| format!("127.0.0.1:{}", base + i as u16))
-        .collect();
-    (0..WORKERS)
-        .map(|i| Member {
-            argv: vec![
-                bin.display().to_string(),
-                i.to_string(),
-                steps.to_string(),
-                "200".into(),
-                // Worker 0 prints every 1 % of the steps: few visible events against
-                // thousands of messages.
-                (steps / 100).to_string(),
-                peers.join(","),
-            ],
-            stdin: None,
-        })
-        .collect()
-}
-
 fn heat(protocol: &str, test: u16, uncoordinated: bool) -> Result<()> {
     let t = tempfile::tempdir()?;
-    let bin = build("heat", t.path())?;
+    let bin = dist::build_app("heat", t.path())?;
     let steps = 10000;
     let base = dist::port_base(test);
     let reference = dist::run(&Plan {
         protocol: None,
-        members: heat_members(&bin, base, steps),
+        members: dist::heat_members(&bin, base, steps),
         kills: 0,
         seed: 0,
         first_ms: 0,
@@ -99,7 +60,7 @@ fn heat(protocol: &str, test: u16, uncoordinated: bool) -> Result<()> {
     })?;
     let o = dist::run(&Plan {
         protocol: Some(protocol),
-        members: heat_members(&bin, base, steps),
+        members: dist::heat_members(&bin, base, steps),
         // No kill in the negative control: without coordination the failure-free run
         // already breaks the commit invariant, and the oracle must say so.
         kills: if uncoordinated { 0 } else { 3 },
@@ -116,7 +77,7 @@ fn heat(protocol: &str, test: u16, uncoordinated: bool) -> Result<()> {
         trace: true,
         root: None,
     })?;
-    for i in 0..WORKERS {
+    for i in 0..dist::HEAT_WORKERS {
         let want: Vec<&str> = reference.outs[i].lines().collect();
         dist::repetitions_only(&format!("worker {i}"), &o.outs[i], &want)?;
     }
@@ -130,41 +91,13 @@ fn heat(protocol: &str, test: u16, uncoordinated: bool) -> Result<()> {
     Ok(())
 }
 
-const CLIENTS: usize = 3;
-const LINES: usize = 40;
+use dist::{CHAT_CLIENTS as CLIENTS, CHAT_LINES as LINES};
 
 fn chat(protocol: &str, test: u16) -> Result<()> {
     let t = tempfile::tempdir()?;
-    let bin = build("chat", t.path())?;
+    let bin = dist::build_app("chat", t.path())?;
     let port = dist::port_base(test);
-    let mut members = vec![Member {
-        argv: vec![
-            bin.display().to_string(),
-            "server".into(),
-            port.to_string(),
-            CLIENTS.to_string(),
-        ],
-        stdin: None,
-    }];
-    let mut inputs = Vec::new();
-    for c in 0..CLIENTS {
-        let f = t.path().join(format!("in{c}"));
-        let lines: Vec<String> = (0..LINES)
-            .map(|k| format!("message {k} of client {c}"))
-            .collect();
-        std::fs::write(&f, lines.join("\n") + "\n")?;
-        inputs.extend(lines.into_iter().map(|l| format!("c{c}: {l}")));
-        members.push(Member {
-            argv: vec![
-                bin.display().to_string(),
-                "client".into(),
-                c.to_string(),
-                format!("c{c}"),
-                format!("127.0.0.1:{port}"),
-            ],
-            stdin: Some(f),
-        });
-    }
+    let (members, inputs) = dist::chat_members(&bin, port, t.path())?;
     let o = dist::run(&Plan {
         protocol: Some(protocol),
         members,

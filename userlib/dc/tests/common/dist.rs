@@ -321,3 +321,82 @@ pub fn resumed(o: &Outcome) -> Result<()> {
 pub fn port_base(test: u16) -> u16 {
     20000 + ((std::process::id() % 400) as u16) * 100 + test * 8
 }
+
+/// Compiles `apps/<name>.c` (with libm) into `dir`.
+pub fn build_app(name: &str, dir: &Path) -> Result<PathBuf> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("apps/{name}.c"));
+    let out = dir.join(name);
+    let st = Command::new("cc")
+        .args(["-O1", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .arg("-lm")
+        .status()
+        .context("run cc (the C compiler setup installs)")?;
+    ensure!(st.success(), "cc failed on {}", src.display());
+    Ok(out)
+}
+
+/// Workers of the heat computation.
+pub const HEAT_WORKERS: usize = 3;
+
+/// The heat computation: [`HEAT_WORKERS`] workers of 200 cells on ports `base`..,
+/// `steps` steps; worker 0 prints every 1 % of the steps (few visible events against
+/// thousands of messages).
+pub fn heat_members(bin: &Path, base: u16, steps: usize) -> Vec<Member> {
+    let peers: Vec<String> = (0..HEAT_WORKERS)
+        .map(|i| format!("127.0.0.1:{}", base + i as u16))
+        .collect();
+    (0..HEAT_WORKERS)
+        .map(|i| Member {
+            argv: vec![
+                bin.display().to_string(),
+                i.to_string(),
+                steps.to_string(),
+                "200".into(),
+                (steps / 100).to_string(),
+                peers.join(","),
+            ],
+            stdin: None,
+        })
+        .collect()
+}
+
+/// Clients of the chat computation, and lines each types.
+pub const CHAT_CLIENTS: usize = 3;
+pub const CHAT_LINES: usize = 40;
+
+/// The chat computation: a server on `port` and [`CHAT_CLIENTS`] clients, each typing
+/// [`CHAT_LINES`] lines from a file written into `dir`. Also returns every line as the
+/// conversation shows it (`c<N>: <text>`).
+pub fn chat_members(bin: &Path, port: u16, dir: &Path) -> Result<(Vec<Member>, Vec<String>)> {
+    let mut members = vec![Member {
+        argv: vec![
+            bin.display().to_string(),
+            "server".into(),
+            port.to_string(),
+            CHAT_CLIENTS.to_string(),
+        ],
+        stdin: None,
+    }];
+    let mut inputs = Vec::new();
+    for c in 0..CHAT_CLIENTS {
+        let f = dir.join(format!("in{c}"));
+        let lines: Vec<String> = (0..CHAT_LINES)
+            .map(|k| format!("message {k} of client {c}"))
+            .collect();
+        std::fs::write(&f, lines.join("\n") + "\n")?;
+        inputs.extend(lines.into_iter().map(|l| format!("c{c}: {l}")));
+        members.push(Member {
+            argv: vec![
+                bin.display().to_string(),
+                "client".into(),
+                c.to_string(),
+                format!("c{c}"),
+                format!("127.0.0.1:{port}"),
+            ],
+            stdin: Some(f),
+        });
+    }
+    Ok((members, inputs))
+}
