@@ -6,7 +6,8 @@
 # (standing for Rio) and on disk (DC_DURABILITY=msync). No crashes; medians of
 # DC_DIST_REPS runs (default 3). See userlib/dc/benches/dist.rs.
 #
-#   scripts/bench-dc-dist.sh                     # about 3 minutes here
+#   scripts/bench-dc-dist.sh                     # about 15 minutes here
+#   DC_DIST_STEPS=2000 scripts/bench-dc-dist.sh  # heat's steps (default 10,000)
 #   DC_DIST_REPS=5 scripts/bench-dc-dist.sh
 #   scripts/bench-dc-dist.sh --out /tmp/x        # output directory (default results/bench-dc-dist)
 set -euo pipefail

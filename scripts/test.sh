@@ -6,6 +6,9 @@
 #
 # scripts/test.sh --counts: list every test (cargo test -- --list: nothing runs, no guest
 # boots), print the MIN_TESTS rows the tree has and check them against the table.
+#
+# scripts/test.sh --plan [--long]: the QEMU tests make test (make test-long) would run, each
+# with its kernel, and the rows it checks; nothing runs.
 set -uo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 log=$(mktemp -d)
@@ -219,6 +222,13 @@ account() {
 }
 
 long=0
+plan=0
+# --plan [--long]: list the QEMU tests make test (or make test-long) would run, on which
+# kernel, and the rows it would check them against; nothing runs.
+if [ "${1:-}" = --plan ]; then
+    plan=1
+    shift
+fi
 [ "${1:-}" = --long ] && long=1
 if [ "${1:-}" = --counts ]; then
     # Every test binary of userlib (with its doc tests) and of tests/ (lib and tests/*.rs, as
@@ -240,7 +250,7 @@ if [ "${1:-}" = --counts ]; then
     exit
 fi
 # make lint first (fmt and clippy of userlib and tests, rustfmt of rio_mod): one test.
-if [ "$long" = 0 ]; then
+if [ "$long" = 0 ] && [ "$plan" = 0 ]; then
 echo "=== lint"
 if make -s -C "$here" lint >"$log/lint.out" 2>&1; then
     echo "=== lint: passed"
@@ -273,11 +283,42 @@ FAST_SUITES=(safe_sync vista_rio discount_rio discount_apps riofs_fsck riofs_app
 # make test runs short: the riofs crash model (1 round here, 24 there), the fsck of an
 # arena a panic left mid-workload (1 round, 3 there), a hung CPU ending in safe sync (with
 # preemption off here; there also with interrupts off), riofs power cuts (1 here, 3 there),
-# nvi and sc on Rio in the guest (one protocol each here, all five there).
-LONG_SUITES=(campaign riofs riofs_crash riofs_fsck safe_sync discount_apps)
+# nvi and sc on Rio in the guest (one protocol each here, all five there), git on riofs
+# (12 commits here, 25 there).
+LONG_SUITES=(campaign riofs riofs_crash riofs_fsck safe_sync discount_apps riofs_apps)
 # Tests only make test-long runs (file::test): a hung CPU takes the lockup detectors a
-# minute and a half even on a quiet machine.
-LONG_ONLY=(safe_sync::a_hung_cpu_becomes_a_panic_that_the_crash_kernel_saves)
+# minute and a half even on a quiet machine; the peer comparison (ext4 -o dax on pmem,
+# whose code is not ours); the second of two tests that differ in which side crashes.
+LONG_ONLY=(
+    safe_sync::a_hung_cpu_becomes_a_panic_that_the_crash_kernel_saves
+    pmem_dax::ext4_dax_files_survive_a_kernel_panic_and_warm_reboot
+    pmem_dax::the_campaign_configuration_loses_nothing_to_a_panic
+    pmem_dax::a_cold_boot_loses_them_and_the_check_says_so
+    pmem_dax::the_dax_check_fails_off_dax
+    vistagrams_guests::transfers_happen_exactly_once_across_a_panic_of_the_client_guest
+    discount_apps::sc_on_rio_survives_kernel_panics
+)
+# Tests of the debug suites that make test runs on the fast kernel and make test-long on
+# the debug kernel (file::test): the long survival runs (a panic, a reset or a power cut
+# and the data checked after it), which spend their time booting and rebooting a kernel
+# that is 2 to 3 times slower with KASAN and lockdep, on paths the short tests of the same
+# suites take on the debug kernel in make test as well. The rest of each debug suite (bad
+# input, permissions, limits, races, protection, the fuzzer) stays on the debug kernel.
+DEBUG_LONG=(
+    rio_core::pwrite_survives_a_kernel_panic_and_warm_reboot
+    rio_core::pwrite_survives_a_hard_reset_and_a_new_qemu_process
+    rio_core::mmap_stores_survive_a_kernel_panic
+    foundation::system_reset_restart_and_cold_boot
+    foundation::panic_then_warm_reboot_in_the_same_qemu
+    riofs::power_loss_leaves_a_whole_earlier_image
+    riofs::plain_files_survive_a_kernel_panic
+    riofs_crash::riofs_recovers_exactly_the_acknowledged_operations
+    rio_blockdev::ext4_on_rio_survives_a_kernel_panic_and_fscks_clean
+    rio_backing::a_crash_is_followed_by_writeback_of_every_byte
+    rio_backing::power_loss_keeps_what_was_written_back
+    rio_security::a_failed_restore_leaves_the_disk_as_it_was
+    rio_security::a_format_whose_disk_fails_changes_nothing
+)
 # Each QEMU test's wall time in the log ("test x ... ok <12.3s>"): libtest's --report-time,
 # which stable libtest accepts only with RUSTC_BOOTSTRAP set when the test binary runs
 # (it changes no build: cargo does not rebuild for it).
@@ -300,22 +341,71 @@ qemu_suite() {
     if [ "$1" = lib ]; then echo tests/src/lib.rs; else echo "tests/tests/$1.rs"; fi
 }
 
-# pool_expect FLAVOUR:FILE...: the rows a pool of these files must see, "suite<TAB>min"; in
-# make test (not --long) less each file's LONG_ONLY tests.
+# in_list NAME FILE::TEST: whether the array NAME holds FILE::TEST.
+in_list() {
+    local -n arr=$1
+    [[ " ${arr[*]} " =~ " $2 " ]]
+}
+
+# list_count NAME FILE: how many of the array NAME's entries are FILE's tests.
+list_count() {
+    local -n arr=$1
+    local t c=0
+    for t in "${arr[@]}"; do [[ $t == "$2::"* ]] && c=$((c + 1)); done
+    echo "$c"
+}
+
+# selected FLAVOUR FILE TEST: whether this run (make test, or make test-long) runs FILE's
+# TEST on FLAVOUR's kernel. make test: everything but LONG_ONLY, each DEBUG_LONG test on the
+# fast kernel instead of the debug one. make test-long: the LONG_SUITES whole on the fast
+# kernel, and on their own kernels the tests make test leaves out (LONG_ONLY, and DEBUG_LONG
+# on the debug kernel).
+selected() {
+    local fl=$1 file=$2 t=$3
+    if [ "$long" = 0 ]; then
+        in_list LONG_ONLY "$file::$t" && return 1
+        if [ "$fl" = debug ]; then
+            ! in_list DEBUG_LONG "$file::$t"
+        elif [[ " ${DEBUG_SUITES[*]} " =~ " $file " ]]; then
+            in_list DEBUG_LONG "$file::$t"
+        fi
+    else
+        [ "$fl" = fast ] && [[ " ${LONG_SUITES[*]} " =~ " $file " ]] && return 0
+        if [ "$fl" = debug ]; then
+            in_list DEBUG_LONG "$file::$t" || in_list LONG_ONLY "$file::$t"
+        else
+            in_list LONG_ONLY "$file::$t"
+        fi
+    fi
+}
+
+# pool_expect FLAVOUR:FILE...: the rows a pool of these files must see, "suite<TAB>min",
+# summed over a file's flavours: in make test a file's row less its LONG_ONLY tests (its
+# DEBUG_LONG tests count the same on either kernel); in make test-long a long suite's whole
+# row on the fast kernel plus its listed tests on their own kernels. The lists are fixed
+# here, so a listed test that disappears still shows as a short suite.
 pool_expect() {
-    local spec file key m t
+    local spec fl file key m
     for spec in "$@"; do
-        file=${spec#*:}
+        fl=${spec%%:*} file=${spec#*:}
         key=$(qemu_suite "$file")
         [ -n "${MIN_TESTS[$key]+set}" ] || continue
         m=${MIN_TESTS[$key]}
         if [ "$long" = 0 ]; then
-            for t in "${LONG_ONLY[@]}"; do
-                if [[ $t == "$file::"* ]]; then m=$((m - 1)); fi
-            done
+            # Both flavours of a split file print the same row: it is the file's total.
+            m=$((m - $(list_count LONG_ONLY "$file")))
+        elif [ "$fl" = fast ] && [[ " ${LONG_SUITES[*]} " =~ " $file " ]]; then
+            :
+        elif [ "$fl" = debug ]; then
+            m=$(($(list_count DEBUG_LONG "$file") + $(list_count LONG_ONLY "$file")))
+        else
+            m=$(list_count LONG_ONLY "$file")
         fi
-        printf '%s\t%s\n' "$key" "$m"
-    done
+        printf '%s\t%s\t%s\n' "$key" "$m" "$fl"
+    done | awk -F'\t' -v long="$long" '
+        # make test: one value per file (the same from each flavour); test-long: the sum.
+        { if (long == 1) s[$1] += $2; else s[$1] = $2 }
+        END { for (k in s) printf "%s\t%s\n", k, s[k] }'
 }
 
 # pool NAME FLAVOUR:FILE...: every test of the QEMU test FILEs (or "lib", the crate's own
@@ -357,9 +447,7 @@ pool() {
         fi
         (cd "$here/tests" && "$bin" --list </dev/null) 2>/dev/null | sed -nE 's/^(.*): test$/\1/p' |
             while IFS= read -r t; do
-                if [ "$long" = 0 ] && [[ " ${LONG_ONLY[*]} " =~ " $file::$t " ]]; then
-                    continue
-                fi
+                selected "$fl" "$file" "$t" || continue
                 local key="$fl:$file::$t"
                 local secs
                 secs=$(awk -F'\t' -v k="$key" '$2 == k { s = $1 } END { print s + 0 }' "$times_file" 2>/dev/null)
@@ -369,6 +457,13 @@ pool() {
             done >>"$jobs"
     done
     sort -t$'\t' -k1,1 -rn -o "$jobs" "$jobs"
+    if [ "$plan" = 1 ]; then
+        # --plan: what this pool would run and the rows it would check; nothing runs.
+        awk -F'\t' '{ printf "%s\t%s::%s\n", $2, $3, $5 }' "$jobs" | sort
+        echo "--- rows"
+        pool_expect "$@" | sort
+        return
+    fi
     echo "=== $name: $(wc -l <"$jobs") tests, $threads at a time"
     local n=0 started
     started=$(date +%s)
@@ -419,14 +514,28 @@ pool() {
 if [ "$long" = 1 ]; then
     # make test-long: only the long suites, with the same accounting and total line.
     export RIO_TEST_LONG=1 RIOFS_CRASH_ROUNDS=${RIOFS_CRASH_ROUNDS:-24} RIOFS_FSCK_ROUNDS=${RIOFS_FSCK_ROUNDS:-3}
-    pool qemu-long $(printf 'fast:%s ' "${LONG_SUITES[@]}")
+    # The files with tests that make test leaves out, on the kernels they run on here.
+    extra=()
+    for f in "${DEBUG_SUITES[@]}"; do
+        [ "$(($(list_count DEBUG_LONG "$f") + $(list_count LONG_ONLY "$f")))" -gt 0 ] && extra+=("debug:$f")
+    done
+    for f in "${FAST_SUITES[@]}"; do
+        [[ " ${LONG_SUITES[*]} " =~ " $f " ]] && continue
+        [ "$(list_count LONG_ONLY "$f")" -gt 0 ] && extra+=("fast:$f")
+    done
+    pool qemu-long $(printf 'fast:%s ' "${LONG_SUITES[@]}") "${extra[@]}"
     echo "$total_pass passed, $total_fail failed, $total_skip skipped"
     [ "$total_fail" -eq 0 ]
     exit
 fi
 export RIOFS_CRASH_ROUNDS=${RIOFS_CRASH_ROUNDS:-1} RIOFS_FSCK_ROUNDS=${RIOFS_FSCK_ROUNDS:-1}
 # One pool for both kernels, so that no core waits at the change from one to the other.
-pool qemu fast:lib $(printf 'debug:%s ' "${DEBUG_SUITES[@]}") $(printf 'fast:%s ' "${FAST_SUITES[@]}")
+# The debug suites' DEBUG_LONG tests on the fast kernel.
+split=()
+for f in "${DEBUG_SUITES[@]}"; do
+    [ "$(list_count DEBUG_LONG "$f")" -gt 0 ] && split+=("fast:$f")
+done
+pool qemu fast:lib $(printf 'debug:%s ' "${DEBUG_SUITES[@]}") $(printf 'fast:%s ' "${FAST_SUITES[@]}") "${split[@]}"
 
 echo "$total_pass passed, $total_fail failed, $total_skip skipped"
 [ "$total_fail" -eq 0 ]

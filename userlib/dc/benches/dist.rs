@@ -1,7 +1,7 @@
 //! `make bench-dc-dist`: the protocol study of the thesis's Figures 6.6 and 6.7 for
 //! computations of several processes (issue 16), on the two applications of
 //! `tests/dist_apps.rs`: `apps/heat.c` (3 workers exchanging boundary cells over UDP every
-//! step, 100 visible lines: TreadMarks Barnes-Hut's role) and `apps/chat.c` (a server and
+//! step (`DC_DIST_STEPS`, default 10,000), 100 visible lines: TreadMarks Barnes-Hut's role) and `apps/chat.c` (a server and
 //! 3 clients, every conversation line visible on every client: xpilot's role).
 //!
 //! Each configuration runs the whole computation with no crash: the plain programs (the
@@ -79,14 +79,24 @@ struct App {
     check: fn(&[String], &[String]) -> Result<()>,
 }
 
-const STEPS: usize = 2_000;
+/// Heat's steps, unless `DC_DIST_STEPS` says otherwise: long enough that a run on the Rio
+/// store takes a second or more (process start-up does not decide the ratio).
+const STEPS: usize = 10_000;
+
+fn steps() -> usize {
+    std::env::var("DC_DIST_STEPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|&n: &usize| n >= 100)
+        .unwrap_or(STEPS)
+}
 /// Longest one run may take; a configuration that takes longer is reported as "more than
 /// this" (a disk store that commits every receive cannot keep up, as the thesis found).
 const RUN_LIMIT: Duration = Duration::from_secs(120);
 use dist::{CHAT_CLIENTS as CLIENTS, CHAT_LINES as LINES};
 
 fn heat_members(bin: &Path, base: u16) -> Result<Vec<Member>> {
-    Ok(dist::heat_members(bin, base, STEPS))
+    Ok(dist::heat_members(bin, base, steps()))
 }
 
 fn chat_members(bin: &Path, port: u16) -> Result<Vec<Member>> {
@@ -310,7 +320,7 @@ fn main() -> Result<()> {
             "--out" => out = PathBuf::from(it.next().context("--out DIR")?),
             "--bench" => {}
             "--help" | "-h" => {
-                println!("bench-dc-dist [--out DIR]   (DC_DIST_REPS: repetitions, default 3)");
+                println!("bench-dc-dist [--out DIR]   (DC_DIST_REPS: repetitions, default 3; DC_DIST_STEPS: heat's steps, default {STEPS})");
                 return Ok(());
             }
             _ => bail!("unknown argument {a:?} (--out DIR)"),
@@ -471,6 +481,7 @@ fn main() -> Result<()> {
         serde_json::to_string_pretty(&report)?,
     )?;
     println!("{md}");
+    println!("heat: {} steps; {reps} repetitions", steps());
     println!("load average after the run: {}", load.trim());
     eprintln!("wrote {}", out.display());
     Ok(())
