@@ -120,10 +120,21 @@ SHIM
     # Discount Checking on real programs in the guest (tests/tests/discount_apps.rs):
     # `dc run` with the library it preloads and `dc-drive` (host builds, dynamically
     # linked: a preloaded library needs the dynamic loader), Debian's nvi and sc, their
-    # libraries and the xterm terminfo, in an add-on archive like the one above.
+    # libraries and the xterm terminfo, in an add-on archive like the one above. Also the
+    # computations of several processes across guests (tests/tests/dist_guests.rs): heat
+    # and chat (userlib/dc/apps), built here with userlib/dc/apps/build.sh, the same
+    # command the host tests build them with, into /usr/lib/dc/apps (not /usr/bin:
+    # busybox has a `chat` applet). DC_HOST_RELEASE names another cargo target's release
+    # directory to take dc, its library and dc-drive from (default userlib/target/release).
     dc_ovl="$root/build/initramfs-dc$suffix.cpio.gz"
-    hostrel="$root/userlib/target/release"
-    dc_progs="$hostrel/dc $hostrel/libdc_preload.so $hostrel/dc-drive /usr/bin/nvi /usr/bin/sc"
+    hostrel="${DC_HOST_RELEASE:-$root/userlib/target/release}"
+    dc_apps="$root/build/dc-apps"
+    mkdir -p "$dc_apps"
+    for app in heat chat; do
+        sh "$root/userlib/dc/apps/build.sh" "$app" "$dc_apps/$app.$$"
+        mv "$dc_apps/$app.$$" "$dc_apps/$app"
+    done
+    dc_progs="$hostrel/dc $hostrel/libdc_preload.so $hostrel/dc-drive /usr/bin/nvi /usr/bin/sc $dc_apps/heat $dc_apps/chat"
     dc_ok=1
     for f in $dc_progs /lib/terminfo/x/xterm; do [ -f "$f" ] || dc_ok=0; done
     if [ "$dc_ok" = 0 ]; then
@@ -132,7 +143,9 @@ SHIM
     else
         dc_libs=$(for prog in $dc_progs; do ldd "$prog" | awk '/=>/ {print $3} /ld-linux/ {print $1}'; done | sort -u)
         {
-            printf 'dir /usr/lib 0755 0 0\ndir /usr/lib/dc 0755 0 0\n'
+            printf 'dir /usr/lib 0755 0 0\ndir /usr/lib/dc 0755 0 0\ndir /usr/lib/dc/apps 0755 0 0\n'
+            echo "file /usr/lib/dc/apps/heat $dc_apps/heat 0755 0 0"
+            echo "file /usr/lib/dc/apps/chat $dc_apps/chat 0755 0 0"
             echo "file /usr/lib/dc/dc $hostrel/dc 0755 0 0"
             echo "file /usr/lib/dc/libdc_preload.so $hostrel/libdc_preload.so 0755 0 0"
             echo "slink /usr/bin/dc /usr/lib/dc/dc 0777 0 0"

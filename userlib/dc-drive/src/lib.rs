@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use discount::oracle::{self, Event};
 
 pub mod apps;
+pub mod dist;
 
 /// Screen size of the terminal.
 pub const ROWS: u16 = 24;

@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
+use dc_drive::dist;
 use discount::oracle::{self, Event};
 
 /// One process of the computation.
@@ -83,14 +84,15 @@ fn spawn(dir: &Path, plan: &Plan<'_>, coord: Option<&str>, id: usize) -> Result<
     let mut cmd = match plan.protocol {
         Some(p) => {
             let mut c = Command::new(super::dc_bin());
-            c.args(["run", "--protocol", p, "--dir"])
-                .arg(dir.join(format!("m{id}")));
-            if plan.trace {
-                c.arg("--trace");
-            }
-            if let Some(a) = coord {
-                c.args(["--coord", a, "--member", &id.to_string()]);
-            }
+            let state = dir.join(format!("m{id}"));
+            c.args(dist::dc_run_args(
+                p,
+                &state.to_string_lossy(),
+                None,
+                plan.trace,
+                coord,
+                id,
+            ));
             c.arg("--").args(&m.argv);
             c.envs(super::dc_env())
                 .envs(plan.env.iter().cloned())
@@ -150,7 +152,12 @@ pub fn run(plan: &Plan<'_>) -> Result<Outcome> {
     let mut members: Vec<Reap> = (0..n)
         .map(|i| spawn(&dir, plan, addr.as_deref(), i).map(|c| Reap(Some(c))))
         .collect::<Result<_>>()?;
-    let mut rng = super::plan_rng(plan.seed);
+    // A plan without kills draws nothing worth reproducing: no seed line for it.
+    let mut rng = if plan.kills > 0 {
+        super::plan_rng(plan.seed)
+    } else {
+        rio_prng::Rng::new(plan.seed)
+    };
     let start = Instant::now();
     let mut killed = Vec::new();
     let mut next_kill =
@@ -256,64 +263,19 @@ pub fn run(plan: &Plan<'_>) -> Result<Outcome> {
     })
 }
 
-/// Definition 2 for one member's whole output (all its processes, one stream), against
-/// its failure-free output `want`: every line is the next expected one, or one printed
-/// before from which output then continues (a rollback). Returns the rollbacks seen.
+/// Definition 2 for one member's whole output: [`dist::repetitions_only`].
 pub fn repetitions_only(who: &str, out: &str, want: &[&str]) -> Result<usize> {
-    let mut next = 0usize;
-    let mut rollbacks = 0;
-    for (n, l) in out.lines().enumerate() {
-        if next < want.len() && l == want[next] {
-            next += 1;
-        } else if let Some(j) = want[..next].iter().rposition(|w| *w == l) {
-            next = j + 1;
-            rollbacks += 1;
-        } else {
-            anyhow::bail!(
-                "{who}, line {}: {l:?} is not the expected output (next expected {:?})",
-                n + 1,
-                want.get(next)
-            );
-        }
-    }
-    ensure!(
-        next == want.len(),
-        "{who} stopped after {next} of {} lines",
-        want.len()
-    );
-    Ok(rollbacks)
+    dist::repetitions_only(who, out, want)
 }
 
-/// Save-work on the merged traces (Lamport causality, a round's commits as one).
+/// Save-work on the merged traces: [`dist::save_work`].
 pub fn save_work(o: &Outcome) -> Result<()> {
-    let merged = oracle::merge(&o.traces)?;
-    let bad = oracle::check(&merged);
-    ensure!(
-        bad.is_empty(),
-        "{} violations of the commit invariant on the merged trace, first: {:?}",
-        bad.len(),
-        &bad[..bad.len().min(3)]
-    );
-    Ok(())
+    dist::save_work(&o.traces)
 }
 
-/// No run started over: every run of a member after a kill began by recovering (its
-/// trace part begins with `R`), once a checkpoint had been committed.
+/// No run started over after a kill: [`dist::resumed`].
 pub fn resumed(o: &Outcome) -> Result<()> {
-    for (i, t) in o.traces.iter().enumerate() {
-        let mut committed = false;
-        let mut prev: Option<&Event> = None;
-        for e in t {
-            if matches!(e, Event::Start) && committed {
-                anyhow::bail!("member {i} started over after a kill although a checkpoint was committed (after {prev:?})");
-            }
-            if matches!(e, Event::Commit(_)) {
-                committed = true;
-            }
-            prev = Some(e);
-        }
-    }
-    Ok(())
+    dist::resumed(&o.traces)
 }
 
 /// A port base for a test's members: distinct for each test of this process and for
@@ -322,81 +284,51 @@ pub fn port_base(test: u16) -> u16 {
     20000 + ((std::process::id() % 400) as u16) * 100 + test * 8
 }
 
-/// Compiles `apps/<name>.c` (with libm) into `dir`.
+/// Compiles `apps/<name>.c` into `dir`: [`dist::build_app`].
 pub fn build_app(name: &str, dir: &Path) -> Result<PathBuf> {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("apps/{name}.c"));
-    let out = dir.join(name);
-    let st = Command::new("cc")
-        .args(["-O1", "-o"])
-        .arg(&out)
-        .arg(&src)
-        .arg("-lm")
-        .status()
-        .context("run cc (the C compiler setup installs)")?;
-    ensure!(st.success(), "cc failed on {}", src.display());
-    Ok(out)
+    dist::build_app(name, dir)
 }
 
-/// Workers of the heat computation.
-pub const HEAT_WORKERS: usize = 3;
+// Each test binary uses its own of these.
+#[allow(unused_imports)]
+pub use dist::{CHAT_CLIENTS, CHAT_LINES, HEAT_WORKERS};
 
-/// The heat computation: [`HEAT_WORKERS`] workers of 200 cells on ports `base`..,
-/// `steps` steps; worker 0 prints every 1 % of the steps (few visible events against
-/// thousands of messages).
+/// The heat computation on this machine: [`HEAT_WORKERS`] workers on ports `base`..,
+/// `steps` steps, worker 0 printing [`dist::HEAT_LINES`] lines ([`dist::heat_argv`]).
 pub fn heat_members(bin: &Path, base: u16, steps: usize) -> Vec<Member> {
     let peers: Vec<String> = (0..HEAT_WORKERS)
         .map(|i| format!("127.0.0.1:{}", base + i as u16))
         .collect();
     (0..HEAT_WORKERS)
         .map(|i| Member {
-            argv: vec![
-                bin.display().to_string(),
-                i.to_string(),
-                steps.to_string(),
-                "200".into(),
-                (steps / 100).to_string(),
-                peers.join(","),
-            ],
+            argv: dist::heat_argv(
+                &bin.display().to_string(),
+                i,
+                steps,
+                dist::HEAT_LINES,
+                &peers,
+            ),
             stdin: None,
         })
         .collect()
 }
 
-/// Clients of the chat computation, and lines each types.
-pub const CHAT_CLIENTS: usize = 3;
-pub const CHAT_LINES: usize = 40;
-
 /// The chat computation: a server on `port` and [`CHAT_CLIENTS`] clients, each typing
-/// [`CHAT_LINES`] lines from a file written into `dir`. Also returns every line as the
-/// conversation shows it (`c<N>: <text>`).
+/// [`CHAT_LINES`] lines ([`dist::chat_input`]) from a file written into `dir`. Also
+/// returns every line as the conversation shows it (`c<N>: <text>`).
 pub fn chat_members(bin: &Path, port: u16, dir: &Path) -> Result<(Vec<Member>, Vec<String>)> {
+    let bin = bin.display().to_string();
     let mut members = vec![Member {
-        argv: vec![
-            bin.display().to_string(),
-            "server".into(),
-            port.to_string(),
-            CHAT_CLIENTS.to_string(),
-        ],
+        argv: dist::chat_server_argv(&bin, port),
         stdin: None,
     }];
-    let mut inputs = Vec::new();
     for c in 0..CHAT_CLIENTS {
         let f = dir.join(format!("in{c}"));
-        let lines: Vec<String> = (0..CHAT_LINES)
-            .map(|k| format!("message {k} of client {c}"))
-            .collect();
-        std::fs::write(&f, lines.join("\n") + "\n")?;
-        inputs.extend(lines.into_iter().map(|l| format!("c{c}: {l}")));
+        std::fs::write(&f, dist::chat_input(c).join("\n") + "\n")?;
         members.push(Member {
-            argv: vec![
-                bin.display().to_string(),
-                "client".into(),
-                c.to_string(),
-                format!("c{c}"),
-                format!("127.0.0.1:{port}"),
-            ],
+            argv: dist::chat_client_argv(&bin, c, &format!("127.0.0.1:{port}")),
             stdin: Some(f),
         });
     }
-    Ok((members, inputs))
+    Ok((members, dist::chat_conversation_inputs()))
 }
