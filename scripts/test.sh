@@ -33,11 +33,12 @@ declare -A MIN_TESTS=(
     ["userlib doc-tests vistagrams"]=1
     ["userlib/dc-demos/tests/crash.rs"]=17
     ["userlib/dc-demos/tests/udp.rs"]=7
-    ["userlib/dc-drive/src/lib.rs"]=2
+    ["userlib/dc-drive/src/lib.rs"]=4
     ["userlib/dc/src/main.rs"]=2
     ["userlib/dc/tests/bc.rs"]=7
     ["userlib/dc/tests/twopc.rs"]=3
     ["userlib/dc/tests/dist_apps.rs"]=15
+    ["userlib/dc/tests/dist_streams.rs"]=4
     ["userlib/dc/tests/ed.rs"]=6
     ["userlib/dc/tests/nvi.rs"]=5
     ["userlib/dc/tests/sc.rs"]=5
@@ -68,6 +69,7 @@ declare -A MIN_TESTS=(
     ["tests/tests/campaign.rs"]=7
     ["tests/tests/discount_apps.rs"]=2
     ["tests/tests/discount_rio.rs"]=3
+    ["tests/tests/dist_guests.rs"]=3
     ["tests/tests/foundation.rs"]=8
     ["tests/tests/multi_guest.rs"]=2
     ["tests/tests/fuzz.rs"]=2
@@ -276,7 +278,7 @@ fi
 # the fast kernel the campaign and the benchmarks use.
 DEBUG_SUITES=(foundation rio_core rio_backing rio_blockdev rio_security riofs riofs_crash)
 [ -f "$here/tests/tests/fuzz.rs" ] && DEBUG_SUITES+=(fuzz)
-FAST_SUITES=(safe_sync vista_rio discount_rio discount_apps riofs_fsck riofs_apps pmem_dax multi_guest vistagrams_guests)
+FAST_SUITES=(safe_sync vista_rio discount_rio discount_apps dist_guests riofs_fsck riofs_apps pmem_dax multi_guest vistagrams_guests)
 # Long runs, in their own target (make test-long), so that a cached make test stays near
 # 15 minutes: the campaign smoke (every random fault class must crash, up to 1000 faults
 # each; about 6 minutes with two guests at a time), and the long versions of tests that

@@ -270,6 +270,9 @@ impl Ctx {
 fn publish(rt: Box<Runtime>) -> *mut Runtime {
     let v = vol::get();
     crate::protocol::set_current(rt.cfg.protocol);
+    if rt.cfg.test_no_drain {
+        v.no_drain_for_tests.store(true, Ordering::Relaxed);
+    }
     if rt.cfg.test_uncoordinated {
         crate::vol::get()
             .sends_internal_for_tests
@@ -820,8 +823,16 @@ fn take_busy(cx: &mut Ctx, low_hint: usize) -> Result<bool> {
             .map(|rt| unsafe { (*rt.header()).sigmask });
         v.busy.store(false, Ordering::Release);
         v.active.store(true, Ordering::Release);
-        // A member of a computation joins it again before anything of the program runs.
+        // A member of a computation joins it again before anything of the program runs;
+        // once every member has (and so rebuilt its listeners), its stream connections
+        // are made again (issue 16).
         crate::twopc::join();
+        if let Err(e) = cx.ks().reconnect_streams() {
+            sys::fatal_to(
+                2,
+                &format!("discount: recovery cannot rebuild the kernel state: {e}"),
+            );
+        }
         if let Some(mask) = mask {
             // SAFETY: rt_sigprocmask reads an 8-byte set from a live local.
             unsafe {

@@ -101,6 +101,11 @@ pub struct Config {
     /// visible without a coordinator, i.e. a computation without coordination, which the
     /// oracle must reject.
     pub test_uncoordinated: bool,
+    /// Negative controls only (`DC_TEST_NO_DRAIN=1`): a distributed checkpoint does not
+    /// drain the stream sockets' unread bytes into the checkpoint (`intercept::net`), so
+    /// bytes in the kernel at a commit are lost by a rollback; the stream test's
+    /// exactly-once oracle must reject it.
+    pub test_no_drain: bool,
 }
 
 impl Default for Config {
@@ -123,6 +128,7 @@ impl Default for Config {
             sud: SudMode::Auto,
             twopc: None,
             test_uncoordinated: false,
+            test_no_drain: false,
         }
     }
 }
@@ -255,6 +261,7 @@ impl Config {
             }
         }
         c.test_uncoordinated = std::env::var_os("DC_TEST_UNCOORDINATED").is_some_and(|v| v == "1");
+        c.test_no_drain = std::env::var_os("DC_TEST_NO_DRAIN").is_some_and(|v| v == "1");
         if let Ok(v) = std::env::var("DC_SUD") {
             c.sud = match v.as_str() {
                 "0" | "off" => SudMode::Off,

@@ -321,14 +321,22 @@ pub fn merge(traces: &[Vec<Event>]) -> Result<Vec<(usize, Event)>> {
     use std::collections::HashSet;
     let filled: Vec<Vec<Event>> = traces.iter().map(|t| lost_commits(t)).collect();
     let traces = &filled[..];
-    let all_sent: HashSet<u64> = traces
+    // What each process sends: a receive waits only for other processes' sends (a process
+    // that forwards what it received, as a relay on a stream does, sends the same bytes
+    // after its receive; a message to itself it sends before it receives it).
+    let sends_of: Vec<HashSet<u64>> = traces
         .iter()
-        .flatten()
-        .filter_map(|e| match e {
-            Event::Send(m) => Some(*m),
-            _ => None,
+        .map(|t| {
+            t.iter()
+                .filter_map(|e| match e {
+                    Event::Send(m) => Some(*m),
+                    _ => None,
+                })
+                .collect()
         })
         .collect();
+    let sent_by_others =
+        |p: usize, m: &u64| (0..traces.len()).any(|q| q != p && sends_of[q].contains(m));
     let round_members: HashMap<u64, Vec<usize>> = {
         let mut m: HashMap<u64, Vec<usize>> = HashMap::new();
         for (p, t) in traces.iter().enumerate() {
@@ -373,7 +381,7 @@ pub fn merge(traces: &[Vec<Event>]) -> Result<Vec<(usize, Event)>> {
                 continue;
             }
             let ready = match e {
-                Event::Recv(m) => sent.contains(m) || !all_sent.contains(m),
+                Event::Recv(m) => sent.contains(m) || !sent_by_others(p, m),
                 _ => true,
             };
             if ready {
@@ -896,6 +904,15 @@ mod tests {
         let p0 = vec![Start, Recv(7), Send(8)];
         let p1 = vec![Start, Recv(8), Send(7)];
         assert!(merge(&[p0, p1]).is_err());
+        // A relay forwards the bytes it received: its own later send of the same message
+        // does not hold its receive back (the producer's send does).
+        let prod = vec![Start, Send(3)];
+        let relay = vec![Start, Recv(3), nd(), Send(3)];
+        let cons = vec![Start, Recv(3), nd()];
+        let m = merge(&[prod, relay, cons]).unwrap();
+        let first_recv = m.iter().position(|(_, e)| *e == Recv(3)).unwrap();
+        let send_at = m.iter().position(|e| *e == (0, Send(3))).unwrap();
+        assert!(send_at < first_recv);
     }
 
     fn v() -> Event {

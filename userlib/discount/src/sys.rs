@@ -81,6 +81,26 @@ pub fn libc_ret(r: isize) -> isize {
 /// Lowest descriptor number Discount Checking uses for itself.
 pub const FD_FLOOR: i32 = 800;
 
+/// Moves `fd` to the lowest free number (as a new descriptor the kernel hands out would
+/// be), close-on-exec if `cloexec`; returns the new number (`fd` if the move fails).
+pub fn move_to_lowest(fd: i32, cloexec: bool) -> i32 {
+    let cmd = if cloexec {
+        libc::F_DUPFD_CLOEXEC
+    } else {
+        libc::F_DUPFD
+    };
+    // SAFETY: fcntl(F_DUPFD*) and close on a descriptor we own.
+    unsafe {
+        match check(sc(libc::SYS_fcntl, fd as usize, cmd as usize, 0)) {
+            Ok(n) => {
+                sc(libc::SYS_close, fd as usize, 0, 0);
+                n as i32
+            }
+            Err(_) => fd,
+        }
+    }
+}
+
 /// Moves `fd` to a number >= [`FD_FLOOR`] (close-on-exec); returns the new number.
 pub fn move_high(fd: i32) -> i32 {
     if fd >= FD_FLOOR {
@@ -395,6 +415,23 @@ pub fn rt_sigaction(
     let op = old.map_or(0, |o| o as *mut KSigaction as usize);
     // SAFETY: both pointers are null or point at valid KSigaction structs (8-byte mask).
     check(unsafe { sc4(libc::SYS_rt_sigaction, sig as usize, np, op, 8) }).map(|_| ())
+}
+
+/// Sleeps `ms` milliseconds (raw `nanosleep`).
+pub fn sleep_ms(ms: u64) {
+    let ts = libc::timespec {
+        tv_sec: (ms / 1000) as libc::time_t,
+        tv_nsec: ((ms % 1000) * 1_000_000) as libc::c_long,
+    };
+    // SAFETY: nanosleep reads a timespec from a live local; no remainder is asked for.
+    unsafe {
+        sc(
+            libc::SYS_nanosleep,
+            &ts as *const libc::timespec as usize,
+            0,
+            0,
+        )
+    };
 }
 
 /// Monotonic clock in nanoseconds, read with a raw system call (never intercepted).

@@ -78,7 +78,21 @@ pub struct Vol {
     /// Negative controls only (`DC_TEST_UNCOORDINATED=1`): sends on sockets are not
     /// visible although no coordinator commits the receivers with the sender.
     pub sends_internal_for_tests: AtomicBool,
+    /// This member has stream sockets (the coordinator was told: [`crate::twopc`]'s
+    /// `Streams`, or the flag of its join after a recovery that rebuilt some).
+    pub tp_streams: AtomicBool,
+    /// Negative controls only (`DC_TEST_NO_DRAIN=1`): a round does not drain the stream
+    /// sockets into the checkpoint.
+    pub no_drain_for_tests: AtomicBool,
+    /// Connections a listener's recovery accepted that matched no recorded accepted socket
+    /// (connects redone by peers that the listener had not accepted at the checkpoint):
+    /// `(listener fd + 1) << 32 | connection fd`, 0 for an empty slot; the program's next
+    /// `accept` on that listener takes them first (`intercept::net`).
+    pub st_pending: [AtomicU64; ST_PENDING],
 }
+
+/// Slots of [`Vol::st_pending`].
+pub const ST_PENDING: usize = 16;
 
 /// The one instance.
 pub static VOL: Vol = Vol {
@@ -106,6 +120,9 @@ pub static VOL: Vol = Vol {
     tp_inc: AtomicU64::new(0),
     tp_serving: AtomicU64::new(0),
     sends_internal_for_tests: AtomicBool::new(false),
+    tp_streams: AtomicBool::new(false),
+    no_drain_for_tests: AtomicBool::new(false),
+    st_pending: [const { AtomicU64::new(0) }; ST_PENDING],
 };
 
 /// For a signal handler that interrupted code whose stack pointer was `rsp`: the lowest

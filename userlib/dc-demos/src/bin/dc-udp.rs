@@ -25,7 +25,7 @@ struct Args {
     #[arg(long, default_value_t = 100)]
     count: u64,
     /// Instead: try to make a TCP listener and a UNIX stream socket, print what happened
-    /// (Discount Checking refuses stream sockets) and exit.
+    /// (Discount Checking records the listener and refuses the stream pair) and exit.
     #[arg(long)]
     stream_probe: bool,
 }

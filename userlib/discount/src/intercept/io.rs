@@ -109,6 +109,10 @@ pub(super) fn consume(cx: &mut Ctx, rec: &InRec) {
 /// # Safety
 /// `buf` is writable for `n` bytes (the C contract of `read`).
 unsafe fn input_read(e: &mut Entry, fd: c_int, buf: *mut c_void, n: size_t, what: &str) -> isize {
+    // SAFETY: the program's buffer, writable for n bytes (function contract).
+    if let Some(k) = unsafe { drained_read(e, fd, buf, n, what) } {
+        return k;
+    }
     let logs = protocol::current().logs_input();
     if logs {
         if let Some(r) = replay_input(e.cx(), fd, buf, n) {
@@ -123,6 +127,12 @@ unsafe fn input_read(e: &mut Entry, fd: c_int, buf: *mut c_void, n: size_t, what
         }
     }
     wait_as_member(e.cx(), fd, libc::POLLIN, -1);
+    // A round served while waiting may have drained this connection: those bytes come
+    // before the kernel's.
+    // SAFETY: the program's buffer, writable for n bytes (function contract).
+    if let Some(k) = unsafe { drained_read(e, fd, buf, n, what) } {
+        return k;
+    }
     // SAFETY: the program's buffer, writable for n bytes (function contract).
     let r = unsafe { sc(libc::SYS_read, fd as usize, buf as usize, n) };
     let len = if r > 0 { r as usize } else { 0 };
@@ -137,6 +147,54 @@ unsafe fn input_read(e: &mut Entry, fd: c_int, buf: *mut c_void, n: size_t, what
         nondeterministic(e.cx(), what, usize::MAX);
     }
     r
+}
+
+/// [`from_drained`], as the read's result (a received message, a non-deterministic
+/// event).
+///
+/// # Safety
+/// `buf` is writable for `n` bytes.
+unsafe fn drained_read(
+    e: &mut Entry,
+    fd: c_int,
+    buf: *mut c_void,
+    n: size_t,
+    what: &str,
+) -> Option<isize> {
+    // SAFETY: the program's buffer, writable for n bytes (function contract).
+    let k = unsafe { from_drained(e.cx(), fd, buf as *mut u8, n) }?;
+    // SAFETY: from_drained copied k bytes (at most n) into the buffer.
+    let data = unsafe { std::slice::from_raw_parts(buf as *const u8, k) };
+    received(fd, data);
+    nondeterministic(e.cx(), what, usize::MAX);
+    Some(k as isize)
+}
+
+/// A read of a stream connection whose drained bytes (the distributed checkpoint's drain,
+/// `kstate::sock`, issue 16) are not all read yet: served from them, up to `n` bytes.
+///
+/// # Safety
+/// `buf` is writable for `n` bytes.
+pub(super) unsafe fn from_drained(
+    cx: &mut Ctx,
+    fd: c_int,
+    buf: *mut u8,
+    n: usize,
+) -> Option<usize> {
+    let s = cx.ks().sock_mut(fd)?;
+    if s.inbuf.is_empty() || n == 0 {
+        return None;
+    }
+    let k = n.min(s.inbuf.len());
+    // SAFETY: k bytes from the record's buffer into the program's (writable for n >= k).
+    unsafe { std::ptr::copy_nonoverlapping(s.inbuf.as_ptr(), buf, k) };
+    s.inbuf.drain(..k);
+    Some(k)
+}
+
+/// Whether `fd` is a stream connection with drained bytes not yet read.
+pub(super) fn has_drained(cx: &mut Ctx, fd: c_int) -> bool {
+    cx.ks().sock(fd).is_some_and(|s| !s.inbuf.is_empty())
 }
 
 /// The next logged result for `fd`, if re-executing through the log.
@@ -473,8 +531,62 @@ pub(super) unsafe fn sys_write(fd: c_int, buf: *const c_void, n: size_t) -> isiz
     }
     // SAFETY: write's contract: buf is readable for n bytes for the whole call.
     let data = || Cow::Borrowed(unsafe { std::slice::from_raw_parts(buf as *const u8, n) });
+    if crate::twopc::configured() {
+        let mut e = Entry::enter();
+        if e.cx().ks().sock(fd).is_some_and(|s| s.connection()) {
+            drop(e);
+            // SAFETY: send from the program's buffer, readable for n bytes.
+            let send = || unsafe {
+                syscall6(
+                    libc::SYS_sendto,
+                    [
+                        fd as usize,
+                        buf as usize,
+                        n,
+                        libc::MSG_NOSIGNAL as usize,
+                        0,
+                        0,
+                    ],
+                )
+            };
+            let r = output(fd, None, n, data, send);
+            return broken_stream(r, true);
+        }
+    }
     output(fd, None, n, data, raw)
 }
+
+/// After a write or send on a stream connection of a member of a computation (issue
+/// 16), made with `MSG_NOSIGNAL`: a broken connection (`EPIPE`, `ECONNRESET`) usually
+/// means that the peer crashed, and then the coordinator orders a rollback: the member
+/// waits for it (serving the coordinator) up to [`BROKEN_WAIT_MS`] rather than let the
+/// program see a failure that recovery undoes. Past that, the peer really closed: the
+/// program gets what the kernel would have given it (`SIGPIPE` when `sigpipe`, then the
+/// error).
+fn broken_stream(r: isize, sigpipe: bool) -> isize {
+    if r != -(libc::EPIPE as isize) && r != -(libc::ECONNRESET as isize) {
+        return r;
+    }
+    {
+        let mut e = Entry::enter();
+        super::member::wait_for_rollback(e.cx(), BROKEN_WAIT_MS);
+    }
+    if sigpipe && r == -(libc::EPIPE as isize) {
+        // SAFETY: kill of this process with a plain signal number.
+        unsafe {
+            sc(
+                libc::SYS_kill,
+                sc(libc::SYS_getpid, 0, 0, 0) as usize,
+                libc::SIGPIPE as usize,
+                0,
+            )
+        };
+    }
+    r
+}
+
+/// How long a member waits for a rollback after its stream connection broke.
+const BROKEN_WAIT_MS: u64 = 3000;
 
 /// `pread64(2)`.
 ///
@@ -589,6 +701,13 @@ pub(super) unsafe fn sys_recvfrom(
         let mut e = Entry::enter();
         wait_as_member(e.cx(), fd, libc::POLLIN, -1);
     }
+    if active() && flags & libc::MSG_PEEK == 0 && addr == 0 {
+        let mut e = Entry::enter();
+        // SAFETY: the program's buffer, writable for n bytes.
+        if let Some(k) = unsafe { drained_read(&mut e, fd, buf, n, "recv") } {
+            return k;
+        }
+    }
     if !active() || flags != 0 || addr != 0 {
         // SAFETY: recvfrom into the program's buffer (writable for n bytes), with its
         // address arguments.
@@ -656,6 +775,14 @@ pub(super) unsafe fn sys_nd(nr: i64, a: [usize; 6], what: &str) -> isize {
         // SAFETY: the caller's arguments for nr (function contract).
         return unsafe { ready_logged(nr, a, what) };
     }
+    if nr == libc::SYS_poll && active() && crate::twopc::configured() {
+        let mut e = Entry::enter();
+        // SAFETY: the caller's arguments for poll (function contract).
+        if let Some(r) = unsafe { poll_drained(e.cx(), &a) } {
+            nondeterministic(e.cx(), what, usize::MAX);
+            return r;
+        }
+    }
     if active() && crate::twopc::configured() && crate::twopc::serving() == 0 {
         let mut e = Entry::enter();
         // SAFETY: the caller's arguments for nr (function contract).
@@ -668,6 +795,42 @@ pub(super) unsafe fn sys_nd(nr: i64, a: [usize; 6], what: &str) -> isize {
         nondeterministic(e.cx(), what, usize::MAX);
     }
     r
+}
+
+/// `poll` on descriptors of which one is a stream connection with drained bytes not yet
+/// read (issue 16) and asked for `POLLIN`: the kernel cannot see those bytes, so the
+/// poll is made with timeout 0 and that descriptor reported readable. None if no such
+/// descriptor is asked for.
+///
+/// # Safety
+/// `a` are valid arguments for `poll`.
+unsafe fn poll_drained(cx: &mut Ctx, a: &[usize; 6]) -> Option<isize> {
+    let (fds, n) = (a[0] as *mut libc::pollfd, a[1]);
+    if fds.is_null() || n == 0 || n > 1024 {
+        return None;
+    }
+    // SAFETY: the program's array of n pollfds (poll's contract).
+    let p = unsafe { std::slice::from_raw_parts_mut(fds, n) };
+    let want =
+        |cx: &mut Ctx, q: &libc::pollfd| q.events & libc::POLLIN != 0 && has_drained(cx, q.fd);
+    if !p.iter().any(|q| want(cx, q)) {
+        return None;
+    }
+    // SAFETY: poll on the program's array, timeout 0.
+    let r = unsafe { sc(libc::SYS_poll, fds as usize, n, 0) };
+    if r < 0 {
+        return Some(r);
+    }
+    let mut ready = 0;
+    for q in p.iter_mut() {
+        if want(cx, q) {
+            q.revents |= libc::POLLIN;
+        }
+        if q.revents != 0 {
+            ready += 1;
+        }
+    }
+    Some(ready)
 }
 
 /// For a member of a computation, before a readiness call that may block (`poll` and

@@ -20,18 +20,125 @@ fn serve(cx: &mut Ctx, m: &Msg) -> Result<bool> {
     if twopc::rollback_for_me(m) {
         rollback(cx);
     }
-    if m.kind == Kind::Prepare
-        && m.epoch > twopc::epoch()
-        && m.inc >= vol::get().tp_inc.load(Ordering::Relaxed)
-    {
+    let fresh = m.epoch > twopc::epoch() && m.inc >= vol::get().tp_inc.load(Ordering::Relaxed);
+    if m.kind == Kind::Prepare && fresh {
         return round(cx, m.epoch);
     }
+    if m.kind == Kind::Quiesce && fresh {
+        return quiesce(cx, m.epoch);
+    }
     Ok(false)
+}
+
+/// How long a member waits for its stream sockets' send queues to empty before it
+/// answers the quiesce all the same (with a diagnostic).
+const QUIESCE_MS: u64 = 5000;
+
+/// The quiesce step of round `e` (issue 16; a step before the prepare of thesis 6.2.2's
+/// CPV-2PC/CBNDV-2PC round, which assumed messages the program itself retransmits): this
+/// member sends nothing more (it stays
+/// here until the prepare, or a rollback), drains its stream connections into their
+/// buffers (so that a peer blocked on a full window can finish, and its send queue
+/// empty) until its own send queues are empty (`SIOCOUTQ` 0), then answers quiesced,
+/// repeating the answer until the prepare comes. When every member has answered, no byte
+/// of a connection of the computation is in a send queue or on the wire: what was sent
+/// is in the receiver's socket or already in its buffer.
+fn quiesce(cx: &mut Ctx, e: u64) -> Result<bool> {
+    let drain = !vol::get().no_drain_for_tests.load(Ordering::Relaxed);
+    let start = sys::mono_ns();
+    let mut said = false;
+    loop {
+        if drain {
+            cx.ks().drain_streams();
+        }
+        // (The negative control skips the wait too: without the drain a peer's AF_UNIX
+        // send queue, the bytes this member has not read, would not empty.)
+        let empty = !drain || cx.ks().streams_outq() == 0;
+        if !empty && !said && sys::mono_ns() - start > QUIESCE_MS * 1_000_000 {
+            said = true;
+            crate::diag::diag(
+                "quiesce: a stream socket's send queue did not empty in 5 s (its peer does \
+                 not read?): answering quiesced all the same; bytes in it may be lost by a \
+                 rollback",
+            );
+        }
+        if empty || said {
+            twopc::send(Kind::Quiesced, e);
+        }
+        let Some(m) = twopc::recv_wait(if empty || said { RESEND_MS } else { 1 }) else {
+            continue;
+        };
+        if twopc::rollback_for_me(&m) {
+            rollback(cx);
+        }
+        if m.kind == Kind::Prepare && m.epoch == e {
+            return round(cx, e);
+        }
+        if m.kind == Kind::Decide && m.epoch == e && !m.flag {
+            return Ok(false); // aborted (a rollback order follows)
+        }
+    }
+}
+
+/// Waits up to `ms` serving the coordinator (a stream connection broke: if a peer
+/// crashed, the rollback order comes and this never returns).
+pub(crate) fn wait_for_rollback(cx: &mut Ctx, ms: u64) {
+    let until = sys::mono_ns() + ms * 1_000_000;
+    while sys::mono_ns() < until {
+        if let Some(m) = twopc::recv_wait(RESEND_MS) {
+            if let Err(er) = serve(cx, &m) {
+                crate::diag::diag(&format!("distributed checkpoint failed: {er}"));
+            }
+        }
+    }
+}
+
+/// Serves the messages the coordinator has sent, without waiting (a stream send's).
+pub(crate) fn serve_pending(cx: &mut Ctx) {
+    while let Some(m) = twopc::recv() {
+        if let Err(er) = serve(cx, &m) {
+            crate::diag::diag(&format!("distributed checkpoint failed: {er}"));
+        }
+    }
+}
+
+/// Before this member makes its first stream socket: tells the coordinator, which from
+/// then on quiesces every round first; waits (serving it) until it answers, which it does
+/// once no round is open that skipped the quiesce step.
+pub(crate) fn announce_streams(cx: &mut Ctx) {
+    let v = vol::get();
+    if !twopc::configured() || v.tp_inc.load(Ordering::Acquire) == 0 {
+        v.tp_streams.store(true, Ordering::Release);
+        return;
+    }
+    if v.tp_streams.load(Ordering::Acquire) {
+        return;
+    }
+    let mut patience = twopc::Patience::new("announcing stream sockets");
+    loop {
+        patience.tick();
+        twopc::send(Kind::Streams, twopc::epoch());
+        if let Some(m) = twopc::recv_wait(RESEND_MS) {
+            if m.kind == Kind::StreamsOk {
+                v.tp_streams.store(true, Ordering::Release);
+                return;
+            }
+            // A round in progress is served; a checkpoint taken here is before the socket.
+            if let Err(er) = serve(cx, &m) {
+                crate::diag::diag(&format!("distributed checkpoint failed: {er}"));
+            }
+        }
+    }
 }
 
 /// Takes this member's part of round `e`.
 fn round(cx: &mut Ctx, e: u64) -> Result<bool> {
     let before = twopc::epoch();
+    if !vol::get().no_drain_for_tests.load(Ordering::Relaxed) {
+        // After the quiesce step nobody sends: every byte of the computation's streams is
+        // in a receiver's socket, and goes into its checkpoint here.
+        cx.ks().drain_streams();
+    }
     twopc::set_serving(e);
     twopc::set_epoch(e);
     let r = crate::ckpt::take(cx, usize::MAX);
@@ -103,6 +210,18 @@ pub(crate) fn global_commit(cx: &mut Ctx) -> Result<bool> {
 pub(crate) fn leave(cx: &mut Ctx) {
     if !twopc::configured() || vol::get().tp_inc.load(Ordering::Acquire) == 0 {
         return;
+    }
+    // The ends of this member's stream connections are shut down for writing before its
+    // last commit, so that the peers' drains of that round see the end of the stream and
+    // their recoveries do not wait for this member to connect again (it leaves).
+    for fd in 0..cx.ks().fds.len() as i32 {
+        if cx.ks().sock(fd).is_some_and(|s| s.connection()) {
+            // SAFETY: shutdown takes numbers only.
+            unsafe { sc(libc::SYS_shutdown, fd as usize, libc::SHUT_WR as usize, 0) };
+            if let Some(s) = cx.ks().sock_mut(fd) {
+                s.shut |= crate::kstate::sock::SHUT_WR_BIT;
+            }
+        }
     }
     if let Err(e) = global_commit(cx) {
         crate::diag::diag(&format!("last distributed commit before exit failed: {e}"));

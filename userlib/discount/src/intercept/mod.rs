@@ -240,6 +240,13 @@ fn visible(cx: &mut Ctx, fd: i32, data: &[u8]) {
     let socket = (inside || crate::trace::on()) && is_socket(fd);
     if inside && socket {
         // A send to another process of the computation, which commits with this one.
+        if crate::twopc::configured() && cx.ks().sock(fd).is_some_and(|s| s.stream()) {
+            // A stream sender may never block in a receive: it serves the coordinator
+            // here (a round's quiesce step waits for it), and waits serving it when the
+            // connection's window is full (issue 16).
+            member::serve_pending(cx);
+            wait_as_member(cx, fd, libc::POLLOUT, -1);
+        }
         crate::trace::message_sent(data);
         return;
     }

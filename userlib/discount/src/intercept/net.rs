@@ -1,21 +1,85 @@
-//! Sockets: `socket`, `socketpair`, `bind`, `connect`, `setsockopt`, `shutdown` on
-//! datagram sockets (UDP over IPv4 and IPv6, `AF_UNIX` datagram) are performed and
-//! recorded ([`crate::kstate::sock`]), and redone on recovery at the same descriptor
+//! Sockets: `socket`, `socketpair`, `bind`, `connect`, `listen`, `accept`/`accept4`,
+//! `setsockopt`, `shutdown` on datagram sockets (UDP over IPv4 and IPv6, `AF_UNIX`
+//! datagram) and stream sockets (TCP over IPv4 and IPv6, `AF_UNIX` stream) are performed
+//! and recorded ([`crate::kstate::sock`]), and redone on recovery at the same descriptor
 //! numbers (thesis 5.2.2: a bound socket is bound again to the name the kernel gave it, a
 //! connected one connected to the same destination). A bind whose port (or abstract
 //! name) the kernel chooses is a non-deterministic event (thesis 6.2.2: `bind` stays
 //! non-deterministic under the -LOG protocols too); so is the implicit bind of an unbound
-//! UDP socket's first `sendto`/`sendmsg`/`connect`, which is made explicit here so that
-//! its port is recorded. Sends (`sendto`, `sendmsg`) are visible events; receives
+//! socket's first `sendto`/`sendmsg`/`connect`/`listen`, which is made explicit here so
+//! that its port is recorded. Sends (`sendto`, `sendmsg`) are visible events; receives
 //! (`recvfrom` with an address or flags, `recvmsg`) are non-deterministic, or logged
 //! under the -LOG protocols with the sender's address, the control data and the flags the
 //! kernel returned (a plain `recv`/`read` goes through `io` like any read).
 //!
-//! Refused with a message (`ENOSYS`): stream sockets (`SOCK_STREAM`: TCP, `AF_UNIX`
-//! stream; `SOCK_SEQPACKET`), other families and types, `listen`/`accept`, options
-//! Discount Checking does not redo, and the calls that change a socket it did not see
-//! made. Descriptors passed over a socket (`SCM_RIGHTS`) are not taken: they are closed
-//! and the message is marked `MSG_CTRUNC`, as when there is no room for them.
+//! # Stream sockets (issue 16)
+//!
+//! **Inside a computation (CPV-2PC, CBNDV-2PC): every stream is internal.** Under the
+//! 2PC protocols every stream socket is taken to connect two members of the computation
+//! (the recovering side cannot ask the other end whether it is a member; a connection to
+//! a process outside the computation is not supported there and fails recovery after
+//! [`RECONNECT_S`](crate::kstate::sock::RECONNECT_S) seconds with a message naming it).
+//! Every member rolls back to the same committed round after any failure, so every
+//! connection is made again at recovery, and no byte may be in transit at a commit:
+//!
+//! * **Quiesce and drain** (`intercept/member.rs`, `twopc/coord.rs`). Once some member
+//!   has stream sockets (it tells the coordinator, `Streams`, before it makes its first
+//!   one; after a recovery its join carries the flag) every round starts with a
+//!   `Quiesce`: each member stops (it sends nothing more until the decision), reads its
+//!   stream connections' readable bytes into their buffers (so that a peer blocked on a
+//!   full window can finish) until its own send queues are empty (`SIOCOUTQ` 0: for TCP
+//!   sent and acknowledged, for `AF_UNIX` read by the peer; after 5 s it answers anyway,
+//!   with a diagnostic) and answers `Quiesced`. Only when every member has answered does
+//!   the coordinator send the prepares; each member then drains once more (non-blocking
+//!   reads until `EAGAIN`) into [`SockRec::inbuf`](crate::kstate::sock::SockRec), which
+//!   is checkpointed memory, and takes its prepared checkpoint. Then every byte sent
+//!   before the commit is in its receiver's checkpoint, every byte sent after it is sent
+//!   again by the re-executed sender, and the new connections carry none of the old
+//!   bytes. The program's reads (`read`, `readv`, `recv`, `recvfrom`, `recvmsg`) are
+//!   served from the buffer first, and `poll` reports such a descriptor readable
+//!   (`select` and the `epoll_wait` family do not: a limit). Without stream sockets
+//!   rounds are as before (no quiesce step, no cost).
+//! * **A stream sender** may never block in a receive: its writes to a connection serve
+//!   the coordinator without waiting (a quiesce waits for it) and, when the window is
+//!   full, wait for room while serving it. Writes to a connection go out with
+//!   `MSG_NOSIGNAL`: a broken connection (`EPIPE`, `ECONNRESET`: usually a crashed peer)
+//!   waits up to 3 s for the rollback order the coordinator sends after a failure, and
+//!   only then gives the program its `SIGPIPE` and error.
+//! * **Re-establishment** (`kstate/sock.rs`). A listening socket is bound again to its
+//!   name and listens again at its descriptor (before the member joins). A connecting
+//!   socket was bound explicitly before its connect (TCP: wildcard address, a port the
+//!   kernel chooses, with `SO_REUSEADDR` so that the same port can be bound again while
+//!   the crashed run's connection lingers in TIME_WAIT; `AF_UNIX`: autobind to an
+//!   abstract name, a bind with only `sun_family`); recovery binds it to the same port or
+//!   name before the join. After the join (when every member has rebuilt its listeners,
+//!   and every old process is gone) it connects again, retrying for up to 10 s; then
+//!   each accepted socket takes, from its listener, the connection whose peer address is
+//!   the one recorded at the `accept`, installed at its descriptor (so no handshake byte
+//!   enters the stream). Connections from other peers (connects that the program had
+//!   not accepted at the checkpoint) are kept and handed to the program's next
+//!   `accept` on that listener. A connection that does not come back within 10 s fails
+//!   recovery with a message naming the socket and the peer.
+//! * **The end of a stream**: a member that exits shuts its connections down for writing
+//!   before its last commit, so its peers' drains in that round read the end
+//!   ([`SockRec::eof`](crate::kstate::sock::SockRec)) and their recoveries do not wait for
+//!   a member that has left; an ended connection comes back as one that reads the
+//!   buffered bytes, then the end.
+//!
+//! **Single-process protocols (and a connection under them to anything): a stream is a
+//! connection to the outside world.** Sends are visible events, receives
+//! non-deterministic (or logged under the -LOG protocols, like datagrams); listeners come
+//! back listening on their names, but after a recovery a connection is gone: its
+//! descriptor reads `ECONNRESET` (then the end of the stream) and writes fail with
+//! `EPIPE` (and `SIGPIPE`), as when a peer resets a connection; a real program
+//! reconnects. (Its descriptor is then an `AF_UNIX` stream socket whose peer is closed.)
+//!
+//! Refused with a message (`ENOSYS`): `SOCK_SEQPACKET`, stream `socketpair`s, other
+//! families and types, `listen`/`accept` on sockets Discount Checking did not see made,
+//! options Discount Checking does not redo, and the calls that change a socket it did not
+//! see made. Descriptors passed over a socket (`SCM_RIGHTS`) are not taken: they are
+//! closed and the message is marked `MSG_CTRUNC`, as when there is no room for them.
+//! FIFOs and `pipe()` are not recovered (a FIFO opened by path is a file the program does
+//! not own: its reads are input; `pipe` stays refused).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -30,7 +94,7 @@ use crate::ckpt::Ctx;
 use crate::kstate::sock::{self, SockRec, ADDR_MAX, OPT_MAX, SHUT_RD_BIT, SHUT_WR_BIT};
 use crate::kstate::{self, FdEntry, UndoRec, R_CREATE};
 use crate::protocol;
-use crate::sys::{check, libc_ret, sc, syscall6};
+use crate::sys::{check, libc_ret, sc, sc4, syscall6};
 
 // ---------------------------------------------------------------------------------------
 // The input log, for receives.
@@ -226,6 +290,21 @@ unsafe fn receive(
         // A member of a computation serves its coordinator while it waits.
         wait_as_member(e.cx(), fd, libc::POLLIN, -1);
     }
+    if let Some(v) = rv
+        .iov
+        .iter()
+        .find(|v| v.iov_len > 0 && flags & libc::MSG_PEEK == 0)
+    {
+        // A stream connection's drained bytes come first (issue 16; into the first
+        // buffer, a short receive).
+        // SAFETY: the program's buffer, writable for iov_len bytes.
+        let k = unsafe { super::io::from_drained(e.cx(), fd, v.iov_base as *mut u8, v.iov_len) };
+        if let Some(k) = k {
+            traced(k as isize, rv);
+            nondeterministic(e.cx(), what, usize::MAX);
+            return k as isize;
+        }
+    }
     let r = raw();
     traced(r, rv);
     // SAFETY: as above; the call has returned.
@@ -401,14 +480,23 @@ fn autobind(cx: &mut Ctx, fd: c_int) {
     let Some(s) = cx.ks().sock(fd) else {
         return;
     };
+    let stream = s.stream();
     let any: &[u8] = match s.domain {
-        _ if s.bound.is_some() => return,
+        _ if s.bound.is_some() || s.listen >= 0 => return,
         libc::AF_INET => &[0u8; 16],
         libc::AF_INET6 => &[0u8; 28],
+        // A stream's connecting end gets an abstract name (autobind: only sun_family), so
+        // that the listener's recovery can tell its connection by the peer's name.
+        libc::AF_UNIX if stream => &[0u8; 2],
         _ => return,
     };
     let mut a = any.to_vec();
     a[..2].copy_from_slice(&(s.domain as u16).to_ne_bytes());
+    if stream && s.domain != libc::AF_UNIX {
+        // Recovery binds this port again while the crashed run's connection on it may
+        // linger in TIME_WAIT; the same option now lets that bind through.
+        sock::reuse_addr(fd);
+    }
     // SAFETY: bind reads a.len() bytes of socket address from the live vector.
     let r = unsafe { sc(libc::SYS_bind, fd as usize, a.as_ptr() as usize, a.len()) };
     if r != 0 {
@@ -522,24 +610,35 @@ pub(super) fn sys_socket(domain: c_int, ty: c_int, proto: c_int) -> isize {
         return raw();
     }
     let base = ty & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC);
-    let proto_ok = match domain {
-        libc::AF_INET | libc::AF_INET6 => proto == 0 || proto == libc::IPPROTO_UDP,
-        libc::AF_UNIX => proto == 0,
+    let proto_ok = match (domain, base) {
+        (libc::AF_INET | libc::AF_INET6, libc::SOCK_DGRAM) => {
+            proto == 0 || proto == libc::IPPROTO_UDP
+        }
+        (libc::AF_INET | libc::AF_INET6, libc::SOCK_STREAM) => {
+            proto == 0 || proto == libc::IPPROTO_TCP
+        }
+        (libc::AF_UNIX, _) => proto == 0,
         _ => false,
     };
-    if base == libc::SOCK_STREAM || base == libc::SOCK_SEQPACKET {
+    if base == libc::SOCK_SEQPACKET {
         return refuse_socket(
             &REFUSED_STREAM,
-            "socket of a stream type (SOCK_STREAM: TCP, AF_UNIX stream; SOCK_SEQPACKET; \
-             only datagram sockets are recovered)",
+            "socket of type SOCK_SEQPACKET (only datagram and SOCK_STREAM sockets are \
+             recovered)",
         );
     }
-    if base != libc::SOCK_DGRAM || !proto_ok {
+    if (base != libc::SOCK_DGRAM && base != libc::SOCK_STREAM) || !proto_ok {
         return refuse_socket(
             &REFUSED_OTHER,
             "socket of a family, type or protocol that is not recovered (only AF_INET, \
-             AF_INET6 and AF_UNIX datagram sockets are)",
+             AF_INET6 and AF_UNIX datagram and stream sockets are)",
         );
+    }
+    if base == libc::SOCK_STREAM {
+        // A member of a computation tells its coordinator first, so that every later
+        // round quiesces (issue 16).
+        let mut e = Entry::enter();
+        super::member::announce_streams(e.cx());
     }
     let r = raw();
     if let Ok(fd) = check(r) {
@@ -700,7 +799,9 @@ pub(super) unsafe fn sys_bind(fd: c_int, addr: *const sockaddr, len: socklen_t) 
 }
 
 /// `connect(2)` on a recorded socket: the peer is recorded (an `AF_UNSPEC` address
-/// dissolves the association); an unbound UDP socket is bound first (`autobind`).
+/// dissolves the association); an unbound UDP or stream socket is bound first
+/// (`autobind`: a stream's local port or abstract name is what its peer's recovery
+/// matches).
 ///
 /// # Safety
 /// `addr` is null or readable for `len` bytes.
@@ -714,8 +815,7 @@ pub(super) unsafe fn sys_connect(fd: c_int, addr: *const sockaddr, len: socklen_
     let cx = e.cx();
     if cx.ks().sock(fd).is_none() {
         return refuse_named(
-            "connect on a socket Discount Checking did not see made (stream sockets are not \
-             recovered)",
+            "connect on a socket Discount Checking did not see made",
             libc::SYS_connect,
         );
     }
@@ -740,7 +840,7 @@ pub(super) unsafe fn sys_connect(fd: c_int, addr: *const sockaddr, len: socklen_
     }
     autobind(cx, fd);
     let r = raw();
-    if r == 0 {
+    if r == 0 || r == -(libc::EINPROGRESS as isize) {
         let dir = if relative_unix(&a) {
             cx.ks().cwd.clone()
         } else {
@@ -750,6 +850,104 @@ pub(super) unsafe fn sys_connect(fd: c_int, addr: *const sockaddr, len: socklen_
             s.peer = Some(a);
             s.peer_dir = dir;
         }
+    }
+    r
+}
+
+/// `listen(2)` on a recorded stream socket: performed and recorded (the backlog); an
+/// unbound socket is bound first, as the kernel would (a port or abstract name it
+/// chooses, recorded so that recovery listens there again).
+pub(super) fn sys_listen(fd: c_int, backlog: c_int) -> isize {
+    // SAFETY: listen takes numbers only.
+    let raw = || unsafe { sc(libc::SYS_listen, fd as usize, backlog as usize, 0) };
+    if !active() {
+        return raw();
+    }
+    let mut e = Entry::enter();
+    let cx = e.cx();
+    if !cx.ks().sock(fd).is_some_and(|s| s.stream()) {
+        return refuse_named(
+            "listen on a socket Discount Checking did not see made as a stream socket",
+            libc::SYS_listen,
+        );
+    }
+    autobind(cx, fd);
+    let r = raw();
+    if r == 0 {
+        if let Some(s) = cx.ks().sock_mut(fd) {
+            s.listen = backlog.max(0);
+        }
+    }
+    r
+}
+
+/// `accept(2)`/`accept4(2)` on a recorded listener: the connection is recorded with its
+/// peer (recovery installs the peer's new connection at the same descriptor); which peer
+/// comes is a non-deterministic event. A connection recovery accepted and kept for the
+/// program (`kstate::sock::take_pending`) comes first.
+///
+/// # Safety
+/// `addr` is null or writable for `*alen` bytes.
+pub(super) unsafe fn sys_accept4(fd: c_int, addr: usize, alen: usize, flags: c_int) -> isize {
+    // SAFETY: accept4 writes the peer's address into the caller's buffer.
+    let raw = || unsafe { sc4(libc::SYS_accept4, fd as usize, addr, alen, flags as usize) };
+    if !active() {
+        return raw();
+    }
+    let mut e = Entry::enter();
+    let Some(l) = e.cx().ks().sock(fd).filter(|s| s.listen >= 0) else {
+        return refuse_named(
+            "accept on a socket Discount Checking did not see listen",
+            libc::SYS_accept4,
+        );
+    };
+    let (domain, proto, lofd) = (l.domain, l.proto, l.ofd);
+    let r = match sock::take_pending(fd, None) {
+        Some(n) => {
+            let n = crate::sys::move_to_lowest(n, flags & libc::SOCK_CLOEXEC != 0);
+            if flags & libc::SOCK_NONBLOCK != 0 {
+                // SAFETY: F_SETFL takes numbers only.
+                unsafe {
+                    sc(
+                        libc::SYS_fcntl,
+                        n as usize,
+                        libc::F_SETFL as usize,
+                        libc::O_NONBLOCK as usize,
+                    )
+                };
+            }
+            if addr != 0 && alen != 0 {
+                if let Ok(p) = sock::sock_name(n, true) {
+                    // SAFETY: the caller's buffer holds *alen bytes (accept's contract).
+                    unsafe {
+                        let cap = *(alen as *const socklen_t) as usize;
+                        std::ptr::copy_nonoverlapping(
+                            p.as_ptr(),
+                            addr as *mut u8,
+                            cap.min(p.len()),
+                        );
+                        *(alen as *mut socklen_t) = p.len() as socklen_t;
+                    }
+                }
+            }
+            n as isize
+        }
+        None => {
+            wait_as_member(e.cx(), fd, libc::POLLIN, -1);
+            raw()
+        }
+    };
+    if let Ok(n) = check(r) {
+        let n = n as c_int;
+        let cx = e.cx();
+        let ks = cx.ks();
+        let ofd = ks.new_ofd();
+        let mut rec = SockRec::new(ofd, domain, libc::SOCK_STREAM, proto);
+        rec.bound = sock::sock_name(n, false).ok();
+        rec.peer = sock::sock_name(n, true).ok();
+        rec.accepted_by = lofd;
+        ks.add_sock(n, rec, type_flags(flags));
+        nondeterministic(cx, "accept", usize::MAX);
     }
     r
 }
@@ -914,6 +1112,28 @@ mod exported {
     ) -> c_int {
         // SAFETY: setsockopt's contract, forwarded.
         libc_ret(unsafe { sys_setsockopt(fd, level, name, val, len) }) as c_int
+    }
+
+    #[no_mangle]
+    pub unsafe extern "C" fn listen(fd: c_int, backlog: c_int) -> c_int {
+        libc_ret(sys_listen(fd, backlog)) as c_int
+    }
+
+    #[no_mangle]
+    pub unsafe extern "C" fn accept(fd: c_int, addr: *mut sockaddr, alen: *mut socklen_t) -> c_int {
+        // SAFETY: accept's contract, forwarded.
+        libc_ret(unsafe { sys_accept4(fd, addr as usize, alen as usize, 0) }) as c_int
+    }
+
+    #[no_mangle]
+    pub unsafe extern "C" fn accept4(
+        fd: c_int,
+        addr: *mut sockaddr,
+        alen: *mut socklen_t,
+        flags: c_int,
+    ) -> c_int {
+        // SAFETY: accept4's contract, forwarded.
+        libc_ret(unsafe { sys_accept4(fd, addr as usize, alen as usize, flags) }) as c_int
     }
 
     #[no_mangle]

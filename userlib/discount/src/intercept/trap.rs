@@ -188,10 +188,9 @@ unsafe fn dispatch(nr: i64, a: [usize; 6]) -> isize {
                 net::sys_setsockopt(i0, i1, i2, a[3] as *const c_void, a[4] as libc::socklen_t)
             }
             libc::SYS_shutdown => net::sys_shutdown(i0, i1),
-            libc::SYS_listen | libc::SYS_accept | libc::SYS_accept4 => refuse_named(
-                "listen/accept (stream sockets are not recovered; only datagram sockets are)",
-                nr,
-            ),
+            libc::SYS_listen => net::sys_listen(i0, i1),
+            libc::SYS_accept => net::sys_accept4(i0, a[1], a[2], 0),
+            libc::SYS_accept4 => net::sys_accept4(i0, a[1], a[2], a[3] as c_int),
             libc::SYS_ioctl if a[1] as u64 == libc::FIONBIO => net::sys_fionbio(i0, a[2]),
             libc::SYS_poll | libc::SYS_ppoll | libc::SYS_select | libc::SYS_pselect6 => {
                 io::sys_nd(nr, a, sysnames::name(nr))

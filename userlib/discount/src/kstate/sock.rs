@@ -14,6 +14,16 @@
 //! shutdown. A name that cannot be bound again (another process holds the port or the
 //! path now) or a peer that cannot be reached makes recovery fail with a message naming
 //! the socket and the address: the program never gets a socket that silently changed.
+//!
+//! Stream sockets (TCP, `AF_UNIX` stream; issue 16) are recorded the same way, plus the
+//! `listen` backlog ([`SockRec::listen`]), for an accepted socket the listener it came
+//! from and its peer ([`SockRec::accepted_by`], [`SockRec::peer`]), and the bytes a
+//! distributed checkpoint drained from it ([`SockRec::inbuf`], [`KState::drain_streams`]).
+//! Recovery rebuilds listeners (bound, listening) and binds connecting sockets to their
+//! recorded local port or abstract name; a member of a computation then connects and
+//! accepts again after its join ([`KState::reconnect_streams`]); under the single-process
+//! protocols a connection is gone after a recovery and comes back reset
+//! ([`dead_connection`]). The design is in `intercept/net.rs`.
 
 use super::{cstr, raw_close, KState};
 use crate::error::{Error, Result};
@@ -73,6 +83,18 @@ pub struct SockRec {
     pub shut: i32,
     /// `socketpair`: the other end's id (0: none).
     pub pair: u64,
+    /// Stream sockets: the backlog of its `listen` (-1: not listening).
+    pub listen: i32,
+    /// Stream sockets: made by `accept` on the listener of this id (0: not accepted);
+    /// [`SockRec::peer`] is then the peer the connection came from.
+    pub accepted_by: u64,
+    /// Stream sockets: bytes drained from the kernel at a distributed checkpoint (the
+    /// quiesce-and-drain step, `intercept::net`) that the program has not read yet;
+    /// its reads are served from here first.
+    pub inbuf: Vec<u8>,
+    /// Stream connections: the peer shut its writing end down (a drain read the end of
+    /// the stream); recovery does not wait for it to connect again.
+    pub eof: bool,
 }
 
 impl SockRec {
@@ -91,16 +113,33 @@ impl SockRec {
             peer_dir: Vec::new(),
             shut: 0,
             pair: 0,
+            listen: -1,
+            accepted_by: 0,
+            inbuf: Vec::new(),
+            eof: false,
         }
     }
 
     /// What kind of socket, for messages.
     pub fn kind(&self) -> &'static str {
-        match self.domain {
-            libc::AF_INET => "UDP",
-            libc::AF_INET6 => "UDP over IPv6",
-            _ => "AF_UNIX datagram",
+        match (self.domain, self.stream()) {
+            (libc::AF_INET, false) => "UDP",
+            (libc::AF_INET6, false) => "UDP over IPv6",
+            (libc::AF_INET, true) => "TCP",
+            (libc::AF_INET6, true) => "TCP over IPv6",
+            (_, false) => "AF_UNIX datagram",
+            (_, true) => "AF_UNIX stream",
         }
+    }
+
+    /// A stream socket (`SOCK_STREAM`: TCP, `AF_UNIX` stream).
+    pub fn stream(&self) -> bool {
+        self.ty == libc::SOCK_STREAM
+    }
+
+    /// A stream socket with a connection (connected or accepted).
+    pub fn connection(&self) -> bool {
+        self.stream() && self.listen < 0 && (self.peer.is_some() || self.accepted_by != 0)
     }
 
     /// Records a `setsockopt` that succeeded. Before the bind, an option's value is
@@ -176,6 +215,18 @@ pub fn opt_recorded(level: i32, name: i32) -> bool {
                 | libc::SO_BINDTODEVICE
                 | libc::SO_NO_CHECK
                 | libc::SO_PASSCRED
+                | libc::SO_KEEPALIVE
+                | libc::SO_LINGER
+                | libc::SO_OOBINLINE
+        ),
+        libc::IPPROTO_TCP => matches!(
+            name,
+            libc::TCP_NODELAY
+                | libc::TCP_KEEPIDLE
+                | libc::TCP_KEEPINTVL
+                | libc::TCP_KEEPCNT
+                | libc::TCP_USER_TIMEOUT
+                | libc::TCP_QUICKACK
         ),
         libc::IPPROTO_IP => matches!(
             name,
@@ -450,9 +501,26 @@ impl KState {
     /// as it was at the checkpoint (run after the files are reopened, before the epoll
     /// instances, which may watch sockets).
     pub fn restore_socks(&self) -> Result<()> {
+        let twopc = crate::twopc::configured();
         for s in &self.socks {
             if s.pair != 0 && s.pair < s.ofd {
                 continue; // made with the other end
+            }
+            if s.stream() {
+                crate::vol::get()
+                    .tp_streams
+                    .store(true, std::sync::atomic::Ordering::Release);
+            }
+            if s.connection() && (!twopc || s.eof) {
+                // A connection to the outside world (single-process protocols) is gone
+                // after a recovery: the program reads ECONNRESET (then the end) and a
+                // write fails with EPIPE. One whose peer had ended it reads the end.
+                let n = dead_connection(!s.eof).map_err(|errno| self.make_failed(s, errno))?;
+                self.place_sock(n, s.ofd);
+                continue;
+            }
+            if s.accepted_by != 0 {
+                continue; // accepted again after the join (`reconnect_streams`)
             }
             let ty = (s.ty | libc::SOCK_CLOEXEC) as usize;
             let made = if s.pair != 0 {
@@ -473,36 +541,182 @@ impl KState {
                 check(unsafe { sc(libc::SYS_socket, s.domain as usize, ty, s.proto as usize) })
                     .map(|n| (n as i32, None))
             };
-            let (n, other) = made.map_err(|errno| {
-                Error::Restore(format!(
-                    "cannot make the {} socket of fd {} again: {} ({errno})",
-                    s.kind(),
-                    self.fds_of(s.ofd).first().copied().unwrap_or(-1),
-                    sys::errno_name(errno)
-                ))
-            })?;
+            let (n, other) = made.map_err(|errno| self.make_failed(s, errno))?;
             if let Some(fd) = self.place_sock(n, s.ofd) {
-                self.redo_sock(fd, s)?;
+                // A connection of a computation is connected again after the join.
+                self.redo_sock(fd, s, !s.connection())?;
             }
             if let (Some(m), Some(o)) = (other, self.socks.iter().find(|o| o.ofd == s.pair)) {
                 if let Some(fd) = self.place_sock(m, o.ofd) {
-                    self.redo_sock(fd, o)?;
+                    self.redo_sock(fd, o, true)?;
                 }
             }
         }
         Ok(())
     }
 
-    /// Redoes what the program did to socket `s`, now at `fd`.
-    fn redo_sock(&self, fd: i32, s: &SockRec) -> Result<()> {
-        let fail = |what: &str, addr: &str, errno: i32, why: &str| {
-            Error::Restore(format!(
-                "the {} socket of fd {fd}: cannot {what} {addr} again: {} ({errno}){why}",
-                s.kind(),
-                sys::errno_name(errno)
-            ))
-        };
-        let opts = |after: bool| -> Result<()> {
+    fn make_failed(&self, s: &SockRec, errno: i32) -> Error {
+        Error::Restore(format!(
+            "cannot make the {} socket of fd {} again: {} ({errno})",
+            s.kind(),
+            self.first_fd(s.ofd).unwrap_or(-1),
+            sys::errno_name(errno)
+        ))
+    }
+
+    /// The lowest descriptor of `ofd` (no allocation).
+    fn first_fd(&self, ofd: u64) -> Option<i32> {
+        self.fds
+            .iter()
+            .position(|e| e.as_ref().is_some_and(|e| ofd != 0 && e.ofd == ofd))
+            .map(|i| i as i32)
+    }
+
+    /// Recovery of a member of a computation (2PC), after it joined, i.e. after every
+    /// member has rebuilt its listeners (issue 16): each recorded connection is made
+    /// again (thesis 5.2.2's rebind and reconnect, extended to connections). A connecting socket (bound at recovery to the local port or abstract name
+    /// it had) connects to its peer again, retrying for [`RECONNECT_S`] seconds until the
+    /// peer's listener is back; then each accepted socket takes the connection that comes
+    /// from the peer it had, installed at its descriptor (connections from other peers,
+    /// which the program had not accepted yet at the checkpoint, are kept for its next
+    /// `accept`). The connections carry none of the old bytes: those were drained into
+    /// the checkpoint ([`KState::drain_streams`]) or are sent again by the re-executed
+    /// sender.
+    pub fn reconnect_streams(&self) -> Result<()> {
+        if !crate::twopc::configured() {
+            return Ok(());
+        }
+        let deadline = sys::mono_ns() + RECONNECT_S * 1_000_000_000;
+        for s in self.socks.iter().filter(|s| s.connection() && !s.eof) {
+            let Some(fd) = self.first_fd(s.ofd) else {
+                continue;
+            };
+            let Some(peer) = &s.peer else { continue };
+            if s.accepted_by != 0 {
+                continue;
+            }
+            let fl = set_blocking(fd);
+            let r = loop {
+                let r = in_dir(&s.peer_dir, &self.cwd, || {
+                    addr_call(libc::SYS_connect, fd, peer)
+                });
+                match r {
+                    Ok(()) | Err(libc::EISCONN) => break Ok(()),
+                    Err(
+                        libc::ECONNREFUSED
+                        | libc::ENOENT
+                        | libc::EADDRNOTAVAIL
+                        | libc::EAGAIN
+                        | libc::EINTR
+                        | libc::ETIMEDOUT
+                        | libc::ECONNRESET,
+                    ) if sys::mono_ns() < deadline => sys::sleep_ms(10),
+                    Err(e) => break Err(e),
+                }
+            };
+            restore_flags(fd, fl);
+            r.map_err(|errno| {
+                Error::Restore(format!(
+                    "the {} socket of fd {fd}: cannot connect to {} again: {} ({errno}){}",
+                    s.kind(),
+                    describe(peer),
+                    sys::errno_name(errno),
+                    if errno == libc::ECONNREFUSED {
+                        " (no listener there within the 10 s recovery allows)"
+                    } else {
+                        ""
+                    }
+                ))
+            })?;
+            self.redo_shutdown(fd, s)?;
+        }
+        for s in self.socks.iter().filter(|s| s.accepted_by != 0 && !s.eof) {
+            let (Some(peer), Some(lfd)) = (&s.peer, self.first_fd(s.accepted_by)) else {
+                continue;
+            };
+            let n = accept_from(lfd, peer, deadline).map_err(|errno| {
+                Error::Restore(format!(
+                    "the {} socket accepted from {} at the checkpoint (listener fd {lfd}): no \
+                     connection from it came again in {RECONNECT_S} s: {} ({errno})",
+                    s.kind(),
+                    describe(peer),
+                    sys::errno_name(errno)
+                ))
+            })?;
+            if let Some(fd) = self.place_sock(n, s.ofd) {
+                self.redo_opts(fd, s, true)?;
+                self.redo_shutdown(fd, s)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A distributed checkpoint's drain (issue 16): every stream connection's readable
+    /// bytes, read without blocking until the kernel has no more, appended to its
+    /// [`SockRec::inbuf`] (checkpointed memory); the end of the stream sets
+    /// [`SockRec::eof`]. Returns the bytes drained.
+    pub fn drain_streams(&mut self) -> usize {
+        let mut total = 0;
+        let mut buf = [0u8; 4096];
+        for i in 0..self.socks.len() {
+            if !self.socks[i].connection() || self.socks[i].eof {
+                continue;
+            }
+            let Some(fd) = self.first_fd(self.socks[i].ofd) else {
+                continue;
+            };
+            loop {
+                // SAFETY: recvfrom writes at most buf.len() bytes into the live local.
+                let r = unsafe {
+                    sc4(
+                        libc::SYS_recvfrom,
+                        fd as usize,
+                        buf.as_mut_ptr() as usize,
+                        buf.len(),
+                        libc::MSG_DONTWAIT as usize,
+                    )
+                };
+                if r == 0 {
+                    self.socks[i].eof = true;
+                }
+                if r <= 0 {
+                    break;
+                }
+                self.socks[i].inbuf.extend_from_slice(&buf[..r as usize]);
+                total += r as usize;
+            }
+        }
+        total
+    }
+
+    /// The bytes the stream connections' send queues still hold (`SIOCOUTQ`: for TCP
+    /// sent but not acknowledged, for `AF_UNIX` not yet read by the peer).
+    pub fn streams_outq(&self) -> usize {
+        let mut total = 0;
+        for s in self.socks.iter().filter(|s| s.connection()) {
+            let Some(fd) = self.first_fd(s.ofd) else {
+                continue;
+            };
+            let mut q: i32 = 0;
+            // SAFETY: SIOCOUTQ (TIOCOUTQ) writes one int into the live local.
+            let r = unsafe {
+                sc(
+                    libc::SYS_ioctl,
+                    fd as usize,
+                    libc::TIOCOUTQ as usize,
+                    &mut q as *mut i32 as usize,
+                )
+            };
+            if r == 0 && q > 0 {
+                total += q as usize;
+            }
+        }
+        total
+    }
+
+    /// Redoes the options of `s` set before (`after`: after) its bind on `fd`.
+    fn redo_opts(&self, fd: i32, s: &SockRec, after: bool) -> Result<()> {
+        {
             for o in s.opts.iter().filter(|o| o.after_bind == after) {
                 // SAFETY: setsockopt reads `val.len()` bytes of option value.
                 let r = unsafe {
@@ -520,12 +734,46 @@ impl KState {
                 };
                 if let Err(errno) = check(r) {
                     let what = format!("option {}/{}", o.level, o.name);
-                    return Err(fail("set", &what, errno, ""));
+                    return Err(sock_fail(s, fd, "set", &what, errno, ""));
                 }
             }
             Ok(())
+        }
+    }
+
+    /// Redoes the shutdown of `s` on `fd`.
+    fn redo_shutdown(&self, fd: i32, s: &SockRec) -> Result<()> {
+        let how = match s.shut {
+            0 => None,
+            SHUT_RD_BIT => Some(libc::SHUT_RD),
+            SHUT_WR_BIT => Some(libc::SHUT_WR),
+            _ => Some(libc::SHUT_RDWR),
         };
-        opts(false)?;
+        if let Some(how) = how {
+            // SAFETY: shutdown takes numbers only.
+            let r = unsafe { sc(libc::SYS_shutdown, fd as usize, how as usize, 0) };
+            // An unconnected datagram socket answers ENOTCONN but is shut down all the
+            // same (as when the program did it).
+            match check(r) {
+                Ok(_) | Err(libc::ENOTCONN) => {}
+                Err(errno) => return Err(sock_fail(s, fd, "shut down", "the socket", errno, "")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Redoes what the program did to socket `s`, now at `fd`: options, bind, listen,
+    /// and (`connect`) the connect and shutdown.
+    fn redo_sock(&self, fd: i32, s: &SockRec, connect: bool) -> Result<()> {
+        let fail = |what: &str, addr: &str, errno: i32, why: &str| {
+            sock_fail(s, fd, what, addr, errno, why)
+        };
+        if s.stream() && s.domain != libc::AF_UNIX {
+            // The crashed run's connections on this port may linger (TIME_WAIT): the
+            // same port is bound again all the same (as at the first bind, `net`).
+            reuse_addr(fd);
+        }
+        self.redo_opts(fd, s, false)?;
         if let Some(addr) = &s.bound {
             let r = in_dir(&s.bind_dir, &self.cwd, || {
                 let path = unix_path(addr);
@@ -557,31 +805,173 @@ impl KState {
             });
             r.map_err(|(errno, why)| fail("bind", &describe(addr), errno, why))?;
         }
-        opts(true)?;
+        self.redo_opts(fd, s, true)?;
+        if s.listen >= 0 {
+            // SAFETY: listen takes numbers only.
+            let r = unsafe { sc(libc::SYS_listen, fd as usize, s.listen as usize, 0) };
+            check(r).map_err(|errno| fail("listen on", "its name", errno, ""))?;
+        }
+        if !connect {
+            return Ok(());
+        }
         if let Some(addr) = &s.peer {
             in_dir(&s.peer_dir, &self.cwd, || {
                 addr_call(libc::SYS_connect, fd, addr)
             })
             .map_err(|errno| fail("connect to", &describe(addr), errno, ""))?;
         }
-        let how = match s.shut {
-            0 => None,
-            SHUT_RD_BIT => Some(libc::SHUT_RD),
-            SHUT_WR_BIT => Some(libc::SHUT_WR),
-            _ => Some(libc::SHUT_RDWR),
-        };
-        if let Some(how) = how {
-            // SAFETY: shutdown takes numbers only.
-            let r = unsafe { sc(libc::SYS_shutdown, fd as usize, how as usize, 0) };
-            // An unconnected datagram socket answers ENOTCONN but is shut down all the
-            // same (as when the program did it).
-            match check(r) {
-                Ok(_) | Err(libc::ENOTCONN) => {}
-                Err(errno) => return Err(fail("shut down", "the socket", errno, "")),
-            }
-        }
-        Ok(())
+        self.redo_shutdown(fd, s)
     }
+}
+
+/// How long recovery waits for a connection of the computation to come back.
+pub const RECONNECT_S: u64 = 10;
+
+fn sock_fail(s: &SockRec, fd: i32, what: &str, addr: &str, errno: i32, why: &str) -> Error {
+    Error::Restore(format!(
+        "the {} socket of fd {fd}: cannot {what} {addr} again: {} ({errno}){why}",
+        s.kind(),
+        sys::errno_name(errno)
+    ))
+}
+
+/// `SO_REUSEADDR` on a TCP socket before its bind (our own, not the program's: a port
+/// whose old connections are in TIME_WAIT can be bound again).
+pub fn reuse_addr(fd: i32) {
+    let one: i32 = 1;
+    // SAFETY: setsockopt reads one int from the live local.
+    unsafe {
+        syscall6(
+            libc::SYS_setsockopt,
+            [
+                fd as usize,
+                libc::SOL_SOCKET as usize,
+                libc::SO_REUSEADDR as usize,
+                &one as *const i32 as usize,
+                4,
+                0,
+            ],
+        )
+    };
+}
+
+/// Clears `O_NONBLOCK` on `fd`; returns the status flags it had.
+fn set_blocking(fd: i32) -> usize {
+    // SAFETY: fcntl F_GETFL/F_SETFL take numbers only.
+    unsafe {
+        let fl = sc(libc::SYS_fcntl, fd as usize, libc::F_GETFL as usize, 0).max(0) as usize;
+        sc(
+            libc::SYS_fcntl,
+            fd as usize,
+            libc::F_SETFL as usize,
+            fl & !(libc::O_NONBLOCK as usize),
+        );
+        fl
+    }
+}
+
+fn restore_flags(fd: i32, fl: usize) {
+    // SAFETY: fcntl F_SETFL takes numbers only.
+    unsafe { sc(libc::SYS_fcntl, fd as usize, libc::F_SETFL as usize, fl) };
+}
+
+/// A connection that is gone (`reset`: the next read fails with ECONNRESET; else it reads
+/// the end of the stream); writes fail with EPIPE. An `AF_UNIX` stream pair whose other
+/// end is closed, with a byte left unread in it when `reset` (how the kernel reports a
+/// reset on `AF_UNIX`).
+pub fn dead_connection(reset: bool) -> std::result::Result<i32, i32> {
+    let mut sv = [0i32; 2];
+    // SAFETY: socketpair writes two descriptors into the live array.
+    check(unsafe {
+        sc4(
+            libc::SYS_socketpair,
+            libc::AF_UNIX as usize,
+            (libc::SOCK_STREAM | libc::SOCK_CLOEXEC) as usize,
+            0,
+            sv.as_mut_ptr() as usize,
+        )
+    })?;
+    if reset {
+        let b = [0u8; 1];
+        // SAFETY: write reads one byte from the live local.
+        unsafe { sc(libc::SYS_write, sv[0] as usize, b.as_ptr() as usize, 1) };
+    }
+    raw_close(sv[1]);
+    Ok(sv[0])
+}
+
+/// Accepts on listener `lfd` until a connection from `peer` comes (before `deadline`),
+/// keeping the others for the program ([`crate::vol::Vol::st_pending`]).
+fn accept_from(lfd: i32, peer: &[u8], deadline: u64) -> std::result::Result<i32, i32> {
+    if let Some(n) = take_pending(lfd, Some(peer)) {
+        return Ok(n);
+    }
+    loop {
+        let left = deadline.saturating_sub(sys::mono_ns()) / 1_000_000;
+        if left == 0 {
+            return Err(libc::ETIMEDOUT);
+        }
+        let mut p = [libc::pollfd {
+            fd: lfd,
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        // SAFETY: poll reads and writes one pollfd of the live local.
+        unsafe { sc(libc::SYS_poll, p.as_mut_ptr() as usize, 1, left as usize) };
+        // SAFETY: accept4 without an address takes numbers only.
+        let r = unsafe {
+            sc4(
+                libc::SYS_accept4,
+                lfd as usize,
+                0,
+                0,
+                libc::SOCK_CLOEXEC as usize,
+            )
+        };
+        let Ok(n) = check(r) else { continue };
+        let n = n as i32;
+        if sock_name(n, true).is_ok_and(|a| a == peer) {
+            return Ok(n);
+        }
+        let n = sys::move_high(n);
+        if !put_pending(lfd, n) {
+            raw_close(n);
+            crate::diag::diag(
+                "recovery: too many connections not yet accepted by the program: one closed",
+            );
+        }
+    }
+}
+
+/// Keeps connection `n`, accepted on `lfd` by recovery, for the program's next `accept`.
+fn put_pending(lfd: i32, n: i32) -> bool {
+    let word = ((lfd as u64 + 1) << 32) | n as u32 as u64;
+    crate::vol::get().st_pending.iter().any(|slot| {
+        slot.compare_exchange(
+            0,
+            word,
+            std::sync::atomic::Ordering::AcqRel,
+            std::sync::atomic::Ordering::Relaxed,
+        )
+        .is_ok()
+    })
+}
+
+/// A connection recovery accepted on `lfd` and kept (from `peer`, or any), taken out.
+pub fn take_pending(lfd: i32, peer: Option<&[u8]>) -> Option<i32> {
+    for slot in crate::vol::get().st_pending.iter() {
+        let w = slot.load(std::sync::atomic::Ordering::Acquire);
+        if w == 0 || (w >> 32) != lfd as u64 + 1 {
+            continue;
+        }
+        let n = w as u32 as i32;
+        if peer.is_some_and(|p| !sock_name(n, true).is_ok_and(|a| a == p)) {
+            continue;
+        }
+        slot.store(0, std::sync::atomic::Ordering::Release);
+        return Some(n);
+    }
+    None
 }
 
 #[cfg(test)]
@@ -856,5 +1246,96 @@ mod tests {
         ks.set_entry(658, None);
         assert!(!ks.is_sock_ofd(a) && ks.is_sock_ofd(b));
         close_all(&[656, 657]);
+    }
+
+    fn tcp(ks: &mut KState, fd: i32) -> u64 {
+        let ofd = ks.new_ofd();
+        ks.add_sock(
+            fd,
+            SockRec::new(ofd, libc::AF_INET, libc::SOCK_STREAM, 0),
+            0,
+        );
+        ofd
+    }
+
+    #[test]
+    fn stream_records_listeners_and_outside_connections() {
+        // Not a member of a computation: a listener comes back listening on its port, a
+        // connection comes back reset (the outside world's end is gone).
+        let port = free_port();
+        let mut ks = KState::new();
+        tcp(&mut ks, 660);
+        {
+            let s = ks.sock_mut(660).unwrap();
+            s.bound = Some(inet([127, 0, 0, 1], port));
+            s.listen = 4;
+            assert!(s.stream() && !s.connection() && s.kind() == "TCP");
+        }
+        let lofd = ks.sock(660).unwrap().ofd;
+        let ofd = tcp(&mut ks, 661);
+        {
+            let s = ks.sock_mut(661).unwrap();
+            s.bound = Some(inet([127, 0, 0, 1], port));
+            s.peer = Some(inet([127, 0, 0, 1], 1));
+            s.accepted_by = lofd;
+            s.inbuf = b"left".to_vec();
+            assert!(s.connection());
+        }
+        assert!(!crate::twopc::configured());
+        ks.restore_socks().unwrap();
+        ks.reconnect_streams().unwrap();
+        assert_eq!(sock_name(660, false).unwrap(), inet([127, 0, 0, 1], port));
+        let c = std::net::TcpStream::connect(("127.0.0.1", port)).expect("listening again");
+        drop(c);
+        let mut b = [0u8; 4];
+        // SAFETY: read into the live local buffer.
+        let r = unsafe { libc::read(661, b.as_mut_ptr().cast(), 4) };
+        let errno = std::io::Error::last_os_error().raw_os_error();
+        assert_eq!((r, errno), (-1, Some(libc::ECONNRESET)));
+        // The drained bytes stay in the record (the program reads them first).
+        assert_eq!(
+            ks.socks.iter().find(|s| s.ofd == ofd).unwrap().inbuf,
+            b"left"
+        );
+        close_all(&[660, 661]);
+    }
+
+    #[test]
+    fn a_drain_takes_every_readable_byte_and_the_end() {
+        use std::io::Write;
+        use std::os::fd::AsRawFd;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut peer = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (conn, _) = l.accept().unwrap();
+        // SAFETY: dup3 of a live descriptor onto a free number.
+        assert_eq!(unsafe { libc::dup3(conn.as_raw_fd(), 662, 0) }, 662);
+        let mut ks = KState::new();
+        tcp(&mut ks, 662);
+        ks.sock_mut(662).unwrap().peer = Some(inet([127, 0, 0, 1], 9));
+        peer.write_all(&[7u8; 10000]).unwrap();
+        let mut got = 0;
+        for _ in 0..200 {
+            got += ks.drain_streams();
+            if got == 10000 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        assert_eq!(got, 10000);
+        assert_eq!(ks.sock(662).unwrap().inbuf.len(), 10000);
+        assert_eq!(ks.streams_outq(), 0);
+        peer.shutdown(std::net::Shutdown::Write).unwrap();
+        for _ in 0..200 {
+            ks.drain_streams();
+            if ks.sock(662).unwrap().eof {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        assert!(
+            ks.sock(662).unwrap().eof,
+            "the end of the stream is recorded"
+        );
+        close_all(&[662]);
     }
 }

@@ -15,6 +15,15 @@
 //!   prepares its checkpoint (a Vista prepared transaction tagged with the epoch) and votes
 //!   yes; when all have voted the coordinator saves the epoch as committed and only then
 //!   sends the decision. No member commits or aborts a prepared checkpoint on its own.
+//! * **Quiesce** (issue 16, stream sockets): when some member has stream sockets (it
+//!   said so with [`Kind::Streams`] before making the first, or joined with the flag
+//!   set), a round starts with [`Kind::Quiesce`] instead of [`Kind::Prepare`]: each member
+//!   stops (sends nothing more), drains what it can read and waits until its stream
+//!   sockets' send queues are empty, and answers [`Kind::Quiesced`]; only when every
+//!   member has answered does the coordinator send the prepares. Then no byte is in
+//!   transit when the members drain their sockets for the checkpoint (`intercept::net`).
+//!   [`Kind::Streams`] is answered ([`Kind::StreamsOk`]) only while no round is open that
+//!   skipped the quiesce step, so no connection starts inside such a round.
 //! * **Failure**: a member process that comes back with a new boot id (it crashed and
 //!   recovered from its last committed checkpoint, resolving a prepared one by asking
 //!   [`Kind::Ask`]) is a failure. The open round, if any, is aborted (saved before the
@@ -129,6 +138,10 @@ struct Member {
     left: bool,
     /// Voted in the open round.
     voted: bool,
+    /// Answered the open round's quiesce.
+    quiesced: bool,
+    /// Has (or had) stream sockets: rounds quiesce first.
+    streams: bool,
     /// Told to roll back: the process told (0: whichever process it has, after the
     /// coordinator's restart), until a new process joins.
     rolling: Option<u64>,
@@ -158,6 +171,8 @@ pub struct Coordinator {
     members: Vec<Member>,
     running: bool,
     round: Option<u64>,
+    /// The open round is in its quiesce step (no prepare sent yet).
+    quiescing: bool,
     stats: CoordStats,
     log: Vec<String>,
     /// Test hook for negative controls only: after a failure the other members are not
@@ -179,6 +194,7 @@ impl Coordinator {
             members: vec![Member::default(); n as usize],
             running: false,
             round: None,
+            quiescing: false,
             stats: CoordStats::default(),
             log: Vec::new(),
             no_rollback_for_tests: false,
@@ -236,6 +252,11 @@ impl Coordinator {
     /// The open round's epoch.
     pub fn round(&self) -> Option<u64> {
         self.round
+    }
+
+    /// Whether the open round is in its quiesce step.
+    pub fn quiescing(&self) -> bool {
+        self.quiescing
     }
 
     /// Whether every member has left.
@@ -316,6 +337,9 @@ impl Coordinator {
         }
         match m.kind {
             Kind::Join => {
+                if m.flag {
+                    self.members[i].streams = true;
+                }
                 if m.epoch != self.d.committed {
                     self.stats.inconsistent_joins += 1;
                     self.log.push(format!(
@@ -340,14 +364,33 @@ impl Coordinator {
                     self.log.push(format!("round {e} opened by member {i}"));
                     for mb in self.members.iter_mut() {
                         mb.voted = false;
+                        mb.quiesced = false;
                     }
+                    self.quiescing = self.members.iter().any(|m| !m.left && m.streams);
+                    let first = if self.quiescing {
+                        Kind::Quiesce
+                    } else {
+                        Kind::Prepare
+                    };
                     for j in self.present().collect::<Vec<_>>() {
-                        out.push((j, self.msg(Kind::Prepare, e)));
+                        out.push((j, self.msg(first, e)));
                     }
                 }
             }
+            Kind::Quiesced => {
+                if self.round == Some(m.epoch) && self.quiescing {
+                    self.members[i].quiesced = true;
+                    self.maybe_prepare(&mut out);
+                }
+            }
+            Kind::Streams => {
+                self.members[i].streams = true;
+                if self.round.is_none() || self.quiescing {
+                    out.push((m.member, self.msg(Kind::StreamsOk, m.epoch)));
+                }
+            }
             Kind::Vote => {
-                if self.round == Some(m.epoch) {
+                if self.round == Some(m.epoch) && !self.quiescing {
                     self.members[i].voted = true;
                     self.maybe_commit(st, &mut out)?;
                 } else if m.epoch <= self.d.committed || self.d.aborted.contains(&m.epoch) {
@@ -373,6 +416,7 @@ impl Coordinator {
                         .push(format!("member {i} left after epoch {}", m.epoch));
                 }
                 out.push((m.member, self.msg(Kind::Resume, self.d.committed)));
+                self.maybe_prepare(&mut out);
                 self.maybe_commit(st, &mut out)?;
                 if !self.running {
                     self.maybe_run(&mut out);
@@ -404,10 +448,28 @@ impl Coordinator {
         }
     }
 
+    /// The quiesce step is over when every present member has quiesced: the prepares go.
+    fn maybe_prepare(&mut self, out: &mut Out) {
+        let Some(e) = self.round else {
+            return;
+        };
+        if !self.quiescing || !self.members.iter().all(|m| m.left || m.quiesced) {
+            return;
+        }
+        self.quiescing = false;
+        self.log.push(format!("round {e} quiesced"));
+        for j in self.present().collect::<Vec<_>>() {
+            out.push((j, self.msg(Kind::Prepare, e)));
+        }
+    }
+
     fn maybe_commit(&mut self, st: &mut dyn Stable, out: &mut Out) -> std::io::Result<()> {
         let Some(e) = self.round else {
             return Ok(());
         };
+        if self.quiescing {
+            return Ok(());
+        }
         if !self.members.iter().all(|m| m.left || m.voted) {
             return Ok(());
         }
@@ -427,6 +489,7 @@ impl Coordinator {
     fn failure(&mut self, f: u16, st: &mut dyn Stable, out: &mut Out) -> std::io::Result<()> {
         self.stats.failures += 1;
         let aborted = self.round.take();
+        self.quiescing = false;
         if let Some(e) = aborted {
             self.d.aborted.push(e);
             if self.d.aborted.len() > KEEP_ABORTED {
@@ -453,6 +516,7 @@ impl Coordinator {
         for (j, m) in self.members.iter_mut().enumerate() {
             m.joined = false;
             m.voted = false;
+            m.quiesced = false;
             if j == f as usize || m.left {
                 continue;
             }
@@ -499,7 +563,9 @@ impl Coordinator {
                         ..self.msg(Kind::Rollback, self.d.committed)
                     },
                 ));
-            } else if let (Some(e), false) = (self.round, m.voted) {
+            } else if let (Some(e), true, false) = (self.round, self.quiescing, m.quiesced) {
+                out.push((j as u16, self.msg(Kind::Quiesce, e)));
+            } else if let (Some(e), false, false) = (self.round, self.quiescing, m.voted) {
                 out.push((j as u16, self.msg(Kind::Prepare, e)));
             }
         }
@@ -685,6 +751,112 @@ mod tests {
             .all(|(_, m)| m.kind == Kind::Prepare && m.epoch == 2));
         let out = c.on_datagram(&from(0, 200, Kind::Ask, 1), &mut st).unwrap();
         assert!(!out[0].1.flag);
+    }
+
+    #[test]
+    fn with_streams_a_round_quiesces_every_member_before_any_prepare() {
+        let mut st = Mem::default();
+        let mut c = started(3, &mut st);
+        // Without streams: no quiesce step.
+        let out = c
+            .on_datagram(&from(0, 100, Kind::Request, 0), &mut st)
+            .unwrap();
+        assert!(out.iter().all(|(_, m)| m.kind == Kind::Prepare));
+        // A member announcing streams inside a round without the quiesce step waits.
+        assert!(c
+            .on_datagram(&from(1, 101, Kind::Streams, 0), &mut st)
+            .unwrap()
+            .is_empty());
+        for j in 0..3 {
+            c.on_datagram(&from(j, 100 + j as u64, Kind::Vote, 1), &mut st)
+                .unwrap();
+        }
+        assert_eq!(c.durable().committed, 1);
+        let out = c
+            .on_datagram(&from(1, 101, Kind::Streams, 0), &mut st)
+            .unwrap();
+        assert_eq!(kinds(&out), vec![(1, Kind::StreamsOk, 0)]);
+        // Now rounds quiesce first.
+        let out = c
+            .on_datagram(&from(2, 102, Kind::Request, 1), &mut st)
+            .unwrap();
+        assert_eq!(
+            kinds(&out),
+            vec![
+                (0, Kind::Quiesce, 2),
+                (1, Kind::Quiesce, 2),
+                (2, Kind::Quiesce, 2)
+            ]
+        );
+        assert!(c.quiescing());
+        // Streams announced during a quiescing round: answered at once.
+        let out = c
+            .on_datagram(&from(0, 100, Kind::Streams, 1), &mut st)
+            .unwrap();
+        assert_eq!(kinds(&out), vec![(0, Kind::StreamsOk, 1)]);
+        // A vote before the prepare counts for nothing; a stale quiesced neither.
+        assert!(c
+            .on_datagram(&from(0, 100, Kind::Vote, 2), &mut st)
+            .unwrap()
+            .is_empty());
+        assert!(c
+            .on_datagram(&from(0, 100, Kind::Quiesced, 1), &mut st)
+            .unwrap()
+            .is_empty());
+        assert!(c
+            .on_datagram(&from(0, 100, Kind::Quiesced, 2), &mut st)
+            .unwrap()
+            .is_empty());
+        assert!(c
+            .on_datagram(&from(1, 101, Kind::Quiesced, 2), &mut st)
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            kinds(&c.tick()),
+            vec![(2, Kind::Quiesce, 2)],
+            "resend the quiesce to who did not answer"
+        );
+        let out = c
+            .on_datagram(&from(2, 102, Kind::Quiesced, 2), &mut st)
+            .unwrap();
+        assert_eq!(
+            kinds(&out),
+            vec![
+                (0, Kind::Prepare, 2),
+                (1, Kind::Prepare, 2),
+                (2, Kind::Prepare, 2)
+            ]
+        );
+        assert!(!c.quiescing());
+        assert_eq!(kinds(&c.tick()).len(), 3, "prepares resent until voted");
+        for j in 0..3 {
+            c.on_datagram(&from(j, 100 + j as u64, Kind::Vote, 2), &mut st)
+                .unwrap();
+        }
+        assert_eq!(c.durable().committed, 2);
+        // A failure in the quiesce step aborts the round like any other.
+        c.on_datagram(&from(0, 100, Kind::Request, 2), &mut st)
+            .unwrap();
+        assert!(c.quiescing());
+        let out = c
+            .on_datagram(&from(1, 901, Kind::Join, 2), &mut st)
+            .unwrap();
+        assert!(!c.quiescing() && c.round().is_none());
+        assert!(out.iter().any(|(j, m)| *j == 0 && m.kind == Kind::Rollback));
+        assert_eq!(c.durable().aborted, vec![3]);
+        // A member joining with the streams flag after a coordinator restart.
+        let mut c2 = Coordinator::new(1, Durable::new());
+        let join = Msg {
+            member: 0,
+            boot: 5,
+            flag: true,
+            ..Msg::new(Kind::Join, 0)
+        };
+        c2.on_datagram(&join.encode(), &mut st).unwrap();
+        let out = c2
+            .on_datagram(&from(0, 5, Kind::Request, 0), &mut st)
+            .unwrap();
+        assert_eq!(kinds(&out), vec![(0, Kind::Quiesce, 1)]);
     }
 
     #[test]

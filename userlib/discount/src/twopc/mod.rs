@@ -37,12 +37,18 @@
 //! to the coordinator so that nothing else reaches it; each is repeated every
 //! [`RESEND_MS`] until answered, since UDP may lose it.
 //!
-//! Limits (see the README): the members' messages to each other are the program's own
-//! (UDP programs retransmit, as the thesis's did), so a message in flight when a round
+//! * **Quiesce** ([`wire::Kind::Quiesce`], issue 16): when some member has stream
+//!   sockets, a round first quiesces every member (no sends, send queues empty) and only
+//!   then prepares; each member drains its stream connections into its checkpoint at the
+//!   prepare, so no byte of a stream is in transit at a commit (`intercept::net`).
+//!
+//! Limits (see the README): datagrams between members are the program's own (UDP
+//! programs retransmit, as the thesis's did), so a datagram in flight when a round
 //! commits, or sent by a process that is rolled back, is lost or repeated as UDP may lose
-//! or repeat it; the sockets of every member are sends inside the computation (a socket
-//! to a peer outside it is not told apart); a member that computes without making a
-//! system call answers a prepare at its next one.
+//! or repeat it (streams are exact: above); the sockets of every member are sends inside
+//! the computation (a socket to a peer outside it is not told apart; a stream to one is
+//! not supported); a member that computes without making a system call answers a prepare
+//! at its next one.
 
 pub mod coord;
 pub mod wire;
@@ -165,10 +171,16 @@ fn sockaddr(a: SocketAddrV4) -> libc::sockaddr_in {
 }
 
 pub(crate) fn send(kind: Kind, epoch: u64) {
+    send_flag(kind, epoch, false);
+}
+
+/// [`send`] with the message's flag (a join's: this member has stream sockets).
+pub(crate) fn send_flag(kind: Kind, epoch: u64, flag: bool) {
     let v = vol::get();
     let m = Msg {
         member: v.tp_member.load(Ordering::Relaxed) as u16,
         boot: v.tp_boot.load(Ordering::Relaxed),
+        flag,
         ..Msg::new(kind, epoch)
     };
     let b = m.encode();
@@ -300,7 +312,11 @@ pub(crate) fn join() {
     let mut patience = Patience::new("joining");
     loop {
         patience.tick();
-        send(Kind::Join, epoch());
+        send_flag(
+            Kind::Join,
+            epoch(),
+            vol::get().tp_streams.load(Ordering::Acquire),
+        );
         let deadline = sys::mono_ns() + RESEND_MS as u64 * 1_000_000;
         while sys::mono_ns() < deadline {
             match recv_wait(RESEND_MS) {

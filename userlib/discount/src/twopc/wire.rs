@@ -12,7 +12,7 @@
 //! | 8 | 8 | boot: the sending member process's random id, or the member process a coordinator message is for (0: any) |
 //! | 16 | 8 | incarnation of the computation |
 //! | 24 | 8 | epoch |
-//! | 32 | 1 | flag (a decision or outcome: 1 commit, 0 abort) |
+//! | 32 | 1 | flag (a decision or outcome: 1 commit, 0 abort; a member's [`Kind::Join`]: 1 if it has stream sockets) |
 //! | 33 | 7 | zero |
 //!
 //! What arrives is untrusted: a datagram of another length, magic, version or kind, or
@@ -38,6 +38,13 @@ pub enum Kind {
     Ask = 4,
     /// Member: "I have exited after committing `epoch`".
     Leave = 5,
+    /// Member: "quiesced for `epoch`": it sends nothing more and its stream sockets'
+    /// send queues are empty (the answer to [`Kind::Quiesce`]). Repeated until
+    /// [`Kind::Prepare`].
+    Quiesced = 6,
+    /// Member: "I am making my first stream socket" (so that the coordinator quiesces
+    /// every later round). Repeated until [`Kind::StreamsOk`].
+    Streams = 7,
     /// Coordinator: "prepare a checkpoint for `epoch`".
     Prepare = 16,
     /// Coordinator: the decision for `epoch` (`flag`).
@@ -50,6 +57,13 @@ pub enum Kind {
     Resume = 19,
     /// Coordinator: the answer to [`Kind::Ask`] (`flag`).
     Outcome = 20,
+    /// Coordinator: "round `epoch` opens: stop sending, drain, empty your stream sockets'
+    /// send queues and say [`Kind::Quiesced`]" (the first step of a round when a member
+    /// has stream sockets; [`Kind::Prepare`] follows when every member has answered).
+    Quiesce = 21,
+    /// Coordinator: the answer to [`Kind::Streams`] (given when no round is open that
+    /// skipped the quiesce step).
+    StreamsOk = 22,
 }
 
 impl Kind {
@@ -60,11 +74,15 @@ impl Kind {
             3 => Kind::Vote,
             4 => Kind::Ask,
             5 => Kind::Leave,
+            6 => Kind::Quiesced,
+            7 => Kind::Streams,
             16 => Kind::Prepare,
             17 => Kind::Decide,
             18 => Kind::Rollback,
             19 => Kind::Resume,
             20 => Kind::Outcome,
+            21 => Kind::Quiesce,
+            22 => Kind::StreamsOk,
             _ => return None,
         })
     }
@@ -88,7 +106,8 @@ pub struct Msg {
     pub inc: u64,
     /// The epoch it is about.
     pub epoch: u64,
-    /// Commit (true) or abort, for [`Kind::Decide`] and [`Kind::Outcome`].
+    /// Commit (true) or abort, for [`Kind::Decide`] and [`Kind::Outcome`]; for a
+    /// member's [`Kind::Join`]: it has stream sockets.
     pub flag: bool,
 }
 
@@ -170,6 +189,47 @@ mod tests {
                 assert_eq!(kind.from_member(), k < 16);
             }
         }
+    }
+
+    #[test]
+    fn golden_bytes_of_the_stream_messages() {
+        // The quiesce step (issue 16): the bytes are the protocol, so they are pinned.
+        let q = Msg {
+            inc: 2,
+            ..Msg::new(Kind::Quiesce, 5)
+        }
+        .encode();
+        assert_eq!(&q[..8], b"DC2P\x01\x15\x00\x00");
+        assert_eq!((q[16], q[24], q[32]), (2, 5, 0));
+        let a = Msg {
+            member: 3,
+            boot: 0xaabb,
+            ..Msg::new(Kind::Quiesced, 5)
+        }
+        .encode();
+        assert_eq!(&a[..10], b"DC2P\x01\x06\x03\x00\xbb\xaa");
+        assert_eq!(a[24], 5);
+        let s = Msg::new(Kind::Streams, 0).encode();
+        assert_eq!(s[5], 7);
+        let ok = Msg::new(Kind::StreamsOk, 0).encode();
+        assert_eq!(ok[5], 22);
+        let j = Msg {
+            flag: true,
+            ..Msg::new(Kind::Join, 4)
+        }
+        .encode();
+        assert_eq!((j[5], j[24], j[32]), (1, 4, 1));
+        for k in [
+            Kind::Quiesce,
+            Kind::Quiesced,
+            Kind::Streams,
+            Kind::StreamsOk,
+        ] {
+            let m = Msg::new(k, 9);
+            assert_eq!(Msg::decode(&m.encode()), Some(m));
+        }
+        assert!(Kind::Quiesced.from_member() && Kind::Streams.from_member());
+        assert!(!Kind::Quiesce.from_member() && !Kind::StreamsOk.from_member());
     }
 
     #[test]
