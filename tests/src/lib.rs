@@ -254,6 +254,16 @@ pub fn net_guest(hub: &riovm::NetHub, index: u8, name: &str) -> TestVm {
     test_vm(vm, dir)
 }
 
+/// For Discount Checking in the guest: loads rio.ko (recovery after a crash), formats a
+/// blank arena, and mounts riofs with `dc-fs DC_FS_ARGS` (its size, or "" for the default).
+pub fn load_rio_and_dc_fs(vm: &mut Vm, dc_fs_args: &str) {
+    sh(vm, "rio-load");
+    if sh(vm, "rio status").contains("blank") {
+        sh(vm, "rio format");
+    }
+    sh(vm, format!("dc-fs {dc_fs_args}").trim_end());
+}
+
 /// Runs `cmd`, asserting that it succeeds; returns its standard output.
 pub fn sh(vm: &mut Vm, cmd: &str) -> String {
     vm.sh(cmd).unwrap_or_else(|e| panic!("{e}"))

@@ -81,11 +81,7 @@ fn boot_dc(name: &str) -> TestVm {
 /// Loads rio.ko (recovery after a crash), formats a blank arena, mounts riofs and the
 /// pseudo-terminal file system.
 fn load(vm: &mut Vm) {
-    sh(vm, "rio-load");
-    if sh(vm, "rio status").contains("blank") {
-        sh(vm, "rio format");
-    }
-    sh(vm, &format!("dc-fs {DC_FS_SIZE}"));
+    load_rio_and_dc_fs(vm, DC_FS_SIZE);
     sh(
         vm,
         "mkdir -p /dev/pts && (grep -q ' /dev/pts ' /proc/mounts || mount -t devpts devpts /dev/pts)",

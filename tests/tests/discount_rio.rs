@@ -49,11 +49,7 @@ fn plan_rng(test: &str) -> Rng {
 /// Loads rio.ko (recovery after a crash), formats a blank arena, mounts the Rio file
 /// system.
 fn load(vm: &mut Vm) {
-    sh(vm, "rio-load");
-    if sh(vm, "rio status").contains("blank") {
-        sh(vm, "rio format");
-    }
-    sh(vm, "dc-fs");
+    load_rio_and_dc_fs(vm, "");
 }
 
 /// Panics the guest kernel and waits for the warm reboot (see `vista_rio.rs`: the trigger

@@ -100,11 +100,7 @@ fn dc_guest(hub: &NetHub, index: u8, name: &str) -> TestVm {
 
 /// Loads rio.ko (recovery after a crash), formats a blank arena, mounts riofs.
 fn load(vm: &mut Vm) {
-    sh(vm, "rio-load");
-    if sh(vm, "rio status").contains("blank") {
-        sh(vm, "rio format");
-    }
-    sh(vm, &format!("dc-fs {DC_FS_SIZE}"));
+    load_rio_and_dc_fs(vm, DC_FS_SIZE);
 }
 
 /// One member of a computation: its index, guest (1-based) and program command line.

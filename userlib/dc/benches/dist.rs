@@ -29,18 +29,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
-use common::dist::{self, Member, Plan};
+use common::dist::{self, Member, Plan, PROTOCOLS};
 use serde_json::json;
-
-const PROTOCOLS: [&str; 7] = [
-    "cpvs",
-    "cand",
-    "cbndvs",
-    "cand-log",
-    "cbndvs-log",
-    "cpv-2pc",
-    "cbndv-2pc",
-];
 
 /// Where a protocol sits in the protocol space (thesis Figure 6.1): x, the effort to
 /// identify and convert non-deterministic events; y, the effort to identify visible
@@ -388,17 +378,11 @@ fn main() -> Result<()> {
                     continue;
                 }
                 let r = dist::run(&Plan {
-                    protocol,
-                    members: (app.members)(&bin, port)?,
-                    kills: 0,
-                    seed: 0,
-                    first_ms: 0,
-                    spread_ms: 0,
                     deadline: RUN_LIMIT,
-                    no_rollback: false,
                     env,
                     trace: false,
                     root: Some(root),
+                    ..Plan::new(protocol, (app.members)(&bin, port)?)
                 });
                 let o = match r {
                     Err(e) if format!("{e:#}").contains("did not finish") && c.is_some() => {

@@ -27,39 +27,15 @@ mod common;
 use std::time::Duration;
 
 use anyhow::Result;
-use common::dist::{self, Plan};
-
-const PROTOCOLS: [&str; 7] = [
-    "cpvs",
-    "cand",
-    "cbndvs",
-    "cand-log",
-    "cbndvs-log",
-    "cpv-2pc",
-    "cbndv-2pc",
-];
+use common::dist::{self, Plan, PROTOCOLS};
 
 fn heat(protocol: &str, test: u16, uncoordinated: bool) -> Result<()> {
     let t = tempfile::tempdir()?;
     let bin = dist::build_app("heat", t.path())?;
     let steps = 10000;
     let base = dist::port_base(test);
-    let reference = dist::run(&Plan {
-        protocol: None,
-        members: dist::heat_members(&bin, base, steps),
-        kills: 0,
-        seed: 0,
-        first_ms: 0,
-        spread_ms: 0,
-        deadline: Duration::from_secs(60),
-        no_rollback: false,
-        env: Vec::new(),
-        trace: true,
-        root: None,
-    })?;
+    let reference = dist::run(&Plan::new(None, dist::heat_members(&bin, base, steps)))?;
     let o = dist::run(&Plan {
-        protocol: Some(protocol),
-        members: dist::heat_members(&bin, base, steps),
         // No kill in the negative control: without coordination the failure-free run
         // already breaks the commit invariant, and the oracle must say so.
         kills: if uncoordinated { 0 } else { 3 },
@@ -67,14 +43,12 @@ fn heat(protocol: &str, test: u16, uncoordinated: bool) -> Result<()> {
         first_ms: 100,
         spread_ms: 300,
         deadline: Duration::from_secs(120),
-        no_rollback: false,
         env: if uncoordinated {
             vec![("DC_TEST_UNCOORDINATED".into(), "1".into())]
         } else {
             Vec::new()
         },
-        trace: true,
-        root: None,
+        ..Plan::new(Some(protocol), dist::heat_members(&bin, base, steps))
     })?;
     for i in 0..dist::HEAT_WORKERS {
         let want: Vec<&str> = reference.outs[i].lines().collect();
@@ -96,17 +70,12 @@ fn chat(protocol: &str, test: u16) -> Result<()> {
     let port = dist::port_base(test);
     let (members, _inputs) = dist::chat_members(&bin, port, t.path())?;
     let o = dist::run(&Plan {
-        protocol: Some(protocol),
-        members,
         kills: 3,
         seed: 200 + test as u64,
         first_ms: 40,
         spread_ms: 120,
         deadline: Duration::from_secs(120),
-        no_rollback: false,
-        env: Vec::new(),
-        trace: true,
-        root: None,
+        ..Plan::new(Some(protocol), members)
     })?;
     // chat's own invariants (consistent order, every line exactly once, every client
     // shows that conversation): the one definition the guest tests use too.

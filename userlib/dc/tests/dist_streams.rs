@@ -55,40 +55,24 @@ fn streams(protocol: &str, test: u16, no_drain: bool) -> Result<()> {
     let t = tempfile::tempdir()?;
     let bin = dist::build_app("stream", t.path())?;
     let port = dist::port_base(test);
-    let reference = dist::run(&Plan {
-        protocol: None,
-        members: pipeline(&bin, t.path(), port),
-        kills: 0,
-        seed: 0,
-        first_ms: 0,
-        spread_ms: 0,
-        deadline: Duration::from_secs(60),
-        no_rollback: false,
-        env: Vec::new(),
-        trace: true,
-        root: None,
-    })?;
+    let reference = dist::run(&Plan::new(None, pipeline(&bin, t.path(), port)))?;
     let want: Vec<&str> = reference.outs[0].lines().collect();
     ensure!(
         want.len() == RECORDS / EVERY + 1 && want.last() == Some(&"done"),
         "the failure-free run printed {want:?}"
     );
     let o = dist::run(&Plan {
-        protocol: Some(protocol),
-        members: pipeline(&bin, t.path(), port + 1),
         kills: 3,
         seed: 300 + test as u64,
         first_ms: 150,
         spread_ms: 400,
         deadline: Duration::from_secs(120),
-        no_rollback: false,
         env: if no_drain {
             vec![("DC_TEST_NO_DRAIN".into(), "1".into())]
         } else {
             Vec::new()
         },
-        trace: true,
-        root: None,
+        ..Plan::new(Some(protocol), pipeline(&bin, t.path(), port + 1))
     })?;
     dist::repetitions_only("consumer", &o.outs[0], &want)?;
     ensure!(
@@ -136,21 +120,16 @@ fn outside_connection_is_reset(protocol: &str, test: u16) -> Result<()> {
     let l = std::net::TcpListener::bind(("127.0.0.1", dist::port_base(test)))?;
     let port = l.local_addr()?.port();
     echo_server(l);
+    let client = Member {
+        argv: vec![bin.display().to_string(), "client".into(), port.to_string()],
+        stdin: None,
+    };
     let o = dist::run(&Plan {
-        protocol: Some(protocol),
-        members: vec![Member {
-            argv: vec![bin.display().to_string(), "client".into(), port.to_string()],
-            stdin: None,
-        }],
         kills: 1,
         seed: 400 + test as u64,
         first_ms: 200,
         spread_ms: 200,
-        deadline: Duration::from_secs(60),
-        no_rollback: false,
-        env: Vec::new(),
-        trace: true,
-        root: None,
+        ..Plan::new(Some(protocol), vec![client])
     })?;
     let out = &o.outs[0];
     let last = out.lines().last().unwrap_or_default();

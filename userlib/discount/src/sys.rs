@@ -124,6 +124,23 @@ pub fn move_high(fd: i32) -> i32 {
     }
 }
 
+/// Receives into `buf` from socket `fd` without blocking (raw `recvfrom`, no address,
+/// `MSG_DONTWAIT`): the bytes received, 0 at the end of a stream, or `-errno`
+/// (`-EAGAIN` when nothing is waiting).
+pub fn recv_nowait(fd: i32, buf: &mut [u8]) -> isize {
+    // SAFETY: recvfrom writes at most buf.len() bytes into buf, which this exclusive
+    // borrow keeps alive and unaliased for the call; no address is asked for.
+    unsafe {
+        sc4(
+            libc::SYS_recvfrom,
+            fd as usize,
+            buf.as_mut_ptr() as usize,
+            buf.len(),
+            libc::MSG_DONTWAIT as usize,
+        )
+    }
+}
+
 /// Writes all of `buf` to `fd` with raw `write` calls (diagnostics; ignores errors).
 pub fn write_all_raw(fd: i32, mut buf: &[u8]) {
     while !buf.is_empty() {

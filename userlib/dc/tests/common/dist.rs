@@ -47,6 +47,39 @@ pub struct Plan<'a> {
     pub root: Option<PathBuf>,
 }
 
+impl<'a> Plan<'a> {
+    /// A run of `members` under `protocol` (`None`: plain) with no kill, traces on, a
+    /// 60 s deadline and no extra settings; the tests change what they need with
+    /// `Plan { kills: 3, ..Plan::new(..) }`.
+    pub fn new(protocol: Option<&'a str>, members: Vec<Member>) -> Plan<'a> {
+        Plan {
+            protocol,
+            members,
+            kills: 0,
+            seed: 0,
+            first_ms: 0,
+            spread_ms: 0,
+            deadline: Duration::from_secs(60),
+            no_rollback: false,
+            env: Vec::new(),
+            trace: true,
+            root: None,
+        }
+    }
+}
+
+/// The seven protocols of the thesis's study (Figures 6.3 to 6.7), by the names `dc run
+/// --protocol` takes, in the order the tests and the benchmark list them.
+pub const PROTOCOLS: [&str; 7] = [
+    "cpvs",
+    "cand",
+    "cbndvs",
+    "cand-log",
+    "cbndvs-log",
+    "cpv-2pc",
+    "cbndv-2pc",
+];
+
 /// What happened.
 pub struct Outcome {
     /// Each member's standard output, all its runs appended.

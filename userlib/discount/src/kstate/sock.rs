@@ -666,16 +666,7 @@ impl KState {
                 continue;
             };
             loop {
-                // SAFETY: recvfrom writes at most buf.len() bytes into the live local.
-                let r = unsafe {
-                    sc4(
-                        libc::SYS_recvfrom,
-                        fd as usize,
-                        buf.as_mut_ptr() as usize,
-                        buf.len(),
-                        libc::MSG_DONTWAIT as usize,
-                    )
-                };
+                let r = sys::recv_nowait(fd, &mut buf);
                 if r == 0 {
                     self.socks[i].eof = true;
                 }

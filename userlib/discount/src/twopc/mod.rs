@@ -57,7 +57,7 @@ use std::net::SocketAddrV4;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
-use crate::sys::{self, sc, sc4, syscall6};
+use crate::sys::{self, sc, syscall6};
 use crate::vol;
 use wire::{Kind, Msg};
 
@@ -220,16 +220,7 @@ pub(crate) fn recv() -> Option<Msg> {
     let fd = vol::get().tp_fd.load(Ordering::Relaxed);
     let mut b = [0u8; wire::LEN + 1];
     loop {
-        // SAFETY: recv writes at most b.len() bytes into a live local.
-        let r = unsafe {
-            sc4(
-                libc::SYS_recvfrom,
-                fd as usize,
-                b.as_mut_ptr() as usize,
-                b.len(),
-                libc::MSG_DONTWAIT as usize,
-            )
-        };
+        let r = sys::recv_nowait(fd, &mut b);
         if r < 0 {
             return None;
         }
