@@ -290,7 +290,8 @@ FAST_SUITES=(safe_sync vista_rio discount_rio discount_apps dist_guests riofs_fs
 LONG_SUITES=(campaign riofs riofs_crash riofs_fsck safe_sync discount_apps riofs_apps)
 # Tests only make test-long runs (file::test): a hung CPU takes the lockup detectors a
 # minute and a half even on a quiet machine; the peer comparison (ext4 -o dax on pmem,
-# whose code is not ours); the second of two tests that differ in which side crashes.
+# whose code is not ours); the second of two tests that differ in which side crashes; the
+# guests' copy of a negative control make test runs on the host (dist_apps.rs).
 LONG_ONLY=(
     safe_sync::a_hung_cpu_becomes_a_panic_that_the_crash_kernel_saves
     pmem_dax::ext4_dax_files_survive_a_kernel_panic_and_warm_reboot
@@ -299,6 +300,7 @@ LONG_ONLY=(
     pmem_dax::the_dax_check_fails_off_dax
     vistagrams_guests::transfers_happen_exactly_once_across_a_panic_of_the_client_guest
     discount_apps::sc_on_rio_survives_kernel_panics
+    dist_guests::heat_without_coordination_across_guests_is_rejected_by_save_work
 )
 # Tests of the debug suites that make test runs on the fast kernel and make test-long on
 # the debug kernel (file::test): the long survival runs (a panic, a reset or a power cut

@@ -229,9 +229,13 @@ impl Guests {
             let e = read(self.vm(m.guest), &format!("{MNT}/{out}{}.err", m.id));
             s.push_str(&format!("member {} (guest {}): {e}\n", m.id, m.guest));
         }
+        // The coordinator's log has a line per round: its end says where it is.
+        let log = read(self.vm(1), &format!("{MNT}/coord.err"));
+        let lines: Vec<&str> = log.lines().collect();
         s.push_str(&format!(
-            "coordinator: {}",
-            read(self.vm(1), &format!("{MNT}/coord.err"))
+            "coordinator ({} lines of log, the last 40):\n{}",
+            lines.len(),
+            lines[lines.len().saturating_sub(40)..].join("\n")
         ));
         s
     }
@@ -273,14 +277,15 @@ impl Guests {
     }
 
     /// Where guest `g`'s programs are (for failure messages): its processes, the system
-    /// call and wait channel of each heat or chat, the last lines of its traces and
-    /// outputs.
+    /// call, wait channel and kernel stack of each heat, chat and dc (the coordinator and
+    /// the launchers), the last lines of its traces and outputs.
     fn where_(&mut self, g: u8) -> String {
         sh(
             self.vm(g),
             &format!(
-                "ps; for p in $(pidof heat chat); do echo \"pid $p: $(cat /proc/$p/syscall) \
-                 $(cat /proc/$p/wchan)\"; done; for f in {MNT}/m*/trace {MNT}/out?; do \
+                "ps; for p in $(pidof heat chat dc); do echo \"pid $p $(cat /proc/$p/comm): \
+                 $(cat /proc/$p/syscall) $(cat /proc/$p/wchan)\"; cat /proc/$p/stack; done \
+                 2>&1; for f in {MNT}/m*/trace {MNT}/out?; do \
                  echo \"== $f\"; tail -n 4 $f; done 2>&1; true"
             ),
         )

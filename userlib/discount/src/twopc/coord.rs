@@ -355,7 +355,12 @@ impl Coordinator {
                 }
             }
             Kind::Request => {
-                if self.running && self.round.is_none() && m.epoch >= self.d.committed {
+                // (A request from behind the last commit is stale, but under the negative
+                // control a member that failed alone is behind for good.)
+                if self.running
+                    && self.round.is_none()
+                    && (m.epoch >= self.d.committed || self.no_rollback_for_tests)
+                {
                     let e = self.d.next_epoch;
                     self.d.next_epoch += 1;
                     st.save(&self.d)?;
@@ -488,6 +493,23 @@ impl Coordinator {
     /// roll every other member back.
     fn failure(&mut self, f: u16, st: &mut dyn Stable, out: &mut Out) -> std::io::Result<()> {
         self.stats.failures += 1;
+        if self.no_rollback_for_tests {
+            // Only the failed member recovers; the others run on as they are. An open
+            // round is not aborted either (an abort rolls back every member that voted,
+            // which would be coordination after all): it commits for the others, the
+            // failed member counted as having voted, so that the survivors keep their
+            // later state while the failed member resumes from an older epoch.
+            self.log.push(format!(
+                "member {f} failed: recovery not coordinated (negative control)"
+            ));
+            if self.round.is_some() {
+                self.members[f as usize].voted = true;
+                self.members[f as usize].quiesced = true;
+                self.maybe_prepare(out);
+                self.maybe_commit(st, out)?;
+            }
+            return Ok(());
+        }
         let aborted = self.round.take();
         self.quiescing = false;
         if let Some(e) = aborted {
@@ -508,11 +530,6 @@ impl Coordinator {
             self.d.inc,
             self.d.committed
         ));
-        if self.no_rollback_for_tests {
-            // Only the failed member recovers; the others run on as they are.
-            self.running = true;
-            return Ok(());
-        }
         for (j, m) in self.members.iter_mut().enumerate() {
             m.joined = false;
             m.voted = false;
@@ -622,6 +639,41 @@ mod tests {
         }
         assert!(c.running());
         c
+    }
+
+    #[test]
+    fn the_negative_control_hook_rolls_nobody_back() {
+        // DC_COORD_TEST_NO_ROLLBACK: a failure in an open round neither aborts it (an
+        // abort would roll the voters back) nor orders a rollback: the round commits for
+        // the survivors and the failed member's new process joins from behind.
+        let mut st = Mem::default();
+        let mut c = started(3, &mut st);
+        c.no_rollback_for_tests = true;
+        c.on_datagram(&from(0, 100, Kind::Request, 0), &mut st)
+            .unwrap();
+        c.on_datagram(&from(0, 100, Kind::Vote, 1), &mut st)
+            .unwrap();
+        c.on_datagram(&from(1, 101, Kind::Vote, 1), &mut st)
+            .unwrap();
+        let out = c
+            .on_datagram(&from(2, 202, Kind::Join, 0), &mut st)
+            .unwrap();
+        assert!(
+            out.iter().all(|(_, m)| m.kind != Kind::Rollback),
+            "{:?}",
+            kinds(&out)
+        );
+        assert!(out
+            .iter()
+            .any(|(j, m)| *j == 0 && m.kind == Kind::Decide && m.flag && m.epoch == 1));
+        assert_eq!(st.saves.last().unwrap().committed, 1);
+        assert_eq!(c.stats().failures, 1);
+        assert_eq!(c.stats().inconsistent_joins, 1);
+        // The member that is behind can still open rounds.
+        let out = c
+            .on_datagram(&from(2, 202, Kind::Request, 0), &mut st)
+            .unwrap();
+        assert_eq!(out.len(), 3, "{:?}", kinds(&out));
     }
 
     #[test]
