@@ -347,7 +347,19 @@ impl Coordinator {
                         m.epoch, self.d.committed
                     ));
                 }
+                let again = self.members[i].joined;
                 self.members[i].joined = true;
+                if !again {
+                    // One line per process that joins: a computation that never starts
+                    // shows which member is missing.
+                    let n = self.members.iter().filter(|m| m.joined).count();
+                    self.log.push(format!(
+                        "member {i} (process {:016x}) joined from epoch {} ({n} of {} joined)",
+                        m.boot,
+                        m.epoch,
+                        self.members.len()
+                    ));
+                }
                 if self.running {
                     out.push((m.member, self.msg(Kind::Resume, self.d.committed)));
                 } else {
