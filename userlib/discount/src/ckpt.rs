@@ -833,6 +833,27 @@ fn take_busy(cx: &mut Ctx, low_hint: usize) -> Result<bool> {
                 &format!("discount: recovery cannot rebuild the kernel state: {e}"),
             );
         }
+        // Its FIFOs too, only now (every old process's descriptors are closed, so no old
+        // pipe with bytes written after the commit lives on); while waiting for their
+        // other ends, a failure of another member rolls this one back from here.
+        let rollback = cx
+            .rt()
+            .map(|rt| (rt.store.dir().to_path_buf(), rt.hooks.rollback_in));
+        let mut serve = || {
+            while let Some(m) = crate::twopc::recv() {
+                if let (true, Some((dir, rollback_in))) =
+                    (crate::twopc::rollback_for_me(&m), rollback.as_ref())
+                {
+                    rollback_in(dir);
+                }
+            }
+        };
+        if let Err(e) = cx.ks().reopen_fifos(&mut serve) {
+            sys::fatal_to(
+                2,
+                &format!("discount: recovery cannot rebuild the kernel state: {e}"),
+            );
+        }
         if let Some(mask) = mask {
             // SAFETY: rt_sigprocmask reads an 8-byte set from a live local.
             unsafe {

@@ -48,6 +48,10 @@
 //! * **datagram sockets** (UDP, `AF_UNIX` datagram; [`sock`]): made again at the same
 //!   numbers, bound to the same name (the port the kernel chose, for a port 0),
 //!   connected to the same peer, with the options and the shutdown the program gave them.
+//! * **pipes and FIFOs** ([`pipe`]): a FIFO opened by path is opened again at the same
+//!   numbers with the same flags (for a member of a computation after its join, with the
+//!   bytes a round drained from it kept for its reads); an anonymous pipe of the process
+//!   (`pipe`, `pipe2`) is made again with the bytes it held at the checkpoint.
 //!
 //! Discount Checking's own descriptors are moved to numbers >= [`FD_FLOOR`] so that the
 //! program's descriptor numbers are free when recovery reopens them.
@@ -60,7 +64,9 @@ use crate::sys::{self, check, sc, sc4, syscall6};
 
 pub use crate::sys::{move_high, FD_FLOOR};
 
+pub mod pipe;
 pub mod sock;
+pub use pipe::PipeRec;
 pub use sock::{SockOpt, SockRec};
 
 /// One descriptor the program opened (or inherited and we watch).
@@ -184,6 +190,8 @@ pub struct KState {
     pub umask: Option<u32>,
     /// Datagram sockets, one per open file description ([`sock`]).
     pub socks: Vec<SockRec>,
+    /// Pipe ends and FIFOs, one per open file description ([`pipe`]).
+    pub pipes: Vec<PipeRec>,
 }
 
 impl KState {
@@ -208,6 +216,7 @@ impl KState {
             term_seq: 0,
             umask: None,
             socks: Vec::new(),
+            pipes: Vec::new(),
         }
     }
 }
@@ -271,6 +280,11 @@ pub fn stat_path(p: &[u8]) -> Option<(bool, u64, bool)> {
         st.st_size as u64,
         fmt == libc::S_IFDIR,
     ))
+}
+
+/// Whether `p` names a FIFO (following symlinks, as `open` does).
+pub fn is_fifo_path(p: &[u8]) -> bool {
+    stat_at(p, 0).is_some_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFIFO)
 }
 
 /// The permission bits of a path, not following a final symlink (`None` if it does not
@@ -726,8 +740,10 @@ impl KState {
         Ok(())
     }
 
-    /// Just before a checkpoint's memory is captured: the current offsets.
+    /// Just before a checkpoint's memory is captured: the current offsets, and the bytes
+    /// in the process's anonymous pipes ([`KState::capture_pipes`]).
     pub fn before_commit(&mut self) {
+        self.capture_pipes();
         for (fd, e) in self.fds.iter_mut().enumerate() {
             if let Some(e) = e {
                 if e.seekable {
@@ -829,8 +845,9 @@ impl KState {
         let (path, ofd) = (e.path.clone(), e.ofd);
         let last = !self.ofd_shared(fd);
         if last && ofd != 0 {
-            // The socket goes with its last descriptor.
+            // The socket, pipe end or FIFO goes with its last descriptor.
             self.socks.retain(|s| s.ofd != ofd);
+            self.pipe_closed(ofd);
         }
         let fds = &self.fds;
         let same_ofd = |l: &LockRec| {
@@ -972,13 +989,14 @@ impl KState {
     /// offset again); offsets are seeked, status flags set with `F_SETFL` redone (on
     /// inherited descriptors too), close-on-exec per descriptor; then the datagram
     /// sockets are made again, bound and connected ([`KState::restore_socks`]: a name
-    /// that cannot be bound again fails recovery), and epoll instances are made again at
-    /// their numbers with their registrations.
+    /// that cannot be bound again fails recovery), the pipes and FIFOs
+    /// ([`KState::restore_pipes`]; a member of a computation's FIFOs after its join), and
+    /// epoll instances are made again at their numbers with their registrations.
     pub fn restore_fds(&self) -> Result<()> {
         let k = self;
         for (fd, e) in k.fds.iter().enumerate() {
             let Some(e) = e else { continue };
-            if e.epoll.is_some() || k.is_sock_ofd(e.ofd) {
+            if e.epoll.is_some() || k.is_sock_ofd(e.ofd) || k.is_pipe_ofd(e.ofd) {
                 continue;
             }
             let cloexec = if e.flags & libc::O_CLOEXEC != 0 {
@@ -1055,6 +1073,7 @@ impl KState {
             }
         }
         k.restore_socks()?;
+        k.restore_pipes()?;
         for (fd, e) in k.fds.iter().enumerate() {
             let Some(Some(regs)) = e.as_ref().map(|e| e.epoll.as_ref()) else {
                 continue;
@@ -1076,6 +1095,9 @@ impl KState {
             unsafe { sc(libc::SYS_dup3, n, fd, cloexec as usize) };
             raw_close(n as i32);
             for &(t, events, data) in regs {
+                if k.fifo_after_join(t) {
+                    continue; // registered once it is open again (`reopen_fifos`)
+                }
                 let mut ev = libc::epoll_event { events, u64: data };
                 // SAFETY: epoll_ctl reads one epoll_event from a live local.
                 let r = unsafe {

@@ -1,13 +1,16 @@
 //! Descriptors and the file system: `open` (and `openat`, `creat`), `close`, `dup`,
-//! `dup2`, `dup3`, `fcntl(F_DUPFD)`, `lseek`, `ftruncate`, `unlink`, `unlinkat`, `rename`.
+//! `dup2`, `dup3`, `fcntl(F_DUPFD)`, `lseek`, `ftruncate`, `unlink`, `unlinkat`, `rename`,
+//! `mknod` (`mkfifo`), `pipe`/`pipe2`.
 //! Descriptors the program opens on paths are recorded (reopened on recovery); changes to
 //! the program's own files are logged to the file undo log first; `unlink` is delayed
-//! (the file is moved into the graveyard).
+//! (the file is moved into the graveyard). FIFOs opened by path and the process's own
+//! anonymous pipes are recorded too (`kstate::pipe`, which has the design).
 
 use libc::{c_char, c_int, c_uint};
 
 use super::{active, cbytes, undo, Entry};
 use crate::ckpt::Ctx;
+use crate::kstate::pipe::{self, PipeRec, PIPE2_FLAGS};
 use crate::kstate::{
     self, FdEntry, UndoRec, R_CREATE, R_MKDIR, R_RENAME, R_RMDIR, R_UNLINK, R_WRITE,
 };
@@ -90,6 +93,10 @@ pub(super) unsafe fn sys_openat(
     let cx = e.cx();
     // SAFETY: the caller passes a C string.
     let abs = kstate::absolutize(&cx.ks().cwd, dirfd, unsafe { cbytes(path) });
+    if flags & libc::O_PATH == 0 && kstate::is_fifo_path(&abs) {
+        // SAFETY: the caller's C string (function contract).
+        return unsafe { open_fifo(&mut e, dirfd, path, flags, mode, abs) };
+    }
     let st = kstate::stat_path(&abs);
     let writes = flags & libc::O_ACCMODE != libc::O_RDONLY;
     if flags & libc::O_CREAT != 0 && st.is_none() {
@@ -152,6 +159,176 @@ pub(super) unsafe fn sys_openat(
                 ..FdEntry::inherited(false)
             }),
         );
+    }
+    r
+}
+
+/// `open` of a FIFO (issue 16; `kstate::pipe` has the design): performed and recorded
+/// ([`PipeRec::fifo`]), to be opened again at recovery.
+///
+/// For a member of a computation (CPV-2PC, CBNDV-2PC) the FIFO is internal: the
+/// coordinator is told first (as for a stream socket, so that every round quiesces), and
+/// an open that would block (`O_RDONLY` or `O_WRONLY` without `O_NONBLOCK`: the kernel
+/// waits for the other end) waits here serving the coordinator instead, so that a round
+/// another member asks for meanwhile can complete: an `O_WRONLY` open is tried with
+/// `O_NONBLOCK`, which fails with `ENXIO` until a reader has the FIFO open; an `O_RDONLY`
+/// open is made with `O_NONBLOCK` (it never waits), recorded at once (so a round's drain
+/// covers it), then waits until a writer has the FIFO open (`pipe::writer_present`).
+/// Either then gets the program's status flags. Under the other protocols the open is
+/// the kernel's, blocking as it does.
+///
+/// # Safety
+/// `path` is a NUL-terminated string.
+unsafe fn open_fifo(
+    e: &mut Entry,
+    dirfd: c_int,
+    path: *const c_char,
+    flags: c_int,
+    mode: c_uint,
+    abs: Vec<u8>,
+) -> isize {
+    // SAFETY: a raw openat with the caller's C string and these flags.
+    let open = |fl: c_int| unsafe {
+        sc4(
+            libc::SYS_openat,
+            dirfd as usize,
+            path as usize,
+            fl as usize,
+            mode as usize,
+        )
+    };
+    let twopc = crate::twopc::configured();
+    let acc = flags & libc::O_ACCMODE;
+    if twopc {
+        super::member::announce_streams(e.cx());
+    }
+    let wait = twopc && flags & libc::O_NONBLOCK == 0 && acc != libc::O_RDWR;
+    let r = if !wait {
+        open(flags)
+    } else {
+        loop {
+            let r = open(flags | libc::O_NONBLOCK);
+            if acc != libc::O_WRONLY || r != -(libc::ENXIO as isize) {
+                break r;
+            }
+            // No reader yet (the kernel's open would wait for one).
+            let _ = super::member::wait_ready(e.cx(), &mut [], 10);
+        }
+    };
+    let Ok(fd) = check(r) else {
+        return r;
+    };
+    let fd = fd as c_int;
+    let ks = e.cx().ks();
+    let ofd = ks.new_ofd();
+    ks.add_pipe(
+        fd,
+        PipeRec::fifo(ofd, acc),
+        flags & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL),
+    );
+    if let Some(en) = ks.entry(fd) {
+        en.path = abs;
+    }
+    if wait {
+        // A checkpoint taken while waiting records the FIFO open; resumed after a
+        // recovery, this loop goes on in the new process with the descriptor reopened.
+        while acc == libc::O_RDONLY && !pipe::writer_present(fd) {
+            let _ = super::member::wait_ready(e.cx(), &mut [], 10);
+        }
+        // SAFETY: F_SETFL takes numbers only: the program's status flags.
+        unsafe {
+            sc(
+                libc::SYS_fcntl,
+                fd as usize,
+                libc::F_SETFL as usize,
+                (flags & SETFL_MASK) as usize,
+            )
+        };
+    }
+    r
+}
+
+/// `mknodat(2)` (and `mknod`; `mkfifo` is `mknodat` of a FIFO): a FIFO or a regular file
+/// is made like a file the program creates, with a creation record in the file undo log
+/// (a rollback removes it again); device and socket nodes are refused.
+///
+/// # Safety
+/// `path` is a NUL-terminated string.
+pub(super) unsafe fn sys_mknodat(
+    dirfd: c_int,
+    path: *const c_char,
+    mode: c_uint,
+    dev: u64,
+) -> isize {
+    // SAFETY: a raw mknodat with the caller's arguments (a C string, numbers).
+    let raw = || unsafe {
+        sc4(
+            libc::SYS_mknodat,
+            dirfd as usize,
+            path as usize,
+            mode as usize,
+            dev as usize,
+        )
+    };
+    if !active() {
+        return raw();
+    }
+    let kind = mode & libc::S_IFMT;
+    if kind != libc::S_IFIFO && kind != libc::S_IFREG && kind != 0 {
+        return super::trap::refuse_named(
+            "mknod of a device or socket node (only FIFOs and regular files are recovered)",
+            libc::SYS_mknodat,
+        );
+    }
+    let mut e = Entry::enter();
+    let cx = e.cx();
+    // SAFETY: the caller passes a C string.
+    let abs = kstate::absolutize(&cx.ks().cwd, dirfd, unsafe { cbytes(path) });
+    if kstate::stat_path(&abs).is_none() {
+        let rec = UndoRec {
+            kind: R_CREATE,
+            path: abs,
+            path2: Vec::new(),
+            offset: 0,
+            old_size: 0,
+            data: Vec::new(),
+        };
+        if let Err(er) = undo(cx, &rec) {
+            return -(er as isize);
+        }
+    }
+    raw()
+}
+
+/// `pipe2(2)` (and `pipe`): an anonymous pipe of this process (a self-pipe, as event
+/// loops use; child processes are refused, so both ends stay in it): recorded
+/// ([`PipeRec::anon`]), its bytes captured at each checkpoint, made again at recovery at
+/// the same descriptors with its flags and bytes (`kstate::pipe`). Flags other than
+/// `O_NONBLOCK` and `O_CLOEXEC` (packet mode, notification pipes) are refused.
+///
+/// # Safety
+/// `fds` is writable for two descriptors.
+pub(super) unsafe fn sys_pipe2(fds: *mut c_int, flags: c_int) -> isize {
+    // SAFETY: pipe2 writes two descriptors into the program's array.
+    let raw = || unsafe { sc(libc::SYS_pipe2, fds as usize, flags as usize, 0) };
+    if !active() {
+        return raw();
+    }
+    if flags & !PIPE2_FLAGS != 0 {
+        return super::trap::refuse_named(
+            "pipe2 with flags other than O_NONBLOCK and O_CLOEXEC",
+            libc::SYS_pipe2,
+        );
+    }
+    let r = raw();
+    if r == 0 {
+        // SAFETY: the call succeeded: it wrote two descriptors at fds.
+        let (rd, wr) = unsafe { (*fds, *fds.add(1)) };
+        let mut e = Entry::enter();
+        let ks = e.cx().ks();
+        let (ro, wo) = (ks.new_ofd(), ks.new_ofd());
+        ks.add_pipe(rd, PipeRec::anon(ro, true, wo), libc::O_RDONLY | flags);
+        ks.add_pipe(wr, PipeRec::anon(wo, false, ro), libc::O_WRONLY | flags);
     }
     r
 }
@@ -876,6 +1053,18 @@ mod exported {
     pub unsafe extern "C" fn rmdir(path: *const c_char) -> c_int {
         // SAFETY: the caller passes a C string.
         libc_ret(unsafe { sys_unlinkat(libc::AT_FDCWD, path, libc::AT_REMOVEDIR) }) as c_int
+    }
+
+    #[no_mangle]
+    pub unsafe extern "C" fn pipe(fds: *mut c_int) -> c_int {
+        // SAFETY: the caller's array of two descriptors (pipe's contract).
+        libc_ret(unsafe { sys_pipe2(fds, 0) }) as c_int
+    }
+
+    #[no_mangle]
+    pub unsafe extern "C" fn pipe2(fds: *mut c_int, flags: c_int) -> c_int {
+        // SAFETY: the caller's array of two descriptors (pipe2's contract).
+        libc_ret(unsafe { sys_pipe2(fds, flags) }) as c_int
     }
 
     #[no_mangle]

@@ -120,7 +120,7 @@ unsafe fn input_read(e: &mut Entry, fd: c_int, buf: *mut c_void, n: size_t, what
                 // SAFETY: replay_input copied r bytes (at most n) into the buffer.
                 let data =
                     unsafe { std::slice::from_raw_parts(buf as *const u8, (r as usize).min(n)) };
-                received(fd, data);
+                received(e.cx(), fd, data);
             }
             logged(what);
             return r;
@@ -139,7 +139,7 @@ unsafe fn input_read(e: &mut Entry, fd: c_int, buf: *mut c_void, n: size_t, what
     // SAFETY: the kernel just wrote len bytes into the program's buffer.
     let data = unsafe { std::slice::from_raw_parts(buf as *const u8, len) };
     if r >= 0 {
-        received(fd, data);
+        received(e.cx(), fd, data);
     }
     if logs && log_record(e.cx(), fd as i64, r, &[data]) {
         logged(what);
@@ -165,13 +165,14 @@ unsafe fn drained_read(
     let k = unsafe { from_drained(e.cx(), fd, buf as *mut u8, n) }?;
     // SAFETY: from_drained copied k bytes (at most n) into the buffer.
     let data = unsafe { std::slice::from_raw_parts(buf as *const u8, k) };
-    received(fd, data);
+    received(e.cx(), fd, data);
     nondeterministic(e.cx(), what, usize::MAX);
     Some(k as isize)
 }
 
-/// A read of a stream connection whose drained bytes (the distributed checkpoint's drain,
-/// `kstate::sock`, issue 16) are not all read yet: served from them, up to `n` bytes.
+/// A read of a stream connection or FIFO whose drained bytes (the distributed
+/// checkpoint's drain, `kstate::sock` and `kstate::pipe`, issue 16) are not all read yet:
+/// served from them, up to `n` bytes.
 ///
 /// # Safety
 /// `buf` is writable for `n` bytes.
@@ -181,20 +182,20 @@ pub(super) unsafe fn from_drained(
     buf: *mut u8,
     n: usize,
 ) -> Option<usize> {
-    let s = cx.ks().sock_mut(fd)?;
-    if s.inbuf.is_empty() || n == 0 {
+    let inbuf = cx.ks().drained_mut(fd)?;
+    if inbuf.is_empty() || n == 0 {
         return None;
     }
-    let k = n.min(s.inbuf.len());
+    let k = n.min(inbuf.len());
     // SAFETY: k bytes from the record's buffer into the program's (writable for n >= k).
-    unsafe { std::ptr::copy_nonoverlapping(s.inbuf.as_ptr(), buf, k) };
-    s.inbuf.drain(..k);
+    unsafe { std::ptr::copy_nonoverlapping(inbuf.as_ptr(), buf, k) };
+    inbuf.drain(..k);
     Some(k)
 }
 
-/// Whether `fd` is a stream connection with drained bytes not yet read.
+/// Whether `fd` is a stream connection or FIFO with drained bytes not yet read.
 pub(super) fn has_drained(cx: &mut Ctx, fd: c_int) -> bool {
-    cx.ks().sock(fd).is_some_and(|s| !s.inbuf.is_empty())
+    cx.ks().has_drained(fd)
 }
 
 /// The next logged result for `fd`, if re-executing through the log.
@@ -493,6 +494,11 @@ fn output<'a>(
         }
         return raw();
     }
+    if e.cx().ks().is_self_pipe(fd) {
+        // The process's own pipe: its bytes are captured at each checkpoint, so a write to
+        // it is no visible event (`kstate::pipe`).
+        return raw();
+    }
     visible_event(&mut e, fd, &data(), raw)
 }
 
@@ -513,6 +519,11 @@ pub(super) unsafe fn sys_read(fd: c_int, buf: *mut c_void, n: size_t) -> isize {
     }
     let mut e = Entry::enter();
     if e.cx().ks().is_owned(fd) {
+        return raw();
+    }
+    if e.cx().ks().is_self_pipe(fd) {
+        // The process's own pipe: state, not input (`kstate::pipe`).
+        wait_as_member(e.cx(), fd, libc::POLLIN, -1);
         return raw();
     }
     // SAFETY: read's contract, forwarded.
@@ -552,8 +563,48 @@ pub(super) unsafe fn sys_write(fd: c_int, buf: *const c_void, n: size_t) -> isiz
             let r = output(fd, None, n, data, send);
             return broken_stream(r, true);
         }
+        if e.cx().ks().is_fifo(fd) {
+            drop(e);
+            let r = output(fd, None, n, data, || without_sigpipe(raw));
+            return broken_stream(r, true);
+        }
     }
     output(fd, None, n, data, raw)
+}
+
+/// A write to a FIFO of a member of a computation (issue 16), made inside
+/// `visible_event`, which blocks the asynchronous signals: a `SIGPIPE` the kernel raised
+/// because nobody reads the FIFO (usually: its reader crashed, and a rollback order
+/// follows) is taken back, as `MSG_NOSIGNAL` does for a stream socket, so that
+/// [`broken_stream`] can wait for the rollback before the program gets it.
+fn without_sigpipe(raw: impl FnOnce() -> isize) -> isize {
+    let bit = 1u64 << (libc::SIGPIPE - 1);
+    let pending = || {
+        let mut set = 0u64;
+        // SAFETY: rt_sigpending writes an 8-byte set into the live local.
+        unsafe { sc(libc::SYS_rt_sigpending, &mut set as *mut u64 as usize, 8, 0) };
+        set & bit != 0
+    };
+    let before = pending();
+    let r = raw();
+    if r == -(libc::EPIPE as isize) && !before {
+        let zero = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: rt_sigtimedwait reads the 8-byte set and the zero timeout from live
+        // locals and takes the pending (blocked) SIGPIPE without waiting; no siginfo.
+        unsafe {
+            sc4(
+                libc::SYS_rt_sigtimedwait,
+                &bit as *const u64 as usize,
+                0,
+                &zero as *const libc::timespec as usize,
+                8,
+            )
+        };
+    }
+    r
 }
 
 /// After a write or send on a stream connection of a member of a computation (issue
@@ -658,6 +709,10 @@ pub(super) unsafe fn sys_writev(fd: c_int, iov: *const libc::iovec, cnt: c_int) 
         }
         Cow::Owned(all)
     };
+    if crate::twopc::configured() && Entry::enter().cx().ks().is_fifo(fd) {
+        let r = output(fd, None, total, data, || without_sigpipe(raw));
+        return broken_stream(r, true);
+    }
     output(fd, None, total, data, raw)
 }
 
@@ -673,6 +728,11 @@ pub(super) unsafe fn sys_readv(fd: c_int, iov: *const libc::iovec, cnt: c_int) -
     }
     let mut e = Entry::enter();
     if e.cx().ks().is_owned(fd) {
+        return raw();
+    }
+    if e.cx().ks().is_self_pipe(fd) {
+        // The process's own pipe: state, not input (`kstate::pipe`).
+        wait_as_member(e.cx(), fd, libc::POLLIN, -1);
         return raw();
     }
     // Input: read into the first non-empty buffer (a short read is always allowed).
@@ -723,7 +783,7 @@ pub(super) unsafe fn sys_recvfrom(
                 // SAFETY: the kernel just wrote r bytes (at most n) into the buffer.
                 let data =
                     unsafe { std::slice::from_raw_parts(buf as *const u8, (r as usize).min(n)) };
-                received(fd, data);
+                received(e.cx(), fd, data);
             }
             nondeterministic(e.cx(), "recv", usize::MAX);
         }
@@ -775,20 +835,32 @@ pub(super) unsafe fn sys_nd(nr: i64, a: [usize; 6], what: &str) -> isize {
         // SAFETY: the caller's arguments for nr (function contract).
         return unsafe { ready_logged(nr, a, what) };
     }
-    if nr == libc::SYS_poll && active() && crate::twopc::configured() {
+    if active() && crate::twopc::configured() && is_readiness(nr) {
         let mut e = Entry::enter();
-        // SAFETY: the caller's arguments for poll (function contract).
-        if let Some(r) = unsafe { poll_drained(e.cx(), &a) } {
+        // SAFETY: the caller's arguments for nr (function contract).
+        if let Some(r) = unsafe { ready_drained(e.cx(), nr, &a) } {
             nondeterministic(e.cx(), what, usize::MAX);
             return r;
         }
     }
+    let mut a = a;
+    let mut zero = ZERO_TIMEOUT;
     if active() && crate::twopc::configured() && crate::twopc::serving() == 0 {
         let mut e = Entry::enter();
         // SAFETY: the caller's arguments for nr (function contract).
-        unsafe { wait_ready_as_member(e.cx(), nr, &a) };
+        if unsafe { wait_ready_as_member(e.cx(), nr, &a) } {
+            // Waited for the whole timeout already: the call only reports the state now.
+            match nr {
+                libc::SYS_poll => a[2] = 0,
+                libc::SYS_ppoll => a[2] = zero.as_mut_ptr() as usize,
+                libc::SYS_select | libc::SYS_pselect6 => a[4] = zero.as_mut_ptr() as usize,
+                libc::SYS_epoll_pwait2 => a[3] = zero.as_mut_ptr() as usize,
+                _ => a[3] = 0,
+            }
+        }
     }
-    // SAFETY: the caller's arguments for nr (function contract).
+    // SAFETY: the caller's arguments for nr (function contract), a timeout replaced by
+    // a zero one of ours (a live local the kernel may write).
     let r = unsafe { syscall6(nr, a) };
     if active() {
         let mut e = Entry::enter();
@@ -797,14 +869,37 @@ pub(super) unsafe fn sys_nd(nr: i64, a: [usize; 6], what: &str) -> isize {
     r
 }
 
-/// `poll` on descriptors of which one is a stream connection with drained bytes not yet
-/// read (issue 16) and asked for `POLLIN`: the kernel cannot see those bytes, so the
-/// poll is made with timeout 0 and that descriptor reported readable. None if no such
-/// descriptor is asked for.
+/// A readiness call (`poll`, `ppoll`, `select`, `pselect6`, the `epoll_wait` family)
+/// asking for input on a stream connection or FIFO whose drained bytes are not all read
+/// yet (issue 16: a round's drain moved them from the kernel into the checkpoint, where
+/// the kernel cannot see them): the call is made with a zero timeout and those
+/// descriptors are reported readable as well, as the kernel would have reported them had
+/// the bytes stayed with it. None if the call asks for no such descriptor (it is then
+/// made as it is).
 ///
 /// # Safety
-/// `a` are valid arguments for `poll`.
-unsafe fn poll_drained(cx: &mut Ctx, a: &[usize; 6]) -> Option<isize> {
+/// `a` are valid arguments for system call `nr`.
+unsafe fn ready_drained(cx: &mut Ctx, nr: i64, a: &[usize; 6]) -> Option<isize> {
+    // SAFETY: the caller's arguments for nr (function contract), by call.
+    unsafe {
+        match nr {
+            libc::SYS_poll | libc::SYS_ppoll => poll_drained(cx, nr, a),
+            libc::SYS_select | libc::SYS_pselect6 => select_drained(cx, nr, a),
+            _ => epoll_drained(cx, nr, a),
+        }
+    }
+}
+
+/// A zero timeout for the call made instead (a `timespec`, or a `timeval`: 16 bytes
+/// either way; the kernel may write the time left into it).
+const ZERO_TIMEOUT: [u64; 2] = [0, 0];
+
+/// [`ready_drained`] for `poll` and `ppoll`: every `pollfd` asking for `POLLIN` on such a
+/// descriptor gets `POLLIN` in its `revents`.
+///
+/// # Safety
+/// `a` are valid arguments for `poll` or `ppoll` (`nr`).
+unsafe fn poll_drained(cx: &mut Ctx, nr: i64, a: &[usize; 6]) -> Option<isize> {
     let (fds, n) = (a[0] as *mut libc::pollfd, a[1]);
     if fds.is_null() || n == 0 || n > 1024 {
         return None;
@@ -816,8 +911,20 @@ unsafe fn poll_drained(cx: &mut Ctx, a: &[usize; 6]) -> Option<isize> {
     if !p.iter().any(|q| want(cx, q)) {
         return None;
     }
-    // SAFETY: poll on the program's array, timeout 0.
-    let r = unsafe { sc(libc::SYS_poll, fds as usize, n, 0) };
+    let mut zero = ZERO_TIMEOUT;
+    let r = if nr == libc::SYS_ppoll {
+        // SAFETY: ppoll on the program's array and signal mask, with a zero timeout of
+        // ours (a live local the kernel may write).
+        unsafe {
+            syscall6(
+                libc::SYS_ppoll,
+                [a[0], n, zero.as_mut_ptr() as usize, a[3], a[4], 0],
+            )
+        }
+    } else {
+        // SAFETY: poll on the program's array, timeout 0.
+        unsafe { sc(libc::SYS_poll, fds as usize, n, 0) }
+    };
     if r < 0 {
         return Some(r);
     }
@@ -833,48 +940,248 @@ unsafe fn poll_drained(cx: &mut Ctx, a: &[usize; 6]) -> Option<isize> {
     Some(ready)
 }
 
-/// For a member of a computation, before a readiness call that may block (`poll` and
-/// `epoll_wait` with a timeout that is not 0): waits for the same readiness (and as long
-/// as the timeout) while serving the coordinator (`member::wait_ready`), so that
-/// the call itself then returns at once. Other readiness calls block unserved (a member
-/// blocked in one answers a prepare when it returns).
+/// Most descriptors `select_drained` and `epoll_drained` report from drained bytes in
+/// one call (more: the rest at the next call).
+const DRAINED_MAX: usize = 64;
+
+/// [`ready_drained`] for `select` and `pselect6`: each such descriptor in the read set
+/// stays in it, and the result counts it.
+///
+/// # Safety
+/// `a` are valid arguments for `select` or `pselect6` (`nr`).
+unsafe fn select_drained(cx: &mut Ctx, nr: i64, a: &[usize; 6]) -> Option<isize> {
+    let nfds = a[0] as c_int;
+    if a[1] == 0 || !(1..=READY_MAX as c_int).contains(&nfds) {
+        return None;
+    }
+    // The kernel reads and writes whole longs of each set.
+    let words = (nfds as usize).div_ceil(64);
+    let mut want = [0usize; DRAINED_MAX];
+    let mut k = 0;
+    {
+        // SAFETY: the program's read set, nfds bits rounded up to longs (select's
+        // contract), only read here.
+        let set = unsafe { std::slice::from_raw_parts(a[1] as *const u64, words) };
+        for fd in 0..nfds as usize {
+            if k < DRAINED_MAX && set[fd / 64] >> (fd % 64) & 1 != 0 && has_drained(cx, fd as c_int)
+            {
+                want[k] = fd;
+                k += 1;
+            }
+        }
+    }
+    if k == 0 {
+        return None;
+    }
+    let mut zero = ZERO_TIMEOUT;
+    let mut b = *a;
+    b[4] = zero.as_mut_ptr() as usize;
+    // SAFETY: the program's sets (and pselect6's signal mask argument) with a zero
+    // timeout of ours, a live local the kernel may write.
+    let r = unsafe { syscall6(nr, b) };
+    if r < 0 {
+        return Some(r);
+    }
+    // SAFETY: the program's read set again (the call has returned; nothing else holds
+    // it), now written.
+    let set = unsafe { std::slice::from_raw_parts_mut(a[1] as *mut u64, words) };
+    for &fd in &want[..k] {
+        set[fd / 64] |= 1 << (fd % 64);
+    }
+    let mut count = 0isize;
+    for &p in &a[1..4] {
+        if p != 0 {
+            // SAFETY: one of the program's sets of `words` longs (select's contract).
+            let s = unsafe { std::slice::from_raw_parts(p as *const u64, words) };
+            count += s.iter().map(|w| w.count_ones() as isize).sum::<isize>();
+        }
+    }
+    Some(count)
+}
+
+/// [`ready_drained`] for the `epoll_wait` family: each registration of the instance that
+/// asks for `EPOLLIN` on such a descriptor is reported with `EPOLLIN` (added to the
+/// kernel's event for it, or as an event of its own if there is room).
+///
+/// # Safety
+/// `a` are valid arguments for `epoll_wait`, `epoll_pwait` or `epoll_pwait2` (`nr`).
+unsafe fn epoll_drained(cx: &mut Ctx, nr: i64, a: &[usize; 6]) -> Option<isize> {
+    let (epfd, events, max) = (a[0] as c_int, a[1] as *mut u8, a[2] as c_int);
+    if events.is_null() || !(1..=READY_MAX as c_int).contains(&max) {
+        return None;
+    }
+    let mut want = [0u64; DRAINED_MAX];
+    let mut k = 0;
+    {
+        let ks = cx.ks();
+        let regs = ks.entry_ref(epfd)?.epoll.as_ref()?;
+        for &(t, ev, data) in regs {
+            if k < DRAINED_MAX && ev & libc::EPOLLIN as u32 != 0 && ks.has_drained(t) {
+                want[k] = data;
+                k += 1;
+            }
+        }
+    }
+    if k == 0 {
+        return None;
+    }
+    let mut zero = ZERO_TIMEOUT;
+    let mut b = *a;
+    b[3] = if nr == libc::SYS_epoll_pwait2 {
+        zero.as_mut_ptr() as usize
+    } else {
+        0
+    };
+    // SAFETY: the program's instance, event array and signal mask, with a zero timeout.
+    let r = unsafe { syscall6(nr, b) };
+    if r < 0 {
+        return Some(r);
+    }
+    let mut n = (r as usize).min(max as usize);
+    for &data in &want[..k] {
+        // SAFETY: the program's array of `max` packed 12-byte epoll_events (the call's
+        // contract): the events field at offset 0, the data at 4; n <= max.
+        unsafe {
+            let at = (0..n).find(|&i| {
+                (events.add(i * EPOLL_EVENT_LEN + 4) as *const u64).read_unaligned() == data
+            });
+            match at {
+                Some(i) => {
+                    let p = events.add(i * EPOLL_EVENT_LEN) as *mut u32;
+                    p.write_unaligned(p.read_unaligned() | libc::EPOLLIN as u32);
+                }
+                None if n < max as usize => {
+                    let p = events.add(n * EPOLL_EVENT_LEN);
+                    (p as *mut u32).write_unaligned(libc::EPOLLIN as u32);
+                    (p.add(4) as *mut u64).write_unaligned(data);
+                    n += 1;
+                }
+                None => {}
+            }
+        }
+    }
+    Some(n as isize)
+}
+
+/// For a member of a computation, before a readiness call that may block (`poll`,
+/// `ppoll`, `select`, `pselect6`, the `epoll_wait` family, with a timeout that is not
+/// 0): waits for the same readiness (and as long as the timeout) while serving the
+/// coordinator (`member::wait_ready`), so that the call itself then returns at once, and
+/// a member waiting for a FIFO or stream whose writer stopped for a round's quiesce step
+/// takes part in that round. Returns true if the wait timed out (the call is then made
+/// with a zero timeout: it has been waited for). Calls with more descriptors than
+/// [`crate::twopc::MAX_WAIT_FDS`] block unserved (a member blocked in one answers a
+/// prepare when it returns).
 ///
 /// # Safety
 /// `a` are valid arguments for system call `nr`.
-unsafe fn wait_ready_as_member(cx: &mut Ctx, nr: i64, a: &[usize; 6]) {
-    match nr {
-        libc::SYS_poll if a[2] as i32 != 0 && a[1] <= 1024 => {
+unsafe fn wait_ready_as_member(cx: &mut Ctx, nr: i64, a: &[usize; 6]) -> bool {
+    const MAX: usize = crate::twopc::MAX_WAIT_FDS;
+    // The descriptors waited for, on the stack (the wait may checkpoint).
+    let mut fds = [libc::pollfd {
+        fd: -1,
+        events: 0,
+        revents: 0,
+    }; MAX];
+    let (n, ms) = match nr {
+        libc::SYS_poll | libc::SYS_ppoll => {
             let n = a[1];
-            let fds = a[0] as *mut libc::pollfd;
-            if n > 0 && fds.is_null() {
-                return;
+            let p = a[0] as *const libc::pollfd;
+            let ms = if nr == libc::SYS_poll {
+                a[2] as i32
+            } else {
+                // SAFETY: ppoll's timeout is null or a timespec (the call's contract).
+                unsafe { timeout_ms(a[2], true) }
+            };
+            if ms == 0 || n > MAX || (n > 0 && p.is_null()) {
+                return false;
             }
-            if n > crate::twopc::MAX_WAIT_FDS {
-                return;
-            }
-            // The program's array, copied (on the stack: the wait may checkpoint) so that
-            // the wait does not write into it.
-            let mut copy = [libc::pollfd {
-                fd: -1,
-                events: 0,
-                revents: 0,
-            }; crate::twopc::MAX_WAIT_FDS];
             if n > 0 {
+                // The program's array, copied so that the wait does not write into it.
                 // SAFETY: the program's array of n pollfds (poll's contract), only read.
-                copy[..n].copy_from_slice(unsafe { std::slice::from_raw_parts(fds, n) });
+                fds[..n].copy_from_slice(unsafe { std::slice::from_raw_parts(p, n) });
             }
-            let _ = super::member::wait_ready(cx, &mut copy[..n], a[2] as i32);
+            (n, ms)
         }
-        libc::SYS_epoll_wait | libc::SYS_epoll_pwait if a[3] as i32 != 0 => {
-            let mut p = [libc::pollfd {
+        libc::SYS_select | libc::SYS_pselect6 => {
+            let nfds = a[0] as c_int;
+            // SAFETY: select's timeout is null or a timeval, pselect6's a timespec.
+            let ms = unsafe { timeout_ms(a[4], nr == libc::SYS_pselect6) };
+            if ms == 0 || !(0..=1024).contains(&nfds) {
+                return false;
+            }
+            let words = (nfds as usize).div_ceil(64);
+            let set = |p: usize, fd: usize| {
+                // SAFETY: a non-null set holds nfds bits rounded up to longs (select's
+                // contract), only read.
+                p != 0
+                    && unsafe { std::slice::from_raw_parts(p as *const u64, words) }[fd / 64]
+                        >> (fd % 64)
+                        & 1
+                        != 0
+            };
+            let mut n = 0;
+            for fd in 0..nfds as usize {
+                let ev = if set(a[1], fd) { libc::POLLIN } else { 0 }
+                    | if set(a[2], fd) { libc::POLLOUT } else { 0 }
+                    | if set(a[3], fd) { libc::POLLPRI } else { 0 };
+                if ev == 0 {
+                    continue;
+                }
+                if n == MAX {
+                    return false;
+                }
+                fds[n] = libc::pollfd {
+                    fd: fd as c_int,
+                    events: ev,
+                    revents: 0,
+                };
+                n += 1;
+            }
+            (n, ms)
+        }
+        libc::SYS_epoll_wait | libc::SYS_epoll_pwait | libc::SYS_epoll_pwait2 => {
+            let ms = if nr == libc::SYS_epoll_pwait2 {
+                // SAFETY: epoll_pwait2's timeout is null or a timespec (its contract).
+                unsafe { timeout_ms(a[3], true) }
+            } else {
+                a[3] as i32
+            };
+            if ms == 0 {
+                return false;
+            }
+            // The instance is readable when one of its registrations is ready.
+            fds[0] = libc::pollfd {
                 fd: a[0] as i32,
                 events: libc::POLLIN,
                 revents: 0,
-            }];
-            let _ = super::member::wait_ready(cx, &mut p, a[3] as i32);
+            };
+            (1, ms)
         }
-        _ => {}
+        _ => return false,
+    };
+    matches!(super::member::wait_ready(cx, &mut fds[..n], ms), Ok(0)) && ms > 0
+}
+
+/// A readiness call's timeout in milliseconds, rounded up (-1: none, wait forever):
+/// `p` null, or a `timespec` (`nsec`) or `timeval`.
+///
+/// # Safety
+/// `p` is null or points at a `timespec` (`nsec`) or a `timeval`.
+unsafe fn timeout_ms(p: usize, nsec: bool) -> i32 {
+    if p == 0 {
+        return -1;
     }
+    // SAFETY: both are two longs: seconds, then nanoseconds or microseconds.
+    let (sec, frac) = unsafe { ((p as *const i64).read(), (p as *const i64).add(1).read()) };
+    let frac_ms = if nsec {
+        (frac + 999_999) / 1_000_000
+    } else {
+        (frac + 999) / 1000
+    };
+    sec.saturating_mul(1000)
+        .saturating_add(frac_ms)
+        .clamp(0, i32::MAX as i64) as i32
 }
 
 /// `ioctl(2)`: terminal settings (`TCSETS`, `TCSETSW`, `TCSETSF`: what `tcsetattr` does)
@@ -914,7 +1221,19 @@ pub(super) unsafe fn sys_ioctl(fd: c_int, req: u64, arg: usize) -> isize {
         }
         0x541b /* FIONREAD */ => {
             // SAFETY: FIONREAD writes one int at arg (the caller's contract).
-            unsafe { sys_nd(libc::SYS_ioctl, [fd as usize, req as usize, arg, 0, 0, 0], "ioctl") }
+            let r = unsafe {
+                sys_nd(libc::SYS_ioctl, [fd as usize, req as usize, arg, 0, 0, 0], "ioctl")
+            };
+            if r == 0 && arg != 0 {
+                // Bytes a round drained (issue 16) are still to be read.
+                let mut e = Entry::enter();
+                let k = e.cx().ks().drained_mut(fd).map_or(0, |b| b.len());
+                if k > 0 {
+                    // SAFETY: the int FIONREAD just wrote (the caller's contract).
+                    unsafe { *(arg as *mut c_int) += k as c_int };
+                }
+            }
+            r
         }
         _ if super::trap::harmless(libc::SYS_ioctl, &[fd as usize, req as usize, arg, 0, 0, 0]) => raw(),
         _ => super::trap::refuse_named(

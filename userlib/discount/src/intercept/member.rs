@@ -37,12 +37,13 @@ const QUIESCE_MS: u64 = 5000;
 /// The quiesce step of round `e` (issue 16; a step before the prepare of thesis 6.2.2's
 /// CPV-2PC/CBNDV-2PC round, which assumed messages the program itself retransmits): this
 /// member sends nothing more (it stays
-/// here until the prepare, or a rollback), drains its stream connections into their
-/// buffers (so that a peer blocked on a full window can finish, and its send queue
-/// empty) until its own send queues are empty (`SIOCOUTQ` 0), then answers quiesced,
-/// repeating the answer until the prepare comes. When every member has answered, no byte
-/// of a connection of the computation is in a send queue or on the wire: what was sent
-/// is in the receiver's socket or already in its buffer.
+/// here until the prepare, or a rollback), drains its stream connections and the FIFOs
+/// it reads into their buffers (so that a peer blocked on a full window or a full FIFO
+/// can finish, and its send queue empty) until its own send queues are empty (`SIOCOUTQ`
+/// 0, and `FIONREAD` 0 on the FIFOs it writes), then answers quiesced, repeating the
+/// answer until the prepare comes. When every member has answered, no byte of a
+/// connection or FIFO of the computation is in a send queue, on the wire or in a FIFO:
+/// what was sent is in the receiver's socket or already in its buffer.
 fn quiesce(cx: &mut Ctx, e: u64) -> Result<bool> {
     let drain = !vol::get().no_drain_for_tests.load(Ordering::Relaxed);
     let start = sys::mono_ns();
@@ -50,16 +51,17 @@ fn quiesce(cx: &mut Ctx, e: u64) -> Result<bool> {
     loop {
         if drain {
             cx.ks().drain_streams();
+            cx.ks().drain_fifos();
         }
         // (The negative control skips the wait too: without the drain a peer's AF_UNIX
         // send queue, the bytes this member has not read, would not empty.)
-        let empty = !drain || cx.ks().streams_outq() == 0;
+        let empty = !drain || cx.ks().streams_outq() + cx.ks().fifos_outq() == 0;
         if !empty && !said && sys::mono_ns() - start > QUIESCE_MS * 1_000_000 {
             said = true;
             crate::diag::diag(
-                "quiesce: a stream socket's send queue did not empty in 5 s (its peer does \
-                 not read?): answering quiesced all the same; bytes in it may be lost by a \
-                 rollback",
+                "quiesce: a stream socket's send queue or a FIFO this member writes did not \
+                 empty in 5 s (its reader does not read?): answering quiesced all the same; \
+                 bytes in it may be lost by a rollback",
             );
         }
         if empty || said {
@@ -136,8 +138,9 @@ fn round(cx: &mut Ctx, e: u64) -> Result<bool> {
     let before = twopc::epoch();
     if !vol::get().no_drain_for_tests.load(Ordering::Relaxed) {
         // After the quiesce step nobody sends: every byte of the computation's streams is
-        // in a receiver's socket, and goes into its checkpoint here.
+        // in a receiver's socket or FIFO, and goes into its checkpoint here.
         cx.ks().drain_streams();
+        cx.ks().drain_fifos();
     }
     twopc::set_serving(e);
     twopc::set_epoch(e);
@@ -214,6 +217,9 @@ pub(crate) fn leave(cx: &mut Ctx) {
     // The ends of this member's stream connections are shut down for writing before its
     // last commit, so that the peers' drains of that round see the end of the stream and
     // their recoveries do not wait for this member to connect again (it leaves).
+    // Its FIFOs are closed for the same reason (their readers' drains record that no
+    // writer is left, their writers' that no reader is); the records stay, for a recovery
+    // of this member should the commit fail.
     for fd in 0..cx.ks().fds.len() as i32 {
         if cx.ks().sock(fd).is_some_and(|s| s.connection()) {
             // SAFETY: shutdown takes numbers only.
@@ -221,6 +227,11 @@ pub(crate) fn leave(cx: &mut Ctx) {
             if let Some(s) = cx.ks().sock_mut(fd) {
                 s.shut |= crate::kstate::sock::SHUT_WR_BIT;
             }
+        }
+        if cx.ks().is_fifo(fd) {
+            // SAFETY: close of the program's descriptor at its exit (nothing of the
+            // program runs after this commit).
+            unsafe { sc(libc::SYS_close, fd as usize, 0, 0) };
         }
     }
     if let Err(e) = global_commit(cx) {

@@ -18,7 +18,8 @@
 //! By concern:
 //!
 //! * `files`: descriptors and the file system (`open`, `close`, `dup`, `fcntl`, `lseek`,
-//!   `ftruncate`, `unlink`, `rename`): recorded, file data logged for undo;
+//!   `ftruncate`, `unlink`, `rename`, `mknod`, `pipe`): recorded, file data logged for
+//!   undo;
 //! * `io`: reading and writing descriptors (`read`, `write`, `pread`, `pwrite`, `readv`,
 //!   `writev`, `recv`, `send`) and the readiness calls (`poll`; trapped: `ppoll`,
 //!   `select`, `pselect6`, the `epoll_wait` family): input and readiness are
@@ -237,13 +238,16 @@ fn logged(what: &str) {
 /// Before a visible event (`data` is what will be written).
 fn visible(cx: &mut Ctx, fd: i32, data: &[u8]) {
     let inside = !protocol::send_is_visible(protocol::current());
-    let socket = (inside || crate::trace::on()) && is_socket(fd);
-    if inside && socket {
+    // A socket, or a FIFO the program opened by path (issue 16): under the 2PC protocols
+    // a channel to another member of the computation.
+    let channel = (inside || crate::trace::on()) && (is_socket(fd) || cx.ks().is_fifo(fd));
+    if inside && channel {
         // A send to another process of the computation, which commits with this one.
-        if crate::twopc::configured() && cx.ks().sock(fd).is_some_and(|s| s.stream()) {
+        let stream = cx.ks().sock(fd).is_some_and(|s| s.stream()) || cx.ks().is_fifo(fd);
+        if crate::twopc::configured() && stream {
             // A stream sender may never block in a receive: it serves the coordinator
             // here (a round's quiesce step waits for it), and waits serving it when the
-            // connection's window is full (issue 16).
+            // connection's window (the FIFO) is full (issue 16).
             member::serve_pending(cx);
             wait_as_member(cx, fd, libc::POLLOUT, -1);
         }
@@ -254,16 +258,16 @@ fn visible(cx: &mut Ctx, fd: i32, data: &[u8]) {
         commit(cx, usize::MAX);
     }
     crate::trace::visible(fd, data);
-    if socket {
+    if channel {
         // After the commit: what the message carries is what the commit saved.
         crate::trace::message_sent(data);
     }
 }
 
-/// After a receive of `data` from `fd`: the message's trace line, if `fd` is a socket
-/// and a trace is written.
-fn received(fd: i32, data: &[u8]) {
-    if crate::trace::on() && is_socket(fd) {
+/// After a receive of `data` from `fd`: the message's trace line, if `fd` is a socket or
+/// a FIFO the program opened and a trace is written.
+fn received(cx: &mut Ctx, fd: i32, data: &[u8]) {
+    if crate::trace::on() && (is_socket(fd) || cx.ks().is_fifo(fd)) {
         crate::trace::message_received(data);
     }
 }

@@ -36,9 +36,11 @@
 //!   before the commit is in its receiver's checkpoint, every byte sent after it is sent
 //!   again by the re-executed sender, and the new connections carry none of the old
 //!   bytes. The program's reads (`read`, `readv`, `recv`, `recvfrom`, `recvmsg`) are
-//!   served from the buffer first, and `poll` reports such a descriptor readable
-//!   (`select` and the `epoll_wait` family do not: a limit). Without stream sockets
-//!   rounds are as before (no quiesce step, no cost).
+//!   served from the buffer first, and the readiness calls (`poll`, `ppoll`, `select`,
+//!   `pselect6`, the `epoll_wait` family) report such a descriptor readable
+//!   (`io::ready_drained`). FIFOs between members are quiesced and drained the same way
+//!   (`kstate::pipe`). Without stream sockets or FIFOs rounds are as before (no quiesce
+//!   step, no cost).
 //! * **A stream sender** may never block in a receive: its writes to a connection serve
 //!   the coordinator without waiting (a quiesce waits for it) and, when the window is
 //!   full, wait for room while serving it. Writes to a connection go out with
@@ -78,8 +80,7 @@
 //! options Discount Checking does not redo, and the calls that change a socket it did not
 //! see made. Descriptors passed over a socket (`SCM_RIGHTS`) are not taken: they are
 //! closed and the message is marked `MSG_CTRUNC`, as when there is no room for them.
-//! FIFOs and `pipe()` are not recovered (a FIFO opened by path is a file the program does
-//! not own: its reads are input; `pipe` stays refused).
+//! FIFOs and the process's own pipes are recovered too: `kstate::pipe` has their design.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 

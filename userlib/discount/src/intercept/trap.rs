@@ -203,6 +203,18 @@ unsafe fn dispatch(nr: i64, a: [usize; 6]) -> isize {
             libc::SYS_epoll_create1 => files::sys_epoll_create1(i0),
             libc::SYS_epoll_ctl => files::sys_epoll_ctl(i0, i1, i2, a[3] as *mut libc::epoll_event),
             libc::SYS_flock => files::sys_flock(i0, i1),
+            // Pipes and FIFOs (`files`, `kstate::pipe`).
+            libc::SYS_pipe => files::sys_pipe2(a[0] as *mut c_int, 0),
+            libc::SYS_pipe2 => files::sys_pipe2(a[0] as *mut c_int, i1),
+            libc::SYS_mknod => files::sys_mknodat(
+                libc::AT_FDCWD,
+                a[0] as *const c_char,
+                a[1] as c_uint,
+                a[2] as u64,
+            ),
+            libc::SYS_mknodat => {
+                files::sys_mknodat(i0, a[1] as *const c_char, a[2] as c_uint, a[3] as u64)
+            }
             libc::SYS_umask => files::sys_umask(a[0] as c_uint),
             libc::SYS_chmod => {
                 files::sys_fchmodat(libc::AT_FDCWD, a[0] as *const c_char, a[1] as c_uint)

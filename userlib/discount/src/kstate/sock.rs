@@ -425,7 +425,7 @@ impl KState {
     }
 
     /// The descriptors of open file description `ofd`, lowest first.
-    fn fds_of(&self, ofd: u64) -> Vec<i32> {
+    pub(super) fn fds_of(&self, ofd: u64) -> Vec<i32> {
         self.fds
             .iter()
             .enumerate()
@@ -436,8 +436,8 @@ impl KState {
 
     /// Puts the new socket `n` at the descriptors of `ofd` (the lowest gets it, the
     /// others are duplicates), with each one's close-on-exec flag and the shared status
-    /// flags. Returns the lowest.
-    fn place_sock(&self, n: i32, ofd: u64) -> Option<i32> {
+    /// flags. Returns the lowest. (Also how a pipe or FIFO is put back, `kstate::pipe`.)
+    pub(super) fn place_sock(&self, n: i32, ofd: u64) -> Option<i32> {
         let fds = self.fds_of(ofd);
         let Some(&first) = fds.first() else {
             raw_close(n);
@@ -535,7 +535,9 @@ impl KState {
                         sv.as_mut_ptr() as usize,
                     )
                 })
-                .map(|_| (sv[0], Some(sv[1])))
+                // Out of the program's numbers first: placing one end must not close the
+                // other, which the kernel may have put at the first one's number.
+                .map(|_| (sys::move_high(sv[0]), Some(sys::move_high(sv[1]))))
             } else {
                 // SAFETY: socket takes numbers only.
                 check(unsafe { sc(libc::SYS_socket, s.domain as usize, ty, s.proto as usize) })
@@ -565,7 +567,7 @@ impl KState {
     }
 
     /// The lowest descriptor of `ofd` (no allocation).
-    fn first_fd(&self, ofd: u64) -> Option<i32> {
+    pub(super) fn first_fd(&self, ofd: u64) -> Option<i32> {
         self.fds
             .iter()
             .position(|e| e.as_ref().is_some_and(|e| ofd != 0 && e.ofd == ofd))
