@@ -180,16 +180,22 @@ MK
 
 # ---- 5. cargo's build directories, kept beside the kernel cache ---------------------------
 # In a new checkout (a CI clone), userlib/target and tests/target become links into
-# $CACHE/cargo-target, so that a clone reuses the crates.io dependencies already compiled
-# instead of building them again (cargo's fingerprints keep each checkout's own crates
-# apart, and a changed dependency is rebuilt as usual). An existing directory is left alone.
+# $CACHE/cargo-target/KEY, KEY naming the checkout's path, so that the next clone at the
+# same path reuses the crates.io dependencies already compiled instead of building them
+# again. One directory per path, not one for all: cargo keeps each checkout's intermediate
+# files apart, but the finished binaries (target/release/rio-fuzz, riofs-torture, ...) have
+# one name in a target directory, and the QEMU tests copy them into guests, so a clone
+# sharing a target with a working tree could test whatever that tree built last (the test
+# crate's executables too, if cargo gave both checkouts' builds the same hash). An existing
+# directory or link is left alone.
 root=$(cd "$(dirname "$0")/.." && pwd)
+key=$(printf '%s' "$root" | sha256sum | cut -c1-12)
 for d in userlib tests; do
     t="$root/$d/target"
     if [ ! -e "$t" ] && [ ! -L "$t" ]; then
-        mkdir -p "$CACHE/cargo-target/$d"
-        ln -s "$CACHE/cargo-target/$d" "$t"
-        log "$d/target -> $CACHE/cargo-target/$d"
+        mkdir -p "$CACHE/cargo-target/$key/$d"
+        ln -s "$CACHE/cargo-target/$key/$d" "$t"
+        log "$d/target -> $CACHE/cargo-target/$key/$d (this checkout's)"
     fi
 done
 log "done"
