@@ -309,8 +309,12 @@ LONG_ONLY=(
 # the debug kernel (file::test): the long survival runs (a panic, a reset or a power cut
 # and the data checked after it), which spend their time booting and rebooting a kernel
 # that is 2 to 3 times slower with KASAN and lockdep, on paths the short tests of the same
-# suites take on the debug kernel in make test as well. The rest of each debug suite (bad
-# input, permissions, limits, races, protection, the fuzzer) stays on the debug kernel.
+# suites take on the debug kernel in make test as well; the wild stores (an oops each, whose
+# report the debug kernel writes slowly to the serial console; the riofs one took 141 s);
+# the refusals of a foreign or too small backing disk and of bad disk entries (the same
+# parsing as a_disk_of_another_arena_is_refused and a_bad_arena_slot_is_quarantined, which
+# stay); the harness's own timeout and cleanup. The rest of each debug suite (bad input,
+# permissions, limits, races, the fuzzer) stays on the debug kernel.
 DEBUG_LONG=(
     rio_core::pwrite_survives_a_kernel_panic_and_warm_reboot
     rio_core::pwrite_survives_a_hard_reset_and_a_new_qemu_process
@@ -325,6 +329,13 @@ DEBUG_LONG=(
     rio_backing::power_loss_keeps_what_was_written_back
     rio_security::a_failed_restore_leaves_the_disk_as_it_was
     rio_security::a_format_whose_disk_fails_changes_nothing
+    riofs::protection_turns_wild_stores_at_riofs_into_oopses
+    rio_core::protection_turns_a_wild_store_into_an_oops_and_data_survives
+    rio_security::bad_disk_entries_are_quarantined_and_the_rest_restored
+    rio_backing::a_foreign_backing_device_is_refused_and_not_overwritten
+    rio_backing::a_backing_device_that_is_too_small_is_refused
+    foundation::a_hung_command_times_out
+    foundation::a_guest_dies_with_the_thread_that_started_it
 )
 # Each QEMU test's wall time in the log ("test x ... ok <12.3s>"): libtest's --report-time,
 # which stable libtest accepts only with RUSTC_BOOTSTRAP set when the test binary runs

@@ -90,17 +90,31 @@ pub fn chat_client_argv(bin: &str, c: usize, server: &str) -> Vec<String> {
     ]
 }
 
-/// The lines client `c` types (its standard input, one a line).
+/// The lines client `c` types (its standard input, one a line): [`CHAT_LINES`] of them.
 pub fn chat_input(c: usize) -> Vec<String> {
-    (0..CHAT_LINES)
+    chat_input_n(c, CHAT_LINES)
+}
+
+/// The first `lines` lines client `c` types (a shorter session: the guests' test).
+pub fn chat_input_n(c: usize, lines: usize) -> Vec<String> {
+    (0..lines)
         .map(|k| format!("message {k} of client {c}"))
         .collect()
 }
 
 /// Every input line as the conversation shows it (`c<N>: <text>`).
 pub fn chat_conversation_inputs() -> Vec<String> {
+    chat_conversation_inputs_n(CHAT_LINES)
+}
+
+/// [`chat_conversation_inputs`] for sessions of `lines` lines per client.
+pub fn chat_conversation_inputs_n(lines: usize) -> Vec<String> {
     (0..CHAT_CLIENTS)
-        .flat_map(|c| chat_input(c).into_iter().map(move |l| format!("c{c}: {l}")))
+        .flat_map(|c| {
+            chat_input_n(c, lines)
+                .into_iter()
+                .map(move |l| format!("c{c}: {l}"))
+        })
         .collect()
 }
 
@@ -200,6 +214,11 @@ pub fn resumed(traces: &[Vec<Event>]) -> Result<()> {
 /// ([`chat_conversation_inputs`]) is in it exactly once, and every client shows exactly
 /// that conversation with repetitions only.
 pub fn chat_consistent(server: &str, clients: &[String]) -> Result<()> {
+    chat_consistent_n(server, clients, CHAT_LINES)
+}
+
+/// [`chat_consistent`] for sessions of `lines` lines per client ([`chat_input_n`]).
+pub fn chat_consistent_n(server: &str, clients: &[String], lines: usize) -> Result<()> {
     let mut order: BTreeMap<usize, String> = BTreeMap::new();
     for l in server.lines() {
         let Some(rest) = l.strip_prefix('#') else {
@@ -214,7 +233,7 @@ pub fn chat_consistent(server: &str, clients: &[String]) -> Result<()> {
             );
         }
     }
-    let total = CHAT_CLIENTS * CHAT_LINES;
+    let total = CHAT_CLIENTS * lines;
     ensure!(
         order.len() == total && order.keys().copied().eq(1..=total),
         "server ordered {:?}",
@@ -224,7 +243,7 @@ pub fn chat_consistent(server: &str, clients: &[String]) -> Result<()> {
     for t in order.values() {
         *count.entry(t.as_str()).or_default() += 1;
     }
-    for l in &chat_conversation_inputs() {
+    for l in &chat_conversation_inputs_n(lines) {
         ensure!(
             count.get(l.as_str()) == Some(&1),
             "{l:?} is in the conversation {:?} times",
