@@ -16,6 +16,7 @@ trap 'rm -rf "$log"' EXIT
 total_pass=0
 total_fail=0
 total_skip=0
+phase_start=$SECONDS
 
 # The fewest tests each suite may report (passed + failed + ignored), one row per test
 # binary: a userlib crate's own tests (its src/lib.rs or src/main.rs), each of its tests/*.rs,
@@ -220,7 +221,7 @@ account() {
     fi
     p=$((p - s))
     s=$((s + i))
-    echo "=== $name: $p passed, $f failed, $s skipped"
+    echo "=== $name: $p passed, $f failed, $s skipped ($((SECONDS - phase_start)) s)"
     total_pass=$((total_pass + p))
     total_fail=$((total_fail + f))
     total_skip=$((total_skip + s))
@@ -257,8 +258,9 @@ fi
 # make lint first (fmt and clippy of userlib and tests, rustfmt of rio_mod): one test.
 if [ "$long" = 0 ] && [ "$plan" = 0 ]; then
 echo "=== lint"
+phase_start=$SECONDS
 if make -s -C "$here" lint >"$log/lint.out" 2>&1; then
-    echo "=== lint: passed"
+    echo "=== lint: passed ($((SECONDS - phase_start)) s)"
     total_pass=$((total_pass + 1))
 else
     cat "$log/lint.out"
@@ -269,6 +271,7 @@ fi
 # The C demo's test links libdiscount.a, which cargo builds for `cargo build -p discount`,
 # and `dc run` preloads libdc_preload.so from beside `dc` (`cargo build -p dc`),
 # neither of which cargo builds when the crate is only a test dependency.
+phase_start=$SECONDS
 (cd "$here/userlib" && cargo build -q -p discount -p dc) || echo "=== building libdiscount.a or libdc_preload.so failed: the C demo and dc tests will fail"
 suite userlib "$here/userlib" --workspace
 fi
@@ -483,6 +486,7 @@ pool() {
         return
     fi
     echo "=== $name: $(wc -l <"$jobs") tests, $threads at a time"
+    phase_start=$SECONDS
     local n=0 started
     started=$(date +%s)
     : >"$dir/suites"
