@@ -79,6 +79,15 @@ struct RunArgs {
     /// This process's index in the computation (0 to N-1), with --coord.
     #[arg(long, value_name = "I", requires = "coord")]
     member: Option<u16>,
+    /// A peer outside the computation (repeatable, or separated by commas): IP:PORT,
+    /// [IPv6]:PORT (port 0: any port of that host; 0.0.0.0 or [::]: any host),
+    /// unix:PATH or unix:@NAME. Under cpv-2pc and cbndv-2pc a connection to or from it
+    /// (and a datagram to it) is the outside world: its sends are visible events
+    /// (committed first), a round does not wait for it, and after a recovery it is gone
+    /// (ECONNRESET/EPIPE) instead of made again. Every other peer is taken to be a member.
+    /// Under the single-process protocols every peer is outside already. Also DC_OUTSIDE.
+    #[arg(long, value_name = "ADDR")]
+    outside: Vec<String>,
     /// Where the checkpoint image lives: `files` (in the state directory) or
     /// `rio:PREFIX` (Rio objects of /dev/rio; the directory must be mounted -o sync).
     #[arg(long, default_value = "files")]
@@ -258,6 +267,25 @@ fn human(bytes: u64) -> String {
     }
 }
 
+/// `DC_OUTSIDE` for the program: the caller's own `DC_OUTSIDE` (`env`) and every `--outside`
+/// (each may list several, separated by commas), checked, `AF_UNIX` paths made absolute
+/// (relative to this directory, the program's), separated by commas. None if there are
+/// none.
+fn outside_setting(env: Option<&str>, args: &[String]) -> Result<Option<String>> {
+    let mut all = Vec::new();
+    if let Some(env) = env {
+        all.extend(discount::outside::parse_list(env).context("DC_OUTSIDE")?);
+    }
+    for a in args {
+        all.extend(discount::outside::parse_list(a).with_context(|| format!("--outside {a}"))?);
+    }
+    let v: Vec<String> = all.iter().map(ToString::to_string).collect();
+    if let Some(bad) = v.iter().find(|s| s.contains(',')) {
+        bail!("--outside {bad}: a path with a comma cannot be passed (DC_OUTSIDE separates addresses with commas)");
+    }
+    Ok((!v.is_empty()).then(|| v.join(",")))
+}
+
 fn run(a: RunArgs) -> Result<()> {
     let Some((program, args)) = a.command.split_first() else {
         bail!("no program given (dc run -- PROGRAM ARGS...)");
@@ -299,6 +327,9 @@ fn run(a: RunArgs) -> Result<()> {
     if let (Some(c), Some(m)) = (&a.coord, a.member) {
         settings.push(("DC_COORD".into(), c.clone()));
         settings.push(("DC_MEMBER".into(), m.to_string()));
+    }
+    if let Some(v) = outside_setting(std::env::var("DC_OUTSIDE").ok().as_deref(), &a.outside)? {
+        settings.push(("DC_OUTSIDE".into(), v));
     }
     if protocol.uses_2pc() != a.coord.is_some() {
         bail!(
@@ -551,6 +582,28 @@ mod tests {
             _ => panic!("not run"),
         }
         assert!(Cli::try_parse_from(["dc", "run"]).is_err());
+        let c = Cli::try_parse_from([
+            "dc",
+            "run",
+            "--outside",
+            "127.0.0.1:5432",
+            "--outside",
+            "unix:/run/x,@y",
+            "--",
+            "prog",
+        ])
+        .unwrap();
+        let Cmd::Run(a) = c.cmd else {
+            panic!("not run")
+        };
+        assert_eq!(
+            outside_setting(Some("[::1]:7"), &a.outside)
+                .unwrap()
+                .as_deref(),
+            Some("[::1]:7,127.0.0.1:5432,unix:/run/x,unix:@y")
+        );
+        assert!(outside_setting(None, &["nowhere".into()]).is_err());
+        assert_eq!(outside_setting(None, &[]).unwrap(), None);
     }
 
     #[test]

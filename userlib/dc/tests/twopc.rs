@@ -100,6 +100,14 @@ fn joins(trace: &Path) -> Result<Vec<(u64, String)>> {
     Ok(v)
 }
 
+/// Whether member i's trace shows `want[i]` joined processes at least, for every member
+/// (a trace not yet written shows none).
+fn all_joined(dir: &Path, want: &[usize]) -> bool {
+    want.iter()
+        .enumerate()
+        .all(|(id, &n)| joins(&dir.join(format!("m{id}/trace"))).is_ok_and(|j| j.len() >= n))
+}
+
 struct Kill {
     guard: Option<Child>,
 }
@@ -169,6 +177,7 @@ fn computation(protocol: &str, seed: u64, kills: usize, no_rollback: bool) -> Re
     let mut rng = common::plan_rng(seed);
     let deadline = Instant::now() + Duration::from_secs(90);
     let mut done_kills = 0;
+    let mut started = vec![1usize; MEMBERS];
     let mut next_kill = Instant::now() + Duration::from_millis(150 + rng.below(250));
     loop {
         ensure!(
@@ -190,7 +199,18 @@ fn computation(protocol: &str, seed: u64, kills: usize, no_rollback: bool) -> Re
         if running == 0 {
             break;
         }
-        if done_kills < kills && Instant::now() >= next_kill {
+        // A kill lands only once every member's current process has joined (read from
+        // the traces): with coordinated recovery one join per member per failure so far,
+        // without it (the negative control) one per process the test started. A process
+        // killed before it reached the coordinator is a failure nobody saw, and the join
+        // count below would be short by one with nothing wrong (seen once on a loaded
+        // machine: "member 0: 3 processes joined, want one per incarnation (4)").
+        let want: Vec<usize> = if no_rollback {
+            started.clone()
+        } else {
+            vec![done_kills + 1; MEMBERS]
+        };
+        if done_kills < kills && Instant::now() >= next_kill && all_joined(dir, &want) {
             let id = rng.below(MEMBERS as u64) as usize;
             if let Some(mut c) = members[id].guard.take() {
                 c.kill()?;
@@ -198,6 +218,7 @@ fn computation(protocol: &str, seed: u64, kills: usize, no_rollback: bool) -> Re
                 done_kills += 1;
                 std::thread::sleep(Duration::from_millis(50));
                 members[id].guard = Some(member_cmd(dir, &tick, protocol, &addr, id)?);
+                started[id] += 1;
             }
             next_kill = Instant::now() + Duration::from_millis(200 + rng.below(300));
         }

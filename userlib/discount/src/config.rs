@@ -106,6 +106,14 @@ pub struct Config {
     /// bytes in the kernel at a commit are lost by a rollback; the stream test's
     /// exactly-once oracle must reject it.
     pub test_no_drain: bool,
+    /// Peers outside the computation (`DC_OUTSIDE`, `dc run --outside`): under the 2PC
+    /// protocols a socket talking to one is the outside world (sends visible, receives
+    /// input, no quiesce, gone after a recovery); [`crate::outside`] has the rules.
+    pub outside: Vec<crate::outside::Outside>,
+    /// Negative controls only (`DC_TEST_OUTSIDE_INTERNAL=1`): [`Config::outside`] (and
+    /// the unnamed-`AF_UNIX`-peer rule) is ignored, so outside peers are treated as
+    /// members of the computation; the outside test's output oracle must reject it.
+    pub test_outside_internal: bool,
 }
 
 impl Default for Config {
@@ -129,6 +137,8 @@ impl Default for Config {
             twopc: None,
             test_uncoordinated: false,
             test_no_drain: false,
+            outside: Vec::new(),
+            test_outside_internal: false,
         }
     }
 }
@@ -171,7 +181,8 @@ impl Config {
     /// `DC_TRACKER` (uffd, compare), `DC_HEAP_MB`, `DC_STACK_MB`, `DC_LOG_MB`,
     /// `DC_FUNDO_MB`, `DC_INPUT_MB`, `DC_DURABILITY` (memory, msync), `DC_TRACE` (a path,
     /// or `1` for `<dir>/trace`), `DC_LOG` (a path for diagnostics), `DC_TIMER_SIG`, `DC_SUD`
-    /// (0, 1, auto).
+    /// (0, 1, auto), `DC_COORD` and `DC_MEMBER` (a member of a computation), `DC_OUTSIDE`
+    /// (peers outside the computation, separated by commas: [`crate::outside`]).
     pub fn from_env() -> Result<Config> {
         let dir = match std::env::var_os("DC_DIR") {
             Some(d) => PathBuf::from(d),
@@ -262,6 +273,11 @@ impl Config {
         }
         c.test_uncoordinated = std::env::var_os("DC_TEST_UNCOORDINATED").is_some_and(|v| v == "1");
         c.test_no_drain = std::env::var_os("DC_TEST_NO_DRAIN").is_some_and(|v| v == "1");
+        if let Ok(v) = std::env::var("DC_OUTSIDE") {
+            c.outside = crate::outside::parse_list(&v)?;
+        }
+        c.test_outside_internal =
+            std::env::var_os("DC_TEST_OUTSIDE_INTERNAL").is_some_and(|v| v == "1");
         if let Ok(v) = std::env::var("DC_SUD") {
             c.sud = match v.as_str() {
                 "0" | "off" => SudMode::Off,

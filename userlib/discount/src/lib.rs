@@ -33,7 +33,9 @@
 //!   `init`, `checkpoint`, the signal handlers, the timer, exit) and passed down; its one
 //!   `unsafe` constructor states why no two uses overlap (one thread, and the reentrancy
 //!   guards `in_dc` and `busy` against signal handlers).
-//! * **Protocols** ([`protocol`]): CAND, CPVS, CBNDVS, CAND-LOG, CBNDVS-LOG, manual.
+//! * **Protocols** ([`protocol`]): CAND, CPVS, CBNDVS, CAND-LOG, CBNDVS-LOG, manual;
+//!   for a computation of several processes CPV-2PC and CBNDV-2PC ([`twopc`]), with the
+//!   peers outside the computation named ([`outside`]).
 //! * **Oracle** ([`oracle`], [`trace`]): event traces and a checker for the commit
 //!   invariant (Theorem 2 / Save-work) and for consistent output.
 //! * **Where the image lives** ([`StoreKind`]): plain files ([`image::FileStore`],
@@ -46,7 +48,7 @@
 //! Limits (see the README): single-threaded; thread-local storage, anonymous `mmap`s,
 //! `fork`ed children and memory shared with other processes are not checkpointed (the
 //! calls are refused with a message when trapped); glibc's internal reads of the vDSO
-//! clock are not seen; only datagram sockets are rebuilt (stream sockets are refused).
+//! clock are not seen; sockets are rebuilt as `intercept::net` describes.
 
 #![deny(missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]
@@ -62,6 +64,7 @@ pub mod intercept;
 pub mod kstate;
 pub mod layout;
 pub mod oracle;
+pub mod outside;
 pub mod protocol;
 pub mod reexec;
 #[cfg(feature = "rio")]

@@ -205,7 +205,8 @@ pub(crate) fn defers_nd(p: Protocol) -> bool {
 }
 
 /// Whether a send on a socket is a visible event under `p` (all but the 2PC protocols,
-/// under which the other end is a process of the computation that commits with this one).
+/// under which the other end is a process of the computation that commits with this one,
+/// unless it is named outside it: `intercept::visible`, [`crate::outside`]).
 pub(crate) fn send_is_visible(p: Protocol) -> bool {
     !p.uses_2pc()
         && !crate::vol::get()

@@ -499,7 +499,7 @@ fn output<'a>(
         // it is no visible event (`kstate::pipe`).
         return raw();
     }
-    visible_event(&mut e, fd, &data(), raw)
+    visible_event(&mut e, fd, None, &data(), raw)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -544,7 +544,9 @@ pub(super) unsafe fn sys_write(fd: c_int, buf: *const c_void, n: size_t) -> isiz
     let data = || Cow::Borrowed(unsafe { std::slice::from_raw_parts(buf as *const u8, n) });
     if crate::twopc::configured() {
         let mut e = Entry::enter();
-        if e.cx().ks().sock(fd).is_some_and(|s| s.connection()) {
+        // (A connection to a peer outside the computation is written as under the
+        // single-process protocols: a broken one is no sign of a rollback to come.)
+        if e.cx().ks().sock(fd).is_some_and(|s| s.member_connection()) {
             drop(e);
             // SAFETY: send from the program's buffer, readable for n bytes.
             let send = || unsafe {
@@ -820,7 +822,13 @@ pub(super) unsafe fn sys_sendto(
     let mut e = Entry::enter();
     // SAFETY: the program's buffer, readable for n bytes.
     let data = unsafe { std::slice::from_raw_parts(buf as *const u8, n) };
-    visible_event(&mut e, fd, data, raw)
+    let dest = if addr != 0 && alen <= crate::kstate::sock::ADDR_MAX {
+        // SAFETY: a non-null address is readable for alen bytes (sendto's contract).
+        Some(unsafe { std::slice::from_raw_parts(addr as *const u8, alen) })
+    } else {
+        None
+    };
+    visible_event(&mut e, fd, dest, data, raw)
 }
 
 /// A call whose result is a non-deterministic event and that changes nothing we record

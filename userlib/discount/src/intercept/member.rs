@@ -58,11 +58,14 @@ fn quiesce(cx: &mut Ctx, e: u64) -> Result<bool> {
         let empty = !drain || cx.ks().streams_outq() + cx.ks().fifos_outq() == 0;
         if !empty && !said && sys::mono_ns() - start > QUIESCE_MS * 1_000_000 {
             said = true;
-            crate::diag::diag(
+            let stuck = cx.ks().streams_stuck();
+            crate::diag::diag(&format!(
                 "quiesce: a stream socket's send queue or a FIFO this member writes did not \
-                 empty in 5 s (its reader does not read?): answering quiesced all the same; \
-                 bytes in it may be lost by a rollback",
-            );
+                 empty in 5 s (its reader does not read?){}{stuck}: answering quiesced all \
+                 the same; bytes in it may be lost by a rollback (a peer outside the \
+                 computation is named with `dc run --outside`, and then not waited for)",
+                if stuck.is_empty() { "" } else { ": " }
+            ));
         }
         if empty || said {
             twopc::send(Kind::Quiesced, e);
@@ -219,9 +222,10 @@ pub(crate) fn leave(cx: &mut Ctx) {
     // their recoveries do not wait for this member to connect again (it leaves).
     // Its FIFOs are closed for the same reason (their readers' drains record that no
     // writer is left, their writers' that no reader is); the records stay, for a recovery
-    // of this member should the commit fail.
+    // of this member should the commit fail. A connection to a peer outside the
+    // computation is left to the exit, as the program would have it.
     for fd in 0..cx.ks().fds.len() as i32 {
-        if cx.ks().sock(fd).is_some_and(|s| s.connection()) {
+        if cx.ks().sock(fd).is_some_and(|s| s.member_connection()) {
             // SAFETY: shutdown takes numbers only.
             unsafe { sc(libc::SYS_shutdown, fd as usize, libc::SHUT_WR as usize, 0) };
             if let Some(s) = cx.ks().sock_mut(fd) {

@@ -180,13 +180,20 @@ fn sigmask(how: c_int, set: u64) -> u64 {
 /// A visible event: the commit the protocol asks for (and one owed to a signal that
 /// arrived inside Discount Checking), the trace record and the output itself (`out`)
 /// happen with asynchronous signals blocked, so that no non-deterministic event (a signal
-/// delivery) falls between the commit and the output.
-fn visible_event(e: &mut Entry, fd: c_int, data: &[u8], out: impl FnOnce() -> isize) -> isize {
+/// delivery) falls between the commit and the output. `dest`: the address a `sendto` or
+/// `sendmsg` names (None: the descriptor's own peer).
+fn visible_event(
+    e: &mut Entry,
+    fd: c_int,
+    dest: Option<&[u8]>,
+    data: &[u8],
+    out: impl FnOnce() -> isize,
+) -> isize {
     let old = sigmask(libc::SIG_BLOCK, ASYNC_SIGNALS);
     if vol::get().pending.swap(false, Ordering::AcqRel) {
         let _ = ckpt::take(e.cx(), usize::MAX);
     }
-    visible(e.cx(), fd, data);
+    visible(e.cx(), fd, dest, data);
     let r = out();
     sigmask(libc::SIG_SETMASK, old);
     r
@@ -235,9 +242,19 @@ fn logged(what: &str) {
     crate::trace::event("L", what);
 }
 
-/// Before a visible event (`data` is what will be written).
-fn visible(cx: &mut Ctx, fd: i32, data: &[u8]) {
-    let inside = !protocol::send_is_visible(protocol::current());
+/// Before a visible event (`data` is what will be written; `dest` as for
+/// [`visible_event`]).
+///
+/// Under the 2PC protocols (thesis 6.2.2) a send on a socket or FIFO goes to another
+/// member of the computation, which commits with this one: no commit, only the message's
+/// trace line. A send to a peer outside the computation ([`crate::outside`]) is output
+/// like a write to the terminal: the commit invariant (thesis 2.2.5, Theorem 2; 6.2.2's
+/// "commit prior to visible events") asks for a distributed commit before it under
+/// CPV-2PC, and under CBNDV-2PC for one if a non-deterministic event happened since the
+/// last commit; it is traced as visible (`V`), not as a message.
+fn visible(cx: &mut Ctx, fd: i32, dest: Option<&[u8]>, data: &[u8]) {
+    let outside = outside_send(cx, fd, dest);
+    let inside = !protocol::send_is_visible(protocol::current()) && !outside;
     // A socket, or a FIFO the program opened by path (issue 16): under the 2PC protocols
     // a channel to another member of the computation.
     let channel = (inside || crate::trace::on()) && (is_socket(fd) || cx.ks().is_fifo(fd));
@@ -254,20 +271,45 @@ fn visible(cx: &mut Ctx, fd: i32, data: &[u8]) {
         crate::trace::message_sent(data);
         return;
     }
+    if outside && crate::twopc::configured() && cx.ks().sock(fd).is_some_and(|s| s.stream()) {
+        // A member never blocks unserved: while the outside peer's window is full it
+        // serves the coordinator (a round neither waits for nor drains this connection,
+        // so the wait comes before the commit, and nothing else fills the window).
+        member::serve_pending(cx);
+        wait_as_member(cx, fd, libc::POLLOUT, -1);
+    }
     if protocol::commits_before_visible(protocol::current(), protocol::nd_pending()) {
         commit(cx, usize::MAX);
     }
     crate::trace::visible(fd, data);
-    if channel {
-        // After the commit: what the message carries is what the commit saved.
+    if channel && !outside {
+        // After the commit: what the message carries is what the commit saved. (A send
+        // outside the computation is no message: no process of it receives it.)
         crate::trace::message_sent(data);
     }
 }
 
+/// Whether a send on `fd` (to `dest`, for a `sendto`/`sendmsg` naming one on a datagram
+/// socket) goes to a peer outside the computation ([`crate::outside`]).
+fn outside_send(cx: &mut Ctx, fd: i32, dest: Option<&[u8]>) -> bool {
+    let rec = cx.ks().sock(fd).map(|s| (s.stream(), s.outside));
+    match (rec, dest) {
+        (Some((false, _)), Some(a)) => net::outside_peer(cx, a, false),
+        (Some((_, outside)), _) => outside,
+        (None, _) => false,
+    }
+}
+
+/// Whether `fd` is a socket whose peer is outside the computation.
+fn outside_fd(cx: &mut Ctx, fd: i32) -> bool {
+    cx.ks().sock(fd).is_some_and(|s| s.outside)
+}
+
 /// After a receive of `data` from `fd`: the message's trace line, if `fd` is a socket or
-/// a FIFO the program opened and a trace is written.
+/// a FIFO the program opened and a trace is written (not for a peer outside the
+/// computation: that is input, no message of it).
 fn received(cx: &mut Ctx, fd: i32, data: &[u8]) {
-    if crate::trace::on() && (is_socket(fd) || cx.ks().is_fifo(fd)) {
+    if crate::trace::on() && (is_socket(fd) || cx.ks().is_fifo(fd)) && !outside_fd(cx, fd) {
         crate::trace::message_received(data);
     }
 }

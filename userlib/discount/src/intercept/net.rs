@@ -14,13 +14,17 @@
 //!
 //! # Stream sockets (issue 16)
 //!
-//! **Inside a computation (CPV-2PC, CBNDV-2PC): every stream is internal.** Under the
-//! 2PC protocols every stream socket is taken to connect two members of the computation
-//! (the recovering side cannot ask the other end whether it is a member; a connection to
-//! a process outside the computation is not supported there and fails recovery after
-//! [`RECONNECT_S`](crate::kstate::sock::RECONNECT_S) seconds with a message naming it).
-//! Every member rolls back to the same committed round after any failure, so every
-//! connection is made again at recovery, and no byte may be in transit at a commit:
+//! **Inside a computation (CPV-2PC, CBNDV-2PC): a stream is internal unless its peer is
+//! named outside.** Under the 2PC protocols a stream socket is taken to connect two
+//! members of the computation, unless its peer is one `dc run --outside` names (or an
+//! unnamed `AF_UNIX` peer of an accepted connection): [`crate::outside`] has that
+//! decision and why it is explicit, and the treatment of such a connection (the outside
+//! world's, below). A connection to an outside process that the list does not name is
+//! taken for a member's: its recovery then fails after
+//! [`RECONNECT_S`](crate::kstate::sock::RECONNECT_S) seconds with a message naming it
+//! (and `--outside`). Every member rolls back to the same committed round after any
+//! failure, so every connection between members is made again at recovery, and no byte
+//! may be in transit at a commit:
 //!
 //! * **Quiesce and drain** (`intercept/member.rs`, `twopc/coord.rs`). Once some member
 //!   has stream sockets (it tells the coordinator, `Streams`, before it makes its first
@@ -67,13 +71,21 @@
 //!   a member that has left; an ended connection comes back as one that reads the
 //!   buffered bytes, then the end.
 //!
-//! **Single-process protocols (and a connection under them to anything): a stream is a
-//! connection to the outside world.** Sends are visible events, receives
-//! non-deterministic (or logged under the -LOG protocols, like datagrams); listeners come
-//! back listening on their names, but after a recovery a connection is gone: its
-//! descriptor reads `ECONNRESET` (then the end of the stream) and writes fail with
-//! `EPIPE` (and `SIGPIPE`), as when a peer resets a connection; a real program
-//! reconnects. (Its descriptor is then an `AF_UNIX` stream socket whose peer is closed.)
+//! **Single-process protocols (and a connection under them to anything), and under the
+//! 2PC protocols a connection to a peer outside the computation: a stream is a
+//! connection to the outside world** (thesis 2.2.5 and 6.2.2: output to it is a visible
+//! event, input from it non-deterministic). Sends are visible events (under CPV-2PC a
+//! distributed commit before each, under CBNDV-2PC one if a non-deterministic event came
+//! since the last commit; traced `V`, not `M`), receives non-deterministic (or logged
+//! under the -LOG protocols, like datagrams; not traced as messages); a round's quiesce
+//! step neither waits for an outside connection's send queue nor drains it; a send that
+//! finds the window full waits serving the coordinator; a broken one is not waited on
+//! for a rollback. Listeners come back listening on their names, but after a recovery
+//! (or a rollback) a connection is gone: its descriptor reads `ECONNRESET` (then the end
+//! of the stream) and writes fail with `EPIPE` (and `SIGPIPE`), as when a peer resets a
+//! connection; a real program reconnects. (Its descriptor is then an `AF_UNIX` stream
+//! socket whose peer is closed.) A datagram to an outside peer (a connected socket's, or
+//! a `sendto`/`sendmsg` naming one) is a visible event under the 2PC protocols too.
 //!
 //! Refused with a message (`ENOSYS`): `SOCK_SEQPACKET`, stream `socketpair`s, other
 //! families and types, `listen`/`accept` on sockets Discount Checking did not see made,
@@ -307,7 +319,10 @@ unsafe fn receive(
         }
     }
     let r = raw();
-    traced(r, rv);
+    if !super::outside_fd(e.cx(), fd) {
+        // (Input from outside the computation is no message of it.)
+        traced(r, rv);
+    }
     // SAFETY: as above; the call has returned.
     if logs && unsafe { log_recv(e.cx(), nr, fd, flags, r, rv) } {
         logged(what);
@@ -549,11 +564,14 @@ pub(super) unsafe fn sys_sendmsg(fd: c_int, msg: *const libc::msghdr, flags: c_i
         return raw();
     }
     let mut e = Entry::enter();
-    // SAFETY: a valid msghdr whose iovec array has msg_iovlen readable buffers.
+    let mut dest = None;
+    // SAFETY: a valid msghdr whose iovec array has msg_iovlen readable buffers, and whose
+    // name, when not null, is readable for msg_namelen bytes.
     let data = unsafe {
         let m = &*msg;
         if !m.msg_name.is_null() {
             autobind(e.cx(), fd);
+            dest = addr_bytes(m.msg_name as *const sockaddr, m.msg_namelen);
         }
         let mut all = Vec::new();
         if !m.msg_iov.is_null() {
@@ -566,7 +584,23 @@ pub(super) unsafe fn sys_sendmsg(fd: c_int, msg: *const libc::msghdr, flags: c_i
         }
         all
     };
-    visible_event(&mut e, fd, &data, raw)
+    visible_event(&mut e, fd, dest.as_deref(), &data, raw)
+}
+
+/// Whether `peer` (a `connect`'s address, a datagram's destination, or with `accepted`
+/// the peer of an accepted connection) is outside the computation ([`crate::outside`]):
+/// it matches `dc run --outside`, or, accepted, is an unnamed `AF_UNIX` peer (every
+/// member's connecting socket is bound first, `autobind`). Never under the negative
+/// control `DC_TEST_OUTSIDE_INTERNAL=1`.
+pub(super) fn outside_peer(cx: &mut Ctx, peer: &[u8], accepted: bool) -> bool {
+    let Some((rt, ks)) = cx.both() else {
+        return false;
+    };
+    if rt.cfg.test_outside_internal {
+        return false;
+    }
+    let stream_unnamed = accepted && crate::outside::unnamed_unix(peer);
+    stream_unnamed || rt.cfg.outside.iter().any(|o| o.matches(peer, &ks.cwd))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -832,6 +866,7 @@ pub(super) unsafe fn sys_connect(fd: c_int, addr: *const sockaddr, len: socklen_
             if let Some(s) = cx.ks().sock_mut(fd) {
                 s.peer = None;
                 s.peer_dir.clear();
+                s.outside = false;
                 if s.chosen {
                     s.bound = now.filter(|n| sock::port(n) != Some(0));
                 }
@@ -847,9 +882,11 @@ pub(super) unsafe fn sys_connect(fd: c_int, addr: *const sockaddr, len: socklen_
         } else {
             Vec::new()
         };
+        let outside = outside_peer(cx, &a, false);
         if let Some(s) = cx.ks().sock_mut(fd) {
             s.peer = Some(a);
             s.peer_dir = dir;
+            s.outside = outside;
         }
     }
     r
@@ -885,7 +922,9 @@ pub(super) fn sys_listen(fd: c_int, backlog: c_int) -> isize {
 /// `accept(2)`/`accept4(2)` on a recorded listener: the connection is recorded with its
 /// peer (recovery installs the peer's new connection at the same descriptor); which peer
 /// comes is a non-deterministic event. A connection recovery accepted and kept for the
-/// program (`kstate::sock::take_pending`) comes first.
+/// program (`kstate::sock::take_pending`) comes first. A peer outside the computation
+/// ([`outside_peer`]) makes the connection the outside world's (thesis 6.2.2: only the
+/// computation's processes commit and roll back together).
 ///
 /// # Safety
 /// `addr` is null or writable for `*alen` bytes.
@@ -941,13 +980,16 @@ pub(super) unsafe fn sys_accept4(fd: c_int, addr: usize, alen: usize, flags: c_i
     if let Ok(n) = check(r) {
         let n = n as c_int;
         let cx = e.cx();
-        let ks = cx.ks();
-        let ofd = ks.new_ofd();
+        let ofd = cx.ks().new_ofd();
         let mut rec = SockRec::new(ofd, domain, libc::SOCK_STREAM, proto);
         rec.bound = sock::sock_name(n, false).ok();
         rec.peer = sock::sock_name(n, true).ok();
         rec.accepted_by = lofd;
-        ks.add_sock(n, rec, type_flags(flags));
+        rec.outside = rec
+            .peer
+            .as_deref()
+            .is_some_and(|p| outside_peer(cx, p, true));
+        cx.ks().add_sock(n, rec, type_flags(flags));
         nondeterministic(cx, "accept", usize::MAX);
     }
     r

@@ -22,8 +22,10 @@
 //! Recovery rebuilds listeners (bound, listening) and binds connecting sockets to their
 //! recorded local port or abstract name; a member of a computation then connects and
 //! accepts again after its join ([`KState::reconnect_streams`]); under the single-process
-//! protocols a connection is gone after a recovery and comes back reset
-//! ([`dead_connection`]). The design is in `intercept/net.rs`.
+//! protocols, and under the 2PC protocols for a peer outside the computation
+//! ([`SockRec::outside`], [`crate::outside`]), a connection is gone after a recovery and
+//! comes back reset ([`dead_connection`]), and no round drains it or waits for it. The
+//! design is in `intercept/net.rs`.
 
 use super::{cstr, raw_close, KState};
 use crate::error::{Error, Result};
@@ -95,6 +97,11 @@ pub struct SockRec {
     /// Stream connections: the peer shut its writing end down (a drain read the end of
     /// the stream); recovery does not wait for it to connect again.
     pub eof: bool,
+    /// Its peer is outside the computation ([`crate::outside`]: it matched `dc run
+    /// --outside` at the `connect` or `accept`): under the 2PC protocols its sends are
+    /// visible events, a round neither quiesces nor drains it, and after a recovery the
+    /// connection is gone ([`dead_connection`]) instead of made again.
+    pub outside: bool,
 }
 
 impl SockRec {
@@ -117,6 +124,7 @@ impl SockRec {
             accepted_by: 0,
             inbuf: Vec::new(),
             eof: false,
+            outside: false,
         }
     }
 
@@ -140,6 +148,13 @@ impl SockRec {
     /// A stream socket with a connection (connected or accepted).
     pub fn connection(&self) -> bool {
         self.stream() && self.listen < 0 && (self.peer.is_some() || self.accepted_by != 0)
+    }
+
+    /// A stream connection to another member of a computation (not [`SockRec::outside`]):
+    /// what a round quiesces and drains and recovery makes again (thesis 6.2.2's sends
+    /// within the computation).
+    pub fn member_connection(&self) -> bool {
+        self.connection() && !self.outside
     }
 
     /// Records a `setsockopt` that succeeded. Before the bind, an option's value is
@@ -511,10 +526,13 @@ impl KState {
                     .tp_streams
                     .store(true, std::sync::atomic::Ordering::Release);
             }
-            if s.connection() && (!twopc || s.eof) {
-                // A connection to the outside world (single-process protocols) is gone
-                // after a recovery: the program reads ECONNRESET (then the end) and a
-                // write fails with EPIPE. One whose peer had ended it reads the end.
+            if s.connection() && (!twopc || s.eof || s.outside) {
+                // A connection to the outside world (single-process protocols, or a peer
+                // outside the computation, `crate::outside`) is gone after a recovery:
+                // the program reads ECONNRESET (then the end) and a write fails with
+                // EPIPE, as after a network failure; nothing rolled its peer back, so it
+                // cannot be made again (thesis 6.2.2: only the computation's processes
+                // roll back together). One whose peer had ended it reads the end.
                 let n = dead_connection(!s.eof).map_err(|errno| self.make_failed(s, errno))?;
                 self.place_sock(n, s.ofd);
                 continue;
@@ -589,7 +607,11 @@ impl KState {
             return Ok(());
         }
         let deadline = sys::mono_ns() + RECONNECT_S * 1_000_000_000;
-        for s in self.socks.iter().filter(|s| s.connection() && !s.eof) {
+        for s in self
+            .socks
+            .iter()
+            .filter(|s| s.member_connection() && !s.eof)
+        {
             let Some(fd) = self.first_fd(s.ofd) else {
                 continue;
             };
@@ -624,7 +646,8 @@ impl KState {
                     describe(peer),
                     sys::errno_name(errno),
                     if errno == libc::ECONNREFUSED {
-                        " (no listener there within the 10 s recovery allows)"
+                        " (no listener there within the 10 s recovery allows; a peer outside \
+                         the computation is named with `dc run --outside`)"
                     } else {
                         ""
                     }
@@ -632,14 +655,19 @@ impl KState {
             })?;
             self.redo_shutdown(fd, s)?;
         }
-        for s in self.socks.iter().filter(|s| s.accepted_by != 0 && !s.eof) {
+        for s in self
+            .socks
+            .iter()
+            .filter(|s| s.accepted_by != 0 && !s.eof && !s.outside)
+        {
             let (Some(peer), Some(lfd)) = (&s.peer, self.first_fd(s.accepted_by)) else {
                 continue;
             };
             let n = accept_from(lfd, peer, deadline).map_err(|errno| {
                 Error::Restore(format!(
                     "the {} socket accepted from {} at the checkpoint (listener fd {lfd}): no \
-                     connection from it came again in {RECONNECT_S} s: {} ({errno})",
+                     connection from it came again in {RECONNECT_S} s: {} ({errno}) (a \
+                     peer outside the computation is named with `dc run --outside`)",
                     s.kind(),
                     describe(peer),
                     sys::errno_name(errno)
@@ -656,12 +684,13 @@ impl KState {
     /// A distributed checkpoint's drain (issue 16): every stream connection's readable
     /// bytes, read without blocking until the kernel has no more, appended to its
     /// [`SockRec::inbuf`] (checkpointed memory); the end of the stream sets
-    /// [`SockRec::eof`]. Returns the bytes drained.
+    /// [`SockRec::eof`]. Returns the bytes drained. A connection to a peer outside the
+    /// computation is not drained: its bytes are input, read when the program reads them.
     pub fn drain_streams(&mut self) -> usize {
         let mut total = 0;
         let mut buf = [0u8; 4096];
         for i in 0..self.socks.len() {
-            if !self.socks[i].connection() || self.socks[i].eof {
+            if !self.socks[i].member_connection() || self.socks[i].eof {
                 continue;
             }
             let Some(fd) = self.first_fd(self.socks[i].ofd) else {
@@ -683,28 +712,34 @@ impl KState {
     }
 
     /// The bytes the stream connections' send queues still hold (`SIOCOUTQ`: for TCP
-    /// sent but not acknowledged, for `AF_UNIX` not yet read by the peer).
+    /// sent but not acknowledged, for `AF_UNIX` not yet read by the peer). Connections to
+    /// peers outside the computation do not count: nothing of theirs is drained into a
+    /// member's checkpoint, so a round does not wait for them (and an outside peer that
+    /// does not read would hold every round up).
     pub fn streams_outq(&self) -> usize {
-        let mut total = 0;
-        for s in self.socks.iter().filter(|s| s.connection()) {
+        self.socks
+            .iter()
+            .filter(|s| s.member_connection())
+            .filter_map(|s| self.first_fd(s.ofd))
+            .map(outq)
+            .sum()
+    }
+
+    /// For a diagnostic: the member connections whose send queues are not empty, each as
+    /// `fd N (KIND to PEER, B bytes)`.
+    pub fn streams_stuck(&self) -> String {
+        let mut v = Vec::new();
+        for s in self.socks.iter().filter(|s| s.member_connection()) {
             let Some(fd) = self.first_fd(s.ofd) else {
                 continue;
             };
-            let mut q: i32 = 0;
-            // SAFETY: SIOCOUTQ (TIOCOUTQ) writes one int into the live local.
-            let r = unsafe {
-                sc(
-                    libc::SYS_ioctl,
-                    fd as usize,
-                    libc::TIOCOUTQ as usize,
-                    &mut q as *mut i32 as usize,
-                )
-            };
-            if r == 0 && q > 0 {
-                total += q as usize;
+            let q = outq(fd);
+            if q > 0 {
+                let peer = s.peer.as_deref().map_or("?".into(), describe);
+                v.push(format!("fd {fd} ({} to {peer}, {q} bytes)", s.kind()));
             }
         }
-        total
+        v.join(", ")
     }
 
     /// Redoes the options of `s` set before (`after`: after) its bind on `fd`.
@@ -814,6 +849,25 @@ impl KState {
             .map_err(|errno| fail("connect to", &describe(addr), errno, ""))?;
         }
         self.redo_shutdown(fd, s)
+    }
+}
+
+/// The bytes `fd`'s send queue holds (`SIOCOUTQ`; 0 if it cannot say).
+fn outq(fd: i32) -> usize {
+    let mut q: i32 = 0;
+    // SAFETY: SIOCOUTQ (TIOCOUTQ) writes one int into the live local.
+    let r = unsafe {
+        sc(
+            libc::SYS_ioctl,
+            fd as usize,
+            libc::TIOCOUTQ as usize,
+            &mut q as *mut i32 as usize,
+        )
+    };
+    if r == 0 && q > 0 {
+        q as usize
+    } else {
+        0
     }
 }
 
@@ -1330,5 +1384,65 @@ mod tests {
             "the end of the stream is recorded"
         );
         close_all(&[662]);
+    }
+
+    #[test]
+    fn outside_connections_are_neither_drained_nor_waited_for() {
+        use std::io::Write;
+        use std::os::fd::AsRawFd;
+        // Two connections with bytes to read and bytes not yet read by their peers
+        // (AF_UNIX: SIOCOUTQ counts what the peer has not read): one to a member, one to
+        // a peer outside the computation.
+        let (mine, mut peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (mine2, mut peer2) = std::os::unix::net::UnixStream::pair().unwrap();
+        let mut ks = KState::new();
+        for (fd, s) in [(663, &mine), (664, &mine2)] {
+            // SAFETY: dup3 of a live descriptor onto a free number.
+            assert_eq!(unsafe { libc::dup3(s.as_raw_fd(), fd, 0) }, fd);
+            let ofd = ks.new_ofd();
+            let mut r = SockRec::new(ofd, libc::AF_UNIX, libc::SOCK_STREAM, 0);
+            r.peer = Some(unix(b"\0peer"));
+            r.outside = fd == 664;
+            ks.add_sock(fd, r, 0);
+            assert_eq!(ks.sock(fd).unwrap().member_connection(), fd == 663);
+        }
+        peer.write_all(b"in").unwrap();
+        peer2.write_all(b"out").unwrap();
+        for fd in [663, 664] {
+            // SAFETY: write from a live local buffer.
+            assert_eq!(unsafe { libc::write(fd, b"xyz".as_ptr().cast(), 3) }, 3);
+        }
+        let mut drained = 0;
+        for _ in 0..200 {
+            drained += ks.drain_streams();
+            if drained == 2 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        assert_eq!(drained, 2, "only the member connection is drained");
+        assert_eq!(ks.sock(663).unwrap().inbuf, b"in");
+        assert!(ks.sock(664).unwrap().inbuf.is_empty());
+        let q = ks.streams_outq();
+        assert!(q > 0, "the member connection's unread bytes count");
+        assert!(ks.streams_stuck().contains("fd 663") && !ks.streams_stuck().contains("fd 664"));
+        let mut b = [0u8; 8];
+        use std::io::Read;
+        assert_eq!(peer.read(&mut b).unwrap(), 3);
+        assert_eq!(
+            ks.streams_outq(),
+            0,
+            "the outside peer's unread bytes do not count"
+        );
+        // Recovery: the outside connection is gone (reset), as under the single-process
+        // protocols.
+        drop(peer2);
+        close_all(&[664]);
+        ks.restore_socks().unwrap();
+        // SAFETY: read into the live local buffer.
+        let r = unsafe { libc::read(664, b.as_mut_ptr().cast(), 4) };
+        let errno = std::io::Error::last_os_error().raw_os_error();
+        assert_eq!((r, errno), (-1, Some(libc::ECONNRESET)));
+        close_all(&[663, 664]);
     }
 }

@@ -45,10 +45,11 @@
 //! Limits (see the README): datagrams between members are the program's own (UDP
 //! programs retransmit, as the thesis's did), so a datagram in flight when a round
 //! commits, or sent by a process that is rolled back, is lost or repeated as UDP may lose
-//! or repeat it (streams are exact: above); the sockets of every member are sends inside
-//! the computation (a socket to a peer outside it is not told apart; a stream to one is
-//! not supported); a member that computes without making a system call answers a prepare
-//! at its next one.
+//! or repeat it (streams are exact: above); a socket is taken to be a channel inside the
+//! computation unless its peer is named outside it (`dc run --outside`,
+//! [`crate::outside`]: then its sends are visible events and a round does not quiesce
+//! it); a FIFO is always inside; a member that computes without making a system call
+//! answers a prepare at its next one.
 
 pub mod coord;
 pub mod wire;
