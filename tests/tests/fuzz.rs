@@ -5,8 +5,10 @@
 //!
 //! The same with riofs (`--riofs`): about half the ops are riofs system calls on a fresh
 //! riofs (open/create, pread/pwrite, truncate, unlink, rename, mkdir/rmdir, link, symlink,
-//! chmod, chown, stat) in a world-writable sticky directory, private directories and a
-//! root-only one; after the crash the recovered tree must be the model's.
+//! chmod, chown, stat, and `mmap` of riofs files: map, store, load, msync, munmap, with
+//! SIGBUS past the end and SIGSEGV through a read-only mapping as answers the model
+//! predicts) in a world-writable sticky directory, private directories and a root-only
+//! one; after the crash the recovered tree must be the model's.
 
 use std::time::Duration;
 

@@ -10,6 +10,14 @@
 //! Who may do what ("privileged over an inode" is `capable_wrt_inode_uidgid`): root always;
 //! the namespaced actor (root of a user namespace mapping only 1002) over inodes whose uid
 //! and gid are both 1002.
+//!
+//! Mappings (`mmap(MAP_SHARED)`): riofs maps the arena frames of a file, so a mapping sees
+//! the file's *page image* ([`Fs::image`]): its bytes, then the rest of its last page (the
+//! *tail*). Stores and loads are in the file at once, both ways, for every process; a page
+//! at or past the end of the file rounded up to a page is `SIGBUS`. The tail is what
+//! stores through a mapping left past the end: riofs zeroes it whenever the size changes
+//! (and before a write that starts past the end), so the file's bytes never show it; a
+//! write that starts at or before the end leaves the tail past its own end as it was.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -51,6 +59,7 @@ const EISDIR: i32 = libc::EISDIR;
 const EINVAL: i32 = libc::EINVAL;
 const ENOTEMPTY: i32 = libc::ENOTEMPTY;
 const EBADF: i32 = libc::EBADF;
+const ENODEV: i32 = libc::ENODEV;
 
 const MAY_EXEC: u32 = 1;
 const MAY_WRITE: u32 = 2;
@@ -65,6 +74,14 @@ pub const S_IFLNK: u32 = 0o120000;
 
 /// The root directory's inode (in the model).
 pub const ROOT: u32 = 1;
+
+/// The page size (of mappings and of riofs blocks).
+pub const PAGE: u64 = 4096;
+
+/// `size` rounded up to a page: where the pages a mapping may touch end.
+pub fn page_end(size: u64) -> u64 {
+    size.div_ceil(PAGE) * PAGE
+}
 
 /// What an inode is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -163,8 +180,10 @@ pub struct Fs {
     /// Inodes.
     pub nodes: BTreeMap<u32, Node>,
     next: u32,
-    /// Open file descriptions by handle.
+    /// Open file descriptions by handle (held by descriptors and by mappings).
     pub files: BTreeMap<Handle, RFile>,
+    /// The tails of files whose tail is not all zero (see the module's documentation).
+    tails: BTreeMap<u32, Vec<u8>>,
 }
 
 type R<T> = Result<T, i32>;
@@ -211,6 +230,7 @@ impl Fs {
             nodes: BTreeMap::new(),
             next: ROOT + 1,
             files: BTreeMap::new(),
+            tails: BTreeMap::new(),
         };
         fs.nodes.insert(
             ROOT,
@@ -424,6 +444,7 @@ impl Fs {
         let gone = if n.is_dir() { n.dead } else { n.links == 0 };
         if gone && !self.files.values().any(|f| f.ino == ino) {
             self.nodes.remove(&ino);
+            self.tails.remove(&ino);
         }
     }
 
@@ -438,9 +459,47 @@ impl Fs {
         }
     }
 
+    /// A size change (`truncate`, `ftruncate`, `O_TRUNC`). riofs zeroes the tail when the
+    /// size changes (shrinking: what lies past the new end in its page; growing: the old
+    /// tail, and the new pages are holes); the same size changes nothing, not even the tail.
     fn set_size(&mut self, ino: u32, size: u64) {
         if let Kind::File(d) = &mut self.nodes.get_mut(&ino).expect("inode").kind {
-            d.resize(size as usize, 0);
+            if d.len() as u64 != size {
+                d.resize(size as usize, 0);
+                self.tails.remove(&ino);
+            }
+        }
+    }
+
+    /// The page image of file `ino`: its bytes, then its tail (up to [`page_end`] of its
+    /// size). `None` if `ino` is not a regular file.
+    pub fn image(&self, ino: u32) -> Option<Vec<u8>> {
+        let Kind::File(d) = &self.nodes.get(&ino)?.kind else {
+            return None;
+        };
+        let mut img = d.clone();
+        match self.tails.get(&ino) {
+            Some(t) => img.extend_from_slice(t),
+            None => img.resize(page_end(d.len() as u64) as usize, 0),
+        }
+        Some(img)
+    }
+
+    /// Sets file `ino` to the first `size` bytes of `img` and its tail to the rest (`img`
+    /// must be [`page_end`]`(size)` long).
+    fn set_image(&mut self, ino: u32, mut img: Vec<u8>, size: usize) {
+        let tail = img.split_off(size);
+        if let Some(Node {
+            kind: Kind::File(d),
+            ..
+        }) = self.nodes.get_mut(&ino)
+        {
+            *d = img;
+            if tail.iter().any(|&b| b != 0) {
+                self.tails.insert(ino, tail);
+            } else {
+                self.tails.remove(&ino);
+            }
         }
     }
 
@@ -507,20 +566,90 @@ impl Fs {
         }
     }
 
-    /// `pwrite` of `bytes` (at the end with `O_APPEND`, whatever `off` says).
+    /// `pwrite` of `bytes` (at the end with `O_APPEND`, whatever `off` says). A write that
+    /// starts past the end zeroes the tail first (the gap reads as zeros); one that starts
+    /// at or before the end leaves the tail past its own end alone.
     pub fn pwrite(&mut self, f: &RFile, off: u64, bytes: &[u8]) -> R<Answer> {
         if !f.write {
             return Err(EBADF);
         }
-        let Kind::File(d) = &mut self.nodes.get_mut(&f.ino).expect("inode").kind else {
+        let Some(mut img) = self.image(f.ino) else {
             return Err(EINVAL);
         };
-        let at = if f.append { d.len() } else { off as usize };
-        if d.len() < at + bytes.len() {
-            d.resize(at + bytes.len(), 0);
+        if bytes.is_empty() {
+            return Ok(Answer::Ok(0));
         }
-        d[at..at + bytes.len()].copy_from_slice(bytes);
+        let size = self.size_of_ino(f.ino) as usize;
+        let at = if f.append { size } else { off as usize };
+        if at > size {
+            img[size..].fill(0);
+        }
+        let end = at + bytes.len();
+        if img.len() < end {
+            img.resize(page_end(end as u64) as usize, 0);
+        }
+        img[at..end].copy_from_slice(bytes);
+        self.set_image(f.ino, img, size.max(end));
         Ok(Answer::Ok(bytes.len() as u64))
+    }
+
+    fn size_of_ino(&self, ino: u32) -> u64 {
+        self.nodes.get(&ino).map_or(0, Node::size)
+    }
+
+    /// `mmap` of an open file (the checks of `do_mmap`, in its order; a length of zero is
+    /// never asked): a shared writable mapping needs a description open for writing, every
+    /// mapping one open for reading, and only regular files can be mapped.
+    pub fn mmap(&self, f: &RFile, write: bool, shared: bool) -> R<()> {
+        if shared && write && !f.write {
+            return Err(EACCES);
+        }
+        if !f.read {
+            return Err(EACCES);
+        }
+        match self.nodes.get(&f.ino).map(|n| &n.kind) {
+            Some(Kind::File(_)) => Ok(()),
+            _ => Err(ENODEV),
+        }
+    }
+
+    /// Stores `bytes` at byte `at` of file `ino`'s page image: those below its end (the
+    /// bytes past it are the part of a store that `SIGBUS` stops).
+    pub fn store(&mut self, ino: u32, at: u64, bytes: &[u8]) {
+        let Some(mut img) = self.image(ino) else {
+            return;
+        };
+        let at = at as usize;
+        let end = (at + bytes.len()).min(img.len());
+        if at >= end {
+            return;
+        }
+        img[at..end].copy_from_slice(&bytes[..end - at]);
+        let size = self.size_of_ino(ino) as usize;
+        self.set_image(ino, img, size);
+    }
+
+    /// The names (paths) of inode `ino`.
+    pub fn names_of(&self, ino: u32) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut stack = vec![(String::new(), ROOT)];
+        while let Some((p, dir)) = stack.pop() {
+            for (name, &c) in self.dir(dir) {
+                let q = if p.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{p}/{name}")
+                };
+                if c == ino {
+                    out.push(q.clone());
+                }
+                if self.node(c).is_dir() {
+                    stack.push((q, c));
+                }
+            }
+        }
+        out.sort();
+        out
     }
 
     /// `ftruncate`.
@@ -784,6 +913,25 @@ impl Fs {
     pub fn held(&self) -> BTreeSet<u32> {
         self.files.values().map(|f| f.ino).collect()
     }
+}
+
+/// Whether `got` is `before` with a store in flight at a crash applied in part: every entry
+/// equal to its entry in `before` or `after`, or (same stat, same length) every byte of its
+/// data the byte of one of them.
+pub fn torn_store_fits(before: &[Entry], after: &[Entry], got: &[Entry]) -> bool {
+    if before.len() != got.len() || after.len() != got.len() {
+        return false;
+    }
+    before.iter().zip(after).zip(got).all(|((a, b), g)| {
+        a.path == g.path
+            && b.path == g.path
+            && (g == a
+                || g == b
+                || (g.st == a.st
+                    && a.data.len() == g.data.len()
+                    && b.data.len() == g.data.len()
+                    && (0..g.data.len()).all(|i| g.data[i] == a.data[i] || g.data[i] == b.data[i])))
+    })
 }
 
 /// How two listings differ (empty: they are equal), at most `max` lines.

@@ -1,9 +1,9 @@
 //! The op generator: a random history from a seed, steered by the model so that most ops
 //! touch live handles, mappings and objects.
 
-use crate::fsmodel::{LEAVES, LINK_TARGETS, MAX_FILE, MAX_WRITE, TOPS};
-use crate::model::{Config, Model, PAGE};
-use crate::ops::{OFlags, Op, OpKind, OpenHow, ProcId, BASE_ACTORS, NAMES};
+use crate::fsmodel::{page_end, LEAVES, LINK_TARGETS, MAX_FILE, MAX_WRITE, TOPS};
+use crate::model::{Config, FMapView, Model, PAGE};
+use crate::ops::{OFlags, Op, OpKind, OpenHow, ProcId, BASE_ACTORS, MSYNC_FLAGS, NAMES};
 use crate::prng::Rng;
 
 /// Modes that `create` uses.
@@ -272,6 +272,28 @@ fn random_path(r: &mut Rng) -> String {
     c.join("/")
 }
 
+/// Mappings of riofs files stay this short (pages).
+pub const MAX_MAP_PAGES: u64 = 16;
+
+/// Where in riofs mapping `v` of a file of `size` bytes a load or store goes: mostly
+/// within the file's bytes; sometimes in the tail of its last page (past the end, still
+/// mapped); sometimes across or past the end of that page (`SIGBUS`).
+fn map_access(r: &mut Rng, size: u64, v: &FMapView) -> (u32, u32) {
+    // Bytes of the mapping that may be touched, and those that hold the file's bytes.
+    let valid = page_end(size).saturating_sub(v.first).min(v.len);
+    let data = size.saturating_sub(v.first).min(v.len);
+    let (lo, hi) = match r.below(20) {
+        0..=6 if valid < v.len => (valid.saturating_sub(r.below(64)), v.len),
+        7 | 8 if data < valid => (data, valid),
+        _ if data > 0 => (0, data),
+        _ => (0, v.len),
+    };
+    let room = hi - lo;
+    let len = r.range(1, room.clamp(1, 2 * PAGE));
+    let off = lo + r.below(room.saturating_sub(len) + 1);
+    (off as u32, len as u32)
+}
+
 /// A riofs op for process `p` (`None`: none fits, do something else).
 fn choose_fs(r: &mut Rng, m: &Model, p: ProcId) -> Option<OpKind> {
     let fs = m.fs.as_ref()?;
@@ -280,6 +302,21 @@ fn choose_fs(r: &mut Rng, m: &Model, p: ProcId) -> Option<OpKind> {
     if rfds.len() > 5 && r.chance(1, 2) {
         return Some(OpKind::FClose { h: pick(r, &rfds)? });
     }
+    let fmaps = m.fmaps(p);
+    if fmaps.len() > 4 && r.chance(1, 2) {
+        return Some(OpKind::FMunmap {
+            m: pick(r, &fmaps)?.id,
+        });
+    }
+    // The names of the files this process maps (to truncate or unlink them while mapped),
+    // with their sizes.
+    let mapped: Vec<(String, u64)> = fmaps
+        .iter()
+        .flat_map(|v| {
+            let size = fs.size_of(v.h);
+            fs.names_of(v.ino).into_iter().map(move |n| (n, size))
+        })
+        .collect();
     let paths = fs.paths();
     let dirs: Vec<String> = std::iter::once(String::new())
         .chain(paths.iter().filter(|x| x.1).map(|x| x.0.clone()))
@@ -333,15 +370,16 @@ fn choose_fs(r: &mut Rng, m: &Model, p: ProcId) -> Option<OpKind> {
     let file_mode = |r: &mut Rng| FILE_MODES[r.below(FILE_MODES.len() as u64) as usize];
     let dir_mode = |r: &mut Rng| DIR_MODES[r.below(DIR_MODES.len() as u64) as usize];
     let has = !rfds.is_empty();
+    let hm = !fmaps.is_empty();
     #[rustfmt::skip]
-    let table: [(u64, u8); 16] = [
+    let table: [(u64, u8); 21] = [
         (14, 0),  // open
         (if has { 4 } else { 0 }, 1),   // close
         (if has { 10 } else { 0 }, 2),  // pread
         (if has { 16 } else { 0 }, 3),  // pwrite
         (if has { 3 } else { 0 }, 4),   // ftruncate
         (if has { 2 } else { 0 }, 5),   // fstat
-        (3, 6),   // truncate
+        (if mapped.is_empty() { 3 } else { 6 }, 6), // truncate
         (6, 7),   // unlink
         (5, 8),   // mkdir
         (4, 9),   // rmdir
@@ -351,11 +389,41 @@ fn choose_fs(r: &mut Rng, m: &Model, p: ProcId) -> Option<OpKind> {
         (4, 13),  // chmod
         (3, 14),  // chown
         (5, 15),  // stat
+        (if has { 24 } else { 0 }, 16), // mmap
+        (if hm { 30 } else { 0 }, 17),  // store
+        (if hm { 20 } else { 0 }, 18),  // load
+        (if hm { 6 } else { 0 }, 19),   // msync
+        (if hm { 3 } else { 0 }, 20),   // munmap
     ];
     let w: Vec<u64> = table.iter().map(|t| t.0).collect();
     let what = table[r.weighted(&w)?].1;
     let h = pick(r, &rfds);
     let size_of = |h: u32| fs.size_of(h);
+    // A path for truncate and unlink: now and then one of a mapped file (with its size;
+    // 0 for other paths).
+    let victim = |r: &mut Rng, den: u64| -> (String, u64) {
+        if !mapped.is_empty() && r.chance(1, den) {
+            pick(r, &mapped).unwrap_or_default()
+        } else {
+            (any_path(r), 0)
+        }
+    };
+    // A new size for a file of `cur` bytes: now and then at or next to a page boundary,
+    // or smaller than it is (pages go from under its mappings).
+    let new_size = |r: &mut Rng, cur: u64| -> u64 {
+        match r.below(6) {
+            0 | 1 => {
+                let at = PAGE * r.below(MAX_FILE / 2 / PAGE);
+                match r.below(3) {
+                    0 => at,
+                    1 => at + 1,
+                    _ => at.saturating_sub(1),
+                }
+            }
+            2 | 3 if cur > 0 => r.below(cur),
+            _ => r.below(MAX_FILE / 2),
+        }
+    };
     Some(match (what, h) {
         (1, Some(h)) => OpKind::FClose { h },
         (2, Some(h)) => {
@@ -386,14 +454,19 @@ fn choose_fs(r: &mut Rng, m: &Model, p: ProcId) -> Option<OpKind> {
         }
         (4, Some(h)) => OpKind::FTruncate {
             h,
-            size: r.below(MAX_FILE / 2),
+            size: new_size(r, size_of(h)),
         },
         (5, Some(h)) => OpKind::FStat { h },
-        (6, _) => OpKind::Truncate {
-            path: any_path(r),
-            size: r.below(MAX_FILE / 2),
+        (6, _) => {
+            let (path, cur) = victim(r, 2);
+            OpKind::Truncate {
+                path,
+                size: new_size(r, cur),
+            }
+        }
+        (7, _) => OpKind::Unlink {
+            path: victim(r, 4).0,
         },
-        (7, _) => OpKind::Unlink { path: any_path(r) },
         (8, _) => OpKind::Mkdir {
             path: new_path(r, &["d0", "d1"]),
             mode: dir_mode(r),
@@ -445,6 +518,123 @@ fn choose_fs(r: &mut Rng, m: &Model, p: ProcId) -> Option<OpKind> {
         (15, _) => OpKind::PStat {
             path: any_path(r),
             follow: r.chance(1, 4),
+        },
+        (16, Some(h)) => {
+            // Mostly a file open for reading and writing, or one with bytes in it.
+            let file = |h: &u32| {
+                fs.files
+                    .get(h)
+                    .is_some_and(|f| f.read && fs.image(f.ino).is_some())
+            };
+            let full: Vec<u32> = rfds
+                .iter()
+                .copied()
+                .filter(|h| size_of(*h) > 0 && file(h))
+                .collect();
+            let rw: Vec<u32> = rfds
+                .iter()
+                .copied()
+                .filter(|h| file(h) && fs.files.get(h).is_some_and(|f| f.write))
+                .collect();
+            let h = if !rw.is_empty() && r.chance(1, 2) {
+                pick(r, &rw).unwrap_or(h)
+            } else if !full.is_empty() && r.chance(3, 4) {
+                pick(r, &full).unwrap_or(h)
+            } else {
+                h
+            };
+            let fpages = size_of(h).div_ceil(PAGE);
+            let (page_off, pages) = match r.below(8) {
+                // At or past the end of the file.
+                0 => (r.below(fpages + 2), r.range(1, 3)),
+                // The whole file and pages past its end (which it may grow into).
+                1 | 2 => (0, fpages + r.range(1, 3)),
+                _ if fpages == 0 => (0, r.range(1, 3)),
+                _ => {
+                    let off = r.below(fpages);
+                    (off, r.range(1, fpages - off))
+                }
+            };
+            let f = fs.files.get(&h);
+            let write = if f.is_some_and(|f| f.write) {
+                r.chance(7, 8)
+            } else {
+                r.chance(1, 5)
+            };
+            OpKind::FMmap {
+                h,
+                page_off: page_off as u32,
+                pages: pages.min(MAX_MAP_PAGES) as u32,
+                write,
+                shared: r.chance(9, 10),
+            }
+        }
+        (17 | 18, _) if hm => {
+            // A shared writable mapping wholly past the end of its file, whose description
+            // this process can grow the file through: grow it under the mapping.
+            let dead_rw: Vec<FMapView> = fmaps
+                .iter()
+                .filter(|v| v.shared && v.write && page_end(fs.size_of(v.h)) <= v.first)
+                .filter(|v| rfds.contains(&v.h) && fs.files.get(&v.h).is_some_and(|f| f.write))
+                .copied()
+                .collect();
+            if !dead_rw.is_empty() && r.chance(1, 2) {
+                let v = pick(r, &dead_rw)?;
+                return Some(OpKind::FTruncate {
+                    h: v.h,
+                    size: (v.first + r.range(1, v.len)).min(MAX_FILE),
+                });
+            }
+            // Stores mostly through shared writable mappings; now and then one without
+            // PROT_WRITE (SIGSEGV); never through a private writable one (a load instead).
+            // Mostly mappings with pages that may be touched.
+            let any = r.chance(1, 4);
+            let live = |v: &&FMapView| any || page_end(fs.size_of(v.h)) > v.first;
+            let rw: Vec<FMapView> = fmaps
+                .iter()
+                .filter(|v| v.shared && v.write)
+                .filter(live)
+                .copied()
+                .collect();
+            let store = what == 17 && (!rw.is_empty() || r.chance(1, 4));
+            let some: Vec<FMapView> = fmaps.iter().filter(live).copied().collect();
+            let v = if store && !rw.is_empty() && r.chance(9, 10) {
+                pick(r, &rw)?
+            } else if !some.is_empty() {
+                pick(r, &some)?
+            } else if r.chance(1, 4) {
+                // Only mappings past the end of their files: drop one now and then.
+                return Some(OpKind::FMunmap {
+                    m: pick(r, &fmaps)?.id,
+                });
+            } else {
+                pick(r, &fmaps)?
+            };
+            let (off, len) = map_access(r, fs.size_of(v.h), &v);
+            if store && (v.shared || !v.write) {
+                OpKind::FStore { m: v.id, off, len }
+            } else {
+                OpKind::FLoad { m: v.id, off, len }
+            }
+        }
+        (19, _) if hm => {
+            let v = pick(r, &fmaps)?;
+            let pages = v.len / PAGE;
+            let off = PAGE * r.below(pages) + if r.chance(1, 8) { r.range(1, 100) } else { 0 };
+            let n = MSYNC_FLAGS.len() as u64;
+            OpKind::FMsync {
+                m: v.id,
+                off: off as u32,
+                len: r.range(1, v.len - off) as u32,
+                flags: if r.chance(1, 6) {
+                    (n - 2 + r.below(2)) as u8
+                } else {
+                    r.below(n - 2) as u8
+                },
+            }
+        }
+        (20, _) if hm => OpKind::FMunmap {
+            m: pick(r, &fmaps)?.id,
         },
         _ => {
             let (read, write) = match r.below(10) {

@@ -4,7 +4,8 @@
 //! - [`ops`]: the operations and op-index lists;
 //! - [`model`]: the exact model of what rio.ko must answer, with the security rules in one
 //!   place ([`model::Rules`]), and the checker ([`model::check`]);
-//! - [`fsmodel`]: the model of riofs (a POSIX tree and the VFS's permission rules);
+//! - [`fsmodel`]: the model of riofs (a POSIX tree, the VFS's permission rules, and what
+//!   `mmap(MAP_SHARED)` of its files sees: [`fsmodel::Fs::image`]);
 //! - [`gen`]: the op generator;
 //! - [`verify`]: what a recovered arena must hold after a crash;
 //! - [`guest`]: the guest program (actors under four identities, the coordinator, noise);

@@ -151,6 +151,9 @@ pub enum Expect {
     Info { abi: u32, state: u32 },
     /// A riofs `stat`.
     FStat(FileStat),
+    /// The access through a mapping dies of this signal (`SIGBUS` past the end of the file,
+    /// `SIGSEGV` for a store into a mapping without `PROT_WRITE`).
+    Signal(i32),
 }
 
 /// What an actor answered.
@@ -170,7 +173,13 @@ pub enum Reply {
     Info { abi: u32, state: u32 },
     /// A riofs `stat`.
     FStat(FileStat),
+    /// The access died of this signal.
+    Signal(i32),
 }
+
+/// `arg` of a planned load or store through a riofs mapping: the model expects it to die
+/// of a signal, so the actor does it in a child process (whose death is the answer).
+pub const ARG_PROBE: u32 = 1;
 
 /// An object in the model.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -207,6 +216,36 @@ struct Mapping {
     writable: bool,
 }
 
+/// A mapping of a riofs file in one process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct FMap {
+    /// The open file description it holds (its `RFile` in [`Fs::files`]).
+    h: Handle,
+    page_off: u64,
+    pages: u64,
+    write: bool,
+    shared: bool,
+}
+
+/// A riofs mapping as the generator sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FMapView {
+    /// Its id.
+    pub id: MapId,
+    /// The open file description it holds.
+    pub h: Handle,
+    /// The file's byte where it starts.
+    pub first: u64,
+    /// Its length in bytes.
+    pub len: u64,
+    /// `PROT_WRITE`.
+    pub write: bool,
+    /// `MAP_SHARED`.
+    pub shared: bool,
+    /// The inode it maps.
+    pub ino: u32,
+}
+
 /// A process in the model.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Proc {
@@ -219,6 +258,7 @@ pub struct Proc {
     fds: BTreeSet<Handle>,
     maps: BTreeMap<MapId, Mapping>,
     rfds: BTreeSet<Handle>,
+    fmaps: BTreeMap<MapId, FMap>,
 }
 
 /// Where the coordinator sends an op and with which argument.
@@ -506,6 +546,7 @@ impl Model {
                         fds: BTreeSet::new(),
                         maps: BTreeMap::new(),
                         rfds: BTreeSet::new(),
+                        fmaps: BTreeMap::new(),
                     },
                 )
             })
@@ -608,6 +649,27 @@ impl Model {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// riofs mappings of process `p`.
+    pub fn fmaps(&self, p: ProcId) -> Vec<FMapView> {
+        let (Some(proc), Some(fs)) = (self.procs.get(&p), self.fs.as_ref()) else {
+            return Vec::new();
+        };
+        proc.fmaps
+            .iter()
+            .filter_map(|(&id, m)| {
+                Some(FMapView {
+                    id,
+                    h: m.h,
+                    first: m.page_off * PAGE,
+                    len: m.pages * PAGE,
+                    write: m.write,
+                    shared: m.shared,
+                    ino: fs.files.get(&m.h)?.ino,
+                })
+            })
+            .collect()
     }
 
     /// The object handle `h` is bound to, and whether the binding is writable.
@@ -876,7 +938,12 @@ impl Model {
                     self.ofds.get_mut(&m.ofd)?.refs += 1;
                 }
                 if let Some(fs) = self.fs.as_mut() {
-                    for h in &parent.rfds {
+                    // The child's descriptors and mappings hold the same descriptions.
+                    let held = parent
+                        .rfds
+                        .iter()
+                        .chain(parent.fmaps.values().map(|m| &m.h));
+                    for h in held {
                         fs.files.get_mut(h)?.refs += 1;
                     }
                 }
@@ -887,6 +954,7 @@ impl Model {
                     fds: parent.fds,
                     maps: parent.maps,
                     rfds: parent.rfds,
+                    fmaps: parent.fmaps,
                 };
                 self.procs.insert(CHILD_BASE + index, child);
                 Some(Planned {
@@ -908,7 +976,7 @@ impl Model {
                     self.unref(m.ofd);
                 }
                 if let Some(fs) = self.fs.as_mut() {
-                    for h in &c.rfds {
+                    for h in c.rfds.iter().chain(c.fmaps.values().map(|m| &m.h)) {
                         fs.unref(*h);
                     }
                 }
@@ -930,7 +998,114 @@ impl Model {
                 }
                 plain(result(self.rule_wild_store(&who), Expect::Ok(0)))
             }
+            OpKind::FMmap { .. }
+            | OpKind::FStore { .. }
+            | OpKind::FLoad { .. }
+            | OpKind::FMsync { .. }
+            | OpKind::FMunmap { .. } => self.fs_map_step(index, p, &op.kind),
             k => plain(self.fs_step(index, p, &who, k)?),
+        }
+    }
+
+    /// A riofs mapping op. What the kernel must do: `mmap` by [`Fs::mmap`]; a load or store
+    /// touches the file's page image ([`Fs::image`]) at once; a byte at or past the image's
+    /// end (the file's end rounded up to a page) is `SIGBUS` (a store has stored the bytes
+    /// before it); a store into a mapping without `PROT_WRITE` is `SIGSEGV` and stores
+    /// nothing (both are done in a probe child: [`ARG_PROBE`]); `msync` checks
+    /// its flags and alignment (`EINVAL`) and otherwise succeeds (riofs has nothing to
+    /// write back); `munmap` succeeds. A mapping holds its open file description, so it
+    /// outlives `close` and `unlink` of its file.
+    fn fs_map_step(&mut self, index: u32, p: ProcId, k: &OpKind) -> Option<Planned> {
+        let seed = self.seed;
+        let proc = self.procs.get_mut(&p)?;
+        let fs = self.fs.as_mut()?;
+        let plan = |expect, arg| {
+            Some(Planned {
+                expect,
+                target: p,
+                arg,
+            })
+        };
+        match k {
+            OpKind::FMmap {
+                h,
+                page_off,
+                pages,
+                write,
+                shared,
+            } => {
+                if !proc.rfds.contains(h) || *pages == 0 {
+                    return None;
+                }
+                let f = fs.files.get(h)?;
+                let r = fs.mmap(f, *write, *shared);
+                if r.is_ok() {
+                    fs.files.get_mut(h)?.refs += 1;
+                    let m = FMap {
+                        h: *h,
+                        page_off: u64::from(*page_off),
+                        pages: u64::from(*pages),
+                        write: *write,
+                        shared: *shared,
+                    };
+                    proc.fmaps.insert(index, m);
+                }
+                plan(result(r, Expect::Ok(0)), 0)
+            }
+            OpKind::FStore { m, off, len } | OpKind::FLoad { m, off, len } => {
+                let map = proc.fmaps.get(m)?;
+                let store = matches!(k, OpKind::FStore { .. });
+                let (off, len) = (u64::from(*off), u64::from(*len));
+                // Only within the mapping (past it is another mapping or nothing); no
+                // stores into private writable mappings (their copies are not modelled).
+                if len == 0 || off + len > map.pages * PAGE || (store && map.write && !map.shared) {
+                    return None;
+                }
+                let ino = fs.files.get(&map.h)?.ino;
+                let at = map.page_off * PAGE + off;
+                if store && !map.write {
+                    return plan(Expect::Signal(libc::SIGSEGV), ARG_PROBE);
+                }
+                // The page image ends at the end of the file rounded up to a page: a byte
+                // past it is SIGBUS.
+                let img = fs.image(ino)?;
+                let window = img.get(at as usize..(at + len) as usize);
+                if store {
+                    fs.store(ino, at, &payload(seed, index, len as usize));
+                } else if let Some(w) = window {
+                    return plan(Expect::Data(w.to_vec()), 0);
+                }
+                if window.is_none() {
+                    plan(Expect::Signal(libc::SIGBUS), ARG_PROBE)
+                } else {
+                    plan(Expect::Ok(0), 0)
+                }
+            }
+            OpKind::FMsync { m, off, len, flags } => {
+                let map = proc.fmaps.get(m)?;
+                if *len == 0 || u64::from(*off) + u64::from(*len) > map.pages * PAGE {
+                    return None;
+                }
+                let fl = crate::ops::msync_flags(*flags);
+                let known = libc::MS_ASYNC | libc::MS_INVALIDATE | libc::MS_SYNC;
+                let bad = fl & !known != 0
+                    || u64::from(*off) % PAGE != 0
+                    || (fl & libc::MS_ASYNC != 0 && fl & libc::MS_SYNC != 0);
+                plan(
+                    if bad {
+                        Expect::Err(libc::EINVAL)
+                    } else {
+                        Expect::Ok(0)
+                    },
+                    0,
+                )
+            }
+            OpKind::FMunmap { m } => {
+                let map = proc.fmaps.remove(m)?;
+                fs.unref(map.h);
+                plan(Expect::Ok(0), 0)
+            }
+            _ => None,
         }
     }
 
@@ -1067,6 +1242,7 @@ pub fn check(expect: &Expect, reply: &Reply) -> Result<(), String> {
         {
             Ok(())
         }
+        (Expect::Signal(a), Reply::Signal(b)) if a == b => Ok(()),
         (Expect::FStat(a), Reply::FStat(b)) => {
             let mut b = b.clone();
             if b.mode & 0o170000 == fsmodel::S_IFDIR {
@@ -1122,6 +1298,17 @@ pub fn errno_name(e: i32) -> String {
     n.to_string()
 }
 
+/// A signal's name.
+pub fn signal_name(s: i32) -> String {
+    match s {
+        libc::SIGBUS => "SIGBUS".into(),
+        libc::SIGSEGV => "SIGSEGV".into(),
+        libc::SIGKILL => "SIGKILL".into(),
+        libc::SIGABRT => "SIGABRT".into(),
+        s => format!("signal {s}"),
+    }
+}
+
 /// Short text of an expectation.
 pub fn describe_expect(e: &Expect) -> String {
     match e {
@@ -1136,6 +1323,7 @@ pub fn describe_expect(e: &Expect) -> String {
         } => format!("stats objects={objects} pages_in_use={pages_in_use}"),
         Expect::Info { abi, state } => format!("info abi={abi} state={state}"),
         Expect::FStat(s) => format!("{s:?}"),
+        Expect::Signal(s) => signal_name(*s),
     }
 }
 
@@ -1152,6 +1340,7 @@ pub fn describe_reply(r: &Reply) -> String {
         } => format!("stats objects={objects} pages_in_use={pages_in_use}"),
         Reply::Info { abi, state } => format!("info abi={abi} state={state}"),
         Reply::FStat(s) => format!("{s:?}"),
+        Reply::Signal(s) => signal_name(*s),
     }
 }
 
@@ -1160,6 +1349,7 @@ pub fn describe_reply(r: &Reply) -> String {
 pub fn outcome_class_expect(e: &Expect) -> String {
     match e {
         Expect::Err(e) => errno_name(*e),
+        Expect::Signal(s) => signal_name(*s),
         Expect::Ok(_) | Expect::AnyOk => "ok".into(),
         _ => "value".into(),
     }
@@ -1169,6 +1359,7 @@ pub fn outcome_class_expect(e: &Expect) -> String {
 pub fn outcome_class_reply(r: &Reply) -> String {
     match r {
         Reply::Err(e) => errno_name(*e),
+        Reply::Signal(s) => signal_name(*s),
         Reply::Ok(_) => "ok".into(),
         _ => "value".into(),
     }

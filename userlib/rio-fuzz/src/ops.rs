@@ -203,6 +203,51 @@ pub enum OpKind {
     Chown { path: String, uid: u32 },
     /// `stat` (`follow`) or `lstat`.
     PStat { path: String, follow: bool },
+    /// `mmap` of `pages` pages of riofs handle `h` from page `page_off`: `PROT_READ`, plus
+    /// `PROT_WRITE` if `write`; `MAP_SHARED` if `shared`, else `MAP_PRIVATE`. On success
+    /// it is riofs mapping `index` (it holds the open file description, as the VMA does).
+    FMmap {
+        h: Handle,
+        page_off: u32,
+        pages: u32,
+        write: bool,
+        shared: bool,
+    },
+    /// Stores of `len` payload bytes at byte `off` of riofs mapping `m` (one byte at a
+    /// time, upwards: a store that runs into a page past the end of the file has stored
+    /// the bytes before that page when `SIGBUS` comes).
+    FStore { m: MapId, off: u32, len: u32 },
+    /// Loads of `len` bytes at byte `off` of riofs mapping `m`.
+    FLoad { m: MapId, off: u32, len: u32 },
+    /// `msync` of `len` bytes at byte `off` of riofs mapping `m` with
+    /// `MSYNC_FLAGS[flags]`.
+    FMsync {
+        m: MapId,
+        off: u32,
+        len: u32,
+        flags: u8,
+    },
+    /// `munmap` of riofs mapping `m`.
+    FMunmap { m: MapId },
+}
+
+/// The `msync` flags that [`OpKind::FMsync`] uses (the last two are invalid: both
+/// `MS_SYNC` and `MS_ASYNC`, and an unknown bit).
+pub const MSYNC_FLAGS: [i32; 8] = [
+    libc::MS_SYNC,
+    libc::MS_ASYNC,
+    libc::MS_INVALIDATE,
+    libc::MS_SYNC | libc::MS_INVALIDATE,
+    libc::MS_ASYNC | libc::MS_INVALIDATE,
+    0,
+    libc::MS_SYNC | libc::MS_ASYNC,
+    8,
+];
+
+/// The `msync` flags of [`OpKind::FMsync`]'s `flags` index (an out-of-range index is the
+/// unknown bit).
+pub fn msync_flags(i: u8) -> i32 {
+    MSYNC_FLAGS.get(usize::from(i)).copied().unwrap_or(8)
 }
 
 /// One operation: who does what.
@@ -294,6 +339,26 @@ impl fmt::Display for Op {
             OpKind::PStat { path, follow } => {
                 write!(f, "fs {} {path:?}", if *follow { "stat" } else { "lstat" })
             }
+            OpKind::FMmap {
+                h,
+                page_off,
+                pages,
+                write,
+                shared,
+            } => write!(
+                f,
+                "fs mmap f{h} page_off={page_off} pages={pages} {} {}",
+                if *write { "rw" } else { "ro" },
+                if *shared { "shared" } else { "private" }
+            ),
+            OpKind::FStore { m, off, len } => write!(f, "fs store fm{m} off={off} len={len}"),
+            OpKind::FLoad { m, off, len } => write!(f, "fs load fm{m} off={off} len={len}"),
+            OpKind::FMsync { m, off, len, flags } => write!(
+                f,
+                "fs msync fm{m} off={off} len={len} flags={:#x}",
+                msync_flags(*flags)
+            ),
+            OpKind::FMunmap { m } => write!(f, "fs munmap fm{m}"),
         }
     }
 }
@@ -341,6 +406,11 @@ impl OpKind {
             OpKind::Chmod { .. } => "fs-chmod",
             OpKind::Chown { .. } => "fs-chown",
             OpKind::PStat { .. } => "fs-stat",
+            OpKind::FMmap { .. } => "fs-mmap",
+            OpKind::FStore { .. } => "fs-store",
+            OpKind::FLoad { .. } => "fs-load",
+            OpKind::FMsync { .. } => "fs-msync",
+            OpKind::FMunmap { .. } => "fs-munmap",
         }
     }
 

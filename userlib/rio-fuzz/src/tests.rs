@@ -1,5 +1,6 @@
 //! Unit tests of the model, the generator, the checker and verify.
 
+use crate::fsmodel::page_end;
 use crate::gen::generate;
 use crate::host::{find_splat, parse_acks, parse_mismatch};
 use crate::model::*;
@@ -1090,6 +1091,7 @@ fn a_kernel_that_treats_the_namespaced_root_as_admin_is_caught() {
                 },
                 Some(Expect::Info { abi, state }) => Reply::Info { abi, state },
                 Some(Expect::FStat(s)) => Reply::FStat(s),
+                Some(Expect::Signal(s)) => Reply::Signal(s),
                 None => Reply::Err(libc::EBADF),
             };
             if check(&e.expect, &reply).is_err() {
@@ -1914,4 +1916,670 @@ fn riofs_tree_diff_and_setup_states() {
     let states = crate::fsmodel::Fs::setup_states();
     assert_eq!(states.len(), 1 + 3 * crate::fsmodel::TOPS.len());
     assert_eq!(states.last().unwrap().listing(), a);
+}
+
+// ---- riofs mappings ----------------------------------------------------------------------
+
+fn fmmap(h: Handle, page_off: u32, pages: u32, write: bool, shared: bool) -> OpKind {
+    OpKind::FMmap {
+        h,
+        page_off,
+        pages,
+        write,
+        shared,
+    }
+}
+
+fn fstore(m: MapId, off: u32, len: u32) -> OpKind {
+    OpKind::FStore { m, off, len }
+}
+
+fn fload(m: MapId, off: u32, len: u32) -> OpKind {
+    OpKind::FLoad { m, off, len }
+}
+
+fn fread(h: Handle, off: u64, len: u32) -> OpKind {
+    OpKind::FRead { h, off, len }
+}
+
+/// Steps op `i` and returns its expectation and its `arg`.
+fn exa(m: &mut Model, i: u32, o: Op) -> (Expect, u32) {
+    m.step(i, &o)
+        .map(|p| (p.expect, p.arg))
+        .unwrap_or_else(|| panic!("op {i} ({o}) does not apply"))
+}
+
+fn data(e: Expect) -> Vec<u8> {
+    match e {
+        Expect::Data(d) => d,
+        e => panic!("expected data, the model says {e:?}"),
+    }
+}
+
+#[test]
+fn riofs_mmap_permissions() {
+    let mut m = fs_model();
+    // u1000's files: f0 opened O_RDONLY, O_WRONLY and O_RDWR; the directory itself.
+    assert_eq!(
+        ex(
+            &mut m,
+            0,
+            op(U1000, fopen("u1000/f0", false, true, true, false, 0o644))
+        ),
+        Expect::Ok(0)
+    );
+    assert_eq!(
+        ex(
+            &mut m,
+            1,
+            op(
+                U1000,
+                OpKind::FWrite {
+                    h: 0,
+                    off: 0,
+                    len: 100
+                }
+            )
+        ),
+        Expect::Ok(100)
+    );
+    assert_eq!(
+        ex(
+            &mut m,
+            2,
+            op(U1000, fopen("u1000/f0", true, false, false, false, 0))
+        ),
+        Expect::Ok(0)
+    );
+    assert_eq!(
+        ex(
+            &mut m,
+            3,
+            op(U1000, fopen("u1000/f0", true, true, false, false, 0))
+        ),
+        Expect::Ok(0)
+    );
+    assert_eq!(
+        ex(
+            &mut m,
+            4,
+            op(U1000, fopen("u1000", true, false, false, false, 0))
+        ),
+        Expect::Ok(0)
+    );
+    let cases = [
+        // (handle, write, shared, outcome)
+        (2, true, true, Expect::Err(libc::EACCES)), // PROT_WRITE shared on O_RDONLY
+        (2, false, true, Expect::Ok(0)),
+        (2, true, false, Expect::Ok(0)), // private: copy-on-write, allowed
+        (0, false, true, Expect::Err(libc::EACCES)), // O_WRONLY: nothing maps
+        (0, true, true, Expect::Err(libc::EACCES)),
+        (0, false, false, Expect::Err(libc::EACCES)),
+        (3, true, true, Expect::Ok(0)), // O_RDWR shared writable works
+        (4, false, true, Expect::Err(libc::ENODEV)), // a directory has no mmap
+        (4, true, true, Expect::Err(libc::EACCES)), // ... but the write check comes first
+    ];
+    for (k, (h, write, shared, want)) in cases.into_iter().enumerate() {
+        let i = 10 + k as u32;
+        assert_eq!(
+            ex(&mut m, i, op(U1000, fmmap(h, 0, 1, write, shared))),
+            want,
+            "case {k}"
+        );
+    }
+    // Only the successful ones are mappings.
+    let ids: Vec<MapId> = m.fmaps(U1000).iter().map(|v| v.id).collect();
+    assert_eq!(ids, vec![11, 12, 16]);
+    // A store into a mapping without PROT_WRITE: SIGSEGV, in a probe child, nothing stored.
+    let before = m.fs.clone();
+    assert_eq!(
+        exa(&mut m, 30, op(U1000, fstore(11, 0, 10))),
+        (Expect::Signal(libc::SIGSEGV), ARG_PROBE)
+    );
+    assert_eq!(m.fs, before);
+    // Stores into a private writable mapping are not modelled: the op does not apply.
+    assert!(m.step(31, &op(U1000, fstore(12, 0, 10))).is_none());
+    // Another process cannot use u1000's mappings.
+    assert!(m.step(32, &op(U1001, fload(16, 0, 10))).is_none());
+}
+
+#[test]
+fn riofs_stores_and_writes_meet_at_once_and_sigbus_past_the_last_page() {
+    let mut m = fs_model();
+    let seed = m.seed;
+    assert_eq!(
+        ex(
+            &mut m,
+            0,
+            op(U1000, fopen("pub/f0", true, true, true, false, 0o666))
+        ),
+        Expect::Ok(0)
+    );
+    // 5000 bytes: pages 0 and 1 may be touched, page 2 is SIGBUS.
+    let w = |off, len| OpKind::FWrite { h: 0, off, len };
+    assert_eq!(ex(&mut m, 1, op(U1000, w(0, 5000))), Expect::Ok(5000));
+    let pw = crate::prng::payload(seed, 1, 5000);
+    assert_eq!(
+        ex(&mut m, 2, op(U1000, fmmap(0, 0, 3, true, true))),
+        Expect::Ok(0)
+    );
+    // The mapping sees the write.
+    assert_eq!(data(ex(&mut m, 3, op(U1000, fload(2, 0, 100)))), pw[..100]);
+    // A store is in the file at once: pread and other processes' mappings see it.
+    assert_eq!(
+        exa(&mut m, 4, op(U1000, fstore(2, 10, 20))),
+        (Expect::Ok(0), 0)
+    );
+    let st = crate::prng::payload(seed, 4, 20);
+    let got = data(ex(&mut m, 5, op(U1000, fread(0, 0, 40))));
+    assert_eq!(got[..10], pw[..10]);
+    assert_eq!(got[10..30], st[..]);
+    assert_eq!(got[30..], pw[30..40]);
+    // Past the end in the last page: zeros, and a store there does not change the file.
+    assert_eq!(
+        data(ex(&mut m, 6, op(U1000, fload(2, 5000, 100)))),
+        vec![0; 100]
+    );
+    assert_eq!(
+        exa(&mut m, 7, op(U1000, fstore(2, 6000, 8))),
+        (Expect::Ok(0), 0)
+    );
+    let tail = crate::prng::payload(seed, 7, 8);
+    assert_eq!(
+        data(ex(&mut m, 8, op(U1000, fread(0, 4000, 5000)))).len(),
+        1000
+    );
+    assert_eq!(data(ex(&mut m, 9, op(U1000, fload(2, 6000, 8)))), tail);
+    // Page 2: SIGBUS, probed in a child.
+    assert_eq!(
+        exa(&mut m, 10, op(U1000, fload(2, 8192, 1))),
+        (Expect::Signal(libc::SIGBUS), ARG_PROBE)
+    );
+    // A store across into page 2 stores the bytes before it, then SIGBUS.
+    assert_eq!(
+        exa(&mut m, 11, op(U1000, fstore(2, 8190, 10))),
+        (Expect::Signal(libc::SIGBUS), ARG_PROBE)
+    );
+    let across = crate::prng::payload(seed, 11, 10);
+    assert_eq!(
+        data(ex(&mut m, 12, op(U1000, fload(2, 8190, 2)))),
+        across[..2]
+    );
+    // A load across is SIGBUS too (and shows nothing).
+    assert_eq!(
+        exa(&mut m, 13, op(U1000, fload(2, 8000, 300))),
+        (Expect::Signal(libc::SIGBUS), ARG_PROBE)
+    );
+    // msync: within the mapping succeeds; bad flags or a start inside a page: EINVAL.
+    let ms = |off, len, flags| OpKind::FMsync {
+        m: 2,
+        off,
+        len,
+        flags,
+    };
+    let flag = |f: i32| MSYNC_FLAGS.iter().position(|&x| x == f).unwrap() as u8;
+    assert_eq!(
+        ex(&mut m, 14, op(U1000, ms(0, 12288, flag(libc::MS_SYNC)))),
+        Expect::Ok(0)
+    );
+    assert_eq!(
+        ex(
+            &mut m,
+            15,
+            op(
+                U1000,
+                ms(4096, 1, flag(libc::MS_ASYNC | libc::MS_INVALIDATE))
+            )
+        ),
+        Expect::Ok(0)
+    );
+    assert_eq!(
+        ex(&mut m, 16, op(U1000, ms(4096, 1, flag(0)))),
+        Expect::Ok(0)
+    );
+    assert_eq!(
+        ex(&mut m, 17, op(U1000, ms(1, 100, flag(libc::MS_SYNC)))),
+        Expect::Err(libc::EINVAL)
+    );
+    assert_eq!(
+        ex(
+            &mut m,
+            18,
+            op(U1000, ms(0, 100, flag(libc::MS_SYNC | libc::MS_ASYNC)))
+        ),
+        Expect::Err(libc::EINVAL)
+    );
+    assert_eq!(
+        ex(&mut m, 19, op(U1000, ms(0, 100, 7))),
+        Expect::Err(libc::EINVAL)
+    );
+    // Past the mapping: not generated, does not apply.
+    assert!(m.step(20, &op(U1000, fload(2, 12288, 1))).is_none());
+    assert!(m.step(21, &op(U1000, ms(0, 12289, 0))).is_none());
+}
+
+#[test]
+fn riofs_truncation_zeroes_the_tail_and_moves_the_sigbus_line() {
+    let mut m = fs_model();
+    let seed = m.seed;
+    assert_eq!(
+        ex(
+            &mut m,
+            0,
+            op(U1000, fopen("pub/f0", true, true, true, false, 0o666))
+        ),
+        Expect::Ok(0)
+    );
+    let w = |off, len| OpKind::FWrite { h: 0, off, len };
+    let tr = |size| OpKind::FTruncate { h: 0, size };
+    assert_eq!(ex(&mut m, 1, op(U1000, w(0, 5000))), Expect::Ok(5000));
+    // A mapping made past the end of the file: four pages, two of them beyond it.
+    assert_eq!(
+        ex(&mut m, 2, op(U1000, fmmap(0, 0, 4, true, true))),
+        Expect::Ok(0)
+    );
+    let stored = |m: &mut Model, i, off, len| {
+        assert_eq!(
+            exa(m, i, op(U1000, fstore(2, off, len))),
+            (Expect::Ok(0), 0)
+        );
+        crate::prng::payload(seed, i, len as usize)
+    };
+    let t = stored(&mut m, 3, 7000, 4);
+    // The same size: nothing changes, not even the tail.
+    assert_eq!(ex(&mut m, 4, op(U1000, tr(5000))), Expect::Ok(0));
+    assert_eq!(data(ex(&mut m, 5, op(U1000, fload(2, 7000, 4)))), t);
+    // Shrinking into page 1: what lies past the new end is zero; page 2.. is gone.
+    let t = stored(&mut m, 6, 4200, 4);
+    assert_eq!(ex(&mut m, 7, op(U1000, tr(4100))), Expect::Ok(0));
+    assert_eq!(
+        data(ex(&mut m, 8, op(U1000, fload(2, 4100, 4092)))),
+        vec![0; 4092]
+    );
+    let _ = t;
+    // Shrinking to a page boundary: page 1 is SIGBUS now.
+    assert_eq!(ex(&mut m, 9, op(U1000, tr(4096))), Expect::Ok(0));
+    assert_eq!(
+        exa(&mut m, 10, op(U1000, fload(2, 4096, 1))).0,
+        Expect::Signal(libc::SIGBUS)
+    );
+    // Growing: the new pages are there, zero; the old bytes stay.
+    assert_eq!(
+        ex(
+            &mut m,
+            11,
+            op(
+                U1000,
+                OpKind::Truncate {
+                    path: p("pub/f0"),
+                    size: 3 * 4096 + 1
+                }
+            )
+        ),
+        Expect::Ok(0)
+    );
+    assert_eq!(
+        data(ex(&mut m, 12, op(U1000, fload(2, 4096, 3 * 4096)))),
+        vec![0; 3 * 4096]
+    );
+    // A tail store, then a write that starts at the end: the tail past the write stays...
+    assert_eq!(ex(&mut m, 13, op(U1000, tr(100))), Expect::Ok(0));
+    let t = stored(&mut m, 14, 3000, 4);
+    assert_eq!(ex(&mut m, 15, op(U1000, w(100, 10))), Expect::Ok(10));
+    assert_eq!(data(ex(&mut m, 16, op(U1000, fload(2, 3000, 4)))), t);
+    // ... and the file still ends at 110 with no trace of it.
+    assert_eq!(
+        data(ex(&mut m, 17, op(U1000, fread(0, 0, 5000)))).len(),
+        110
+    );
+    // A write that starts past the end zeroes the tail first: the gap reads as zeros.
+    assert_eq!(ex(&mut m, 18, op(U1000, w(3500, 10))), Expect::Ok(10));
+    let d = data(ex(&mut m, 19, op(U1000, fread(0, 110, 5000))));
+    assert_eq!(d.len(), 3400);
+    assert!(d[..3390].iter().all(|&b| b == 0));
+    assert_eq!(d[3390..], crate::prng::payload(seed, 18, 10)[..]);
+    // O_TRUNC empties it: everything is SIGBUS.
+    assert_eq!(
+        ex(
+            &mut m,
+            20,
+            op(
+                U1000,
+                OpKind::FOpen {
+                    path: p("pub/f0"),
+                    flags: OFlags {
+                        read: false,
+                        write: true,
+                        creat: false,
+                        excl: false,
+                        trunc: true,
+                        append: false
+                    },
+                    mode: 0
+                }
+            )
+        ),
+        Expect::Ok(0)
+    );
+    assert_eq!(
+        exa(&mut m, 21, op(U1000, fstore(2, 0, 1))).0,
+        Expect::Signal(libc::SIGBUS)
+    );
+}
+
+#[test]
+fn riofs_mappings_outlive_close_and_unlink_and_are_inherited() {
+    let mut m = fs_model();
+    let seed = m.seed;
+    assert_eq!(
+        ex(
+            &mut m,
+            0,
+            op(U1000, fopen("u1000/f1", true, true, true, false, 0o600))
+        ),
+        Expect::Ok(0)
+    );
+    assert_eq!(
+        ex(&mut m, 1, op(U1000, OpKind::FTruncate { h: 0, size: 8192 })),
+        Expect::Ok(0)
+    );
+    assert_eq!(
+        ex(&mut m, 2, op(U1000, fmmap(0, 1, 1, true, true))),
+        Expect::Ok(0)
+    );
+    let ino = m.fmaps(U1000)[0].ino;
+    // Closed and unlinked: the mapping still holds the file.
+    assert_eq!(
+        ex(&mut m, 3, op(U1000, OpKind::FClose { h: 0 })),
+        Expect::Ok(0)
+    );
+    assert_eq!(
+        ex(
+            &mut m,
+            4,
+            op(
+                U1000,
+                OpKind::Unlink {
+                    path: p("u1000/f1")
+                }
+            )
+        ),
+        Expect::Ok(0)
+    );
+    assert!(m.fs.as_ref().unwrap().nodes.contains_key(&ino));
+    assert!(m.fs.as_ref().unwrap().names_of(ino).is_empty());
+    assert_eq!(
+        exa(&mut m, 5, op(U1000, fstore(2, 0, 16))),
+        (Expect::Ok(0), 0)
+    );
+    let s5 = crate::prng::payload(seed, 5, 16);
+    // A child inherits the mapping: it sees the store, and its stores are the parent's.
+    assert_eq!(ex(&mut m, 6, op(U1000, OpKind::Fork)), Expect::AnyOk);
+    let child = CHILD_BASE + 6;
+    assert_eq!(data(ex(&mut m, 7, op(child, fload(2, 0, 16)))), s5);
+    assert_eq!(
+        exa(&mut m, 8, op(child, fstore(2, 8, 16))),
+        (Expect::Ok(0), 0)
+    );
+    let s8 = crate::prng::payload(seed, 8, 16);
+    let got = data(ex(&mut m, 9, op(U1000, fload(2, 0, 24))));
+    assert_eq!(got[..8], s5[..8]);
+    assert_eq!(got[8..], s8[..]);
+    // The parent unmaps; the child's copy still holds the file.
+    assert_eq!(
+        ex(&mut m, 10, op(U1000, OpKind::FMunmap { m: 2 })),
+        Expect::Ok(0)
+    );
+    assert!(m.fs.as_ref().unwrap().nodes.contains_key(&ino));
+    assert_eq!(data(ex(&mut m, 11, op(child, fload(2, 8, 16)))), s8);
+    // When the child exits, the last holder is gone and so is the file.
+    assert_eq!(
+        ex(&mut m, 12, op(U1000, OpKind::Exit { child })),
+        Expect::Ok(0)
+    );
+    assert!(!m.fs.as_ref().unwrap().nodes.contains_key(&ino));
+    assert!(m.fs.as_ref().unwrap().files.is_empty());
+
+    // A mapping's stores stay in the file after munmap, and the tree shows them.
+    assert_eq!(
+        ex(
+            &mut m,
+            20,
+            op(U1001, fopen("pub/f2", true, true, true, false, 0o644))
+        ),
+        Expect::Ok(0)
+    );
+    assert_eq!(
+        ex(
+            &mut m,
+            21,
+            op(U1001, OpKind::FTruncate { h: 20, size: 300 })
+        ),
+        Expect::Ok(0)
+    );
+    assert_eq!(
+        ex(&mut m, 22, op(U1001, fmmap(20, 0, 1, true, true))),
+        Expect::Ok(0)
+    );
+    assert_eq!(
+        exa(&mut m, 23, op(U1001, fstore(22, 100, 50))),
+        (Expect::Ok(0), 0)
+    );
+    assert_eq!(
+        ex(&mut m, 24, op(U1001, OpKind::FMunmap { m: 22 })),
+        Expect::Ok(0)
+    );
+    assert_eq!(
+        ex(&mut m, 25, op(U1001, OpKind::FClose { h: 20 })),
+        Expect::Ok(0)
+    );
+    let l = m.fs.as_ref().unwrap().listing();
+    let e = l.iter().find(|e| e.path == "pub/f2").unwrap();
+    assert_eq!(e.data[100..150], crate::prng::payload(seed, 23, 50)[..]);
+    assert!(e.data[..100].iter().all(|&b| b == 0));
+}
+
+#[test]
+fn riofs_mapping_ops_are_generated_and_every_subset_runs() {
+    let mut cfg = Config::defaults(16000);
+    cfg.riofs = true;
+    let mut words = std::collections::BTreeMap::<&str, u32>::new();
+    let mut outcomes = std::collections::BTreeSet::new();
+    let mut nonzero_loads = 0;
+    for seed in 0..8 {
+        let ops = generate(seed, 400, &cfg);
+        let mut m = Model::new(cfg.clone(), seed);
+        for (i, o) in ops.iter().enumerate() {
+            let Some(pl) = m.step(i as u32, o) else {
+                continue;
+            };
+            let w = o.kind.word();
+            if !["fs-mmap", "fs-store", "fs-load", "fs-msync", "fs-munmap"].contains(&w) {
+                continue;
+            }
+            *words.entry(w).or_default() += 1;
+            if let Expect::Data(d) = &pl.expect {
+                nonzero_loads += u32::from(d.iter().any(|&b| b != 0));
+            }
+            // The probe goes with the signals, and only with them.
+            assert_eq!(
+                pl.arg == ARG_PROBE,
+                matches!(pl.expect, Expect::Signal(_)),
+                "seed {seed} op {i}: {o}"
+            );
+            outcomes.insert(format!("{w}:{}", outcome_class_expect(&pl.expect)));
+        }
+        for keep in [2, 3] {
+            let mut m = Model::new(cfg.clone(), seed);
+            for (i, o) in ops.iter().enumerate().filter(|(i, _)| i % keep != 1) {
+                let _ = m.step(i as u32, o);
+            }
+        }
+    }
+    for w in ["fs-mmap", "fs-store", "fs-load", "fs-msync", "fs-munmap"] {
+        assert!(words.get(w).is_some_and(|&n| n >= 10), "{w}: {words:?}");
+    }
+    for o in [
+        "fs-mmap:ok",
+        "fs-mmap:EACCES",
+        "fs-store:ok",
+        "fs-store:SIGBUS",
+        "fs-store:SIGSEGV",
+        "fs-load:value",
+        "fs-load:SIGBUS",
+        "fs-msync:ok",
+        "fs-msync:EINVAL",
+        "fs-munmap:ok",
+    ] {
+        assert!(outcomes.contains(o), "no {o} in 8 seeds: {outcomes:?}");
+    }
+    assert!(nonzero_loads > 10, "loads see data: {nonzero_loads}");
+}
+
+/// A kernel whose mappings do not reach the file (stores lost, as with a stale copy) must
+/// be caught on generated histories: it answers every store with success but does not
+/// apply it; a later load or pread, or the tree at the end, shows the difference.
+#[test]
+fn a_kernel_that_loses_mapped_stores_is_caught() {
+    let mut cfg = Config::defaults(16000);
+    cfg.riofs = true;
+    let (mut caught, mut storing) = (0, 0);
+    for seed in 0..12 {
+        let ops = generate(seed, 300, &cfg);
+        let mut spec = Model::new(cfg.clone(), seed);
+        let mut wrong = Model::new(cfg.clone(), seed);
+        let (mut stored, mut seen) = (false, false);
+        for (i, o) in ops.iter().enumerate() {
+            let Some(e) = spec.step(i as u32, o) else {
+                continue;
+            };
+            let reply = if matches!(o.kind, OpKind::FStore { .. }) && e.expect == Expect::Ok(0) {
+                stored = true;
+                Reply::Ok(0)
+            } else {
+                match wrong.step(i as u32, o).map(|p| p.expect) {
+                    Some(Expect::Data(d)) => Reply::Data(d),
+                    Some(Expect::Ok(v)) => Reply::Ok(v),
+                    Some(Expect::Err(e)) => Reply::Err(e),
+                    Some(Expect::Signal(s)) => Reply::Signal(s),
+                    Some(Expect::FStat(s)) => Reply::FStat(s),
+                    _ => continue,
+                }
+            };
+            if check(&e.expect, &reply).is_err() {
+                seen = true;
+                break;
+            }
+        }
+        // As the coordinator does after the history: the whole tree.
+        let tree = |m: &Model| m.fs.as_ref().map(crate::fsmodel::Fs::listing);
+        seen = seen || tree(&spec) != tree(&wrong);
+        storing += u32::from(stored);
+        caught += u32::from(seen);
+    }
+    assert!(
+        storing >= 6,
+        "only {storing} of 12 seeds store through a mapping"
+    );
+    // (A seed whose stored bytes were all truncated away, overwritten or only in a tail
+    // before anything looked cannot show it.)
+    assert!(
+        caught >= 3 && 2 * caught >= storing,
+        "only {caught} of {storing} seeds caught lost stores"
+    );
+}
+
+#[test]
+fn verify_accepts_a_torn_store_in_flight_and_nothing_else() {
+    use crate::fsmodel::{torn_store_fits, Entry, FileStat};
+    let st = FileStat {
+        mode: 0o100644,
+        uid: 0,
+        gid: 0,
+        nlink: 1,
+        size: 4,
+    };
+    let e = |d: &[u8]| {
+        vec![Entry {
+            path: "pub/f0".into(),
+            st: st.clone(),
+            data: d.to_vec(),
+        }]
+    };
+    let (a, b) = (e(&[0, 0, 0, 0]), e(&[1, 2, 3, 4]));
+    assert!(torn_store_fits(&a, &b, &e(&[1, 2, 0, 0])));
+    assert!(torn_store_fits(&a, &b, &e(&[0, 2, 0, 4])));
+    assert!(torn_store_fits(&a, &b, &a));
+    assert!(!torn_store_fits(&a, &b, &e(&[9, 2, 0, 0])));
+    assert!(!torn_store_fits(&a, &b, &e(&[1, 2, 3])));
+    assert!(!torn_store_fits(&a, &b, &[]));
+}
+
+/// The interactions the mapping ops are for do occur in generated histories: accesses
+/// through a mapping whose descriptor was closed, whose file was unlinked, that a child
+/// inherited, in the tail past the end, and SIGBUS where a truncation took pages away.
+#[test]
+fn riofs_mapping_interactions_are_generated() {
+    let mut cfg = Config::defaults(16000);
+    cfg.riofs = true;
+    let mut seen = std::collections::BTreeMap::<&str, u32>::new();
+    for seed in 0..16 {
+        let ops = generate(seed, 300, &cfg);
+        let mut m = Model::new(cfg.clone(), seed);
+        // Mappings that a truncation took pages from.
+        let mut shrunk = std::collections::BTreeSet::new();
+        for (i, o) in ops.iter().enumerate() {
+            let (kind, p) = (&o.kind, o.proc);
+            let before: Vec<FMapView> = m.procs.keys().flat_map(|&q| m.fmaps(q)).collect();
+            let sizes: Vec<u64> = before
+                .iter()
+                .map(|v| m.fs.as_ref().map_or(0, |fs| fs.size_of(v.h)))
+                .collect();
+            let view = match kind {
+                OpKind::FStore { m: id, off, .. } | OpKind::FLoad { m: id, off, .. } => m
+                    .fmaps(p)
+                    .into_iter()
+                    .find(|v| v.id == *id)
+                    .map(|v| (v, u64::from(*off))),
+                _ => None,
+            };
+            let Some(pl) = m.step(i as u32, o) else {
+                continue;
+            };
+            let fs = m.fs.as_ref().unwrap();
+            for (v, s0) in before.iter().zip(&sizes) {
+                let (now, then) = (page_end(fs.size_of(v.h)), page_end(*s0));
+                if fs.files.contains_key(&v.h) && now < then && now < v.first + v.len {
+                    shrunk.insert(v.id);
+                }
+            }
+            let Some((v, off)) = view else { continue };
+            let ok = matches!(pl.expect, Expect::Ok(_) | Expect::Data(_));
+            let mut note = |k| *seen.entry(k).or_default() += 1;
+            if ok && !m.rfds(p).contains(&v.h) {
+                note("after close");
+            }
+            if ok && fs.names_of(v.ino).is_empty() {
+                note("after unlink");
+            }
+            if ok && p >= CHILD_BASE && v.id < p - CHILD_BASE {
+                note("inherited");
+            }
+            if ok && v.first + off >= fs.size_of(v.h) {
+                note("in the tail");
+            }
+            if pl.expect == Expect::Signal(libc::SIGBUS) && shrunk.contains(&v.id) {
+                note("SIGBUS after a shrink");
+            }
+        }
+    }
+    for k in [
+        "after close",
+        "after unlink",
+        "inherited",
+        "in the tail",
+        "SIGBUS after a shrink",
+    ] {
+        assert!(seen.get(k).is_some_and(|&n| n >= 2), "{k}: {seen:?}");
+    }
 }

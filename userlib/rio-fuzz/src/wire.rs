@@ -72,8 +72,19 @@ pub fn encode_reply(r: &Reply) -> Vec<u8> {
             }
             v.extend_from_slice(&st.size.to_le_bytes());
         }
+        Reply::Signal(sig) => {
+            v.push(7);
+            v.extend_from_slice(&sig.to_le_bytes());
+        }
     }
     v
+}
+
+/// The whole frame (length and payload) of `Reply::Signal(sig)`, built without allocating:
+/// a signal handler sends it.
+pub const fn signal_frame(sig: i32) -> [u8; 9] {
+    let s = sig.to_le_bytes();
+    [5, 0, 0, 0, 7, s[0], s[1], s[2], s[3]]
 }
 
 struct Cursor<'a>(&'a [u8]);
@@ -149,6 +160,7 @@ pub fn decode_reply(b: &[u8]) -> Option<Reply> {
             nlink: c.u32()?,
             size: c.u64()?,
         }),
+        7 => Reply::Signal(c.u32()? as i32),
         _ => return None,
     })
 }
@@ -186,9 +198,14 @@ mod tests {
                 nlink: 2,
                 size: 1 << 40,
             }),
+            Reply::Signal(libc::SIGBUS),
         ] {
             assert_eq!(decode_reply(&encode_reply(&r)), Some(r));
         }
+        let f = signal_frame(libc::SIGSEGV);
+        let mut want = 5u32.to_le_bytes().to_vec();
+        want.extend_from_slice(&encode_reply(&Reply::Signal(libc::SIGSEGV)));
+        assert_eq!(f.to_vec(), want);
         assert_eq!(decode_cmd(&encode_cmd(5, 1)), Some((5, 1)));
         assert_eq!(decode_reply(&[9]), None);
     }

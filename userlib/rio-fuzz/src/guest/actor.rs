@@ -10,8 +10,8 @@ use rio_client::uapi::*;
 
 use super::{fs, sys};
 use crate::fsmodel::LINK_TARGETS;
-use crate::model::{Identity, ObjView, Reply};
-use crate::ops::{Op, OpKind, OpenHow, NAMES};
+use crate::model::{Identity, ObjView, Reply, ARG_PROBE};
+use crate::ops::{msync_flags, Op, OpKind, OpenHow, NAMES};
 use crate::prng::payload;
 use crate::wire;
 
@@ -128,6 +128,37 @@ pub fn open_object(
     Ok(fd)
 }
 
+/// Stores `data` at byte `off` of the mapping at `base`: volatile, one byte at a time
+/// upwards (so a store that runs into a page that faults has stored the bytes before it).
+///
+/// # Safety
+/// `base + off .. base + off + data.len()` must lie inside a live mapping of this process
+/// that no Rust reference points into (it is shared memory). A page that is not writable
+/// faults: the caller arranges that the fault ends the process (a probe child, or the
+/// actor's fault handler).
+unsafe fn store_bytes(base: usize, off: usize, data: &[u8]) {
+    let dst = (base + off) as *mut u8;
+    for (i, b) in data.iter().enumerate() {
+        // SAFETY: inside the mapping, by the function's contract.
+        unsafe { std::ptr::write_volatile(dst.add(i), *b) };
+    }
+}
+
+/// Loads `len` bytes at byte `off` of the mapping at `base` (volatile, upwards).
+///
+/// # Safety
+/// `base + off .. base + off + len` must lie inside a live readable mapping of this process.
+unsafe fn load_bytes(base: usize, off: usize, len: usize) -> Vec<u8> {
+    let src = (base + off) as *const u8;
+    (0..len)
+        // SAFETY: inside the mapping, by the function's contract.
+        .map(|i| unsafe { std::ptr::read_volatile(src.add(i)) })
+        .collect()
+}
+
+/// How long an access in a probe child may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(20);
+
 fn ok<T>(r: Result<T, i32>, f: impl FnOnce(T) -> Reply) -> Reply {
     match r {
         Ok(v) => f(v),
@@ -161,6 +192,10 @@ impl<'a> Actor<'a> {
 
     /// Serves commands until told to quit (or killed).
     pub fn serve(mut self) -> ! {
+        if let Err(e) = sys::report_faults_to(self.pipes.reply) {
+            eprintln!("rio-fuzz: actor: sigaction: errno {e}");
+            sys::exit_now(7);
+        }
         loop {
             let frame = match sys::recv_frame(self.pipes.cmd, None) {
                 Ok(f) => f,
@@ -283,27 +318,15 @@ impl<'a> Actor<'a> {
                     // process (the model sends stores only to writable mappings, within
                     // their length and the object's size); volatile stores, as the object
                     // is shared memory.
-                    unsafe {
-                        let dst = (p as *mut u8).add(*off as usize);
-                        for (i, b) in data.iter().enumerate() {
-                            std::ptr::write_volatile(dst.add(i), *b);
-                        }
-                    }
+                    unsafe { store_bytes(p, *off as usize, &data) };
                     Reply::Ok(0)
                 }
                 _ => Reply::Err(libc::EFAULT),
             },
             OpKind::MapRead { m, off, len } => match self.maps.get(m) {
                 Some(&(p, l)) if (*off as usize + *len as usize) <= l => {
-                    let mut v = vec![0u8; *len as usize];
                     // SAFETY: the range lies inside a live readable mapping of this process.
-                    unsafe {
-                        let src = (p as *const u8).add(*off as usize);
-                        for (i, b) in v.iter_mut().enumerate() {
-                            *b = std::ptr::read_volatile(src.add(i));
-                        }
-                    }
-                    Reply::Data(v)
+                    Reply::Data(unsafe { load_bytes(p, *off as usize, *len as usize) })
                 }
                 _ => Reply::Err(libc::EFAULT),
             },
@@ -402,6 +425,10 @@ impl<'a> Actor<'a> {
                         self.pipes = pipes;
                         self.slots.clear();
                         self.children.clear();
+                        if let Err(e) = sys::report_faults_to(pipes.reply) {
+                            eprintln!("rio-fuzz: child actor: sigaction: errno {e}");
+                            sys::exit_now(7);
+                        }
                         return None;
                     }
                     Ok(pid) => {
@@ -464,6 +491,89 @@ impl<'a> Actor<'a> {
                 ok(fs::chown(path, id, u32::MAX), |_| Reply::Ok(0))
             }
             OpKind::PStat { path, follow } => ok(fs::stat(path, *follow), Reply::FStat),
+            OpKind::FMmap {
+                h,
+                page_off,
+                pages,
+                write,
+                shared,
+            } => {
+                let len = *pages as usize * 4096;
+                let prot = libc::PROT_READ | if *write { libc::PROT_WRITE } else { 0 };
+                let flags = if *shared {
+                    libc::MAP_SHARED
+                } else {
+                    libc::MAP_PRIVATE
+                };
+                let r = self
+                    .fd(*h)
+                    .and_then(|fd| sys::mmap(fd, len, prot, flags, u64::from(*page_off) * 4096));
+                ok(r, |p| {
+                    self.maps.insert(index, (p as usize, len));
+                    Reply::Ok(0)
+                })
+            }
+            OpKind::FStore { m, off, len } | OpKind::FLoad { m, off, len } => {
+                let store = matches!(op.kind, OpKind::FStore { .. });
+                let (off, len) = (*off as usize, *len as usize);
+                let Some(&(p, _)) = self.maps.get(m).filter(|(_, l)| off + len <= *l) else {
+                    return Some(Reply::Err(libc::EFAULT));
+                };
+                let data = if store {
+                    payload(self.seed, index, len)
+                } else {
+                    Vec::new()
+                };
+                let access = || {
+                    if store {
+                        // SAFETY: the range lies inside a live mapping of this process
+                        // (checked against its length above). A store into a mapping
+                        // without PROT_WRITE or into a page past the end of the file
+                        // faults: in a probe child that death is the answer; here the fault
+                        // handler answers and ends the process. No Rust reference points
+                        // into the mapping.
+                        unsafe { store_bytes(p, off, &data) };
+                        None
+                    } else {
+                        // SAFETY: the range lies inside a live readable mapping of this
+                        // process (checked against its length above); a page past the end
+                        // of the file faults, which ends the process (here or in a probe
+                        // child) before any byte of it is used.
+                        Some(unsafe { load_bytes(p, off, len) })
+                    }
+                };
+                if arg == ARG_PROBE {
+                    // The model expects a fault: do it in a child, whose death is the answer.
+                    match sys::in_child(
+                        || {
+                            let _ = access();
+                        },
+                        PROBE_TIMEOUT,
+                    ) {
+                        Ok(Some(sig)) => Reply::Signal(sig),
+                        Ok(None) => Reply::Ok(0),
+                        Err(e) => Reply::Err(e),
+                    }
+                } else {
+                    match access() {
+                        Some(v) => Reply::Data(v),
+                        None => Reply::Ok(0),
+                    }
+                }
+            }
+            OpKind::FMsync { m, off, len, flags } => match self.maps.get(m) {
+                Some(&(p, l)) if (*off as usize + *len as usize) <= l => ok(
+                    sys::msync(p + *off as usize, *len as usize, msync_flags(*flags)),
+                    |_| Reply::Ok(0),
+                ),
+                _ => Reply::Err(libc::EFAULT),
+            },
+            OpKind::FMunmap { m } => match self.maps.remove(m) {
+                // SAFETY: the mapping was made by this process (or inherited) and no
+                // reference into it survives this call.
+                Some((p, l)) => ok(unsafe { sys::munmap(p as *mut u8, l) }, |_| Reply::Ok(0)),
+                None => Reply::Err(libc::EINVAL),
+            },
             OpKind::Exit { .. } => match self.children.get_mut(arg as usize).and_then(Option::take)
             {
                 Some(pid) => {

@@ -3,6 +3,7 @@
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 /// The calling thread's errno.
@@ -113,6 +114,89 @@ pub unsafe fn munmap(ptr: *mut u8, len: usize) -> Result<(), i32> {
         Err(errno())
     } else {
         Ok(())
+    }
+}
+
+/// `msync` of `len` bytes at `addr` (an address inside a mapping of this process, or not
+/// page-aligned on purpose: the kernel checks).
+pub fn msync(addr: usize, len: usize, flags: i32) -> Result<(), i32> {
+    // SAFETY: msync neither changes memory contents nor unmaps anything; an address that is
+    // not page-aligned or not mapped is refused by the kernel (EINVAL, ENOMEM).
+    if unsafe { libc::msync(addr as *mut libc::c_void, len, flags) } != 0 {
+        Err(errno())
+    } else {
+        Ok(())
+    }
+}
+
+/// Where [`report_fault`] sends its answer: the reply pipe of the actor this process is.
+static FAULT_REPLY_FD: AtomicI32 = AtomicI32::new(-1);
+
+/// The handler of `SIGBUS` and `SIGSEGV` in actors: an access through a mapping that the
+/// model expected to succeed faulted. It answers the op with `Reply::Signal` (a frame built
+/// without allocating) and exits: the coordinator reports the mismatch and stops the run.
+extern "C" fn report_fault(sig: libc::c_int) {
+    let frame = crate::wire::signal_frame(sig);
+    let fd = FAULT_REPLY_FD.load(Ordering::Relaxed);
+    // SAFETY: write(2) and _exit(2) are async-signal-safe; `frame` lives on this stack for
+    // the call. Nothing of the interrupted code runs again.
+    unsafe {
+        libc::write(fd, frame.as_ptr().cast(), frame.len());
+        libc::_exit(6);
+    }
+}
+
+fn set_fault_handler(handler: libc::sighandler_t) -> Result<(), i32> {
+    for sig in [libc::SIGBUS, libc::SIGSEGV] {
+        // SAFETY: an all-zero sigaction is a valid value of the plain C struct (empty mask,
+        // no flags); the handler is SIG_DFL or `report_fault`, which has the signature of a
+        // non-SA_SIGINFO handler and does only async-signal-safe calls.
+        let r = unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = handler;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut())
+        };
+        if r != 0 {
+            return Err(errno());
+        }
+    }
+    Ok(())
+}
+
+/// From now on `SIGBUS` and `SIGSEGV` answer the current op on `reply` with
+/// `Reply::Signal` and end this process (the handler writes one prebuilt frame and exits).
+pub fn report_faults_to(reply: RawFd) -> Result<(), i32> {
+    FAULT_REPLY_FD.store(reply, Ordering::Relaxed);
+    set_fault_handler(report_fault as extern "C" fn(libc::c_int) as libc::sighandler_t)
+}
+
+/// Runs `f` in a child process (this one must be single-threaded) and says how it ended:
+/// `Ok(None)` if `f` returned, `Ok(Some(sig))` if the child died of signal `sig`. A child
+/// that does not end within `timeout` is killed (`ETIMEDOUT`).
+pub fn in_child(f: impl FnOnce(), timeout: Duration) -> Result<Option<i32>, i32> {
+    // SAFETY: getpid cannot fail.
+    let me = unsafe { libc::getpid() };
+    match fork()? {
+        0 => {
+            die_with_parent(me);
+            // Here a fault is the answer: die of it.
+            if set_fault_handler(libc::SIG_DFL).is_err() {
+                exit_now(8);
+            }
+            f();
+            exit_now(0)
+        }
+        pid => match wait_timeout(pid, timeout) {
+            None => {
+                kill(pid);
+                let _ = wait_timeout(pid, Duration::from_secs(5));
+                Err(libc::ETIMEDOUT)
+            }
+            Some(st) if st >= 0 && libc::WIFSIGNALED(st) => Ok(Some(libc::WTERMSIG(st))),
+            Some(st) if st >= 0 && libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0 => Ok(None),
+            Some(_) => Err(libc::ECHILD),
+        },
     }
 }
 
