@@ -98,6 +98,49 @@ fn waiting(call: &str) -> Result<()> {
     Ok(())
 }
 
+/// A member that waits for bytes by polling `FIONREAD` with sleeps between (no readiness
+/// call, `fifo-reader ... none`) while its writer prints a line before it writes: the
+/// visible line's round needs the sleeping reader, which serves the coordinator in its
+/// sleeps. Before they served, the writer waited for the round for ever, so wrote
+/// nothing, and the reader polled for ever (seen in a CI run of the ppoll test below,
+/// whose reader polls the same way first).
+#[test]
+fn a_member_polling_with_sleeps_serves_the_coordinator() {
+    if !common::sud_or_skip("a_member_polling_with_sleeps_serves_the_coordinator") {
+        return;
+    }
+    let r = (|| -> Result<()> {
+        let t = tempfile::tempdir()?;
+        let bin = ready_bin(t.path())?.display().to_string();
+        let path = t.path().join("f").display().to_string();
+        let m = |v: &[&str]| Member {
+            argv: v.iter().map(|s| s.to_string()).collect(),
+            stdin: None,
+        };
+        let o = dist::run(&Plan {
+            deadline: Duration::from_secs(20),
+            ..Plan::new(
+                Some("cpv-2pc"),
+                vec![
+                    m(&[&bin, "fifo-reader", &path, "none"]),
+                    m(&[&bin, "fifo-late-writer", &path]),
+                ],
+            )
+        })?;
+        ensure!(
+            o.outs == ["ready\ngot hello\n", "writing\n"],
+            "the members printed {:?}",
+            o.outs
+        );
+        dist::save_work(&o)?;
+        eprintln!("polling with sleeps: {:?} in {:?}", o.outs, o.wall);
+        Ok(())
+    })();
+    if let Err(e) = r {
+        panic!("{e:#}");
+    }
+}
+
 #[test]
 fn blocked_readiness_calls_serve_the_coordinator() {
     if !common::sud_or_skip("blocked_readiness_calls_serve_the_coordinator") {

@@ -327,6 +327,8 @@ unsafe fn dispatch(nr: i64, a: [usize; 6]) -> isize {
                 "rt_sigreturn from a signal restorer Discount Checking did not install \
                  (a handler installed behind its back): cannot resume the program",
             ),
+            // A member of a computation sleeps serving the coordinator (`time`).
+            libc::SYS_nanosleep | libc::SYS_clock_nanosleep => time::sys_sleep(nr, a),
             _ if harmless(nr, &a) => syscall6(nr, a),
             _ => refuse(nr),
         }

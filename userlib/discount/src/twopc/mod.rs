@@ -48,7 +48,9 @@
 //! or repeat it (streams are exact: above); a socket is taken to be a channel inside the
 //! computation unless its peer is named outside it (`dc run --outside`,
 //! [`crate::outside`]: then its sends are visible events and a round does not quiesce
-//! it); a FIFO is always inside; a member that computes without making a system call
+//! it); a FIFO is always inside; a member serves the coordinator in its sends, receives,
+//! readiness calls and sleeps (`nanosleep`, `clock_nanosleep`: `intercept::time`), so
+//! one that computes without those (or loops over calls that never wait, an `ioctl`)
 //! answers a prepare at its next one.
 
 pub mod coord;
