@@ -18,6 +18,7 @@
 //!   opens the FIFO again at its descriptor, the reader goes on with the lines written
 //!   since, and it sees the end of the stream when the writer closes.
 
+#[macro_use]
 mod common;
 
 use std::io::Write;
@@ -171,22 +172,6 @@ fn outside_fifo(protocol: &str, test: u64) -> Result<()> {
         o.killed
     );
     Ok(())
-}
-
-macro_rules! cases {
-    ($($name:ident: $f:ident($($arg:expr),*);)*) => {
-        $(
-            #[test]
-            fn $name() {
-                if !common::sud_or_skip(stringify!($name)) {
-                    return;
-                }
-                if let Err(e) = $f($($arg),*) {
-                    panic!("{e:#}");
-                }
-            }
-        )*
-    };
 }
 
 cases! {

@@ -34,6 +34,7 @@
 //!   re-executed reporter sends other lines under the same numbers; the oracles must
 //!   reject the run.
 
+#[macro_use]
 mod common;
 
 use std::collections::HashSet;
@@ -554,22 +555,6 @@ fn unix_peer_case(protocol: &str, test: u16) -> Result<()> {
         o.coord_last.unwrap_or_default()
     );
     Ok(())
-}
-
-macro_rules! cases {
-    ($($name:ident: $f:ident($($arg:expr),*);)*) => {
-        $(
-            #[test]
-            fn $name() {
-                if !common::sud_or_skip(stringify!($name)) {
-                    return;
-                }
-                if let Err(e) = $f($($arg),*) {
-                    panic!("{e:#}");
-                }
-            }
-        )*
-    };
 }
 
 cases! {

@@ -15,6 +15,7 @@
 //!   world: a client killed and recovered finds its connection reset (ECONNRESET on the
 //!   read, or EPIPE on the write) and says so.
 
+#[macro_use]
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
@@ -141,22 +142,6 @@ fn outside_connection_is_reset(protocol: &str, test: u16) -> Result<()> {
     dist::resumed(&o)?;
     eprintln!("{protocol}: {last} after kills {:?}", o.killed);
     Ok(())
-}
-
-macro_rules! cases {
-    ($($name:ident: $f:ident($($arg:expr),*);)*) => {
-        $(
-            #[test]
-            fn $name() {
-                if !common::sud_or_skip(stringify!($name)) {
-                    return;
-                }
-                if let Err(e) = $f($($arg),*) {
-                    panic!("{e:#}");
-                }
-            }
-        )*
-    };
 }
 
 cases! {

@@ -7,6 +7,7 @@
 //! every later line, an empty pipe stops the program), and every run after a kill
 //! resumed.
 
+#[macro_use]
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -61,24 +62,8 @@ fn selfpipe(protocol: &str, seed: u64) -> Result<()> {
     Ok(())
 }
 
-macro_rules! cases {
-    ($($name:ident: $protocol:literal $seed:literal;)*) => {
-        $(
-            #[test]
-            fn $name() {
-                if !common::sud_or_skip(stringify!($name)) {
-                    return;
-                }
-                if let Err(e) = selfpipe($protocol, $seed) {
-                    panic!("{e:#}");
-                }
-            }
-        )*
-    };
-}
-
 cases! {
-    self_pipe_under_cpvs: "cpvs" 700;
-    self_pipe_under_cand: "cand" 701;
-    self_pipe_under_cbndvs: "cbndvs" 702;
+    self_pipe_under_cpvs: selfpipe("cpvs", 700);
+    self_pipe_under_cand: selfpipe("cand", 701);
+    self_pipe_under_cbndvs: selfpipe("cbndvs", 702);
 }

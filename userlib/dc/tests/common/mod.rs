@@ -5,6 +5,26 @@
 
 #![allow(dead_code)]
 
+/// One `#[test]` per line, `name: f(args);`, each calling `f(args)` (an
+/// `anyhow::Result`) unless Syscall User Dispatch is missing ([`sud_or_skip`]), and
+/// panicking with the whole error chain if it fails. (`#[macro_use] mod common;`.)
+#[allow(unused_macros)]
+macro_rules! cases {
+    ($($name:ident: $f:ident($($arg:expr),*);)*) => {
+        $(
+            #[test]
+            fn $name() {
+                if !common::sud_or_skip(stringify!($name)) {
+                    return;
+                }
+                if let Err(e) = $f($($arg),*) {
+                    panic!("{e:#}");
+                }
+            }
+        )*
+    };
+}
+
 pub mod apps;
 pub mod dist;
 pub mod pty;

@@ -281,21 +281,9 @@ pub(super) unsafe fn sys_mknodat(
         );
     }
     let mut e = Entry::enter();
-    let cx = e.cx();
     // SAFETY: the caller passes a C string.
-    let abs = kstate::absolutize(&cx.ks().cwd, dirfd, unsafe { cbytes(path) });
-    if kstate::stat_path(&abs).is_none() {
-        let rec = UndoRec {
-            kind: R_CREATE,
-            path: abs,
-            path2: Vec::new(),
-            offset: 0,
-            old_size: 0,
-            data: Vec::new(),
-        };
-        if let Err(er) = undo(cx, &rec) {
-            return -(er as isize);
-        }
+    if let Err(er) = log_made(e.cx(), dirfd, unsafe { cbytes(path) }, R_CREATE) {
+        return -(er as isize);
     }
     raw()
 }
@@ -462,23 +450,32 @@ pub(super) unsafe fn sys_mkdirat(dirfd: c_int, path: *const c_char, mode: c_uint
         return raw();
     }
     let mut e = Entry::enter();
-    let cx = e.cx();
     // SAFETY: the caller passes a C string.
-    let abs = kstate::absolutize(&cx.ks().cwd, dirfd, unsafe { cbytes(path) });
-    if kstate::stat_path(&abs).is_none() {
-        let rec = UndoRec {
-            kind: R_MKDIR,
+    if let Err(er) = log_made(e.cx(), dirfd, unsafe { cbytes(path) }, R_MKDIR) {
+        return -(er as isize);
+    }
+    raw()
+}
+
+/// Before the program makes `path` (relative to `dirfd`): a record of kind `kind`
+/// (`R_CREATE`, `R_MKDIR`) in the file undo log, so that a rollback removes it again,
+/// unless something is there already (then the call fails or changes nothing).
+fn log_made(cx: &mut Ctx, dirfd: c_int, path: &[u8], kind: u32) -> Result<(), i32> {
+    let abs = kstate::absolutize(&cx.ks().cwd, dirfd, path);
+    if kstate::stat_path(&abs).is_some() {
+        return Ok(());
+    }
+    undo(
+        cx,
+        &UndoRec {
+            kind,
             path: abs,
             path2: Vec::new(),
             offset: 0,
             old_size: 0,
             data: Vec::new(),
-        };
-        if let Err(er) = undo(cx, &rec) {
-            return -(er as isize);
-        }
-    }
-    raw()
+        },
+    )
 }
 
 /// `close(2)`.
